@@ -1,0 +1,39 @@
+"""pgtasq: a task queue for Python with PostgreSQL as its broker.
+
+A task is a row. Enqueue it inside your own transaction and it exists if and only if that
+transaction commits; workers claim rows with ``SELECT … FOR UPDATE SKIP LOCKED``.
+"""
+
+from __future__ import annotations
+
+from pgtasq._migrate import current_revision, downgrade, migrate, migration_sql
+from pgtasq.errors import (
+    ConfigurationError,
+    DatabaseUnavailable,
+    DuplicateTask,
+    PgtasqError,
+    TaskValidationError,
+)
+from pgtasq.models import Task, TaskInfo, TaskStatus
+from pgtasq.producer import AsyncProducer, Producer
+from pgtasq.tables import SCHEMA_DEFAULT
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    "SCHEMA_DEFAULT",
+    "AsyncProducer",
+    "ConfigurationError",
+    "DatabaseUnavailable",
+    "DuplicateTask",
+    "PgtasqError",
+    "Producer",
+    "Task",
+    "TaskInfo",
+    "TaskStatus",
+    "TaskValidationError",
+    "current_revision",
+    "downgrade",
+    "migrate",
+    "migration_sql",
+]

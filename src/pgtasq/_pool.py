@@ -1,0 +1,108 @@
+"""The connection pools pgtasq owns when the caller gives a DSN instead of a connection.
+
+Pool connections are in autocommit: each pgtasq operation is one statement (or runs in an
+explicit transaction), so no BEGIN/COMMIT round trips are spent on the hot path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
+
+from pgtasq.errors import DatabaseUnavailable
+
+POOL_MIN_SIZE_DEFAULT = 1
+POOL_MAX_SIZE_DEFAULT = 10
+POOL_OPEN_TIMEOUT_DEFAULT = 10.0
+
+
+def _unavailable(dsn: str, exc: BaseException) -> DatabaseUnavailable:
+    return DatabaseUnavailable(f"cannot connect to PostgreSQL ({_redact(dsn)}): {exc}")
+
+
+def _redact(dsn: str) -> str:
+    """The DSN without its password, for messages."""
+    try:
+        info = psycopg.conninfo.conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        return "<invalid DSN>"
+    info.pop("password", None)
+    return psycopg.conninfo.make_conninfo("", **info)
+
+
+class LazyPool:
+    """A psycopg ``ConnectionPool`` opened on first use, so constructing is free and safe."""
+
+    def __init__(self, dsn: str, *, min_size: int, max_size: int, name: str) -> None:
+        self.dsn = dsn
+        self._lock = threading.Lock()
+        self._pool: ConnectionPool[Any] = ConnectionPool(
+            dsn,
+            min_size=min_size,
+            max_size=max_size,
+            open=False,
+            name=name,
+            kwargs={"autocommit": True},
+        )
+        self._opened = False
+
+    def get(self) -> ConnectionPool[Any]:
+        if not self._opened:
+            with self._lock:
+                if not self._opened:
+                    try:
+                        self._pool.open(wait=True, timeout=POOL_OPEN_TIMEOUT_DEFAULT)
+                    except PoolTimeout as exc:
+                        self._pool.close()
+                        raise _unavailable(self.dsn, exc) from exc
+                    self._opened = True
+        return self._pool
+
+    def close(self) -> None:
+        with self._lock:
+            if self._opened:
+                self._pool.close()
+                self._opened = False
+
+
+class AsyncLazyPool:
+    """An ``AsyncConnectionPool`` opened on first use (it cannot be opened in ``__init__``)."""
+
+    def __init__(self, dsn: str, *, min_size: int, max_size: int, name: str) -> None:
+        self.dsn = dsn
+        self._min_size = min_size
+        self._max_size = max_size
+        self._name = name
+        self._lock: asyncio.Lock | None = None
+        self._pool: AsyncConnectionPool[Any] | None = None
+
+    async def get(self) -> AsyncConnectionPool[Any]:
+        if self._pool is None:
+            if self._lock is None:
+                self._lock = asyncio.Lock()
+            async with self._lock:
+                if self._pool is None:
+                    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+                        self.dsn,
+                        min_size=self._min_size,
+                        max_size=self._max_size,
+                        open=False,
+                        name=self._name,
+                        kwargs={"autocommit": True},
+                    )
+                    try:
+                        await pool.open(wait=True, timeout=POOL_OPEN_TIMEOUT_DEFAULT)
+                    except PoolTimeout as exc:
+                        await pool.close()
+                        raise _unavailable(self.dsn, exc) from exc
+                    self._pool = pool
+        return self._pool
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            await pool.close()

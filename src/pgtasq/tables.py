@@ -1,0 +1,170 @@
+"""The tables, described once with SQLAlchemy Core.
+
+Alembic's migrations create exactly this (a test runs autogenerate against it and expects
+no difference), and SQLAlchemy users can query the tables with it. The hot-path statements
+themselves live in `pgtasq._sql` as plain SQL.
+
+Every object lives in one PostgreSQL schema (default ``pgtasq``); `metadata(schema)` builds
+the same tables for another schema, so two schemas in one database never see each other.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg
+
+from pgtasq.errors import ConfigurationError
+from pgtasq.models import NAME_MAX_LENGTH, PRIORITY_MAX, PRIORITY_MIN, TaskStatus
+
+SCHEMA_DEFAULT = "pgtasq"
+TASKS_TABLE = "tasks"
+QUEUES_TABLE = "queues"
+WORKERS_TABLE = "workers"
+SCHEDULES_TABLE = "schedules"
+DAILY_STATS_TABLE = "queue_daily_stats"
+STATUS_ENUM = "task_status"
+ALEMBIC_VERSION_TABLE = "alembic_version"
+
+_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+def check_schema_name(schema: str) -> str:
+    """Schema names are plain lower-case identifiers, so they never need quoting in SQL."""
+    if not isinstance(schema, str) or not _SCHEMA_NAME.match(schema):
+        raise ConfigurationError(
+            f"schema name must match {_SCHEMA_NAME.pattern} (lower-case letters, digits, "
+            f"underscore; at most 63 characters), got {schema!r}"
+        )
+    return schema
+
+
+def _final_states_sql() -> str:
+    return ", ".join(f"'{s.value}'" for s in TaskStatus if s.is_final)
+
+
+@functools.lru_cache(maxsize=64)
+def metadata(schema: str = SCHEMA_DEFAULT) -> sa.MetaData:
+    """The tables of one pgtasq schema."""
+    check_schema_name(schema)
+    md = sa.MetaData(schema=schema)
+    status = pg.ENUM(*[s.value for s in TaskStatus], name=STATUS_ENUM, schema=schema, metadata=md)
+    now = sa.text("now()")
+    finals = _final_states_sql()
+
+    sa.Table(
+        TASKS_TABLE,
+        md,
+        sa.Column("id", sa.BigInteger, sa.Identity(always=True), primary_key=True),
+        sa.Column("queue", sa.Text, nullable=False),
+        sa.Column("type", sa.Text, nullable=False),
+        sa.Column("payload", pg.JSONB, nullable=False, server_default=sa.text("'null'::jsonb")),
+        sa.Column("priority", sa.SmallInteger, nullable=False, server_default="0"),
+        sa.Column("status", status, nullable=False, server_default=TaskStatus.PENDING.value),
+        sa.Column("run_at", sa.DateTime(timezone=True), nullable=False, server_default=now),
+        sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("max_attempts", sa.Integer, nullable=False),
+        sa.Column("timeout", sa.Interval, nullable=True),
+        sa.Column("deadline", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("idempotency_key", sa.Text, nullable=True),
+        sa.Column("errors", pg.JSONB, nullable=False, server_default=sa.text("'[]'::jsonb")),
+        sa.Column("result", pg.JSONB, nullable=True),
+        sa.Column("locked_by", sa.Text, nullable=True),
+        sa.Column("locked_until", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=now),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=now),
+        sa.Column("attempted_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("finalized_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("retention", sa.Interval, nullable=True),
+        sa.CheckConstraint(
+            f"char_length(queue) BETWEEN 1 AND {NAME_MAX_LENGTH}", name="tasks_queue_length"
+        ),
+        sa.CheckConstraint(f"char_length(type) BETWEEN 1 AND {NAME_MAX_LENGTH}", name="tasks_type_length"),
+        sa.CheckConstraint(
+            f"priority BETWEEN {PRIORITY_MIN} AND {PRIORITY_MAX}", name="tasks_priority_range"
+        ),
+        sa.CheckConstraint("max_attempts >= 1", name="tasks_max_attempts_positive"),
+        sa.CheckConstraint("attempts >= 0", name="tasks_attempts_non_negative"),
+        sa.CheckConstraint("timeout > interval '0'", name="tasks_timeout_positive"),
+        sa.CheckConstraint("retention > interval '0'", name="tasks_retention_positive"),
+        sa.CheckConstraint(
+            f"(finalized_at IS NOT NULL) = (status IN ({finals}))", name="tasks_finalized_iff_final"
+        ),
+        sa.CheckConstraint(
+            "(status = 'running') = (locked_until IS NOT NULL)", name="tasks_lease_iff_running"
+        ),
+        sa.UniqueConstraint("idempotency_key", name="tasks_idempotency_key_key"),
+        # The claim: ready rows of a queue, in claim order. Partial, so finished rows cost nothing.
+        sa.Index(
+            "tasks_claim_idx",
+            "queue",
+            sa.text("priority DESC"),
+            "run_at",
+            "id",
+            postgresql_where=sa.text("status = 'pending'"),
+        ),
+        # Rescue: running rows whose lease ran out. Only running rows are in it.
+        sa.Index("tasks_lease_idx", "locked_until", postgresql_where=sa.text("status = 'running'")),
+        # Cleanup: finished rows by age. Not touched by enqueue (finalized_at is NULL then).
+        sa.Index(
+            "tasks_finalized_idx", "finalized_at", postgresql_where=sa.text("finalized_at IS NOT NULL")
+        ),
+    )
+
+    sa.Table(
+        QUEUES_TABLE,
+        md,
+        sa.Column("name", sa.Text, primary_key=True),
+        sa.Column("paused", sa.Boolean, nullable=False, server_default=sa.false()),
+        sa.Column("paused_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=now),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=now),
+        sa.CheckConstraint(f"char_length(name) BETWEEN 1 AND {NAME_MAX_LENGTH}", name="queues_name_length"),
+    )
+
+    sa.Table(
+        WORKERS_TABLE,
+        md,
+        sa.Column("id", sa.Text, primary_key=True),
+        sa.Column("host", sa.Text, nullable=False),
+        sa.Column("pid", sa.Integer, nullable=False),
+        sa.Column("queues", pg.JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
+        sa.Column("concurrency", sa.Integer, nullable=False),
+        sa.Column("started_at", sa.DateTime(timezone=True), nullable=False, server_default=now),
+        sa.Column("heartbeat_at", sa.DateTime(timezone=True), nullable=False, server_default=now),
+        sa.Column("metadata", pg.JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
+        sa.CheckConstraint("concurrency >= 1", name="workers_concurrency_positive"),
+    )
+
+    sa.Table(
+        SCHEDULES_TABLE,
+        md,
+        sa.Column("id", sa.Text, primary_key=True),
+        sa.Column("cron", sa.Text, nullable=False),
+        sa.Column("timezone", sa.Text, nullable=False, server_default="UTC"),
+        sa.Column("task_type", sa.Text, nullable=False),
+        sa.Column("payload", pg.JSONB, nullable=False, server_default=sa.text("'null'::jsonb")),
+        sa.Column("options", pg.JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
+        sa.Column("last_run_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("next_run_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=now),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=now),
+        sa.CheckConstraint("char_length(id) BETWEEN 1 AND 255", name="schedules_id_length"),
+    )
+
+    sa.Table(
+        DAILY_STATS_TABLE,
+        md,
+        sa.Column("queue", sa.Text, primary_key=True),
+        sa.Column("day", sa.Date, primary_key=True),
+        sa.Column("processed", sa.BigInteger, nullable=False, server_default="0"),
+        sa.Column("failed", sa.BigInteger, nullable=False, server_default="0"),
+    )
+    return md
+
+
+def tasks_table(schema: str = SCHEMA_DEFAULT) -> sa.Table:
+    """The tasks table of a schema, for SQLAlchemy queries of your own."""
+    return metadata(schema).tables[f"{schema}.{TASKS_TABLE}"]
