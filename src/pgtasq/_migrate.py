@@ -9,21 +9,24 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import psycopg
 import sqlalchemy as sa
 from sqlalchemy.pool import StaticPool
 
-from pgtasq.errors import ConfigurationError
+from pgtasq.errors import ConfigurationError, DatabaseUnavailable
 from pgtasq.tables import SCHEMA_DEFAULT, check_schema_name
 
 SCHEMA_ATTRIBUTE = "pgtasq_schema"
+# Alembic's `context` is one global per process: two migrations in threads would share it.
+_ALEMBIC_LOCK = threading.RLock()
 MIGRATE_LOCK_SQL = "SELECT pg_advisory_xact_lock(hashtext('pgtasq.migrate.' || :schema))"
 
-Migratable = Union[str, sa.Engine, sa.Connection, psycopg.Connection[Any]]
+Migratable = str | sa.Engine | sa.Connection | psycopg.Connection[Any]
 
 
 def migrations_path() -> Path:
@@ -100,7 +103,13 @@ def _connection(target: Migratable) -> Iterator[sa.Connection]:
                 poolclass=sa.pool.NullPool,
             )
         try:
-            with engine.begin() as conn:
+            try:
+                conn = engine.connect()
+            except sa.exc.OperationalError as exc:
+                raise DatabaseUnavailable(
+                    f"cannot connect to PostgreSQL: {str(exc.orig).strip().splitlines()[0]}"
+                ) from exc
+            with conn, conn.begin():
                 yield conn
         finally:
             engine.dispose()
@@ -116,7 +125,7 @@ def migrate(target: Migratable, *, schema: str = SCHEMA_DEFAULT, revision: str =
     from alembic import command
 
     cfg = _config(schema)
-    with _connection(target) as conn:
+    with _ALEMBIC_LOCK, _connection(target) as conn:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
 
@@ -126,7 +135,7 @@ def downgrade(target: Migratable, *, schema: str = SCHEMA_DEFAULT, revision: str
     from alembic import command
 
     cfg = _config(schema)
-    with _connection(target) as conn:
+    with _ALEMBIC_LOCK, _connection(target) as conn:
         cfg.attributes["connection"] = conn
         command.downgrade(cfg, revision)
 
@@ -138,7 +147,8 @@ def migration_sql(*, schema: str = SCHEMA_DEFAULT, revision: str = "head") -> st
     cfg = _config(schema)
     buffer = io.StringIO()
     cfg.output_buffer = buffer
-    command.upgrade(cfg, revision, sql=True)
+    with _ALEMBIC_LOCK:
+        command.upgrade(cfg, revision, sql=True)
     return buffer.getvalue()
 
 
@@ -151,6 +161,9 @@ def current_revision(target: Migratable, *, schema: str = SCHEMA_DEFAULT) -> str
     with _connection(target) as conn:
         ctx = MigrationContext.configure(
             conn,
-            opts={"version_table": ALEMBIC_VERSION_TABLE, "version_table_schema": check_schema_name(schema)},
+            opts={
+                "version_table": ALEMBIC_VERSION_TABLE,
+                "version_table_schema": check_schema_name(schema),
+            },
         )
         return ctx.get_current_revision()

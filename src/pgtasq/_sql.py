@@ -136,11 +136,13 @@ FROM inserted LEFT JOIN woken ON true
     )
     task_select_many = Statement(
         "task_select_many",
-        f"SELECT {TASK_COLUMNS} FROM {s}.tasks WHERE id = ANY(CAST(%(ids)s AS bigint[])) ORDER BY id",
+        f"SELECT {TASK_COLUMNS} FROM {s}.tasks "
+        "WHERE id = ANY(CAST(%(ids)s AS bigint[])) ORDER BY id",
     )
     task_count_by_status = Statement(
         "task_count_by_status",
-        f"SELECT status::text AS status, count(*) AS count FROM {s}.tasks GROUP BY status ORDER BY status",
+        f"SELECT status::text AS status, count(*) AS count FROM {s}.tasks "
+        "GROUP BY status ORDER BY status",
     )
     return Statements(
         schema=s,

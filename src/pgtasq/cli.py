@@ -60,9 +60,26 @@ def _errors() -> Iterator[None]:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
-@click.option("--dsn", envvar="PGTASQ_DSN", show_envvar=True, help="PostgreSQL URL or libpq string; none: embedded server.")
-@click.option("--schema", envvar="PGTASQ_SCHEMA", show_envvar=True, default=SCHEMA_DEFAULT, help="Schema holding pgtasq's tables.")
-@click.option("--data-dir", envvar="PGTASQ_DATA_DIR", show_envvar=True, default=str(_embedded.DATA_DIR_DEFAULT), help="Where the embedded server keeps its data.")
+@click.option(
+    "--dsn",
+    envvar="PGTASQ_DSN",
+    show_envvar=True,
+    help="PostgreSQL URL or libpq string; none: embedded server.",
+)
+@click.option(
+    "--schema",
+    envvar="PGTASQ_SCHEMA",
+    show_envvar=True,
+    default=SCHEMA_DEFAULT,
+    help="Schema holding pgtasq's tables.",
+)
+@click.option(
+    "--data-dir",
+    envvar="PGTASQ_DATA_DIR",
+    show_envvar=True,
+    default=str(_embedded.DATA_DIR_DEFAULT),
+    help="Where the embedded server keeps its data.",
+)
 @click.version_option(package_name="pgtasq")
 @click.pass_context
 def cli(ctx: click.Context, dsn: str | None, schema: str, data_dir: str) -> None:
@@ -71,9 +88,29 @@ def cli(ctx: click.Context, dsn: str | None, schema: str, data_dir: str) -> None
 
 
 @cli.command()
-@click.option("--sql", "as_sql", is_flag=True, envvar="PGTASQ_MIGRATE_SQL", show_envvar=True, help="Print the SQL instead of running it.")
-@click.option("--revision", default="head", envvar="PGTASQ_MIGRATE_REVISION", show_envvar=True, help="Target revision for upgrade.")
-@click.option("--downgrade", "downgrade_to", default=None, envvar="PGTASQ_MIGRATE_DOWNGRADE", show_envvar=True, help="Downgrade to this revision instead ('base' removes pgtasq).")
+@click.option(
+    "--sql",
+    "as_sql",
+    is_flag=True,
+    envvar="PGTASQ_MIGRATE_SQL",
+    show_envvar=True,
+    help="Print the SQL instead of running it.",
+)
+@click.option(
+    "--revision",
+    default="head",
+    envvar="PGTASQ_MIGRATE_REVISION",
+    show_envvar=True,
+    help="Target revision for upgrade.",
+)
+@click.option(
+    "--downgrade",
+    "downgrade_to",
+    default=None,
+    envvar="PGTASQ_MIGRATE_DOWNGRADE",
+    show_envvar=True,
+    help="Downgrade to this revision instead ('base' removes pgtasq).",
+)
 @click.pass_obj
 def migrate(settings: _Settings, as_sql: bool, revision: str, downgrade_to: str | None) -> None:
     """Create or upgrade pgtasq's tables (Alembic migrations)."""
@@ -94,25 +131,39 @@ def migrate(settings: _Settings, as_sql: bool, revision: str, downgrade_to: str 
 
 def _show(infos: list[TaskInfo]) -> None:
     for info in infos:
-        click.echo(f"  #{info.id:<6} {info.type:<14} {info.status.value:<10} {json.dumps(info.payload)}")
+        click.echo(
+            f"  #{info.id:<6} {info.type:<14} {info.status.value:<10} {json.dumps(info.payload)}"
+        )
 
 
 @cli.command()
-@click.option("--tasks", "count", default=5, type=click.IntRange(1, 10_000), envvar="PGTASQ_DEMO_TASKS", show_envvar=True, help="How many tasks to enqueue.")
+@click.option(
+    "--tasks",
+    "count",
+    default=5,
+    type=click.IntRange(1, 10_000),
+    envvar="PGTASQ_DEMO_TASKS",
+    show_envvar=True,
+    help="How many tasks to enqueue.",
+)
 @click.pass_obj
 def demo(settings: _Settings, count: int) -> None:
     """Show the main job end to end: migrate, enqueue in a transaction, roll one back."""
     with _errors(), settings.database() as dsn:
         click.echo("1. Migrating …")
         _migrate.migrate(dsn, schema=settings.schema)
-        click.echo(f"   schema {settings.schema} at revision {_migrate.current_revision(dsn, schema=settings.schema)}")
+        click.echo(
+            f"   schema {settings.schema} at revision "
+            f"{_migrate.current_revision(dsn, schema=settings.schema)}"
+        )
         stmts = _sql.statements(settings.schema)
         producer = Producer(schema=settings.schema)
         with psycopg.connect(dsn) as conn:
             click.echo(f"2. Enqueueing {count} tasks inside one transaction, then COMMIT …")
             with conn.transaction():
                 infos = producer.enqueue_many(
-                    [Task("demo.greet", {"n": i, "name": f"user{i}"}) for i in range(count)], conn=conn
+                    [Task("demo.greet", {"n": i, "name": f"user{i}"}) for i in range(count)],
+                    conn=conn,
                 )
             ids = [info.id for info in infos]
             click.echo(f"   committed: {len(ids)} tasks exist now")

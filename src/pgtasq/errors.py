@@ -5,7 +5,7 @@
     PgtasqError
     ├── TaskValidationError (also a ValueError)   a task or option is invalid; names the field
     ├── ConfigurationError (also a ValueError)    a bad schema name, DSN or setting
-    ├── DuplicateTask                              the idempotency key is taken (on_conflict="raise")
+    ├── DuplicateTask                              idempotency key taken (on_conflict="raise")
     └── DatabaseUnavailable                        no database could be reached
 
 Validation happens before any SQL is sent, so a ``TaskValidationError`` never leaves the

@@ -12,7 +12,7 @@ import json
 import math
 from collections.abc import Mapping
 from datetime import datetime, timedelta
-from typing import Any, Union
+from typing import Any
 
 from pgtasq.errors import TaskValidationError
 
@@ -25,7 +25,7 @@ NAME_MAX_LENGTH = 128
 IDEMPOTENCY_KEY_MAX_LENGTH = 255
 PAYLOAD_MAX_BYTES_DEFAULT = 1024 * 1024
 
-Seconds = Union[float, int, timedelta]
+Seconds = float | int | timedelta
 """A duration: seconds as a number, or a `timedelta`."""
 
 
@@ -83,7 +83,9 @@ def _name(field: str, value: object, max_length: int = NAME_MAX_LENGTH) -> None:
     if not value.strip():
         raise TaskValidationError(field, "must not be empty")
     if len(value) > max_length:
-        raise TaskValidationError(field, f"must be at most {max_length} characters, got {len(value)}")
+        raise TaskValidationError(
+            field, f"must be at most {max_length} characters, got {len(value)}"
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,7 +120,8 @@ class Task:
             or not PRIORITY_MIN <= self.priority <= PRIORITY_MAX
         ):
             raise TaskValidationError(
-                "priority", f"must be an integer from {PRIORITY_MIN} to {PRIORITY_MAX}, got {self.priority!r}"
+                "priority",
+                f"must be an integer from {PRIORITY_MIN} to {PRIORITY_MAX}, got {self.priority!r}",
             )
         if self.run_at is not None and self.delay is not None:
             raise TaskValidationError("delay", "give run_at or delay, not both")
@@ -129,7 +132,9 @@ class Task:
             or isinstance(self.max_attempts, bool)
             or not 1 <= self.max_attempts <= 2**31 - 1
         ):
-            raise TaskValidationError("max_attempts", f"must be an integer >= 1, got {self.max_attempts!r}")
+            raise TaskValidationError(
+                "max_attempts", f"must be an integer >= 1, got {self.max_attempts!r}"
+            )
         _seconds("timeout", self.timeout)
         _aware("deadline", self.deadline)
         _seconds("retention", self.retention)
@@ -148,7 +153,9 @@ def dump_payload(payload: Any, max_bytes: int) -> str:
     except (TypeError, ValueError) as exc:
         raise TaskValidationError("payload", f"is not JSON-serializable: {exc}") from exc
     if "\\u0000" in text:
-        raise TaskValidationError("payload", "PostgreSQL jsonb cannot store the NUL character \\u0000")
+        raise TaskValidationError(
+            "payload", "PostgreSQL jsonb cannot store the NUL character \\u0000"
+        )
     if len(text) > max_bytes // 4 and len(text.encode()) > max_bytes:
         raise TaskValidationError(
             "payload", f"is {len(text.encode())} bytes of JSON, over the limit of {max_bytes}"
@@ -200,7 +207,7 @@ class TaskInfo:
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any], *, created: bool = True) -> TaskInfo:
-        """Build from a row selected with ``_sql.TASK_COLUMNS`` (payload, errors, result as text)."""
+        """Build from a row selected with ``_sql.TASK_COLUMNS`` (jsonb columns as text)."""
         return cls(
             id=row["id"],
             queue=row["queue"],

@@ -68,7 +68,9 @@ def _columns(tasks: Sequence[Task], max_payload_bytes: int) -> dict[str, list[An
     return cols
 
 
-def _plan(tasks: Sequence[Task], max_payload_bytes: int, batch_size: int) -> list[tuple[list[Task], dict[str, list[Any]]]]:
+def _plan(
+    tasks: Sequence[Task], max_payload_bytes: int, batch_size: int
+) -> list[tuple[list[Task], dict[str, list[Any]]]]:
     """Validate everything, then cut into batches. Raises before any SQL is sent."""
     batches = []
     for start in range(0, len(tasks), batch_size):
@@ -148,7 +150,9 @@ def _enqueue_steps(
             existing: dict[str, TaskInfo] = {}
             if taken:
                 found = yield stmts.task_select_by_keys, {"keys": sorted(set(taken))}
-                existing = {r["idempotency_key"]: TaskInfo.from_row(r, created=False) for r in found}
+                existing = {
+                    r["idempotency_key"]: TaskInfo.from_row(r, created=False) for r in found
+                }
                 if on_conflict == "raise":
                     first = next((existing[k] for k in taken if k in existing), None)
                     if first is not None:
@@ -213,8 +217,10 @@ class _ProducerBase:
         if on_conflict not in ("return", "raise"):
             raise ValueError(f"on_conflict must be 'return' or 'raise', got {on_conflict!r}")
         batches = _plan(tasks, self.max_payload_bytes, self.batch_size)
-        atomic = on_conflict == "raise" or len(batches) > 1 or any(
-            t.idempotency_key is not None for t in tasks
+        atomic = (
+            on_conflict == "raise"
+            or len(batches) > 1
+            or any(t.idempotency_key is not None for t in tasks)
         )
         return _enqueue_steps(self._stmts, batches, on_conflict), atomic
 
@@ -257,7 +263,9 @@ class Producer(_ProducerBase):
         A taken idempotency key returns the existing task (``created`` False), unchanged;
         with ``on_conflict="raise"`` it raises `DuplicateTask` instead.
         """
-        return self.enqueue_many([_as_task(task, payload, options)], conn=conn, on_conflict=on_conflict)[0]
+        return self.enqueue_many(
+            [_as_task(task, payload, options)], conn=conn, on_conflict=on_conflict
+        )[0]
 
     def enqueue_many(
         self, tasks: Iterable[Task], *, conn: object = None, on_conflict: OnConflict = "return"
@@ -274,7 +282,9 @@ class Producer(_ProducerBase):
             with guard:
                 return _drive(flow, runner)
         if self._pool is None:
-            raise ConfigurationError("this Producer has no DSN: pass conn=, or create it with Producer(dsn)")
+            raise ConfigurationError(
+                "this Producer has no DSN: pass conn=, or create it with Producer(dsn)"
+            )
         with self._pool.get().connection() as own:
             runner = sync_runner(own)
             if atomic:
@@ -308,7 +318,9 @@ class AsyncProducer(_ProducerBase):
     ) -> None:
         super().__init__(schema=schema, max_payload_bytes=max_payload_bytes, batch_size=batch_size)
         self._pool = (
-            AsyncLazyPool(dsn, min_size=pool_min_size, max_size=pool_max_size, name="pgtasq-producer")
+            AsyncLazyPool(
+                dsn, min_size=pool_min_size, max_size=pool_max_size, name="pgtasq-producer"
+            )
             if dsn is not None
             else None
         )
@@ -323,7 +335,9 @@ class AsyncProducer(_ProducerBase):
         **options: Any,
     ) -> TaskInfo:
         """See `Producer.enqueue`."""
-        infos = await self.enqueue_many([_as_task(task, payload, options)], conn=conn, on_conflict=on_conflict)
+        infos = await self.enqueue_many(
+            [_as_task(task, payload, options)], conn=conn, on_conflict=on_conflict
+        )
         return infos[0]
 
     async def enqueue_many(

@@ -81,7 +81,9 @@ def metadata(schema: str = SCHEMA_DEFAULT) -> sa.MetaData:
         sa.CheckConstraint(
             f"char_length(queue) BETWEEN 1 AND {NAME_MAX_LENGTH}", name="tasks_queue_length"
         ),
-        sa.CheckConstraint(f"char_length(type) BETWEEN 1 AND {NAME_MAX_LENGTH}", name="tasks_type_length"),
+        sa.CheckConstraint(
+            f"char_length(type) BETWEEN 1 AND {NAME_MAX_LENGTH}", name="tasks_type_length"
+        ),
         sa.CheckConstraint(
             f"priority BETWEEN {PRIORITY_MIN} AND {PRIORITY_MAX}", name="tasks_priority_range"
         ),
@@ -109,7 +111,9 @@ def metadata(schema: str = SCHEMA_DEFAULT) -> sa.MetaData:
         sa.Index("tasks_lease_idx", "locked_until", postgresql_where=sa.text("status = 'running'")),
         # Cleanup: finished rows by age. Not touched by enqueue (finalized_at is NULL then).
         sa.Index(
-            "tasks_finalized_idx", "finalized_at", postgresql_where=sa.text("finalized_at IS NOT NULL")
+            "tasks_finalized_idx",
+            "finalized_at",
+            postgresql_where=sa.text("finalized_at IS NOT NULL"),
         ),
     )
 
@@ -121,7 +125,9 @@ def metadata(schema: str = SCHEMA_DEFAULT) -> sa.MetaData:
         sa.Column("paused_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=now),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=now),
-        sa.CheckConstraint(f"char_length(name) BETWEEN 1 AND {NAME_MAX_LENGTH}", name="queues_name_length"),
+        sa.CheckConstraint(
+            f"char_length(name) BETWEEN 1 AND {NAME_MAX_LENGTH}", name="queues_name_length"
+        ),
     )
 
     sa.Table(

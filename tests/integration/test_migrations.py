@@ -1,0 +1,170 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+
+import pgtasq
+from pgtasq import TaskStatus, tables
+from pgtasq._migrate import sqlalchemy_url
+
+
+def _tables(dsn: str, schema: str) -> set[str]:
+    with psycopg.connect(dsn) as c:
+        rows = c.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = %s", (schema,)
+        ).fetchall()
+    return {r[0] for r in rows}
+
+
+def test_upgrade_downgrade_upgrade(pg_dsn: str, fresh_schema: str) -> None:
+    assert pgtasq.current_revision(pg_dsn, schema=fresh_schema) is None
+    pgtasq.migrate(pg_dsn, schema=fresh_schema)
+    assert pgtasq.current_revision(pg_dsn, schema=fresh_schema) == "0001"
+    assert _tables(pg_dsn, fresh_schema) == {
+        "alembic_version", "tasks", "queues", "workers", "schedules", "queue_daily_stats",
+    }  # fmt: skip
+    pgtasq.downgrade(pg_dsn, schema=fresh_schema)
+    assert _tables(pg_dsn, fresh_schema) == {"alembic_version"}
+    assert pgtasq.current_revision(pg_dsn, schema=fresh_schema) is None
+    pgtasq.migrate(pg_dsn, schema=fresh_schema)
+    assert pgtasq.current_revision(pg_dsn, schema=fresh_schema) == "0001"
+    pgtasq.migrate(pg_dsn, schema=fresh_schema)  # idempotent
+
+
+def test_autogenerate_finds_no_difference(pg_dsn: str, schema: str) -> None:
+    engine = sa.create_engine(sqlalchemy_url(pg_dsn))
+    try:
+        with engine.connect() as conn:
+            ctx = MigrationContext.configure(
+                conn,
+                opts={
+                    "include_schemas": True,
+                    "include_name": lambda name, type_, _: type_ != "schema" or name == schema,
+                    "version_table_schema": schema,
+                },
+            )
+            diff = compare_metadata(ctx, tables.metadata(schema))
+    finally:
+        engine.dispose()
+    assert diff == []
+
+
+def test_enum_matches_python(pg_dsn: str, schema: str) -> None:
+    with psycopg.connect(pg_dsn) as c:
+        rows = c.execute(f"SELECT unnest(enum_range(NULL::{schema}.task_status))::text").fetchall()
+    assert [r[0] for r in rows] == [s.value for s in TaskStatus]
+
+
+def test_migrate_accepts_connections(pg_dsn: str, fresh_schema: str) -> None:
+    with psycopg.connect(pg_dsn) as c:
+        pgtasq.migrate(c, schema=fresh_schema)
+        assert not c.closed
+        assert c.execute(f"SELECT count(*) FROM {fresh_schema}.tasks").fetchone() == (0,)
+    engine = sa.create_engine(sqlalchemy_url(pg_dsn))
+    try:
+        pgtasq.downgrade(engine, schema=fresh_schema)
+        with engine.begin() as conn:
+            pgtasq.migrate(conn, schema=fresh_schema)
+        assert pgtasq.current_revision(engine, schema=fresh_schema) == "0001"
+    finally:
+        engine.dispose()
+    with pytest.raises(TypeError, match="DSN string"):
+        pgtasq.migrate(42, schema=fresh_schema)  # type: ignore[arg-type]
+
+
+def test_key_value_dsn(pg_dsn: str, fresh_schema: str) -> None:
+    kv = psycopg.conninfo.make_conninfo(pg_dsn)
+    if "://" in kv:
+        kv = " ".join(f"{k}={v}" for k, v in psycopg.conninfo.conninfo_to_dict(pg_dsn).items() if v)
+    pgtasq.migrate(kv, schema=fresh_schema)
+    assert pgtasq.current_revision(pg_dsn, schema=fresh_schema) == "0001"
+
+
+def test_concurrent_migrations_do_not_collide(pg_dsn: str, fresh_schema: str) -> None:
+    """Workers starting together each migrate: separate processes, one schema, no error."""
+    code = "import sys, pgtasq; pgtasq.migrate(sys.argv[1], schema=sys.argv[2])"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, pg_dsn, fresh_schema], stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(4)
+    ]
+    outcomes = [p.communicate(timeout=60)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, outcomes
+    assert pgtasq.current_revision(pg_dsn, schema=fresh_schema) == "0001"
+
+
+def test_migrations_in_threads_are_serialized(pg_dsn: str, fresh_schema: str) -> None:
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            pgtasq.migrate(pg_dsn, schema=fresh_schema)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert errors == []
+    assert pgtasq.current_revision(pg_dsn, schema=fresh_schema) == "0001"
+
+
+def test_sql_mode_prints_runnable_sql(pg_dsn: str, fresh_schema: str) -> None:
+    sql = pgtasq.migration_sql(schema=fresh_schema)
+    assert f"CREATE TABLE {fresh_schema}.tasks" in sql
+    assert f"CREATE TABLE {fresh_schema}.alembic_version" in sql
+    assert sql.index("CREATE SCHEMA") < sql.index("alembic_version")
+    with psycopg.connect(pg_dsn, autocommit=True) as c:
+        c.execute(sql.encode())
+    assert pgtasq.current_revision(pg_dsn, schema=fresh_schema) == "0001"
+
+
+def test_database_constraints_hold_without_python(pg_dsn: str, schema: str) -> None:
+    """The invariants live in the database: raw SQL cannot break them either."""
+    bad = [
+        "INSERT INTO {s}.tasks (queue, type, max_attempts) VALUES ('', 't', 1)",
+        "INSERT INTO {s}.tasks (queue, type, max_attempts, priority) VALUES ('q', 't', 1, 101)",
+        "INSERT INTO {s}.tasks (queue, type, max_attempts) VALUES ('q', 't', 0)",
+        "INSERT INTO {s}.tasks (queue, type, max_attempts, status) "
+        "VALUES ('q', 't', 1, 'completed')",
+        "INSERT INTO {s}.tasks (queue, type, max_attempts, status) VALUES ('q', 't', 1, 'running')",
+        "INSERT INTO {s}.tasks (queue, type, max_attempts, timeout) VALUES ('q', 't', 1, '-1 s')",
+        "INSERT INTO {s}.tasks (queue, type, max_attempts, status) VALUES ('q', 't', 1, 'bogus')",
+    ]
+    with psycopg.connect(pg_dsn, autocommit=True) as c:
+        for stmt in bad:
+            with pytest.raises(
+                (psycopg.errors.CheckViolation, psycopg.errors.InvalidTextRepresentation)
+            ):
+                c.execute(stmt.format(s=schema))
+        c.execute(
+            f"INSERT INTO {schema}.tasks (queue, type, max_attempts, status, finalized_at) "
+            "VALUES ('q', 't', 1, 'completed', now())"
+        )
+
+
+def test_indexes_exist(pg_dsn: str, schema: str) -> None:
+    with psycopg.connect(pg_dsn) as c:
+        rows = c.execute(
+            "SELECT indexname, indexdef FROM pg_indexes "
+            "WHERE schemaname = %s AND tablename = 'tasks'",
+            (schema,),
+        ).fetchall()
+    defs = dict(rows)
+    assert "WHERE (status = 'pending'" in defs["tasks_claim_idx"]
+    assert "priority DESC" in defs["tasks_claim_idx"]
+    assert "WHERE (status = 'running'" in defs["tasks_lease_idx"]
+    assert set(defs) == {
+        "tasks_pkey", "tasks_claim_idx", "tasks_lease_idx", "tasks_finalized_idx",
+        "tasks_idempotency_key_key",
+    }  # fmt: skip

@@ -1,0 +1,342 @@
+"""Producer and AsyncProducer on psycopg connections and on their own pools."""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import datetime, timedelta, timezone
+
+import psycopg
+import pytest
+
+from pgtasq import (
+    AsyncProducer,
+    ConfigurationError,
+    DuplicateTask,
+    Producer,
+    Task,
+    TaskStatus,
+    TaskValidationError,
+    _sql,
+)
+from tests.conftest import count_tasks
+
+
+@pytest.fixture
+def producer(pg_dsn: str, schema: str):  # type: ignore[no-untyped-def]
+    with Producer(pg_dsn, schema=schema) as p:
+        yield p
+
+
+def _row(dsn: str, schema: str, task_id: int) -> dict[str, object]:
+    with psycopg.connect(dsn) as c, c.cursor(row_factory=psycopg.rows.dict_row) as cur:
+        row = cur.execute(f"SELECT * FROM {schema}.tasks WHERE id = %s", (task_id,)).fetchone()
+    assert row is not None
+    return row
+
+
+def test_commit_makes_exactly_one_task(pg_dsn: str, schema: str, conn: psycopg.Connection) -> None:
+    producer = Producer(schema=schema)
+    with conn.transaction():
+        info = producer.enqueue("email.send", {"to": "a@example.com"}, conn=conn)
+        assert count_tasks(pg_dsn, schema) == 0  # not visible before commit
+    assert count_tasks(pg_dsn, schema) == 1
+    assert info.status is TaskStatus.PENDING and info.created
+    row = _row(pg_dsn, schema, info.id)
+    assert row["type"] == "email.send" and row["payload"] == {"to": "a@example.com"}
+    assert row["created_at"] == info.created_at and row["run_at"] == info.run_at
+
+
+def test_rollback_leaves_no_task(pg_dsn: str, schema: str, conn: psycopg.Connection) -> None:
+    producer = Producer(schema=schema)
+    producer.enqueue("t", conn=conn)
+    producer.enqueue_many([Task("t"), Task("u")], conn=conn)
+    conn.rollback()
+    assert count_tasks(pg_dsn, schema) == 0
+
+
+def test_producer_never_commits_the_callers_transaction(
+    pg_dsn: str, schema: str, conn: psycopg.Connection
+) -> None:
+    producer = Producer(schema=schema)
+    producer.enqueue("t", conn=conn)
+    assert conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+    conn.close()  # closing without commit discards
+    assert count_tasks(pg_dsn, schema) == 0
+
+
+def test_validation_error_leaves_transaction_usable(
+    pg_dsn: str, schema: str, conn: psycopg.Connection
+) -> None:
+    producer = Producer(schema=schema, max_payload_bytes=100)
+    producer.enqueue("first", conn=conn)
+    with pytest.raises(TaskValidationError, match="payload"):
+        producer.enqueue("big", "x" * 200, conn=conn)
+    with pytest.raises(TaskValidationError, match="payload"):
+        producer.enqueue_many([Task("ok"), Task("bad", {"d": datetime.now()})], conn=conn)
+    with pytest.raises(TaskValidationError, match="priority"):
+        producer.enqueue("t", priority=500, conn=conn)
+    producer.enqueue("second", conn=conn)
+    conn.commit()
+    assert count_tasks(pg_dsn, schema) == 2
+
+
+def test_options_are_stored(pg_dsn: str, schema: str, producer: Producer) -> None:
+    run_at = datetime(2030, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    deadline = run_at + timedelta(days=1)
+    info = producer.enqueue(
+        Task(
+            "report", [1, 2], queue="low", priority=-7, run_at=run_at, max_attempts=9,
+            timeout=30, deadline=deadline, idempotency_key="r-1", retention=timedelta(days=2),
+        )
+    )  # fmt: skip
+    row = _row(pg_dsn, schema, info.id)
+    assert row["queue"] == "low" and row["priority"] == -7 and row["payload"] == [1, 2]
+    assert row["run_at"] == run_at == info.run_at
+    assert row["max_attempts"] == 9 and row["deadline"] == deadline
+    assert row["timeout"] == timedelta(seconds=30) == info.timeout
+    assert row["retention"] == timedelta(days=2) == info.retention
+    assert row["idempotency_key"] == "r-1" and row["status"] == "pending"
+
+
+def test_delay_is_computed_by_the_database(pg_dsn: str, schema: str, producer: Producer) -> None:
+    info = producer.enqueue("later", delay=timedelta(hours=1))
+    row = _row(pg_dsn, schema, info.id)
+    assert row["run_at"] - row["created_at"] == timedelta(hours=1)
+    now_info = producer.enqueue("now")
+    assert now_info.run_at == now_info.created_at
+
+
+class _CountingCursor(psycopg.Cursor):  # type: ignore[type-arg]
+    statements: list[str] = []
+
+    def execute(self, query, params=None, **kwargs):  # type: ignore[no-untyped-def,override]
+        _CountingCursor.statements.append(str(query))
+        return super().execute(query, params, **kwargs)
+
+
+def test_enqueue_many_keeps_order_and_is_one_statement_per_batch(pg_dsn: str, schema: str) -> None:
+    producer = Producer(schema=schema, batch_size=1000)
+    tasks = [Task("n", {"i": i}) for i in range(2500)]
+    _CountingCursor.statements = []
+    with psycopg.connect(pg_dsn, cursor_factory=_CountingCursor) as conn:
+        infos = producer.enqueue_many(tasks, conn=conn)
+        conn.commit()
+    assert len(_CountingCursor.statements) == 3  # 1000 + 1000 + 500
+    assert [i.payload["i"] for i in infos] == list(range(2500))
+    assert infos == sorted(infos, key=lambda i: i.id)
+    with psycopg.connect(pg_dsn) as c:
+        rows = c.execute(f"SELECT id, payload FROM {schema}.tasks ORDER BY id").fetchall()
+    assert [(r[0], r[1]["i"]) for r in rows] == [(i.id, i.payload["i"]) for i in infos]
+
+
+def test_enqueue_many_without_conn_is_all_or_nothing(pg_dsn: str, schema: str) -> None:
+    with Producer(pg_dsn, schema=schema, batch_size=10) as producer:
+        infos = producer.enqueue_many(Task("t", i) for i in range(35))
+        assert len(infos) == 35 and count_tasks(pg_dsn, schema) == 35
+        assert producer.enqueue_many([]) == []
+        # A duplicate in the last batch with on_conflict="raise" undoes the earlier batches.
+        tasks = [Task("t", i) for i in range(25)] + [Task("dup", idempotency_key="k")] * 2
+        with pytest.raises(DuplicateTask):
+            producer.enqueue_many(tasks, on_conflict="raise")
+        assert count_tasks(pg_dsn, schema) == 35
+
+
+def test_idempotency_returns_existing_unchanged(
+    pg_dsn: str, schema: str, producer: Producer
+) -> None:
+    first = producer.enqueue("charge", {"amount": 10}, idempotency_key="order-1")
+    again = producer.enqueue("charge", {"amount": 99}, idempotency_key="order-1", queue="other")
+    assert first.created and not again.created
+    assert again.id == first.id and again.payload == {"amount": 10} and again.queue == "default"
+    assert count_tasks(pg_dsn, schema) == 1
+    assert _row(pg_dsn, schema, first.id)["payload"] == {"amount": 10}
+
+
+def test_idempotency_inside_enqueue_many(pg_dsn: str, schema: str, producer: Producer) -> None:
+    old = producer.enqueue("t", "old", idempotency_key="a")
+    infos = producer.enqueue_many(
+        [Task("t", "x", idempotency_key="a"), Task("t", "y"), Task("t", "z", idempotency_key="b"),
+         Task("t", "w", idempotency_key="b")]
+    )  # fmt: skip
+    assert [(i.payload, i.created) for i in infos] == [
+        ("old", False),
+        ("y", True),
+        ("z", True),
+        ("z", False),
+    ]
+    assert infos[0].id == old.id and infos[2].id == infos[3].id
+    assert count_tasks(pg_dsn, schema) == 3
+
+
+def test_on_conflict_raise_keeps_callers_transaction_usable(
+    pg_dsn: str, schema: str, conn: psycopg.Connection
+) -> None:
+    producer = Producer(schema=schema)
+    producer.enqueue("t", idempotency_key="k", conn=conn)
+    producer.enqueue("before", conn=conn)
+    with pytest.raises(DuplicateTask) as info:
+        producer.enqueue_many(
+            [Task("new"), Task("t", idempotency_key="k")], conn=conn, on_conflict="raise"
+        )
+    assert info.value.idempotency_key == "k" and info.value.existing.type == "t"
+    producer.enqueue("after", conn=conn)  # the transaction still works
+    conn.commit()
+    with psycopg.connect(pg_dsn) as c:
+        types = sorted(r[0] for r in c.execute(f"SELECT type FROM {schema}.tasks").fetchall())
+    assert types == ["after", "before", "t"]  # "new" was rolled back with the savepoint
+
+
+def test_idempotency_under_concurrent_inserts(pg_dsn: str, schema: str) -> None:
+    """Eight transactions race on one key: one row, every caller gets its id."""
+    producer = Producer(schema=schema)
+    barrier = threading.Barrier(8)
+    ids: list[int] = []
+    created: list[bool] = []
+    errors: list[BaseException] = []
+
+    def worker(n: int) -> None:
+        try:
+            with psycopg.connect(pg_dsn) as c:
+                barrier.wait(timeout=10)
+                info = producer.enqueue("pay", {"by": n}, idempotency_key="same", conn=c)
+                c.commit()
+                ids.append(info.id)
+                created.append(info.created)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert errors == []
+    assert count_tasks(pg_dsn, schema) == 1
+    assert len(set(ids)) == 1 and len(ids) == 8
+    assert sorted(created) == [False] * 7 + [True]
+
+
+def test_key_freed_by_rollback_is_inserted(pg_dsn: str, schema: str) -> None:
+    """A racing transaction that rolls back leaves the key to the waiting one."""
+    producer = Producer(schema=schema)
+    with psycopg.connect(pg_dsn) as holder, psycopg.connect(pg_dsn) as waiter:
+        producer.enqueue("t", "holder", idempotency_key="k", conn=holder)
+        result: list[object] = []
+        t = threading.Thread(
+            target=lambda: result.append(
+                producer.enqueue("t", "waiter", idempotency_key="k", conn=waiter)
+            )
+        )
+        t.start()
+        t.join(timeout=0.5)
+        assert t.is_alive()  # blocked on the holder's uncommitted key
+        holder.rollback()
+        t.join(timeout=10)
+        waiter.commit()
+    (info,) = result
+    assert info.created and info.payload == "waiter"  # type: ignore[attr-defined]
+    assert count_tasks(pg_dsn, schema) == 1
+
+
+def test_notify_once_per_statement_at_commit(
+    pg_dsn: str, schema: str, conn: psycopg.Connection
+) -> None:
+    channel = _sql.notify_channel(schema)
+    producer = Producer(schema=schema)
+    with psycopg.connect(pg_dsn, autocommit=True) as listener:
+        listener.execute(f"LISTEN {channel}")
+        producer.enqueue_many(
+            [Task("a", queue="q1"), Task("b", queue="q2"), Task("c", queue="q1")], conn=conn
+        )
+        assert list(listener.notifies(timeout=0.3)) == []  # nothing before commit
+        conn.commit()
+        got = list(listener.notifies(timeout=1, stop_after=5))
+        assert [json.loads(n.payload) for n in got] == [["q1", "q2"]]
+        producer.enqueue("x", conn=conn)
+        conn.rollback()
+        assert list(listener.notifies(timeout=0.3)) == []  # a rollback wakes nobody
+
+
+def test_two_schemas_never_see_each_other(pg_dsn: str, schema: str, other_schema: str) -> None:
+    fresh_schema = other_schema
+    with Producer(pg_dsn, schema=schema) as a, Producer(pg_dsn, schema=fresh_schema) as b:
+        a.enqueue("t", idempotency_key="k")
+        info = b.enqueue("t", idempotency_key="k")
+        assert info.created
+    assert count_tasks(pg_dsn, schema) == 1 and count_tasks(pg_dsn, fresh_schema) == 1
+    assert _sql.notify_channel(schema) != _sql.notify_channel(fresh_schema)
+
+
+def test_wrong_connection_types() -> None:
+    producer = Producer()
+    with pytest.raises(TypeError, match="psycopg Connection"):
+        producer.enqueue("t", conn=object())
+    with pytest.raises(TypeError, match="asynchronous"):
+        producer.enqueue("t", conn=psycopg.AsyncConnection.__new__(psycopg.AsyncConnection))
+    with pytest.raises(ConfigurationError, match="no DSN"):
+        producer.enqueue("t")
+    with pytest.raises(TypeError):
+        producer.enqueue(42)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="on_conflict"):
+        producer.enqueue("t", conn=object(), on_conflict="ignore")  # type: ignore[arg-type]
+
+
+def test_unreachable_database() -> None:
+    from pgtasq import DatabaseUnavailable
+
+    producer = Producer("postgresql://nobody@127.0.0.1:1/none?connect_timeout=1")
+    producer_pool = producer._pool
+    assert producer_pool is not None
+    import pgtasq._pool as pool_module
+
+    old = pool_module.POOL_OPEN_TIMEOUT_DEFAULT
+    pool_module.POOL_OPEN_TIMEOUT_DEFAULT = 1.0
+    try:
+        with pytest.raises(DatabaseUnavailable, match="cannot connect"):
+            producer.enqueue("t")
+    finally:
+        pool_module.POOL_OPEN_TIMEOUT_DEFAULT = old
+        producer.close()
+
+
+async def test_async_producer_commit_and_rollback(pg_dsn: str, schema: str) -> None:
+    producer = AsyncProducer(schema=schema)
+    async with await psycopg.AsyncConnection.connect(pg_dsn) as aconn:
+        await producer.enqueue("a", conn=aconn)
+        await aconn.rollback()
+        assert count_tasks(pg_dsn, schema) == 0
+        infos = await producer.enqueue_many([Task("b"), Task("c")], conn=aconn)
+        assert count_tasks(pg_dsn, schema) == 0
+        await aconn.commit()
+    assert count_tasks(pg_dsn, schema) == 2 and [i.type for i in infos] == ["b", "c"]
+
+
+async def test_async_producer_own_pool_and_idempotency(pg_dsn: str, schema: str) -> None:
+    async with AsyncProducer(pg_dsn, schema=schema) as producer:
+        first = await producer.enqueue("a", idempotency_key="k")
+        second = await producer.enqueue("a", {"other": 1}, idempotency_key="k")
+        assert (first.id, first.created) == (second.id, False) or second.id == first.id
+        assert not second.created
+        with pytest.raises(DuplicateTask):
+            await producer.enqueue("a", idempotency_key="k", on_conflict="raise")
+    assert count_tasks(pg_dsn, schema) == 1
+
+
+async def test_async_on_conflict_raise_keeps_transaction(pg_dsn: str, schema: str) -> None:
+    producer = AsyncProducer(schema=schema)
+    async with await psycopg.AsyncConnection.connect(pg_dsn) as aconn:
+        await producer.enqueue("a", idempotency_key="k", conn=aconn)
+        with pytest.raises(DuplicateTask):
+            await producer.enqueue("a", idempotency_key="k", conn=aconn, on_conflict="raise")
+        await producer.enqueue("b", conn=aconn)
+        await aconn.commit()
+    assert count_tasks(pg_dsn, schema) == 2
+
+
+async def test_async_wrong_connection_type(pg_dsn: str) -> None:
+    producer = AsyncProducer()
+    with psycopg.connect(pg_dsn) as c, pytest.raises(TypeError, match="synchronous"):
+        await producer.enqueue("t", conn=c)
+    with pytest.raises(ConfigurationError):
+        await producer.enqueue("t")
