@@ -1,0 +1,64 @@
+"""The wheel carries the migrations, so an installed pgtasq can migrate without a checkout."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("dist")
+    subprocess.run(
+        [sys.executable, "-m", "hatchling", "build", "-t", "wheel", "-d", str(out)],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    (built,) = out.glob("pgtasq-*.whl")
+    return built
+
+
+def test_wheel_contains_package_and_migrations(wheel: Path) -> None:
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert "pgtasq/py.typed" in names
+    assert "pgtasq/migrations/env.py" in names
+    assert "pgtasq/migrations/script.py.mako" in names
+    versions = sorted(n for n in names if n.startswith("pgtasq/migrations/versions/"))
+    repo_versions = sorted(
+        f"pgtasq/migrations/versions/{p.name}" for p in (REPO / "migrations" / "versions").glob("*.py")
+    )
+    assert versions == repo_versions
+
+
+def test_installed_wheel_migrates(wheel: Path, tmp_path: Path, pg_dsn: str, fresh_schema: str) -> None:
+    target = tmp_path / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(wheel)],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    code = (
+        "import sys, pgtasq, pgtasq._migrate as m;"
+        "assert str(m.migrations_path()).startswith(sys.argv[3]), m.migrations_path();"
+        "pgtasq.migrate(sys.argv[1], schema=sys.argv[2]);"
+        "print(pgtasq.current_revision(sys.argv[1], schema=sys.argv[2]))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, pg_dsn, fresh_schema, str(target)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"},
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "0001"
