@@ -1,18 +1,22 @@
 """Alembic environment for pgtasq.
 
-Run through `pgtasq migrate` / `pgtasq.migrate()`, or with the ``alembic`` command and
-``-x schema=NAME``. The schema name comes from (first found): the Config attribute
-``pgtasq_schema``, ``-x schema=…``, the ``PGTASQ_SCHEMA`` variable, then ``pgtasq``.
+Run through `pgtasq migrate` / `pgtasq.migrate()`, or with the ``alembic`` command:
+``alembic -c alembic.ini -x dsn=postgresql://… -x schema=NAME upgrade head`` (an ini
+whose ``script_location`` is this folder). The schema name comes from (first found):
+the Config attribute
+``pgtasq_schema``, ``-x pgtasq_schema=…`` (or ``-x schema=…``), the ``PGTASQ_SCHEMA``
+variable, then ``pgtasq``.
 Alembic's version table lives inside that schema, so every schema migrates on its own.
 """
 
 from __future__ import annotations
 
 from alembic import context
-from sqlalchemy import text
+from sqlalchemy import Connection, create_engine, text
+from sqlalchemy.pool import NullPool
 
 from pgtasq import tables
-from pgtasq._migrate import MIGRATE_LOCK_SQL, migration_schema
+from pgtasq._migrate import MIGRATE_LOCK_SQL, migration_schema, sqlalchemy_url
 
 config = context.config
 schema = migration_schema()
@@ -45,7 +49,24 @@ def run_offline() -> None:
 
 
 def run_online() -> None:
-    connection = config.attributes["connection"]
+    connection = config.attributes.get("connection")
+    if connection is None:
+        # The plain `alembic` command: the URL comes from -x dsn=… or sqlalchemy.url.
+        url = context.get_x_argument(as_dictionary=True).get("dsn") or config.get_main_option(
+            "sqlalchemy.url"
+        )
+        if not url:
+            raise SystemExit("no database: pass -x dsn=postgresql://… or set sqlalchemy.url")
+        engine = create_engine(sqlalchemy_url(url), poolclass=NullPool)
+        with engine.connect() as conn:
+            _run_online(conn)
+            conn.commit()
+        engine.dispose()
+    else:
+        _run_online(connection)
+
+
+def _run_online(connection: Connection) -> None:
     _configure(connection=connection)
     with context.begin_transaction():
         # One migrator per schema at a time: workers starting together wait here.

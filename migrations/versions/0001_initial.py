@@ -33,7 +33,7 @@ def upgrade() -> None:
 
     op.create_table(
         "tasks",
-        sa.Column("id", sa.BigInteger, sa.Identity(always=True), primary_key=True),
+        sa.Column("id", sa.BigInteger, sa.Identity(always=False), primary_key=True),
         sa.Column("queue", sa.Text, nullable=False),
         sa.Column("type", sa.Text, nullable=False),
         sa.Column("payload", pg.JSONB, nullable=False, server_default=sa.text("'null'::jsonb")),
@@ -68,8 +68,15 @@ def upgrade() -> None:
         sa.CheckConstraint(
             "(status = 'running') = (locked_until IS NOT NULL)", name="tasks_lease_iff_running"
         ),
-        sa.UniqueConstraint("idempotency_key", name="tasks_idempotency_key_key"),
         schema=schema,
+    )
+    op.create_index(
+        "tasks_idempotency_key_key",
+        "tasks",
+        ["idempotency_key"],
+        unique=True,
+        schema=schema,
+        postgresql_where=sa.text("idempotency_key IS NOT NULL"),
     )
     op.create_index(
         "tasks_claim_idx",

@@ -43,9 +43,11 @@ def migration_schema() -> str:
     from alembic import context
 
     config = context.config
+    x_args = context.get_x_argument(as_dictionary=True)
     schema = (
         config.attributes.get(SCHEMA_ATTRIBUTE)
-        or context.get_x_argument(as_dictionary=True).get("schema")
+        or x_args.get("pgtasq_schema")
+        or x_args.get("schema")
         or os.environ.get("PGTASQ_SCHEMA")
         or SCHEMA_DEFAULT
     )
@@ -80,17 +82,30 @@ def _connection(target: Migratable) -> Iterator[sa.Connection]:
             yield conn
         return
     if isinstance(target, psycopg.Connection):
-        # Borrow the caller's psycopg connection; never close it.
+        # Borrow the caller's psycopg connection; never close it. SQLAlchemy's first
+        # connect rolls back, and in autocommit every DDL would commit on its own: so the
+        # connection must be idle, and runs the migration in one transaction of its own.
         borrowed = target
+        if borrowed.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            raise ConfigurationError(
+                "migrate() needs an idle psycopg connection: commit or roll back first"
+            )
+        autocommit = borrowed.autocommit
+        borrowed.autocommit = False
         engine = sa.create_engine(
             "postgresql+psycopg://",
             creator=lambda: borrowed,
             poolclass=StaticPool,
             pool_reset_on_return=None,
         )
-        with engine.connect() as conn:
-            yield conn
-            conn.commit()
+        try:
+            with engine.connect() as conn:
+                yield conn
+                conn.commit()
+        finally:
+            if borrowed.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                borrowed.rollback()
+            borrowed.autocommit = autocommit
         return
     if isinstance(target, str):
         dsn = target

@@ -15,7 +15,7 @@ import hashlib
 import re
 from typing import TYPE_CHECKING
 
-from pgtasq.tables import check_schema_name
+from pgtasq.tables import TASKS_ID_SEQUENCE, check_schema_name
 
 if TYPE_CHECKING:
     from sqlalchemy import TextClause
@@ -44,8 +44,17 @@ INSERT_ARRAYS = (
     ("retention", "float8"),
 )
 
+# The columns `task_insert_copy` always sends, and those it sends only when a task of the
+# batch sets them (a column left out costs the server nothing: its default is now() or NULL).
+COPY_COLUMNS = ("id", "queue", "type", "payload", "priority", "max_attempts")
+COPY_COLUMNS_OPTIONAL = ("run_at", "timeout", "deadline", "retention")
+
 # More distinct queues than this in one statement: the notification says "*" (any queue).
 NOTIFY_QUEUES_MAX = 32
+
+# The arbiter of ON CONFLICT: the partial unique index on idempotency_key. Naming its
+# predicate is what lets PostgreSQL pick a partial index.
+_ON_KEY_CONFLICT = "ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,10 +86,21 @@ class Statements:
     schema: str
     channel: str
     task_insert: Statement
+    task_insert_one: Statement
+    task_insert_copy_ids: Statement
     task_select_by_keys: Statement
     task_select: Statement
     task_select_many: Statement
     task_count_by_status: Statement
+    task_claim: Statement
+    task_heartbeat: Statement
+    task_finish_many: Statement
+    task_release_many: Statement
+    task_rescue_expired: Statement
+    worker_register: Statement
+    worker_unregister: Statement
+    worker_delete_stale: Statement
+    listen: Statement
 
 
 @functools.lru_cache(maxsize=64)
@@ -111,7 +131,7 @@ inserted AS (
            idempotency_key, make_interval(secs => retention)
     FROM input
     ORDER BY ord
-    ON CONFLICT (idempotency_key) DO NOTHING
+    {_ON_KEY_CONFLICT}
     RETURNING id, queue, idempotency_key, run_at, created_at
 ),
 woken AS (
@@ -123,6 +143,48 @@ woken AS (
 )
 SELECT id, idempotency_key, run_at, created_at
 FROM inserted LEFT JOIN woken ON true
+""",
+    )
+    # One task: the same columns as scalars, so the plan is a plain INSERT … VALUES (no
+    # unnest, no CTE), and the NOTIFY rides on the RETURNING of the row it announces.
+    task_insert_one = Statement(
+        "task_insert_one",
+        f"""
+INSERT INTO {s}.tasks
+    (queue, type, payload, priority, run_at, max_attempts, timeout, deadline,
+     idempotency_key, retention)
+VALUES (
+    CAST(%(queue)s AS text), CAST(%(type)s AS text), CAST(%(payload)s AS jsonb),
+    CAST(%(priority)s AS smallint),
+    coalesce(CAST(%(run_at)s AS timestamptz),
+             now() + make_interval(secs => coalesce(CAST(%(delay)s AS float8), 0))),
+    CAST(%(max_attempts)s AS int), make_interval(secs => CAST(%(timeout)s AS float8)),
+    CAST(%(deadline)s AS timestamptz), CAST(%(idempotency_key)s AS text),
+    make_interval(secs => CAST(%(retention)s AS float8)))
+{_ON_KEY_CONFLICT}
+RETURNING id, idempotency_key, run_at, created_at,
+          pg_notify('{channel}', json_build_array(queue)::text) AS notified
+""",
+    )
+    # The first half of a COPY enqueue, in the transaction of the COPY: the transaction's
+    # now() (which the rows' created_at, updated_at and default run_at will equal), one id per
+    # row in order, and the NOTIFY for the rows to come, delivered at commit. The ids are
+    # usually consecutive; then only the first is sent back (parsing 1000 ids costs the
+    # client more than drawing them costs the server), else all of them.
+    task_insert_copy_ids = Statement(
+        "task_insert_copy_ids",
+        f"""
+WITH drawn AS (
+    SELECT ARRAY(SELECT nextval('{s}.{TASKS_ID_SEQUENCE}')
+                 FROM generate_series(1, CAST(%(count)s AS int))) AS ids
+)
+SELECT now() AS now, ids[1] AS first_id,
+       CASE WHEN ids[cardinality(ids)] - ids[1] + 1 = cardinality(ids) THEN NULL
+            ELSE ids END AS ids,
+       pg_notify('{channel}',
+                 CASE WHEN cardinality(CAST(%(queues)s AS text[])) <= {NOTIFY_QUEUES_MAX}
+                      THEN to_json(CAST(%(queues)s AS text[]))::text ELSE '"*"' END) AS notified
+FROM drawn
 """,
     )
     task_select_by_keys = Statement(
@@ -144,12 +206,185 @@ FROM inserted LEFT JOIN woken ON true
         f"SELECT status::text AS status, count(*) AS count FROM {s}.tasks "
         "GROUP BY status ORDER BY status",
     )
+    claimed = ", ".join("t." + c.strip() for c in TASK_COLUMNS.replace("\n", " ").split(","))
+    # The fence every worker write carries: still running, still ours, same claim.
+    fence = "t.status = 'running' AND t.locked_by = %(worker)s AND t.attempted_at = m.claimed_at"
+    mine = (
+        "SELECT * FROM unnest(CAST(%(id)s AS bigint[]), CAST(%(claimed_at)s AS timestamptz[])) "
+        "AS m(id, claimed_at)"
+    )
+    # Claim up to `limit` ready rows of one queue, in claim order, skipping rows other
+    # workers hold. Walks tasks_claim_idx; a paused queue yields nothing.
+    task_claim = Statement(
+        "task_claim",
+        f"""
+WITH ready AS (
+    SELECT id AS ready_id FROM {s}.tasks
+    WHERE status = 'pending' AND queue = CAST(%(queue)s AS text) AND run_at <= now()
+      AND type = ANY(CAST(%(types)s AS text[]))
+      AND NOT EXISTS (SELECT FROM {s}.queues q WHERE q.name = CAST(%(queue)s AS text) AND q.paused)
+    ORDER BY priority DESC, run_at, id
+    LIMIT CAST(%(limit)s AS int)
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE {s}.tasks t
+SET status = 'running', attempts = t.attempts + 1, attempted_at = now(), updated_at = now(),
+    locked_by = %(worker)s, locked_until = now() + make_interval(secs => CAST(%(lease)s AS float8))
+FROM ready WHERE t.id = ready.ready_id
+RETURNING {claimed}
+""",
+    )
+    # Once a tick: extend the leases that are due (a third of the lease left), refresh the
+    # worker row (re-created if it was cleaned away), and return the ids this worker no
+    # longer owns (cancelled, rescued, deleted).
+    task_heartbeat = Statement(
+        "task_heartbeat",
+        f"""
+WITH mine AS ({mine}),
+owned AS (
+    SELECT t.id FROM {s}.tasks t JOIN mine m ON t.id = m.id WHERE {fence}
+),
+extended AS (
+    UPDATE {s}.tasks t SET locked_until = now() + make_interval(secs => CAST(%(lease)s AS float8))
+    FROM mine m
+    WHERE t.id = m.id AND {fence}
+      AND t.locked_until < now() + make_interval(secs => CAST(%(lease)s AS float8) / 3 * 2)
+    RETURNING t.id
+),
+alive AS (
+    INSERT INTO {s}.workers (id, host, pid, queues, concurrency, metadata)
+    VALUES (%(worker)s, %(host)s, %(pid)s, CAST(%(queues)s AS jsonb), %(concurrency)s,
+            CAST(%(metadata)s AS jsonb))
+    ON CONFLICT (id) DO UPDATE SET heartbeat_at = now()
+)
+SELECT m.id FROM mine m
+WHERE NOT EXISTS (SELECT FROM owned o WHERE o.id = m.id)
+  AND NOT EXISTS (SELECT FROM extended e WHERE e.id = m.id)
+""",
+    )
+    # Record many outcomes in one statement. status: completed | failed | pending (retry).
+    # refund 1 gives the attempt back (RetryIn, errors that are not failures).
+    task_finish_many = Statement(
+        "task_finish_many",
+        f"""
+WITH m AS (
+    SELECT * FROM unnest(
+        CAST(%(id)s AS bigint[]), CAST(%(claimed_at)s AS timestamptz[]),
+        CAST(%(status)s AS text[]), CAST(%(delay)s AS float8[]), CAST(%(refund)s AS int[]),
+        CAST(%(error)s AS text[]), CAST(%(result)s AS text[])
+    ) AS m(id, claimed_at, status, delay, refund, error, result)
+)
+UPDATE {s}.tasks t
+SET status = m.status::{s}.task_status,
+    run_at = CASE WHEN m.status = 'pending'
+                  THEN now() + make_interval(secs => m.delay) ELSE t.run_at END,
+    attempts = t.attempts - m.refund,
+    errors = CASE WHEN m.error IS NULL THEN t.errors
+                  ELSE t.errors || jsonb_build_array(
+                      jsonb_set(m.error::jsonb, '{{at}}', to_jsonb(now()))) END,
+    result = CASE WHEN m.result IS NULL THEN t.result ELSE m.result::jsonb END,
+    locked_by = NULL, locked_until = NULL,
+    finalized_at = CASE WHEN m.status = 'pending' THEN NULL ELSE now() END,
+    updated_at = now()
+FROM m
+WHERE t.id = m.id AND {fence}
+RETURNING t.id, t.queue, m.status
+""",
+    )
+    # Graceful shutdown: hand unfinished tasks back, the attempt not counted, and wake others.
+    task_release_many = Statement(
+        "task_release_many",
+        f"""
+WITH mine AS ({mine}),
+released AS (
+    UPDATE {s}.tasks t
+    SET status = 'pending', attempts = t.attempts - 1, locked_by = NULL, locked_until = NULL,
+        run_at = now(), updated_at = now()
+    FROM mine m
+    WHERE t.id = m.id AND {fence}
+    RETURNING t.id, t.queue
+),
+woken AS (
+    SELECT pg_notify('{channel}', json_agg(DISTINCT queue)::text) FROM released
+    HAVING count(*) > 0
+)
+SELECT id FROM released LEFT JOIN woken ON true
+""",
+    )
+    # Leases that ran out (the worker died or lost the database): back to pending, or to
+    # failed when no attempt is left. SKIP LOCKED: rescuers never wait on one another.
+    task_rescue_expired = Statement(
+        "task_rescue_expired",
+        f"""
+WITH expired AS (
+    SELECT id AS expired_id FROM {s}.tasks
+    WHERE status = 'running' AND locked_until < now()
+    ORDER BY locked_until
+    LIMIT CAST(%(limit)s AS int)
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE {s}.tasks t
+SET status = CASE WHEN t.attempts >= t.max_attempts THEN 'failed'
+                  ELSE 'pending' END::{s}.task_status,
+    errors = t.errors || jsonb_build_array(jsonb_build_object(
+        'attempt', t.attempts, 'at', now(), 'error', 'LeaseExpired',
+        'message',
+        'lease expired: worker ' || coalesce(t.locked_by, '?') || ' stopped heartbeating')),
+    finalized_at = CASE WHEN t.attempts >= t.max_attempts THEN now() END,
+    run_at = now(), locked_by = NULL, locked_until = NULL, updated_at = now()
+FROM expired WHERE t.id = expired.expired_id
+RETURNING t.id, t.status::text AS status
+""",
+    )
+    worker_register = Statement(
+        "worker_register",
+        f"""
+INSERT INTO {s}.workers (id, host, pid, queues, concurrency, metadata)
+VALUES (%(worker)s, %(host)s, %(pid)s, CAST(%(queues)s AS jsonb), %(concurrency)s,
+        CAST(%(metadata)s AS jsonb))
+ON CONFLICT (id) DO UPDATE SET heartbeat_at = now()
+""",
+    )
+    worker_unregister = Statement(
+        "worker_unregister", f"DELETE FROM {s}.workers WHERE id = %(worker)s"
+    )
+    worker_delete_stale = Statement(
+        "worker_delete_stale",
+        f"DELETE FROM {s}.workers WHERE heartbeat_at < "
+        "now() - make_interval(secs => CAST(%(older_than)s AS float8)) RETURNING id",
+    )
+    listen = Statement("listen", f'LISTEN "{channel}"')
     return Statements(
         schema=s,
         channel=channel,
         task_insert=task_insert,
+        task_insert_one=task_insert_one,
+        task_insert_copy_ids=task_insert_copy_ids,
         task_select_by_keys=task_select_by_keys,
         task_select=task_select,
         task_select_many=task_select_many,
         task_count_by_status=task_count_by_status,
+        task_claim=task_claim,
+        task_heartbeat=task_heartbeat,
+        task_finish_many=task_finish_many,
+        task_release_many=task_release_many,
+        task_rescue_expired=task_rescue_expired,
+        worker_register=worker_register,
+        worker_unregister=worker_unregister,
+        worker_delete_stale=worker_delete_stale,
+        listen=listen,
     )
+
+
+@functools.lru_cache(maxsize=256)
+def task_insert_copy(schema: str, columns: tuple[str, ...]) -> Statement:
+    """The COPY of a keyless batch into the tasks table, sending these columns (text format).
+
+    ``columns`` is `COPY_COLUMNS` plus those of `COPY_COLUMNS_OPTIONAL` the batch uses. The
+    ids come from `task_insert_copy_ids`, run in the same transaction just before.
+    """
+    s = check_schema_name(schema)
+    allowed = COPY_COLUMNS + COPY_COLUMNS_OPTIONAL
+    if columns[: len(COPY_COLUMNS)] != COPY_COLUMNS or not set(columns) <= set(allowed):
+        raise ValueError(f"COPY columns must be {COPY_COLUMNS} and some of {COPY_COLUMNS_OPTIONAL}")
+    return Statement("task_insert_copy", f"COPY {s}.tasks ({', '.join(columns)}) FROM STDIN")

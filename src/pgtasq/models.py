@@ -9,8 +9,9 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+import json.encoder
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -82,13 +83,35 @@ def _name(field: str, value: object, max_length: int = NAME_MAX_LENGTH) -> None:
         raise TaskValidationError(field, f"expected a string, got {type(value).__name__}")
     if not value.strip():
         raise TaskValidationError(field, "must not be empty")
+    if "\x00" in value:
+        raise TaskValidationError(field, "must not contain the NUL character (PostgreSQL text)")
     if len(value) > max_length:
         raise TaskValidationError(
             field, f"must be at most {max_length} characters, got {len(value)}"
         )
 
 
-@dataclasses.dataclass(frozen=True)
+def _check_priority(value: object) -> None:
+    if (
+        not isinstance(value, int)
+        or isinstance(value, bool)
+        or not PRIORITY_MIN <= value <= PRIORITY_MAX
+    ):
+        raise TaskValidationError(
+            "priority",
+            f"must be an integer from {PRIORITY_MIN} to {PRIORITY_MAX}, got {value!r}",
+        )
+
+
+def _check_max_attempts(value: object) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 2**31 - 1:
+        raise TaskValidationError("max_attempts", f"must be an integer >= 1, got {value!r}")
+
+
+_set_fields = object.__setattr__  # a frozen dataclass's own way to set its fields
+
+
+@dataclasses.dataclass(frozen=True, init=False)
 class Task:
     """A task to enqueue: a type, a JSON payload and options.
 
@@ -111,45 +134,111 @@ class Task:
     idempotency_key: str | None = None
     retention: Seconds | None = None
 
-    def __post_init__(self) -> None:
-        _name("type", self.type)
-        _name("queue", self.queue)
-        if (
-            not isinstance(self.priority, int)
-            or isinstance(self.priority, bool)
-            or not PRIORITY_MIN <= self.priority <= PRIORITY_MAX
-        ):
-            raise TaskValidationError(
-                "priority",
-                f"must be an integer from {PRIORITY_MIN} to {PRIORITY_MAX}, got {self.priority!r}",
-            )
-        if self.run_at is not None and self.delay is not None:
-            raise TaskValidationError("delay", "give run_at or delay, not both")
-        _aware("run_at", self.run_at)
-        _seconds("delay", self.delay)
-        if (
-            not isinstance(self.max_attempts, int)
-            or isinstance(self.max_attempts, bool)
-            or not 1 <= self.max_attempts <= 2**31 - 1
-        ):
-            raise TaskValidationError(
-                "max_attempts", f"must be an integer >= 1, got {self.max_attempts!r}"
-            )
-        _seconds("timeout", self.timeout)
-        _aware("deadline", self.deadline)
-        _seconds("retention", self.retention)
-        if self.idempotency_key is not None:
-            _name("idempotency_key", self.idempotency_key, IDEMPOTENCY_KEY_MAX_LENGTH)
+    # Written by hand rather than generated: enqueue_many builds thousands of these, and a
+    # frozen dataclass's generated __init__ sets each field through object.__setattr__
+    # (about 1 µs for eleven fields). Same signature, same checks, same messages.
+    def __init__(
+        self,
+        type: str,
+        payload: Any = None,
+        *,
+        queue: str = QUEUE_DEFAULT,
+        priority: int = PRIORITY_DEFAULT,
+        run_at: datetime | None = None,
+        delay: Seconds | None = None,
+        max_attempts: int = MAX_ATTEMPTS_DEFAULT,
+        timeout: Seconds | None = None,
+        deadline: datetime | None = None,
+        idempotency_key: str | None = None,
+        retention: Seconds | None = None,
+    ) -> None:
+        _name("type", type)
+        if queue is not QUEUE_DEFAULT:
+            _name("queue", queue)
+        if priority.__class__ is not int or not PRIORITY_MIN <= priority <= PRIORITY_MAX:
+            _check_priority(priority)
+        if run_at is not None:
+            if delay is not None:
+                raise TaskValidationError("delay", "give run_at or delay, not both")
+            _aware("run_at", run_at)
+        if delay is not None:
+            _seconds("delay", delay)
+        if max_attempts.__class__ is not int or not 1 <= max_attempts <= 2**31 - 1:
+            _check_max_attempts(max_attempts)
+        if timeout is not None:
+            _seconds("timeout", timeout)
+        if deadline is not None:
+            _aware("deadline", deadline)
+        if retention is not None:
+            _seconds("retention", retention)
+        if idempotency_key is not None:
+            _name("idempotency_key", idempotency_key, IDEMPOTENCY_KEY_MAX_LENGTH)
+        _set_fields(
+            self,
+            "__dict__",
+            {
+                "type": type,
+                "payload": payload,
+                "queue": queue,
+                "priority": priority,
+                "run_at": run_at,
+                "delay": delay,
+                "max_attempts": max_attempts,
+                "timeout": timeout,
+                "deadline": deadline,
+                "idempotency_key": idempotency_key,
+                "retention": retention,
+            },
+        )
 
     def with_options(self, **options: Any) -> Task:
         """A copy of this task with some fields changed (validated again)."""
         return dataclasses.replace(self, **options)
 
 
+# The C parts of the json module (None where they are missing, as json itself allows).
+_c_make_encoder: Any = getattr(json.encoder, "c_make_encoder", None)
+_encode_str: Callable[[str], str] = json.encoder.encode_basestring
+
+_JSON_OPTIONS: dict[str, Any] = {
+    "separators": (",", ":"),
+    "ensure_ascii": False,
+    "allow_nan": False,
+}
+
+
+def _payload_encoder() -> Callable[[Any], str]:
+    """``json.dumps(payload, **_JSON_OPTIONS)``, minus its per-call setup.
+
+    json.dumps with options builds a JSONEncoder, and its encode() a C encoder, on every
+    call: about 0.6 µs, more than encoding a small payload takes. This C encoder is built
+    once. It skips the circular-reference bookkeeping (a shared ``markers`` dict would not
+    be thread-safe), so a circular payload ends in RecursionError, and `dump_payload` then
+    asks json.dumps for its usual error.
+    """
+    if _c_make_encoder is None:  # pragma: no cover - CPython always has the C encoder
+        return json.JSONEncoder(**_JSON_OPTIONS).encode
+    default = json.JSONEncoder().default
+    encode_json = _c_make_encoder(None, default, _encode_str, None, ":", ",", False, False, False)
+
+    def encode(payload: Any) -> str:
+        if payload.__class__ is str:
+            return _encode_str(payload)
+        return "".join(encode_json(payload, 0))
+
+    return encode
+
+
+_encode_payload = _payload_encoder()
+
+
 def dump_payload(payload: Any, max_bytes: int) -> str:
     """The payload as compact JSON text, or TaskValidationError naming ``payload``."""
     try:
-        text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        try:
+            text = _encode_payload(payload)
+        except RecursionError:
+            text = json.dumps(payload, **_JSON_OPTIONS)  # circular: its ValueError says so
     except (TypeError, ValueError) as exc:
         raise TaskValidationError("payload", f"is not JSON-serializable: {exc}") from exc
     if "\\u0000" in text:
@@ -232,3 +321,51 @@ class TaskInfo:
             retention=_interval(row["retention"]),
             created=created,
         )
+
+
+# The fields every freshly inserted row has; `_pending_info` adds the task's and the row's.
+_PENDING_FIELDS: dict[str, Any] = {
+    "status": TaskStatus.PENDING,
+    "attempts": 0,
+    "result": None,
+    "locked_by": None,
+    "locked_until": None,
+    "attempted_at": None,
+    "finalized_at": None,
+    "created": True,
+}
+
+
+def _duration(value: Seconds | None) -> timedelta | None:
+    """A validated duration (`Task.delay`, `timeout`, `retention`) as a timedelta."""
+    seconds = _seconds("duration", value)
+    return None if seconds is None else timedelta(seconds=seconds)
+
+
+def _pending_info(task: Task, task_id: int, run_at: datetime, created_at: datetime) -> TaskInfo:
+    """The TaskInfo of the row just inserted for ``task``: the task's fields plus the row's.
+
+    Equal to ``TaskInfo(...)`` with the same values (a unit test checks), built about five
+    times faster: enqueue_many makes one per task, and the generated __init__ of a frozen
+    dataclass with 22 fields costs more than the rest of the per-task work together.
+    """
+    fields = _PENDING_FIELDS.copy()
+    fields["id"] = task_id
+    fields["queue"] = task.queue
+    fields["type"] = task.type
+    fields["payload"] = task.payload
+    fields["priority"] = task.priority
+    fields["run_at"] = run_at
+    fields["max_attempts"] = task.max_attempts
+    timeout = task.timeout
+    fields["timeout"] = None if timeout is None else _duration(timeout)
+    fields["deadline"] = task.deadline
+    fields["idempotency_key"] = task.idempotency_key
+    fields["errors"] = []
+    fields["created_at"] = created_at
+    fields["updated_at"] = created_at
+    retention = task.retention
+    fields["retention"] = None if retention is None else _duration(retention)
+    info: TaskInfo = object.__new__(TaskInfo)
+    _set_fields(info, "__dict__", fields)
+    return info

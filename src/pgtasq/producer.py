@@ -2,196 +2,174 @@
 
 With ``conn=`` the producer runs on the caller's connection and never commits: the task
 exists if and only if the caller's transaction commits. Without it, the producer takes a
-connection from its own pool and the statement commits on its own.
+connection from its own pool and commits.
 
-The logic is written once, without I/O: `_enqueue_steps` is a generator that yields the
-statements to run and receives their rows. The sync and async classes only drive it.
+What to send is decided in `pgtasq._enqueue`, without I/O (one task: one INSERT; many
+keyless tasks on psycopg: COPY; otherwise arrays and unnest). The classes here only run its
+steps: on a psycopg cursor (the caller's connection, or a reusable cursor per connection of
+our pool) or through the SQLAlchemy runner of `pgtasq._connections`.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Generator, Iterable, Sequence
-from datetime import timedelta
-from typing import Any, Literal
-
-from pgtasq import _sql
-from pgtasq._connections import AsyncRunner, Row, SyncRunner, async_runner, sync_runner
-from pgtasq._pool import POOL_MAX_SIZE_DEFAULT, POOL_MIN_SIZE_DEFAULT, AsyncLazyPool, LazyPool
-from pgtasq.errors import ConfigurationError, DuplicateTask, PgtasqError
-from pgtasq.models import (
-    PAYLOAD_MAX_BYTES_DEFAULT,
-    Task,
-    TaskInfo,
-    TaskStatus,
-    _seconds,
-    dump_payload,
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
 )
+from typing import Any
+
+import psycopg
+from psycopg.pq import TransactionStatus
+from psycopg.rows import DictRow, dict_row
+
+from pgtasq import _enqueue, _sql
+from pgtasq._connections import Row, async_runner, sync_runner
+from pgtasq._enqueue import Batch, Copy, Done, Flow, OnConflict
+from pgtasq._pool import POOL_MAX_SIZE_DEFAULT, POOL_MIN_SIZE_DEFAULT, AsyncLazyPool, LazyPool
+from pgtasq.errors import ConfigurationError
+from pgtasq.models import PAYLOAD_MAX_BYTES_DEFAULT, Task, TaskInfo
 from pgtasq.tables import SCHEMA_DEFAULT, check_schema_name
 
 BATCH_SIZE_DEFAULT = 5000
-OnConflict = Literal["return", "raise"]
-_STALE_KEY_RETRIES = 3
 
-# One step of the enqueue protocol: a statement and its parameters; the rows come back.
-_Step = tuple[_sql.Statement, dict[str, Any]]
-_Flow = Generator[_Step, Sequence[Row], list[TaskInfo]]
+_Fetch = Callable[[_sql.Statement, Mapping[str, Any]], Sequence[Row]]
+_AFetch = Callable[[_sql.Statement, Mapping[str, Any]], Awaitable[Sequence[Row]]]
 
 
-def _as_task(task: Task | str, payload: Any, options: dict[str, Any]) -> Task:
-    if isinstance(task, Task):
-        if payload is not None:
-            raise TypeError("give the payload inside the Task, or pass a task type string")
-        return task.with_options(**options) if options else task
-    if isinstance(task, str):
-        return Task(task, payload, **options)
-    raise TypeError(f"expected a Task or a task type string, got {type(task).__name__}")
+def _can_copy(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bool:
+    """COPY needs the connection out of pipeline mode, and we send UTF-8 text."""
+    return conn.info.encoding == "utf-8" and conn.pgconn.pipeline_status == 0
 
 
-def _columns(tasks: Sequence[Task], max_payload_bytes: int) -> dict[str, list[Any]]:
-    """The parameters of `task_insert` for a batch: one array per column."""
-    cols: dict[str, list[Any]] = {name: [] for name, _ in _sql.INSERT_ARRAYS}
-    for task in tasks:
-        if not isinstance(task, Task):
-            raise TypeError(f"enqueue_many takes Task objects, got {type(task).__name__}")
-        cols["queue"].append(task.queue)
-        cols["type"].append(task.type)
-        cols["payload"].append(dump_payload(task.payload, max_payload_bytes))
-        cols["priority"].append(task.priority)
-        cols["run_at"].append(task.run_at)
-        cols["delay"].append(_seconds("delay", task.delay))
-        cols["max_attempts"].append(task.max_attempts)
-        cols["timeout"].append(_seconds("timeout", task.timeout))
-        cols["deadline"].append(task.deadline)
-        cols["idempotency_key"].append(task.idempotency_key)
-        cols["retention"].append(_seconds("retention", task.retention))
-    return cols
+def _drive(flow: Flow, fetch: _Fetch, cur: psycopg.Cursor[DictRow] | None) -> list[TaskInfo]:
+    step = _enqueue.resume(flow, None)
+    while not isinstance(step, Done):
+        if isinstance(step, Copy):
+            assert cur is not None
+            with cur.copy(step.stmt.text) as copy:
+                for chunk in step.chunks:
+                    copy.write(chunk)
+                # Every row is sent; the flow builds its TaskInfos while the server is still
+                # ingesting them. Leaving the block ends the COPY, or raises what the server said.
+                step = _enqueue.resume(flow, None)
+        else:
+            step = _enqueue.resume(flow, fetch(step.stmt, step.params))
+    return step.infos
 
 
-def _plan(
-    tasks: Sequence[Task], max_payload_bytes: int, batch_size: int
-) -> list[tuple[list[Task], dict[str, list[Any]]]]:
-    """Validate everything, then cut into batches. Raises before any SQL is sent."""
-    batches = []
-    for start in range(0, len(tasks), batch_size):
-        chunk = list(tasks[start : start + batch_size])
-        batches.append((chunk, _columns(chunk, max_payload_bytes)))
-    return batches
+async def _adrive(
+    flow: Flow, fetch: _AFetch, cur: psycopg.AsyncCursor[DictRow] | None
+) -> list[TaskInfo]:
+    step = _enqueue.resume(flow, None)
+    while not isinstance(step, Done):
+        if isinstance(step, Copy):
+            assert cur is not None
+            async with cur.copy(step.stmt.text) as copy:
+                for chunk in step.chunks:
+                    await copy.write(chunk)
+                step = _enqueue.resume(flow, None)
+        else:
+            step = _enqueue.resume(flow, await fetch(step.stmt, step.params))
+    return step.infos
 
 
-def _new_info(task: Task, row: Row) -> TaskInfo:
-    """The TaskInfo of a row this statement inserted: the task's fields plus the row's."""
-    timeout = _seconds("timeout", task.timeout)
-    retention = _seconds("retention", task.retention)
-    return TaskInfo(
-        id=row["id"],
-        queue=task.queue,
-        type=task.type,
-        payload=task.payload,
-        priority=task.priority,
-        status=TaskStatus.PENDING,
-        run_at=row["run_at"],
-        attempts=0,
-        max_attempts=task.max_attempts,
-        timeout=None if timeout is None else timedelta(seconds=timeout),
-        deadline=task.deadline,
-        idempotency_key=task.idempotency_key,
-        errors=[],
-        result=None,
-        locked_by=None,
-        locked_until=None,
-        created_at=row["created_at"],
-        updated_at=row["created_at"],
-        attempted_at=None,
-        finalized_at=None,
-        retention=None if retention is None else timedelta(seconds=retention),
-        created=True,
-    )
+def _fetch(cur: psycopg.Cursor[DictRow]) -> _Fetch:
+    # Every statement of the flow returns rows. (Asking cur.description first would not
+    # do in pipeline mode, where it is None until the results arrive.)
+    def fetch(stmt: _sql.Statement, params: Mapping[str, Any]) -> Sequence[Row]:
+        return cur.execute(stmt.text, params).fetchall()
+
+    return fetch
 
 
-def _match(tasks: Sequence[Task], rows: Sequence[Row]) -> tuple[list[TaskInfo | None], list[str]]:
-    """Pair the inserted rows with their tasks; list the keys that were already taken.
+def _afetch(cur: psycopg.AsyncCursor[DictRow]) -> _AFetch:
+    async def fetch(stmt: _sql.Statement, params: Mapping[str, Any]) -> Sequence[Row]:
+        return await (await cur.execute(stmt.text, params)).fetchall()
 
-    Rows with a key are matched by key. Keyless rows come back in id order, which is the
-    order the statement inserted them in (``ORDER BY ord``), so they match keyless tasks in turn.
+    return fetch
+
+
+@contextlib.contextmanager
+def _rollback_on_error(conn: psycopg.Connection[Any]) -> Iterator[None]:
+    """The savepoint of a transaction that holds nothing but our statements: itself."""
+    try:
+        yield
+    except BaseException:
+        conn.rollback()
+        raise
+
+
+@contextlib.asynccontextmanager
+async def _arollback_on_error(conn: psycopg.AsyncConnection[Any]) -> AsyncIterator[None]:
+    try:
+        yield
+    except BaseException:
+        await conn.rollback()
+        raise
+
+
+def _guard(
+    conn: psycopg.Connection[Any], atomic: bool, may_raise: bool
+) -> contextlib.AbstractContextManager[Any]:
+    """What wraps an enqueue on a psycopg connection; it never commits a caller's work.
+
+    In autocommit mode (our pool's, or the caller's) every statement commits anyway: a call
+    of several statements gets a transaction of its own, so it is all or none and a COPY
+    shares its transaction with its ids and NOTIFY. Otherwise we run inside the caller's
+    transaction, and raising DuplicateTask needs a savepoint to undo our rows alone. psycopg's
+    transaction() on an idle connection would BEGIN and COMMIT instead; there nothing
+    precedes us, so rolling the transaction back undoes our rows alone.
     """
-    by_key = {r["idempotency_key"]: r for r in rows if r["idempotency_key"] is not None}
-    keyless = iter(sorted((r for r in rows if r["idempotency_key"] is None), key=lambda r: r["id"]))
-    claimed: set[str] = set()
-    infos: list[TaskInfo | None] = []
-    taken: list[str] = []
-    for task in tasks:
-        key = task.idempotency_key
-        if key is None:
-            infos.append(_new_info(task, next(keyless)))
-        elif key in by_key and key not in claimed:
-            claimed.add(key)
-            infos.append(_new_info(task, by_key[key]))
-        else:
-            infos.append(None)
-            taken.append(key)
-    return infos, taken
+    if conn.autocommit:
+        return conn.transaction() if atomic else contextlib.nullcontext()
+    if may_raise:
+        if conn.info.transaction_status == TransactionStatus.IDLE:
+            return _rollback_on_error(conn)
+        return conn.transaction()
+    return contextlib.nullcontext()
 
 
-def _enqueue_steps(
-    stmts: _sql.Statements,
-    batches: list[tuple[list[Task], dict[str, list[Any]]]],
-    on_conflict: OnConflict,
-) -> _Flow:
-    """Enqueue the batches; yields (statement, params), receives rows, returns TaskInfos."""
-    results: list[TaskInfo] = []
-    for tasks, params in batches:
-        final: list[TaskInfo | None] = [None] * len(tasks)
-        todo = list(range(len(tasks)))
-        sub_tasks, sub_params = tasks, params
-        for _ in range(_STALE_KEY_RETRIES):
-            rows = yield stmts.task_insert, sub_params
-            infos, taken = _match(sub_tasks, rows)
-            existing: dict[str, TaskInfo] = {}
-            if taken:
-                found = yield stmts.task_select_by_keys, {"keys": sorted(set(taken))}
-                existing = {
-                    r["idempotency_key"]: TaskInfo.from_row(r, created=False) for r in found
-                }
-                if on_conflict == "raise":
-                    first = next((existing[k] for k in taken if k in existing), None)
-                    if first is not None:
-                        raise DuplicateTask(first)
-            retry = []
-            for j, info in enumerate(infos):
-                if info is None:
-                    info = existing.get(sub_tasks[j].idempotency_key or "")
-                if info is None:
-                    retry.append(todo[j])  # the holder of the key was deleted meanwhile
-                else:
-                    final[todo[j]] = info
-            if not retry:
-                break
-            todo = retry
-            sub_tasks = [tasks[i] for i in todo]
-            sub_params = {name: [column[i] for i in todo] for name, column in params.items()}
-        else:
-            raise PgtasqError("idempotency keys kept changing hands while enqueueing; try again")
-        results.extend(info for info in final if info is not None)
-    return results
+def _aguard(
+    conn: psycopg.AsyncConnection[Any], atomic: bool, may_raise: bool
+) -> contextlib.AbstractAsyncContextManager[Any]:
+    """`_guard` for an AsyncConnection."""
+    if conn.autocommit:
+        return conn.transaction() if atomic else contextlib.nullcontext()
+    if may_raise:
+        if conn.info.transaction_status == TransactionStatus.IDLE:
+            return _arollback_on_error(conn)
+        return conn.transaction()
+    return contextlib.nullcontext()
 
 
-def _drive(flow: _Flow, runner: SyncRunner) -> list[TaskInfo]:
-    try:
-        step = next(flow)
-        while True:
-            step = flow.send(runner.fetch(*step))
-    except StopIteration as stop:
-        return stop.value  # type: ignore[no-any-return]
+class _PoolCursors:
+    """One cursor per connection of our own pool, reused across calls.
 
+    A pooled connection serves one call at a time, so its cursor does too. A new cursor per
+    call costs about 30 µs of CPU on the one-task path (psycopg's per-cursor adapter caches
+    start cold). Cursors of connections the pool has closed are dropped. Serves sync and
+    async connections alike (``AsyncConnection.cursor()`` is not a coroutine).
+    """
 
-async def _adrive(flow: _Flow, runner: AsyncRunner) -> list[TaskInfo]:
-    try:
-        step = next(flow)
-        while True:
-            step = flow.send(await runner.fetch(*step))
-    except StopIteration as stop:
-        return stop.value  # type: ignore[no-any-return]
+    def __init__(self) -> None:
+        self._by_conn: dict[Any, Any] = {}
+
+    def clear(self) -> None:
+        self._by_conn.clear()
+
+    def get(self, conn: Any) -> Any:
+        cur = self._by_conn.get(conn)
+        if cur is None or cur.closed:
+            for old in [c for c in list(self._by_conn) if c.closed]:
+                self._by_conn.pop(old, None)
+            cur = self._by_conn[conn] = conn.cursor(row_factory=dict_row)
+        return cur
 
 
 class _ProducerBase:
@@ -211,18 +189,16 @@ class _ProducerBase:
         self.max_payload_bytes = max_payload_bytes
         self.batch_size = batch_size
         self._stmts = _sql.statements(schema)
+        self._cursors = _PoolCursors()
 
-    def _flow(self, tasks: Sequence[Task], on_conflict: OnConflict) -> tuple[_Flow, bool]:
-        """The flow for these tasks, and whether it needs a transaction of its own."""
+    def _batches(self, tasks: Sequence[Task], on_conflict: OnConflict) -> list[Batch]:
+        """Validated batches; raises before any SQL is sent."""
         if on_conflict not in ("return", "raise"):
             raise ValueError(f"on_conflict must be 'return' or 'raise', got {on_conflict!r}")
-        batches = _plan(tasks, self.max_payload_bytes, self.batch_size)
-        atomic = (
-            on_conflict == "raise"
-            or len(batches) > 1
-            or any(t.idempotency_key is not None for t in tasks)
-        )
-        return _enqueue_steps(self._stmts, batches, on_conflict), atomic
+        return _enqueue.plan(tasks, self.max_payload_bytes, self.batch_size)
+
+    def _flow(self, batches: list[Batch], on_conflict: OnConflict, *, copy: bool) -> Flow:
+        return _enqueue.enqueue_steps(self._stmts, batches, on_conflict, copy=copy)
 
 
 class Producer(_ProducerBase):
@@ -263,9 +239,8 @@ class Producer(_ProducerBase):
         A taken idempotency key returns the existing task (``created`` False), unchanged;
         with ``on_conflict="raise"`` it raises `DuplicateTask` instead.
         """
-        return self.enqueue_many(
-            [_as_task(task, payload, options)], conn=conn, on_conflict=on_conflict
-        )[0]
+        task = _enqueue.as_task(task, payload, options)
+        return self.enqueue_many([task], conn=conn, on_conflict=on_conflict)[0]
 
     def enqueue_many(
         self, tasks: Iterable[Task], *, conn: object = None, on_conflict: OnConflict = "return"
@@ -274,27 +249,41 @@ class Producer(_ProducerBase):
         tasks = list(tasks)
         if not tasks:
             return []
-        flow, atomic = self._flow(tasks, on_conflict)
+        batches = self._batches(tasks, on_conflict)
+        if isinstance(conn, psycopg.Connection):
+            with conn.cursor(row_factory=dict_row) as cur:
+                return self._run(batches, on_conflict, cur)
         if conn is not None:
             runner = sync_runner(conn)
             # A savepoint keeps the caller's transaction usable when we raise DuplicateTask.
-            guard = runner.savepoint() if on_conflict == "raise" else contextlib.nullcontext()
-            with guard:
-                return _drive(flow, runner)
+            may_raise = _enqueue.may_raise(batches, on_conflict)
+            with runner.savepoint() if may_raise else contextlib.nullcontext():
+                return _drive(self._flow(batches, on_conflict, copy=False), runner.fetch, None)
         if self._pool is None:
             raise ConfigurationError(
                 "this Producer has no DSN: pass conn=, or create it with Producer(dsn)"
             )
-        with self._pool.get().connection() as own:
-            runner = sync_runner(own)
-            if atomic:
-                with own.transaction():
-                    return _drive(flow, runner)
-            return _drive(flow, runner)
+        pool = self._pool.get()
+        own = pool.getconn()
+        try:
+            return self._run(batches, on_conflict, self._cursors.get(own))
+        finally:
+            pool.putconn(own)
+
+    def _run(
+        self, batches: list[Batch], on_conflict: OnConflict, cur: psycopg.Cursor[DictRow]
+    ) -> list[TaskInfo]:
+        if one := _enqueue.single(self._stmts, batches):
+            return _enqueue.single_info(batches, cur.execute(one.stmt.text, one.params).fetchone())
+        copy = _can_copy(cur.connection)
+        atomic = _enqueue.atomic(batches, copy=copy)
+        with _guard(cur.connection, atomic, _enqueue.may_raise(batches, on_conflict)):
+            return _drive(self._flow(batches, on_conflict, copy=copy), _fetch(cur), cur)
 
     def close(self) -> None:
         if self._pool is not None:
             self._pool.close()
+        self._cursors.clear()
 
     def __enter__(self) -> Producer:
         return self
@@ -335,9 +324,8 @@ class AsyncProducer(_ProducerBase):
         **options: Any,
     ) -> TaskInfo:
         """See `Producer.enqueue`."""
-        infos = await self.enqueue_many(
-            [_as_task(task, payload, options)], conn=conn, on_conflict=on_conflict
-        )
+        task = _enqueue.as_task(task, payload, options)
+        infos = await self.enqueue_many([task], conn=conn, on_conflict=on_conflict)
         return infos[0]
 
     async def enqueue_many(
@@ -347,28 +335,43 @@ class AsyncProducer(_ProducerBase):
         tasks = list(tasks)
         if not tasks:
             return []
-        flow, atomic = self._flow(tasks, on_conflict)
+        batches = self._batches(tasks, on_conflict)
+        if isinstance(conn, psycopg.AsyncConnection):
+            async with conn.cursor(row_factory=dict_row) as cur:
+                return await self._run(batches, on_conflict, cur)
         if conn is not None:
             runner = async_runner(conn)
-            if on_conflict == "raise":
+            flow = self._flow(batches, on_conflict, copy=False)
+            if _enqueue.may_raise(batches, on_conflict):
                 async with runner.savepoint():
-                    return await _adrive(flow, runner)
-            return await _adrive(flow, runner)
+                    return await _adrive(flow, runner.fetch, None)
+            return await _adrive(flow, runner.fetch, None)
         if self._pool is None:
             raise ConfigurationError(
                 "this AsyncProducer has no DSN: pass conn=, or create it with AsyncProducer(dsn)"
             )
         pool = await self._pool.get()
-        async with pool.connection() as own:
-            runner = async_runner(own)
-            if atomic:
-                async with own.transaction():
-                    return await _adrive(flow, runner)
-            return await _adrive(flow, runner)
+        own = await pool.getconn()
+        try:
+            return await self._run(batches, on_conflict, self._cursors.get(own))
+        finally:
+            await pool.putconn(own)
+
+    async def _run(
+        self, batches: list[Batch], on_conflict: OnConflict, cur: psycopg.AsyncCursor[DictRow]
+    ) -> list[TaskInfo]:
+        if one := _enqueue.single(self._stmts, batches):
+            row = await (await cur.execute(one.stmt.text, one.params)).fetchone()
+            return _enqueue.single_info(batches, row)
+        copy = _can_copy(cur.connection)
+        atomic = _enqueue.atomic(batches, copy=copy)
+        async with _aguard(cur.connection, atomic, _enqueue.may_raise(batches, on_conflict)):
+            return await _adrive(self._flow(batches, on_conflict, copy=copy), _afetch(cur), cur)
 
     async def close(self) -> None:
         if self._pool is not None:
             await self._pool.close()
+        self._cursors.clear()
 
     async def __aenter__(self) -> AsyncProducer:
         return self

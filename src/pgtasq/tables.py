@@ -26,6 +26,9 @@ WORKERS_TABLE = "workers"
 SCHEDULES_TABLE = "schedules"
 DAILY_STATS_TABLE = "queue_daily_stats"
 STATUS_ENUM = "task_status"
+# The sequence behind tasks.id (PostgreSQL names an identity's sequence <table>_<column>_seq).
+# The COPY enqueue draws its ids from it before sending the rows.
+TASKS_ID_SEQUENCE = "tasks_id_seq"
 ALEMBIC_VERSION_TABLE = "alembic_version"
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -57,7 +60,9 @@ def metadata(schema: str = SCHEMA_DEFAULT) -> sa.MetaData:
     sa.Table(
         TASKS_TABLE,
         md,
-        sa.Column("id", sa.BigInteger, sa.Identity(always=True), primary_key=True),
+        # BY DEFAULT, not ALWAYS: the COPY enqueue sends ids it drew from the sequence, so it
+        # knows them without reading the rows back (COPY has no RETURNING).
+        sa.Column("id", sa.BigInteger, sa.Identity(always=False), primary_key=True),
         sa.Column("queue", sa.Text, nullable=False),
         sa.Column("type", sa.Text, nullable=False),
         sa.Column("payload", pg.JSONB, nullable=False, server_default=sa.text("'null'::jsonb")),
@@ -97,7 +102,14 @@ def metadata(schema: str = SCHEMA_DEFAULT) -> sa.MetaData:
         sa.CheckConstraint(
             "(status = 'running') = (locked_until IS NOT NULL)", name="tasks_lease_iff_running"
         ),
-        sa.UniqueConstraint("idempotency_key", name="tasks_idempotency_key_key"),
+        # Idempotency keys: unique, and partial, so the many keyless rows never touch it.
+        # ON CONFLICT must name the predicate to use it as the arbiter (see _sql.task_insert).
+        sa.Index(
+            "tasks_idempotency_key_key",
+            "idempotency_key",
+            unique=True,
+            postgresql_where=sa.text("idempotency_key IS NOT NULL"),
+        ),
         # The claim: ready rows of a queue, in claim order. Partial, so finished rows cost nothing.
         sa.Index(
             "tasks_claim_idx",

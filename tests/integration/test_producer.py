@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
 
 import psycopg
 import pytest
@@ -15,6 +16,7 @@ from pgtasq import (
     DuplicateTask,
     Producer,
     Task,
+    TaskInfo,
     TaskStatus,
     TaskValidationError,
     _sql,
@@ -111,18 +113,23 @@ class _CountingCursor(psycopg.Cursor):  # type: ignore[type-arg]
     statements: list[str] = []
 
     def execute(self, query, params=None, **kwargs):  # type: ignore[no-untyped-def,override]
-        _CountingCursor.statements.append(str(query))
+        _CountingCursor.statements.append(str(query).split()[0])
         return super().execute(query, params, **kwargs)
 
+    def copy(self, statement, params=None, **kwargs):  # type: ignore[no-untyped-def,override]
+        _CountingCursor.statements.append(str(statement).split()[0])
+        return super().copy(statement, params, **kwargs)
 
-def test_enqueue_many_keeps_order_and_is_one_statement_per_batch(pg_dsn: str, schema: str) -> None:
+
+def test_enqueue_many_keeps_order_and_is_two_statements_per_batch(pg_dsn: str, schema: str) -> None:
     producer = Producer(schema=schema, batch_size=1000)
     tasks = [Task("n", {"i": i}) for i in range(2500)]
     _CountingCursor.statements = []
     with psycopg.connect(pg_dsn, cursor_factory=_CountingCursor) as conn:
         infos = producer.enqueue_many(tasks, conn=conn)
         conn.commit()
-    assert len(_CountingCursor.statements) == 3  # 1000 + 1000 + 500
+    # 1000 + 1000 + 500: the ids, time and NOTIFY of a batch, then its COPY
+    assert _CountingCursor.statements == ["WITH", "COPY"] * 3
     assert [i.payload["i"] for i in infos] == list(range(2500))
     assert infos == sorted(infos, key=lambda i: i.id)
     with psycopg.connect(pg_dsn) as c:
@@ -254,6 +261,7 @@ def test_notify_once_per_statement_at_commit(
         got = list(listener.notifies(timeout=1, stop_after=5))
         assert [json.loads(n.payload) for n in got] == [["q1", "q2"]]
         producer.enqueue("x", conn=conn)
+        producer.enqueue_many([Task("y"), Task("z")], conn=conn)  # COPY
         conn.rollback()
         assert list(listener.notifies(timeout=0.3)) == []  # a rollback wakes nobody
 
@@ -340,3 +348,247 @@ async def test_async_wrong_connection_type(pg_dsn: str) -> None:
         await producer.enqueue("t", conn=c)
     with pytest.raises(ConfigurationError):
         await producer.enqueue("t")
+
+
+# --- the three ways in: task_insert_one, COPY (task_insert_copy_ids + COPY), unnest ---------
+
+
+def _rows(dsn: str, schema: str) -> list[dict[str, object]]:
+    """Every row as TaskInfo.from_row reads it, in id order."""
+    with psycopg.connect(dsn) as c, c.cursor(row_factory=psycopg.rows.dict_row) as cur:
+        return cur.execute(f"SELECT {_sql.TASK_COLUMNS} FROM {schema}.tasks ORDER BY id").fetchall()
+
+
+@pytest.fixture
+def copies(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The COPY statements run through psycopg, sync or async."""
+    seen: list[str] = []
+    for cls in (psycopg.Cursor, psycopg.AsyncCursor):
+        original = cls.copy
+
+        def copy(self, statement, *args, _original=original, **kwargs):  # type: ignore[no-untyped-def]
+            seen.append(str(statement))
+            return _original(self, statement, *args, **kwargs)
+
+        monkeypatch.setattr(cls, "copy", copy)
+    return seen
+
+
+ROME = ZoneInfo("Europe/Rome")
+
+
+def _varied_tasks() -> list[Task]:
+    """Keyless tasks using every option COPY can send, and text COPY must escape."""
+    return [
+        Task("plain"),
+        Task("tab\there", {"s": 'back\\slash "quote" new\nline é ✓'}, queue="q\\1"),
+        Task("later", [1, 2], delay=timedelta(hours=1, microseconds=7), priority=-5),
+        Task("at", run_at=datetime(2030, 1, 2, 3, 4, 5, 6, tzinfo=ROME), max_attempts=9),
+        Task("limits", timeout=1.25, deadline=datetime(2031, 1, 1, tzinfo=timezone.utc),
+             retention=timedelta(days=2, seconds=3)),
+    ]  # fmt: skip
+
+
+def test_copy_on_own_pool_returns_exactly_the_rows(
+    pg_dsn: str, schema: str, copies: list[str]
+) -> None:
+    with Producer(pg_dsn, schema=schema) as producer:
+        infos = producer.enqueue_many(_varied_tasks())
+    assert len(copies) == 1 and copies[0].startswith(f"COPY {schema}.tasks (id, queue, type")
+    rows = _rows(pg_dsn, schema)
+    assert infos == [TaskInfo.from_row(r) for r in rows]  # every field, to the microsecond
+    assert len({i.created_at for i in infos}) == 1 and infos[0].run_at == infos[0].created_at
+    assert infos[2].run_at - infos[2].created_at == timedelta(hours=1, microseconds=7)
+    assert infos[1].type == "tab\there" and infos[1].queue == "q\\1"
+
+
+def test_copy_in_callers_transaction(pg_dsn: str, schema: str, copies: list[str]) -> None:
+    producer = Producer(schema=schema)
+    with psycopg.connect(pg_dsn) as conn:
+        producer.enqueue("before", conn=conn)
+        infos = producer.enqueue_many([Task("a", 1), Task("b", 2)], conn=conn)
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+        assert count_tasks(pg_dsn, schema) == 0  # not committed by us
+        conn.commit()
+        assert len(copies) == 1
+        assert [TaskInfo.from_row(r) for r in _rows(pg_dsn, schema)][1:] == infos
+        producer.enqueue_many([Task("c"), Task("d")], conn=conn)
+        conn.rollback()
+    assert count_tasks(pg_dsn, schema) == 3  # the rollback took c and d
+
+
+def test_copy_on_autocommit_connection_is_one_transaction(
+    pg_dsn: str, schema: str, copies: list[str]
+) -> None:
+    producer = Producer(schema=schema)
+    channel = _sql.notify_channel(schema)
+    with (
+        psycopg.connect(pg_dsn, autocommit=True) as conn,
+        psycopg.connect(pg_dsn, autocommit=True) as listener,
+    ):
+        listener.execute(f"LISTEN {channel}")
+        infos = producer.enqueue_many([Task("a", queue="q2"), Task("b", queue="q1")], conn=conn)
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        assert count_tasks(pg_dsn, schema) == 2 and len(copies) == 1
+        assert [TaskInfo.from_row(r) for r in _rows(pg_dsn, schema)] == infos
+        got = list(listener.notifies(timeout=1, stop_after=5))
+        assert [json.loads(n.payload) for n in got] == [["q1", "q2"]]
+        # A row the server refuses fails the COPY: its ids and NOTIFY go with it.
+        conn.execute(f"ALTER TABLE {schema}.tasks ADD CONSTRAINT no_boom CHECK (type <> 'boom')")
+        with pytest.raises(psycopg.errors.CheckViolation):
+            producer.enqueue_many([Task("ok"), Task("boom")], conn=conn)
+        assert count_tasks(pg_dsn, schema) == 2
+        assert list(listener.notifies(timeout=0.3)) == []
+        assert producer.enqueue("after", conn=conn).created  # the connection is fine
+
+
+def test_failed_copy_on_own_pool_leaves_nothing(pg_dsn: str, schema: str) -> None:
+    with psycopg.connect(pg_dsn, autocommit=True) as c:
+        c.execute(f"ALTER TABLE {schema}.tasks ADD CONSTRAINT no_boom CHECK (type <> 'boom')")
+    with Producer(pg_dsn, schema=schema, pool_max_size=1) as producer:
+        with pytest.raises(psycopg.errors.CheckViolation):
+            producer.enqueue_many([Task("ok"), Task("boom"), Task("ok")])
+        assert count_tasks(pg_dsn, schema) == 0
+        infos = producer.enqueue_many([Task("ok"), Task("ok")])  # the pooled connection works
+    assert [i.id for i in infos] == sorted(i.id for i in infos)
+    assert count_tasks(pg_dsn, schema) == 2
+
+
+def test_mixed_batches_keep_order(pg_dsn: str, schema: str, copies: list[str]) -> None:
+    with Producer(pg_dsn, schema=schema, batch_size=3) as producer:
+        old = producer.enqueue("t", "old", idempotency_key="k0")
+        tasks = [
+            Task("t", 0), Task("t", 1), Task("t", 2),  # COPY
+            Task("t", 3), Task("t", "dup", idempotency_key="k0"), Task("t", 5),  # unnest
+            Task("t", 6), Task("t", 7), Task("t", 8),  # COPY
+            Task("t", 9, idempotency_key="k9"),  # one INSERT
+        ]  # fmt: skip
+        infos = producer.enqueue_many(tasks)
+    assert len(copies) == 2
+    assert [i.payload for i in infos] == [0, 1, 2, 3, "old", 5, 6, 7, 8, 9]
+    assert [i.created for i in infos] == [True] * 4 + [False] + [True] * 5
+    assert infos[4].id == old.id
+    created = [i.id for i in infos if i.created]
+    assert created == sorted(created)
+    by_id = {r["id"]: TaskInfo.from_row(r) for r in _rows(pg_dsn, schema)}
+    assert all(by_id[i.id] == i for i in infos if i.created)
+
+
+def test_single_task_is_one_insert_with_its_notify(
+    pg_dsn: str, schema: str, conn: psycopg.Connection
+) -> None:
+    producer = Producer(schema=schema)
+    channel = _sql.notify_channel(schema)
+    _CountingCursor.statements = []
+    with (
+        psycopg.connect(pg_dsn, cursor_factory=_CountingCursor) as counted,
+        psycopg.connect(pg_dsn, autocommit=True) as listener,
+    ):
+        listener.execute(f"LISTEN {channel}")
+        info = producer.enqueue("one", {"x": 1}, queue="solo", delay=2.5, conn=counted)
+        assert _CountingCursor.statements == ["INSERT"]
+        assert list(listener.notifies(timeout=0.3)) == []
+        counted.commit()
+        assert [json.loads(n.payload) for n in listener.notifies(timeout=1, stop_after=1)] == [
+            ["solo"]
+        ]
+        # A taken key inserts nothing and wakes nobody.
+        producer.enqueue("k", idempotency_key="k", conn=counted)
+        counted.commit()
+        list(listener.notifies(timeout=1, stop_after=1))
+        again = producer.enqueue("k", idempotency_key="k", conn=counted)
+        counted.commit()
+        assert not again.created and list(listener.notifies(timeout=0.3)) == []
+    (row, _) = _rows(pg_dsn, schema)
+    assert TaskInfo.from_row(row) == info
+    assert info.run_at - info.created_at == timedelta(seconds=2.5)
+
+
+def test_single_task_on_own_pool_equals_its_row(pg_dsn: str, schema: str) -> None:
+    with Producer(pg_dsn, schema=schema) as producer:
+        infos = [producer.enqueue(task) for task in _varied_tasks()]
+        # A pooled connection the pool replaces takes its cached cursor with it.
+        pool = producer._pool.get()  # type: ignore[union-attr]
+        own = pool.getconn()
+        own.close()
+        pool.putconn(own)
+        infos.append(producer.enqueue("after"))
+    assert [TaskInfo.from_row(r) for r in _rows(pg_dsn, schema)] == infos
+
+
+def test_on_conflict_raise_never_commits_an_idle_connection(pg_dsn: str, schema: str) -> None:
+    producer = Producer(schema=schema)
+    with Producer(pg_dsn, schema=schema) as pooled:
+        pooled.enqueue("held", idempotency_key="held")
+    with psycopg.connect(pg_dsn) as conn:
+        producer.enqueue("t", idempotency_key="k", conn=conn, on_conflict="raise")
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+        assert count_tasks(pg_dsn, schema) == 1  # not committed
+        conn.rollback()
+        producer.enqueue_many([Task("a"), Task("b")], conn=conn, on_conflict="raise")
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+        assert count_tasks(pg_dsn, schema) == 1
+        conn.rollback()
+        with pytest.raises(DuplicateTask):
+            producer.enqueue_many(
+                [Task("new"), Task("held", idempotency_key="held")], conn=conn, on_conflict="raise"
+            )
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        producer.enqueue("after", conn=conn)
+        conn.commit()
+    assert count_tasks(pg_dsn, schema) == 2  # "held" and "after"; "new" was undone
+
+
+def test_pipeline_mode_uses_unnest(pg_dsn: str, schema: str, copies: list[str]) -> None:
+    producer = Producer(schema=schema)
+    with psycopg.connect(pg_dsn) as conn:
+        with conn.pipeline():
+            infos = producer.enqueue_many([Task("a"), Task("b")], conn=conn)
+            info = producer.enqueue("c", conn=conn)
+        conn.commit()
+    assert copies == []
+    assert [TaskInfo.from_row(r) for r in _rows(pg_dsn, schema)] == [*infos, info]
+
+
+async def test_async_copy_paths(pg_dsn: str, schema: str, copies: list[str]) -> None:
+    producer = AsyncProducer(schema=schema)
+    async with await psycopg.AsyncConnection.connect(pg_dsn) as aconn:
+        infos = await producer.enqueue_many([Task("a", 1), Task("b", 2)], conn=aconn)
+        assert count_tasks(pg_dsn, schema) == 0
+        await aconn.rollback()
+        infos = await producer.enqueue_many([Task("a", 1), Task("b", 2)], conn=aconn)
+        await aconn.commit()
+    async with await psycopg.AsyncConnection.connect(pg_dsn, autocommit=True) as aconn:
+        infos += await producer.enqueue_many(_varied_tasks(), conn=aconn)
+    async with AsyncProducer(pg_dsn, schema=schema) as pooled:
+        infos += await pooled.enqueue_many([Task("c"), Task("d", delay=60)])
+        infos.append(await pooled.enqueue("e", {"one": True}))
+    assert len(copies) == 4
+    assert [TaskInfo.from_row(r) for r in _rows(pg_dsn, schema)] == infos
+
+
+async def test_async_on_conflict_raise_never_commits_an_idle_connection(
+    pg_dsn: str, schema: str
+) -> None:
+    producer = AsyncProducer(schema=schema)
+    async with await psycopg.AsyncConnection.connect(pg_dsn) as aconn:
+        await producer.enqueue("t", idempotency_key="k", conn=aconn, on_conflict="raise")
+        assert aconn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+        assert count_tasks(pg_dsn, schema) == 0
+        await aconn.commit()
+        with pytest.raises(DuplicateTask):
+            await producer.enqueue_many(
+                [Task("new"), Task("t", idempotency_key="k")], conn=aconn, on_conflict="raise"
+            )
+        assert aconn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    assert count_tasks(pg_dsn, schema) == 1
+
+
+def test_copy_with_ids_that_are_not_consecutive(pg_dsn: str, schema: str) -> None:
+    """Other sessions may draw ids meanwhile; then task_insert_copy_ids sends them all."""
+    with psycopg.connect(pg_dsn, autocommit=True) as c:
+        c.execute(f"ALTER SEQUENCE {schema}.tasks_id_seq INCREMENT BY 3")
+    with Producer(pg_dsn, schema=schema) as producer:
+        infos = producer.enqueue_many([Task("a"), Task("b"), Task("c")])
+    assert [i.id for i in infos] == [infos[0].id, infos[0].id + 3, infos[0].id + 6]
+    assert [TaskInfo.from_row(r) for r in _rows(pg_dsn, schema)] == infos

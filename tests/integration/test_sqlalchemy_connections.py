@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from datetime import datetime, timedelta, timezone
 
+import psycopg
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 from sqlalchemy.orm import Session
 
-from pgtasq import AsyncProducer, DuplicateTask, Producer, Task, TaskValidationError
+from pgtasq import (
+    AsyncProducer,
+    DuplicateTask,
+    Producer,
+    Task,
+    TaskInfo,
+    TaskValidationError,
+    _sql,
+)
 from tests.conftest import count_tasks
 
 
@@ -122,3 +132,44 @@ def test_sync_producer_refuses_async_sqlalchemy(pg_dsn: str) -> None:
 async def test_async_producer_refuses_sync_sqlalchemy(engine: sa.Engine) -> None:
     with Session(engine) as session, pytest.raises(TypeError, match="synchronous"):
         await AsyncProducer().enqueue("t", conn=session)
+
+
+def _infos_of_rows(pg_dsn: str, schema: str) -> list[TaskInfo]:
+    with psycopg.connect(pg_dsn) as c, c.cursor(row_factory=psycopg.rows.dict_row) as cur:
+        rows = cur.execute(f"SELECT {_sql.TASK_COLUMNS} FROM {schema}.tasks ORDER BY id")
+        return [TaskInfo.from_row(r) for r in rows.fetchall()]
+
+
+def _tasks() -> list[Task]:
+    return [
+        Task("a", {"s": "tab\t back\\slash é"}, delay=1.5, timeout=3),
+        Task("b", [1], queue="q", priority=7, retention=timedelta(hours=2)),
+        Task("c", run_at=datetime(2030, 1, 1, tzinfo=timezone.utc), max_attempts=2),
+    ]
+
+
+def test_batches_and_single_tasks_return_their_rows(
+    pg_dsn: str, schema: str, engine: sa.Engine
+) -> None:
+    """SQLAlchemy cannot COPY generically: batches go through unnest, one task through INSERT."""
+    producer = Producer(schema=schema)
+    with Session(engine) as session:
+        infos = producer.enqueue_many(_tasks(), conn=session)
+        infos.append(producer.enqueue("one", {"x": 1}, delay=2, conn=session))
+        session.commit()
+    assert _infos_of_rows(pg_dsn, schema) == infos
+    assert infos[0].run_at - infos[0].created_at == timedelta(seconds=1.5)
+
+
+async def test_async_batches_and_single_tasks_return_their_rows(
+    pg_dsn: str, schema: str, async_engine: AsyncEngine
+) -> None:
+    producer = AsyncProducer(schema=schema)
+    async with async_engine.connect() as conn:
+        infos = await producer.enqueue_many(_tasks(), conn=conn)
+        infos.append(await producer.enqueue("one", {"x": 1}, delay=2, conn=conn))
+        infos.append(await producer.enqueue("k", idempotency_key="k", conn=conn))
+        again = await producer.enqueue("k", {"other": 1}, idempotency_key="k", conn=conn)
+        await conn.commit()
+    assert _infos_of_rows(pg_dsn, schema) == infos
+    assert again.id == infos[-1].id and not again.created
