@@ -7,11 +7,17 @@ transaction commits; workers claim rows with ``SELECT … FOR UPDATE SKIP LOCKED
 from __future__ import annotations
 
 from pgtasq._migrate import current_revision, downgrade, migrate, migration_sql
+from pgtasq.consumer import Consumer, Counts
+from pgtasq.context import TaskContext
 from pgtasq.errors import (
     ConfigurationError,
     DatabaseUnavailable,
     DuplicateTask,
     PgtasqError,
+    RetryIn,
+    SkipRetry,
+    TaskLost,
+    TaskTimeout,
     TaskValidationError,
 )
 from pgtasq.models import Task, TaskInfo, TaskStatus
@@ -24,13 +30,20 @@ __all__ = [
     "SCHEMA_DEFAULT",
     "AsyncProducer",
     "ConfigurationError",
+    "Consumer",
+    "Counts",
     "DatabaseUnavailable",
     "DuplicateTask",
     "PgtasqError",
     "Producer",
+    "RetryIn",
+    "SkipRetry",
     "Task",
+    "TaskContext",
     "TaskInfo",
+    "TaskLost",
     "TaskStatus",
+    "TaskTimeout",
     "TaskValidationError",
     "current_revision",
     "downgrade",

@@ -9,20 +9,23 @@ Exit codes: 0 success, 1 operation failed (the message says why), 2 bad usage.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import importlib
 import json
+import logging
+import os
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import click
 import psycopg
 
-from pgtasq import _embedded, _migrate, _sql
-from pgtasq._connections import sync_runner
+from pgtasq import _embedded, _migrate, _supervisor
+from pgtasq import demo as _demo
+from pgtasq.consumer import Consumer
 from pgtasq.errors import PgtasqError
-from pgtasq.models import Task, TaskInfo
-from pgtasq.producer import Producer
+from pgtasq.models import TaskInfo
 from pgtasq.tables import SCHEMA_DEFAULT
 
 
@@ -31,6 +34,7 @@ class _Settings:
     dsn: str | None
     schema: str
     data_dir: str
+    schema_given: bool = False
 
     @contextlib.contextmanager
     def database(self, *, quiet: bool = False) -> Iterator[str]:
@@ -84,7 +88,8 @@ def _errors() -> Iterator[None]:
 @click.pass_context
 def cli(ctx: click.Context, dsn: str | None, schema: str, data_dir: str) -> None:
     """pgtasq: a PostgreSQL task queue."""
-    ctx.obj = _Settings(dsn=dsn, schema=schema, data_dir=data_dir)
+    given = ctx.get_parameter_source("schema") != click.core.ParameterSource.DEFAULT
+    ctx.obj = _Settings(dsn=dsn, schema=schema, data_dir=data_dir, schema_given=given)
 
 
 @cli.command()
@@ -109,7 +114,7 @@ def cli(ctx: click.Context, dsn: str | None, schema: str, data_dir: str) -> None
     default=None,
     envvar="PGTASQ_MIGRATE_DOWNGRADE",
     show_envvar=True,
-    help="Downgrade to this revision instead ('base' removes pgtasq).",
+    help="Downgrade to this revision instead ('base' drops pgtasq's tables; the schema stays).",
 )
 @click.pass_obj
 def migrate(settings: _Settings, as_sql: bool, revision: str, downgrade_to: str | None) -> None:
@@ -148,53 +153,124 @@ def _show(infos: list[TaskInfo]) -> None:
 )
 @click.pass_obj
 def demo(settings: _Settings, count: int) -> None:
-    """Show the main job end to end: migrate, enqueue in a transaction, roll one back."""
+    """Show the main job end to end: migrate, enqueue in a transaction, roll one back,
+    run a worker, print what happened."""
     with _errors(), settings.database() as dsn:
-        click.echo("1. Migrating …")
-        _migrate.migrate(dsn, schema=settings.schema)
-        click.echo(
-            f"   schema {settings.schema} at revision "
-            f"{_migrate.current_revision(dsn, schema=settings.schema)}"
-        )
-        stmts = _sql.statements(settings.schema)
-        producer = Producer(schema=settings.schema)
-        with psycopg.connect(dsn) as conn:
-            click.echo(f"2. Enqueueing {count} tasks inside one transaction, then COMMIT …")
-            with conn.transaction():
-                infos = producer.enqueue_many(
-                    [Task("demo.greet", {"n": i, "name": f"user{i}"}) for i in range(count)],
-                    conn=conn,
-                )
-            ids = [info.id for info in infos]
-            click.echo(f"   committed: {len(ids)} tasks exist now")
-
-            click.echo("3. Enqueueing one task, then ROLLBACK …")
-            rolled: Any = None
-            with contextlib.suppress(_Rollback), conn.transaction():
-                rolled = producer.enqueue("demo.never", {"why": "rolled back"}, conn=conn)
-                raise _Rollback
-            click.echo(f"   task #{rolled.id} was rolled back with its transaction")
-
-            runner = sync_runner(conn)
-            rows = runner.fetch(stmts.task_select_many, {"ids": [*ids, rolled.id]})
-            found = [TaskInfo.from_row(r) for r in rows]
-            click.echo("4. What the table holds for those ids:")
-            _show(found)
-            gone = rolled.id not in {i.id for i in found}
-            click.echo(f"   rolled-back task #{rolled.id} present: {'no' if gone else 'YES (bug)'}")
-            counts = {r["status"]: r["count"] for r in runner.fetch(stmts.task_count_by_status, {})}
-        click.echo(
-            "Summary: "
-            + ", ".join(f"{status} {n}" for status, n in counts.items())
-            + f" (all tasks in schema {settings.schema})"
-        )
-        click.echo("Workers that run these tasks arrive with the consumer (see docs/).")
-        if not gone or len(found) != count:
+        if not _demo.run(dsn, settings.schema, count, click.echo):
             _fail("the demo did not see what it expected")
 
 
-class _Rollback(Exception):
-    """Raised inside a transaction block to roll it back."""
+def _load_consumer(path: str) -> Consumer:
+    """``module:attribute`` -> the Consumer it names (the current folder is importable)."""
+    module_name, _, attr = path.partition(":")
+    if not module_name or not attr:
+        raise click.BadParameter("expected module:attribute, e.g. myapp.tasks:consumer")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise click.BadParameter(f"cannot import {module_name!r}: {exc}") from exc
+    consumer = getattr(module, attr, None)
+    if not isinstance(consumer, Consumer):
+        raise click.BadParameter(f"{path} is not a pgtasq Consumer (got {type(consumer).__name__})")
+    return consumer
+
+
+@cli.command()
+@click.argument("app", envvar="PGTASQ_APP")
+@click.option(
+    "--processes",
+    default=1,
+    type=click.IntRange(1, 256),
+    envvar="PGTASQ_PROCESSES",
+    show_envvar=True,
+    help="Worker processes (a dead one is restarted).",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 10_000),
+    envvar="PGTASQ_CONCURRENCY",
+    show_envvar=True,
+    help="Tasks run at once per process [default: the consumer's].",
+)
+@click.option(
+    "--queues",
+    envvar="PGTASQ_QUEUES",
+    show_envvar=True,
+    help="Queues and weights, e.g. critical=6,default=3,low=1 [default: the consumer's].",
+)
+@click.option(
+    "--strict/--weighted",
+    default=None,
+    envvar="PGTASQ_STRICT",
+    show_envvar=True,
+    help="Strict priority between queues instead of weighted.",
+)
+@click.option(
+    "--lease",
+    type=click.FloatRange(min=1.0),
+    envvar="PGTASQ_LEASE",
+    show_envvar=True,
+    help="Visibility timeout in seconds [default: the consumer's].",
+)
+@click.option(
+    "--burst",
+    is_flag=True,
+    envvar="PGTASQ_BURST",
+    show_envvar=True,
+    help="Run the ready tasks, then exit.",
+)
+@click.option(
+    "--log-level",
+    default="INFO",
+    envvar="PGTASQ_LOG_LEVEL",
+    show_envvar=True,
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]),
+)
+@click.pass_obj
+def worker(
+    settings: _Settings,
+    app: str,
+    processes: int,
+    concurrency: int | None,
+    queues: str | None,
+    strict: bool | None,
+    lease: float | None,
+    burst: bool,
+    log_level: str,
+) -> None:
+    """Run the handlers of APP (module:consumer) until SIGINT/SIGTERM.
+
+    The first signal stops claiming and waits for running tasks (then hands the rest
+    back); a second one stops at once. Exit code 0 after a clean stop.
+    """
+    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    consumer = _load_consumer(app)
+    with _errors():
+        consumer.configure(concurrency=concurrency, queues=queues, strict=strict, lease=lease)
+        with settings.database(quiet=True) as dsn:
+            if processes > 1:
+                child = [sys.executable, "-m", "pgtasq.cli", "worker", app, "--processes", "1"]
+                for flag, value in (
+                    ("--concurrency", concurrency),
+                    ("--queues", queues),
+                    ("--lease", lease),
+                ):
+                    if value is not None:
+                        child += [flag, str(value)]
+                if strict is not None:
+                    child.append("--strict" if strict else "--weighted")
+                child += ["--log-level", log_level] + (["--burst"] if burst else [])
+                env = {**os.environ, "PGTASQ_DSN": dsn}
+                if settings.schema_given:
+                    env["PGTASQ_SCHEMA"] = settings.schema
+                sys.exit(_supervisor.supervise(child, processes, env, burst=burst))
+            if settings.schema_given:
+                consumer.schema = settings.schema
+            counts = consumer.run(dsn, burst=burst)
+        if burst:
+            click.echo(json.dumps(dataclasses.asdict(counts)))
 
 
 def main() -> None:

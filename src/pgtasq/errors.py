@@ -6,7 +6,13 @@
     ├── TaskValidationError (also a ValueError)   a task or option is invalid; names the field
     ├── ConfigurationError (also a ValueError)    a bad schema name, DSN or setting
     ├── DuplicateTask                              idempotency key taken (on_conflict="raise")
-    └── DatabaseUnavailable                        no database could be reached
+    ├── DatabaseUnavailable                        no database could be reached
+    ├── TaskLost                                   this worker no longer owns the task
+    └── TaskTimeout                                the task ran past its timeout or deadline
+
+    Handler signals (raise them from a handler; they are not failures of pgtasq):
+    SkipRetry(PgtasqError)                         fail now, without further attempts
+    RetryIn(PgtasqError)                           run again after a delay; not a failure
 
 Validation happens before any SQL is sent, so a ``TaskValidationError`` never leaves the
 caller's transaction broken. psycopg errors that mean "the server is not there" are translated
@@ -53,3 +59,41 @@ class DuplicateTask(PgtasqError):
 
 class DatabaseUnavailable(PgtasqError):
     """The database could not be reached (refused, gone away, or timed out)."""
+
+
+class TaskLost(PgtasqError):
+    """This worker no longer owns the task: it was cancelled, rescued or deleted.
+
+    Raised by ``TaskContext.complete`` so that the handler's own transaction rolls back.
+    """
+
+    def __init__(self, task_id: int) -> None:
+        self.task_id = task_id
+        super().__init__(f"task {task_id} is no longer owned by this worker")
+
+
+class TaskTimeout(PgtasqError):
+    """The handler ran past the task's timeout or deadline and was cancelled."""
+
+    def __init__(self, task_id: int, seconds: float) -> None:
+        self.task_id = task_id
+        self.seconds = seconds
+        super().__init__(f"task {task_id} timed out after {seconds:g} s")
+
+
+class SkipRetry(PgtasqError):
+    """Raise from a handler to fail the task now, whatever attempts are left."""
+
+
+class RetryIn(PgtasqError):
+    """Raise from a handler to run the task again after ``delay`` seconds.
+
+    Not a failure: the attempt is given back and no error is recorded.
+    """
+
+    def __init__(self, delay: float, reason: str = "") -> None:
+        if not delay >= 0:
+            raise ValueError(f"RetryIn delay must be >= 0 seconds, got {delay!r}")
+        self.delay = float(delay)
+        self.reason = reason
+        super().__init__(f"retry in {delay:g} s" + (f": {reason}" if reason else ""))

@@ -55,8 +55,9 @@ def test_demo_on_a_server(pg_dsn: str, fresh_schema: str) -> None:
     out = pgtasq("--dsn", pg_dsn, "--schema", fresh_schema, "demo", "--tasks", "3")
     assert out.returncode == 0, out.stderr
     assert "rolled-back task" in out.stdout and "present: no" in out.stdout
-    assert "Summary: pending 3" in out.stdout
-    assert count_tasks(pg_dsn, fresh_schema) == 3
+    assert "Summary: 4 of 4 tasks completed, 1 after a retry" in out.stdout
+    assert count_tasks(pg_dsn, fresh_schema, status="completed") == 4
+    assert count_tasks(pg_dsn, fresh_schema) == 4
 
 
 def test_demo_with_embedded_postgres(tmp_path: Path) -> None:
@@ -65,9 +66,11 @@ def test_demo_with_embedded_postgres(tmp_path: Path) -> None:
     assert first.returncode == 0, first.stderr
     assert "embedded PostgreSQL" in first.stderr
     assert (tmp_path / ".pgtasq" / "pgdata" / "PG_VERSION").is_file()
+    assert "Summary: 6 of 6 tasks completed" in first.stdout
     second = pgtasq("demo", cwd=tmp_path)  # the data persists between runs
     assert second.returncode == 0, second.stderr
-    assert "Summary: pending 10" in second.stdout
+    first_id = int(second.stdout.split("committed: tasks #")[1].split()[0])
+    assert first_id > 6  # the first run's six tasks are still there
 
 
 def test_unreachable_database_is_one_line_and_exit_1() -> None:

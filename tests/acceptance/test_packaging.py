@@ -33,15 +33,28 @@ def test_wheel_contains_package_and_migrations(wheel: Path) -> None:
     assert "pgtasq/migrations/script.py.mako" in names
     versions = sorted(n for n in names if n.startswith("pgtasq/migrations/versions/"))
     repo_versions = sorted(
-        f"pgtasq/migrations/versions/{p.name}" for p in (REPO / "migrations" / "versions").glob("*.py")
+        f"pgtasq/migrations/versions/{p.name}"
+        for p in (REPO / "migrations" / "versions").glob("*.py")
     )
     assert versions == repo_versions
 
 
-def test_installed_wheel_migrates(wheel: Path, tmp_path: Path, pg_dsn: str, fresh_schema: str) -> None:
+def test_installed_wheel_migrates(
+    wheel: Path, tmp_path: Path, pg_dsn: str, fresh_schema: str
+) -> None:
     target = tmp_path / "site"
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(wheel)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--target",
+            str(target),
+            str(wheel),
+        ],
         check=True,
         capture_output=True,
         timeout=120,

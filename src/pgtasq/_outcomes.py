@@ -1,0 +1,155 @@
+"""Outcomes of finished handlers, queued in memory and written in batches.
+
+One statement records many outcomes (`task_finish_many`; `task_release_many` for tasks
+handed back). Each carries the ownership fence, so an outcome of a task this worker lost
+changes nothing and is counted as ``lost``. On a database error the outcomes stay queued
+and are written once it is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from pgtasq._database import RETRYABLE, Backoff, fetch, short_error
+
+if TYPE_CHECKING:
+    from psycopg_pool import AsyncConnectionPool
+
+    from pgtasq import _sql
+    from pgtasq._runtime import Counts
+
+log = logging.getLogger("pgtasq.consumer")
+
+FLUSH_MAX_ROWS = 5000
+
+
+@dataclasses.dataclass
+class Outcome:
+    id: int
+    claimed_at: datetime
+    status: str  # completed | failed | pending | release
+    delay: float = 0.0
+    refund: int = 0
+    error: str | None = None
+    result: str | None = None
+
+
+class OutcomeWriter:
+    """The queue of outcomes and the loop that writes them."""
+
+    def __init__(
+        self,
+        *,
+        pool: AsyncConnectionPool[Any],
+        stmts: _sql.Statements,
+        worker_id: str,
+        counts: Counts,
+        flush_interval: float,
+    ) -> None:
+        self.pool = pool
+        self.stmts = stmts
+        self.worker_id = worker_id
+        self.counts = counts
+        self.flush_interval = flush_interval
+        self.queued: list[Outcome] = []
+        # Tasks whose outcome is not written yet: still ours, so the heartbeat keeps them.
+        self.unflushed: dict[int, datetime] = {}
+        self._wake = asyncio.Event()
+        self._lock = asyncio.Lock()  # the loop and shutdown must not write one batch twice
+
+    def record(self, outcome: Outcome) -> None:
+        self.unflushed[outcome.id] = outcome.claimed_at
+        self.queued.append(outcome)
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Write what is queued, a few milliseconds after it arrives; forever."""
+        backoff = Backoff()
+        while True:
+            await self._wake.wait()
+            await asyncio.sleep(self.flush_interval)  # let a few more arrive
+            self._wake.clear()
+            try:
+                await self.flush()
+                backoff.reset()
+            except RETRYABLE as exc:
+                delay = backoff.next()
+                log.warning(
+                    "recording outcomes failed (%s); retrying in %.1f s", short_error(exc), delay
+                )
+                await asyncio.sleep(delay)
+                self._wake.set()
+
+    async def flush(self) -> None:
+        """Write the queued outcomes; on a database error they stay queued."""
+        async with self._lock:  # the flush loop and shutdown must not write one batch twice
+            await self._flush_locked()
+
+    async def _flush_locked(self) -> None:
+        while self.queued:
+            batch = self.queued[:FLUSH_MAX_ROWS]
+            finish = [o for o in batch if o.status != "release"]
+            release = [o for o in batch if o.status == "release"]
+            async with self.pool.connection() as conn:
+                written = 0
+                if finish:
+                    rows = await fetch(
+                        conn, self.stmts.task_finish_many, self._finish_params(finish)
+                    )
+                    written += len(rows)
+                    for row in rows:
+                        status = row["status"]
+                        if status == "completed":
+                            self.counts.completed += 1
+                        elif status == "failed":
+                            self.counts.failed += 1
+                        else:
+                            self.counts.retried += 1
+                if release:
+                    params = {
+                        "worker": self.worker_id,
+                        "id": [o.id for o in release],
+                        "claimed_at": [o.claimed_at for o in release],
+                    }
+                    rows = await fetch(conn, self.stmts.task_release_many, params)
+                    written += len(rows)
+                    self.counts.released += len(rows)
+            self.counts.lost += len(batch) - written
+            del self.queued[: len(batch)]
+            for o in batch:
+                self.unflushed.pop(o.id, None)
+
+    def _finish_params(self, batch: list[Outcome]) -> dict[str, Any]:
+        return {
+            "worker": self.worker_id,
+            "id": [o.id for o in batch],
+            "claimed_at": [o.claimed_at for o in batch],
+            "status": [o.status for o in batch],
+            "delay": [o.delay for o in batch],
+            "refund": [o.refund for o in batch],
+            "error": [o.error for o in batch],
+            "result": [o.result for o in batch],
+        }
+
+    async def flush_all(self, patience: float = 30.0) -> None:
+        """Flush until nothing is queued, retrying database errors for up to ``patience``."""
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + patience
+        backoff = Backoff()
+        while self.queued:
+            try:
+                await self.flush()
+            except RETRYABLE as exc:
+                if loop.time() > give_up:
+                    log.error(
+                        "could not record %d outcomes (%s); their leases will expire and "
+                        "the tasks will run again",
+                        len(self.queued),
+                        short_error(exc),
+                    )
+                    return
+                await asyncio.sleep(backoff.next())

@@ -1,0 +1,624 @@
+"""The worker engine behind `Consumer`: claim, run, heartbeat, record, rescue.
+
+One asyncio loop per process runs five concurrent parts:
+
+- the claim loop: while there is free capacity, claim ready rows (one statement per queue,
+  queues in weighted or strict order) and start a handler for each;
+- the listener: LISTEN on a dedicated connection, waking the claim loop within
+  milliseconds of a commit; polling covers lost notifications and PgBouncer;
+- the heartbeat: once a tick, one statement extends the leases that are due and returns
+  the tasks this worker no longer owns, whose handlers are then cancelled;
+- the flusher: outcomes are queued in memory and written in one statement per flush;
+- the rescuer: leases that expired go back to pending (or to failed).
+
+Every database error is logged, backed off and retried: a restart of PostgreSQL, a
+terminated backend or a network cut never stops the worker, and since every write is fenced
+on ownership, nothing a stale worker writes can change a task it lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import dataclasses
+import inspect
+import json
+import logging
+import os
+import random
+import socket
+import traceback
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+
+from pgtasq import _sql
+from pgtasq._database import RETRYABLE, Backoff, fetch, short_error
+from pgtasq._executor import DaemonExecutor
+from pgtasq._outcomes import Outcome, OutcomeWriter
+from pgtasq.context import CallNext, ErrorHook, Handler, Middleware, TaskContext, dump_result
+from pgtasq.errors import (
+    ConfigurationError,
+    RetryIn,
+    SkipRetry,
+    TaskTimeout,
+    TaskValidationError,
+)
+from pgtasq.models import TaskInfo
+from pgtasq.retry import RetryDelay
+
+log = logging.getLogger("pgtasq.consumer")
+
+TRACEBACK_MAX_CHARS = 2000
+MESSAGE_MAX_CHARS = 2000
+RESCUE_BATCH = 1000
+CLAIMS_IN_FLIGHT_MAX = 2
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """How one consumer process works. Every field has a named default in consumer.py."""
+
+    queues: tuple[tuple[str, int], ...]
+    strict: bool
+    concurrency: int
+    batch_size: int
+    lease: float
+    heartbeat_interval: float
+    poll_interval: float
+    flush_interval: float
+    shutdown_timeout: float
+    rescue_interval: float
+    listen: bool
+
+
+@dataclasses.dataclass
+class Counts:
+    """What a consumer did; `Consumer.run(burst=True)` returns it."""
+
+    claimed: int = 0
+    completed: int = 0
+    failed: int = 0
+    retried: int = 0
+    released: int = 0
+    lost: int = 0
+    rescued: int = 0
+
+
+def queue_order(
+    queues: Sequence[tuple[str, int]], strict: bool, rand: Callable[[], float] = random.random
+) -> list[str]:
+    """The order to claim from queues in, for one claim.
+
+    Strict: highest weight first, always. Weighted: a weighted draw without replacement, so
+    with weights 6/3/1 each queue comes first 60/30/10 % of the time and none starves.
+    """
+    if strict or len(queues) == 1:
+        return [name for name, _ in sorted(queues, key=lambda q: -q[1])]
+    remaining = list(queues)
+    order = []
+    while remaining:
+        pick = rand() * sum(weight for _, weight in remaining)
+        index = len(remaining) - 1
+        for i, (_, weight) in enumerate(remaining):
+            pick -= weight
+            if pick < 0:
+                index = i
+                break
+        order.append(remaining.pop(index)[0])
+    return order
+
+
+def error_entry(info: TaskInfo, exc: BaseException) -> dict[str, Any]:
+    """One entry of the task's ``errors`` list (the database adds ``at``)."""
+    lines = traceback.format_exception(type(exc), exc, exc.__traceback__)
+    tb = "".join(lines)
+    return {
+        "attempt": info.attempts,
+        "error": type(exc).__qualname__,
+        "message": str(exc)[:MESSAGE_MAX_CHARS],
+        "traceback": tb[-TRACEBACK_MAX_CHARS:],
+    }
+
+
+@dataclasses.dataclass
+class _Running:
+    ctx: TaskContext
+    task: asyncio.Task[None] | None = None
+    cancel_reason: str | None = None  # lost | shutdown | timeout
+
+
+class Engine:
+    """One consumer process at work. Built by `Consumer`, used once."""
+
+    def __init__(
+        self,
+        *,
+        dsn: str,
+        schema: str,
+        settings: Settings,
+        handlers: dict[str, Handler],
+        middleware: Sequence[Middleware],
+        on_error: ErrorHook | None,
+        is_failure: Callable[[BaseException], bool],
+        retry_delay: RetryDelay,
+    ) -> None:
+        self.dsn = dsn
+        self.settings = settings
+        self.stmts = _sql.statements(schema)
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.on_error = on_error
+        self.is_failure = is_failure
+        self.retry_delay = retry_delay
+        self.types = sorted(handlers)
+        self.queue_names = {name for name, _ in settings.queues}
+        self.running: dict[int, _Running] = {}
+        self.counts = Counts()
+        self.stopping = False
+        # claim loop state (see _claim_loop)
+        self._more = True
+        self._generation = 0
+        self._in_flight = 0
+        self._reserved = 0
+        self._empty_when_idle = False
+        self._claims: set[asyncio.Task[None]] = set()
+        self._claim_backoff = Backoff()
+        self._executor = DaemonExecutor(settings.concurrency)
+        self._chains = {name: self._chain(fn, middleware) for name, fn in handlers.items()}
+        self._threaded = {name for name, fn in handlers.items() if not _is_async(fn)}
+        self._worker_params = {
+            "worker": self.worker_id,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "queues": json.dumps(dict(settings.queues)),
+            "concurrency": settings.concurrency,
+            "metadata": json.dumps({"strict": settings.strict, "types": self.types}),
+        }
+        # Created inside the loop (run()).
+        self._wake: asyncio.Event
+        self._flush_wake: asyncio.Event
+        self._force: asyncio.Event
+        self._flush_lock: asyncio.Lock
+        self._pool: AsyncConnectionPool[Any]
+        self._writer: OutcomeWriter
+
+    # -- handlers -----------------------------------------------------------------------
+
+    def _chain(self, handler: Handler, middleware: Sequence[Middleware]) -> CallNext:
+        call_async = _is_async(handler)
+
+        async def innermost(ctx: TaskContext) -> Any:
+            if call_async:
+                return await handler(ctx)
+            loop = asyncio.get_running_loop()
+            run = contextvars.copy_context().run
+            return await loop.run_in_executor(self._executor, run, handler, ctx)
+
+        call: CallNext = innermost
+        for mw in reversed(middleware):
+            call = _wrap(mw, call)
+        return call
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def request_stop(self, *, force: bool = False) -> None:
+        """Stop claiming and shut down gracefully; ``force`` skips the wait for handlers."""
+        self.stopping = True
+        self._wake.set()
+        if force:
+            self._force.set()
+
+    async def run(self, *, burst: bool = False) -> Counts:
+        self._wake = asyncio.Event()
+        self._force = asyncio.Event()
+        self._pool = AsyncConnectionPool(
+            self.dsn,
+            min_size=1,
+            max_size=4,
+            open=False,
+            name="pgtasq-worker",
+            kwargs={"autocommit": True},
+        )
+        self._writer = OutcomeWriter(
+            pool=self._pool,
+            stmts=self.stmts,
+            worker_id=self.worker_id,
+            counts=self.counts,
+            flush_interval=self.settings.flush_interval,
+        )
+        background: list[asyncio.Task[None]] = []
+        try:
+            await self._open()
+            if self.stopping:
+                return self.counts
+            background = [
+                asyncio.create_task(self._heartbeat_loop(), name="pgtasq-heartbeat"),
+                asyncio.create_task(self._writer.run(), name="pgtasq-flush"),
+                asyncio.create_task(self._rescue_loop(), name="pgtasq-rescue"),
+            ]
+            if self.settings.listen and not burst:
+                background.append(asyncio.create_task(self._listen_loop(), name="pgtasq-listen"))
+            log.info(
+                "worker %s started: queues %s, concurrency %d",
+                self.worker_id,
+                dict(self.settings.queues),
+                self.settings.concurrency,
+            )
+            await self._claim_loop(burst)
+            await self._shutdown()
+        finally:
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+            await self._unregister()
+            await self._pool.close()
+            self._executor.shutdown()
+            log.info("worker %s stopped: %s", self.worker_id, self.counts)
+        return self.counts
+
+    async def _open(self) -> None:
+        """Open the pool and register, retrying while the database is unreachable."""
+        backoff = Backoff(cap=10.0)
+        while not self.stopping:
+            try:
+                await self._pool.open(wait=True, timeout=10.0)
+                async with self._pool.connection() as conn:
+                    await fetch(conn, self.stmts.worker_register, self._worker_params)
+                return
+            except psycopg.errors.UndefinedTable as exc:
+                raise ConfigurationError(
+                    f"pgtasq's tables are missing in schema {self.stmts.schema!r}: "
+                    "run `pgtasq migrate` (or pgtasq.migrate()) first"
+                ) from exc
+            except RETRYABLE as exc:
+                delay = backoff.next()
+                log.warning(
+                    "database unavailable (%s); retrying in %.1f s", short_error(exc), delay
+                )
+                await self._sleep_unless_stopping(delay)
+
+    async def _unregister(self) -> None:
+        try:
+            async with self._pool.connection(timeout=5.0) as conn:
+                await fetch(conn, self.stmts.worker_unregister, {"worker": self.worker_id})
+        except (*RETRYABLE, psycopg.Error) as exc:
+            log.warning("could not remove worker %s: %s", self.worker_id, short_error(exc))
+
+    async def _sleep_unless_stopping(self, seconds: float) -> None:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), seconds)
+        if not self.stopping:
+            self._wake.clear()
+
+    # -- claiming -----------------------------------------------------------------------
+
+    def _more_ready(self) -> None:
+        """New tasks may be ready (a notification, a poll, a rescue): claim again."""
+        self._generation += 1
+        self._more = True
+        self._wake.set()
+
+    async def _claim_loop(self, burst: bool) -> None:
+        """Keep up to two claims in flight while there is capacity and work.
+
+        Two claims overlap the database's work on one with Python's on the other's rows.
+        Capacity is reserved when a claim starts, so running + reserved never exceeds
+        the concurrency.
+        """
+        settings = self.settings
+        low_water = max(1, min(settings.batch_size, settings.concurrency) // 2)
+        if burst:
+            await self._rescue_safely()
+        while not self.stopping:
+            self._wake.clear()
+            while self._more and self._in_flight < CLAIMS_IN_FLIGHT_MAX:
+                free = settings.concurrency - len(self.running) - self._reserved
+                want = min(free, settings.batch_size)
+                busy = bool(self.running) or self._in_flight > 0
+                if want <= 0 or (busy and want < low_water):
+                    break
+                self._reserved += want
+                self._in_flight += 1
+                claim = asyncio.create_task(self._claim_batch(want, self._generation, not busy))
+                self._claims.add(claim)
+                claim.add_done_callback(self._claims.discard)
+            idle = not self.running and self._in_flight == 0
+            if burst and idle and not self._more:
+                if self._empty_when_idle:
+                    break
+                self._more = True  # confirm with one claim made while idle
+                continue
+            try:
+                await asyncio.wait_for(self._wake.wait(), settings.poll_interval)
+            except asyncio.TimeoutError:
+                self._more_ready()
+        if self._claims:
+            await asyncio.gather(*self._claims, return_exceptions=True)
+
+    async def _claim_batch(self, want: int, generation: int, idle_at_start: bool) -> None:
+        try:
+            try:
+                claimed = await self._claim(want)
+                self._claim_backoff.reset()
+            except RETRYABLE as exc:
+                delay = self._claim_backoff.next()
+                log.warning("claim failed (%s); retrying in %.1f s", short_error(exc), delay)
+                await asyncio.sleep(delay)
+                self._more = True
+                return
+            for info in claimed:
+                self._start(info)
+            if len(claimed) < want and generation == self._generation:
+                self._more = False  # drained, unless something new arrived meanwhile
+            if claimed:
+                self._empty_when_idle = False
+            elif idle_at_start:
+                self._empty_when_idle = True
+        finally:
+            self._reserved -= want
+            self._in_flight -= 1
+            self._wake.set()
+
+    async def _claim(self, limit: int) -> list[TaskInfo]:
+        rows: list[dict[str, Any]] = []
+        async with self._pool.connection() as conn:
+            for queue in queue_order(self.settings.queues, self.settings.strict):
+                params = {
+                    "queue": queue,
+                    "types": self.types,
+                    "limit": limit - len(rows),
+                    "worker": self.worker_id,
+                    "lease": self.settings.lease,
+                }
+                rows.extend(await fetch(conn, self.stmts.task_claim, params))
+                if len(rows) >= limit:
+                    break
+        self.counts.claimed += len(rows)
+        return [TaskInfo.from_row(row) for row in rows]
+
+    def _start(self, info: TaskInfo) -> None:
+        ctx = TaskContext(
+            info, worker_id=self.worker_id, stmts=self.stmts, threaded=info.type in self._threaded
+        )
+        entry = _Running(ctx)
+        self.running[info.id] = entry
+        entry.task = asyncio.create_task(self._execute(entry))
+
+    # -- running one task ---------------------------------------------------------------
+
+    def _time_limit(self, info: TaskInfo) -> float | None:
+        limits = []
+        if info.timeout is not None:
+            limits.append(info.timeout.total_seconds())
+        if info.deadline is not None:
+            limits.append((info.deadline - datetime.now(timezone.utc)).total_seconds())
+        return max(0.0, min(limits)) if limits else None
+
+    def _cancel(self, entry: _Running, reason: str) -> None:
+        if entry.cancel_reason is None:
+            entry.cancel_reason = reason
+        entry.ctx.cancelled.set()
+        if entry.task is not None:
+            entry.task.cancel()
+
+    async def _execute(self, entry: _Running) -> None:
+        ctx = entry.ctx
+        info = ctx.info
+        limit = self._time_limit(info)
+        timer = (
+            asyncio.get_running_loop().call_later(limit, self._cancel, entry, "timeout")
+            if limit is not None
+            else None
+        )
+        try:
+            result = await self._chains[info.type](ctx)
+        except asyncio.CancelledError:
+            if entry.cancel_reason == "timeout":
+                await self._failed(ctx, TaskTimeout(info.id, limit or 0.0))
+            elif entry.cancel_reason != "lost":
+                self._writer.record(Outcome(info.id, ctx.claimed_at, "release"))
+            # lost: someone else owns the task now; write nothing.
+        except RetryIn as exc:
+            self._writer.record(
+                Outcome(info.id, ctx.claimed_at, "pending", delay=exc.delay, refund=1)
+            )
+        except Exception as exc:
+            await self._failed(ctx, exc)
+        else:
+            if entry.cancel_reason == "lost" or ctx.completed_in_transaction:
+                pass
+            else:
+                try:
+                    self._writer.record(
+                        Outcome(info.id, ctx.claimed_at, "completed", result=dump_result(result))
+                    )
+                except TaskValidationError as exc:
+                    await self._failed(ctx, exc)
+        finally:
+            if timer is not None:
+                timer.cancel()
+            self.running.pop(info.id, None)
+            self._wake.set()
+
+    async def _failed(self, ctx: TaskContext, exc: BaseException) -> None:
+        info = ctx.info
+        await self._call_error_hook(ctx, exc)
+        error = json.dumps(error_entry(info, exc), default=str)
+        if isinstance(exc, SkipRetry):
+            self._writer.record(Outcome(info.id, ctx.claimed_at, "failed", error=error))
+            return
+        counts = self._safe_is_failure(exc)
+        if counts and info.attempts >= info.max_attempts:
+            self._writer.record(Outcome(info.id, ctx.claimed_at, "failed", error=error))
+            return
+        try:
+            delay = max(0.0, float(self.retry_delay(info, exc)))
+        except Exception:
+            log.exception("retry_delay raised for task %s; retrying in 1 s", info.id)
+            delay = 1.0
+        self._writer.record(
+            Outcome(
+                info.id,
+                ctx.claimed_at,
+                "pending",
+                delay=delay,
+                refund=0 if counts else 1,
+                error=error,
+            )
+        )
+
+    def _safe_is_failure(self, exc: BaseException) -> bool:
+        if isinstance(exc, TaskTimeout):
+            return True
+        try:
+            return bool(self.is_failure(exc))
+        except Exception:
+            log.exception("is_failure raised; counting the error as a failure")
+            return True
+
+    async def _call_error_hook(self, ctx: TaskContext, exc: BaseException) -> None:
+        if self.on_error is None:
+            return
+        try:
+            outcome = self.on_error(ctx, exc)
+            if inspect.isawaitable(outcome):
+                await outcome
+        except Exception:
+            log.exception("on_error hook raised for task %s", ctx.id)
+
+    # -- recording outcomes -------------------------------------------------------------
+
+    # -- shutdown -----------------------------------------------------------------------
+
+    async def _shutdown(self) -> None:
+        if self.running:
+            log.info(
+                "waiting up to %.0f s for %d running tasks",
+                self.settings.shutdown_timeout,
+                len(self.running),
+            )
+            # One deadline for the whole wait (a first wait before it made it twice as long).
+            deadline = asyncio.get_running_loop().time() + self.settings.shutdown_timeout
+            force = asyncio.create_task(self._force.wait())
+            while self.running and not self._force.is_set():
+                left = deadline - asyncio.get_running_loop().time()
+                if left <= 0:
+                    break
+                pending = [e.task for e in self.running.values() if e.task is not None]
+                await asyncio.wait(
+                    [*pending, force], timeout=left, return_when=asyncio.FIRST_COMPLETED
+                )
+            force.cancel()
+            for entry in list(self.running.values()):
+                self._cancel(entry, "shutdown")
+            still = [e.task for e in self.running.values() if e.task is not None]
+            if still:
+                await asyncio.wait(still, timeout=5.0)
+        await self._writer.flush_all()
+
+    # -- heartbeat, rescue, listen --------------------------------------------------------
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.heartbeat_interval)
+            held = {i: e.ctx.claimed_at for i, e in self.running.items()}
+            held.update(self._writer.unflushed)
+            params = {
+                **self._worker_params,
+                "id": list(held),
+                "claimed_at": list(held.values()),
+                "lease": self.settings.lease,
+            }
+            try:
+                async with self._pool.connection() as conn:
+                    rows = await fetch(conn, self.stmts.task_heartbeat, params)
+            except RETRYABLE as exc:
+                log.warning("heartbeat failed: %s", short_error(exc))
+                continue
+            for row in rows:
+                entry = self.running.get(row["id"])
+                if entry is not None:
+                    log.warning(
+                        "task %s was cancelled or taken away; cancelling its handler", row["id"]
+                    )
+                    self._cancel(entry, "lost")
+
+    async def _rescue_loop(self) -> None:
+        interval = self.settings.rescue_interval
+        await asyncio.sleep(random.random() * interval)
+        while True:
+            await self._rescue_safely()
+            await asyncio.sleep(interval * (0.75 + random.random() / 2))
+
+    async def _rescue_safely(self) -> None:
+        try:
+            await self.rescue_once()
+        except RETRYABLE as exc:
+            log.warning("rescue failed: %s", short_error(exc))
+
+    async def rescue_once(self) -> int:
+        rescued = 0
+        async with self._pool.connection() as conn:
+            while True:
+                rows = await fetch(conn, self.stmts.task_rescue_expired, {"limit": RESCUE_BATCH})
+                rescued += len(rows)
+                if len(rows) < RESCUE_BATCH:
+                    break
+            stale_after = max(60.0, self.settings.lease * 2)
+            await fetch(conn, self.stmts.worker_delete_stale, {"older_than": stale_after})
+        if rescued:
+            log.warning("rescued %d tasks whose lease expired", rescued)
+            self.counts.rescued += rescued
+            self._more_ready()
+        return rescued
+
+    async def _listen_loop(self) -> None:
+        backoff = Backoff(cap=10.0)
+        check_every = max(self.settings.poll_interval, 5.0)
+        while True:
+            try:
+                conn = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True)
+                async with conn:
+                    await conn.execute(self.stmts.listen.text)
+                    backoff.reset()
+                    self._more_ready()  # notifications may have been missed meanwhile
+                    while True:
+                        async for note in conn.notifies(timeout=check_every):
+                            if self._relevant(note.payload):
+                                self._more_ready()
+                        await conn.execute("SELECT 1")  # is the connection still alive?
+            except RETRYABLE as exc:
+                delay = backoff.next()
+                log.warning(
+                    "listener lost (%s); polling until it reconnects in %.1f s",
+                    short_error(exc),
+                    delay,
+                )
+                await asyncio.sleep(delay)
+
+    def _relevant(self, payload: str) -> bool:
+        try:
+            queues = json.loads(payload)
+        except ValueError:
+            return True
+        if not isinstance(queues, list):
+            return True
+        return any(q in self.queue_names for q in queues)
+
+
+def _is_async(handler: Handler) -> bool:
+    return inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
+        getattr(handler, "__call__", None)  # noqa: B004 - async callable objects
+    )
+
+
+def _wrap(mw: Middleware, call_next: CallNext) -> CallNext:
+    async def call(ctx: TaskContext) -> Any:
+        return await mw(ctx, call_next)
+
+    return call

@@ -1,0 +1,75 @@
+"""Run N worker processes and keep them running (``pgtasq worker --processes N``).
+
+Each child is the same ``pgtasq worker`` command with ``--processes 1``. A child that dies
+is restarted, with a growing pause if it keeps dying young. SIGINT/SIGTERM are passed on to
+every child: the first asks for a graceful shutdown, the second for an immediate one.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import subprocess
+import time
+from collections.abc import Sequence
+from types import FrameType
+
+log = logging.getLogger("pgtasq.supervisor")
+
+YOUNG_DEATH_SECONDS = 5.0
+RESTART_PAUSE_MAX = 30.0
+
+
+def supervise(command: Sequence[str], processes: int, env: dict[str, str], *, burst: bool) -> int:
+    """Run ``processes`` copies of ``command``; return the exit code for the parent."""
+    children: dict[int, tuple[subprocess.Popen[bytes], float]] = {}
+    pauses: dict[int, float] = {}
+    signals = 0
+    worst = 0
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        nonlocal signals
+        signals += 1
+        for child, _ in children.values():
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def spawn(slot: int) -> None:
+        children[slot] = (subprocess.Popen(list(command), env=env), time.monotonic())
+
+    try:
+        for slot in range(processes):
+            spawn(slot)
+        while children:
+            time.sleep(0.2)
+            for slot, (child, started) in list(children.items()):
+                code = child.poll()
+                if code is None:
+                    continue
+                del children[slot]
+                if signals or (burst and code == 0):
+                    worst = worst or code
+                    continue
+                if code != 0:
+                    worst = worst or code
+                lived = time.monotonic() - started
+                pause = pauses.get(slot, 0.5) * 2 if lived < YOUNG_DEATH_SECONDS else 0.5
+                pauses[slot] = min(pause, RESTART_PAUSE_MAX)
+                log.warning(
+                    "worker process %d exited with %d after %.1f s; restarting in %.1f s",
+                    child.pid,
+                    code,
+                    lived,
+                    pauses[slot],
+                )
+                deadline = time.monotonic() + pauses[slot]
+                while time.monotonic() < deadline and not signals:
+                    time.sleep(0.1)
+                if not signals:
+                    spawn(slot)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0 if signals else worst

@@ -1,0 +1,287 @@
+"""`Consumer`: register handlers per task type, then run them as a worker.
+
+::
+
+    consumer = Consumer(queues={"critical": 6, "default": 3, "low": 1})
+
+    @consumer.task("email.send")
+    async def send(ctx):
+        await mailer.send(**ctx.payload)
+
+    consumer.run(dsn)            # blocks; SIGINT/SIGTERM shut down gracefully
+
+Delivery is at least once: a task whose worker dies, or loses the database for longer than
+its lease, runs again elsewhere. Make handlers idempotent, or complete them inside their own
+transaction (`TaskContext.complete`) so their effects and the completion commit together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import signal
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from pgtasq._runtime import Counts, Engine, Settings, queue_order
+from pgtasq.context import ErrorHook, Handler, Middleware, TaskContext
+from pgtasq.errors import ConfigurationError
+from pgtasq.models import NAME_MAX_LENGTH, QUEUE_DEFAULT
+from pgtasq.retry import RetryDelay, default_retry_delay
+from pgtasq.tables import SCHEMA_DEFAULT, check_schema_name
+
+CONCURRENCY_DEFAULT = 100
+BATCH_SIZE_DEFAULT = 100
+LEASE_DEFAULT = 30.0
+HEARTBEAT_INTERVAL_DEFAULT = 1.0
+POLL_INTERVAL_DEFAULT = 1.0
+FLUSH_INTERVAL_DEFAULT = 0.002
+SHUTDOWN_TIMEOUT_DEFAULT = 30.0
+RESCUE_INTERVAL_DEFAULT = 10.0
+
+Queues = str | Sequence[str] | Mapping[str, int]
+
+__all__ = ["Consumer", "Counts", "TaskContext", "queue_order"]
+
+
+def parse_queues(queues: Queues) -> tuple[tuple[str, int], ...]:
+    """``"a"``, ``["a", "b"]``, ``{"a": 6, "b": 1}`` or ``"a=6,b=1"`` -> ((name, weight), …)."""
+    if isinstance(queues, str):
+        items: list[tuple[str, int]] = []
+        for part in queues.split(","):
+            name, _, weight_text = part.strip().partition("=")
+            try:
+                items.append((name.strip(), int(weight_text) if weight_text else 1))
+            except ValueError:
+                raise ConfigurationError(f"queue weight must be an integer: {part!r}") from None
+    elif isinstance(queues, Mapping):
+        items = [(str(k), v) for k, v in queues.items()]
+    else:
+        items = [(str(q), 1) for q in queues]
+    if not items:
+        raise ConfigurationError("a consumer needs at least one queue")
+    seen: set[str] = set()
+    for name, weight in items:
+        if not name or len(name) > NAME_MAX_LENGTH:
+            raise ConfigurationError(f"invalid queue name {name!r}")
+        if not isinstance(weight, int) or isinstance(weight, bool) or weight < 1:
+            raise ConfigurationError(
+                f"queue {name!r}: weight must be an integer >= 1, got {weight!r}"
+            )
+        if name in seen:
+            raise ConfigurationError(f"queue {name!r} is listed twice")
+        seen.add(name)
+    return tuple(items)
+
+
+def _positive(name: str, value: float) -> float:
+    if not value > 0:
+        raise ConfigurationError(f"{name} must be > 0, got {value!r}")
+    return value
+
+
+class Consumer:
+    """Runs handlers for the task types registered on it. See the module docstring."""
+
+    def __init__(
+        self,
+        dsn: str | None = None,
+        *,
+        schema: str = SCHEMA_DEFAULT,
+        queues: Queues = QUEUE_DEFAULT,
+        strict: bool = False,
+        concurrency: int = CONCURRENCY_DEFAULT,
+        batch_size: int = BATCH_SIZE_DEFAULT,
+        lease: float = LEASE_DEFAULT,
+        heartbeat_interval: float = HEARTBEAT_INTERVAL_DEFAULT,
+        poll_interval: float = POLL_INTERVAL_DEFAULT,
+        flush_interval: float = FLUSH_INTERVAL_DEFAULT,
+        shutdown_timeout: float = SHUTDOWN_TIMEOUT_DEFAULT,
+        rescue_interval: float = RESCUE_INTERVAL_DEFAULT,
+        listen: bool = True,
+        on_error: ErrorHook | None = None,
+        is_failure: Callable[[BaseException], bool] = lambda exc: True,
+        retry_delay: RetryDelay = default_retry_delay,
+    ) -> None:
+        self.dsn = dsn
+        self.schema = check_schema_name(schema)
+        self.handlers: dict[str, Handler] = {}
+        self._middleware: list[Middleware] = []
+        self.on_error = on_error
+        self.is_failure = is_failure
+        self.retry_delay = retry_delay
+        self.settings = self._settings(
+            queues=queues,
+            strict=strict,
+            concurrency=concurrency,
+            batch_size=batch_size,
+            lease=lease,
+            heartbeat_interval=heartbeat_interval,
+            poll_interval=poll_interval,
+            flush_interval=flush_interval,
+            shutdown_timeout=shutdown_timeout,
+            rescue_interval=rescue_interval,
+            listen=listen,
+        )
+        self._engine: Engine | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._thread_result: Counts | BaseException | None = None
+
+    @staticmethod
+    def _settings(*, queues: Queues, **options: Any) -> Settings:
+        concurrency = options["concurrency"]
+        if not isinstance(concurrency, int) or not 1 <= concurrency <= 10_000:
+            raise ConfigurationError(f"concurrency must be from 1 to 10000, got {concurrency!r}")
+        if not isinstance(options["batch_size"], int) or not 1 <= options["batch_size"] <= 10_000:
+            raise ConfigurationError(
+                f"batch_size must be from 1 to 10000, got {options['batch_size']!r}"
+            )
+        for name in (
+            "lease",
+            "heartbeat_interval",
+            "poll_interval",
+            "flush_interval",
+            "rescue_interval",
+        ):
+            _positive(name, options[name])
+        if options["shutdown_timeout"] < 0:
+            raise ConfigurationError("shutdown_timeout must be >= 0")
+        if options["heartbeat_interval"] >= options["lease"] / 2:
+            raise ConfigurationError(
+                f"heartbeat_interval ({options['heartbeat_interval']} s) must be under half the "
+                f"lease ({options['lease']} s), or leases expire while the worker is alive"
+            )
+        return Settings(queues=parse_queues(queues), **options)
+
+    def configure(self, **options: Any) -> None:
+        """Change settings before running (the CLI's --queues, --concurrency, …)."""
+        current = dataclasses.asdict(self.settings)
+        current["queues"] = dict(self.settings.queues)
+        current.update({k: v for k, v in options.items() if v is not None})
+        self.settings = self._settings(**current)
+
+    # -- registration -------------------------------------------------------------------
+
+    def register(self, task_type: str, handler: Handler) -> None:
+        """Run ``handler(ctx)`` for tasks of ``task_type``."""
+        if not isinstance(task_type, str) or not task_type or len(task_type) > NAME_MAX_LENGTH:
+            raise ConfigurationError(f"invalid task type {task_type!r}")
+        if not callable(handler):
+            raise TypeError(f"handler for {task_type!r} is not callable")
+        if task_type in self.handlers:
+            raise ConfigurationError(f"a handler for {task_type!r} is already registered")
+        self.handlers[task_type] = handler
+
+    def task(self, task_type: str) -> Callable[[Handler], Handler]:
+        """Decorator form of `register`: ``@consumer.task("email.send")``."""
+
+        def decorate(handler: Handler) -> Handler:
+            self.register(task_type, handler)
+            return handler
+
+        return decorate
+
+    def middleware(self, mw: Middleware) -> Middleware:
+        """Wrap every handler: ``async def mw(ctx, call_next): return await call_next(ctx)``.
+
+        The first registered is the outermost. Usable as a decorator.
+        """
+        self._middleware.append(mw)
+        return mw
+
+    # -- running ------------------------------------------------------------------------
+
+    def _new_engine(self, dsn: str | None) -> Engine:
+        dsn = dsn or self.dsn
+        if not dsn:
+            raise ConfigurationError("no DSN: pass one to Consumer(dsn) or to run(dsn)")
+        if not self.handlers:
+            raise ConfigurationError("no handlers registered: use @consumer.task('type')")
+        return Engine(
+            dsn=dsn,
+            schema=self.schema,
+            settings=self.settings,
+            handlers=dict(self.handlers),
+            middleware=list(self._middleware),
+            on_error=self.on_error,
+            is_failure=self.is_failure,
+            retry_delay=self.retry_delay,
+        )
+
+    async def arun(self, dsn: str | None = None, *, burst: bool = False) -> Counts:
+        """Run in the current event loop until `stop()` (or, with ``burst``, until drained)."""
+        if self._engine is not None:
+            raise RuntimeError("this consumer is already running")
+        engine = self._new_engine(dsn)
+        self._engine = engine
+        self._loop = asyncio.get_running_loop()
+        try:
+            return await engine.run(burst=burst)
+        finally:
+            self._engine = None
+
+    def run(
+        self, dsn: str | None = None, *, burst: bool = False, handle_signals: bool = True
+    ) -> Counts:
+        """Run until SIGINT/SIGTERM (graceful; a second signal stops at once).
+
+        ``burst=True`` drains the tasks that are ready, then returns the counts.
+        """
+
+        async def main() -> Counts:
+            loop = asyncio.get_running_loop()
+            if handle_signals and threading.current_thread() is threading.main_thread():
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    loop.add_signal_handler(sig, self._on_signal)
+            return await self.arun(dsn, burst=burst)
+
+        return asyncio.run(main())
+
+    def _on_signal(self) -> None:
+        engine = self._engine
+        if engine is None:
+            return
+        engine.request_stop(force=engine.stopping)
+
+    def start(self, dsn: str | None = None) -> None:
+        """Run in a background thread (for embedding in a sync application)."""
+        if self._thread is not None:
+            raise RuntimeError("this consumer is already started")
+        started = threading.Event()
+
+        def target() -> None:
+            async def main() -> Counts:
+                task = asyncio.ensure_future(self.arun(dsn))
+                await asyncio.sleep(0)
+                started.set()
+                return await task
+
+            try:
+                self._thread_result = asyncio.run(main())
+            except BaseException as exc:
+                self._thread_result = exc
+                started.set()
+
+        self._thread = threading.Thread(target=target, name="pgtasq-consumer", daemon=True)
+        self._thread.start()
+        started.wait()
+
+    def stop(self, *, force: bool = False, timeout: float | None = None) -> Counts | None:
+        """Ask a running consumer to stop; when started with `start()`, wait for it and
+        return its counts. Safe to call from any thread or from a handler."""
+        engine, loop = self._engine, self._loop
+        if engine is not None and loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(lambda: engine.request_stop(force=force))
+        thread = self._thread
+        if thread is None:
+            return None
+        thread.join(timeout)
+        if thread.is_alive():
+            return None
+        self._thread = None
+        result = self._thread_result
+        if isinstance(result, BaseException):
+            raise result
+        return result

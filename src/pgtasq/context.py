@@ -1,0 +1,145 @@
+"""`TaskContext`: what a handler receives.
+
+A handler is ``def handler(ctx)`` or ``async def handler(ctx)``. Its return value (JSON)
+becomes the task's result. ``ctx.payload`` is the task's payload; ``ctx.info`` the row as it
+was claimed.
+
+Cancellation: an async handler is cancelled (``asyncio.CancelledError``) when its task is
+cancelled, times out or is taken away. A sync handler cannot be interrupted from outside its
+thread: it should check ``ctx.cancelled`` (a `threading.Event`) in its loops and return.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from pgtasq._connections import async_runner, sync_runner
+from pgtasq.errors import TaskLost, TaskValidationError
+from pgtasq.models import TaskInfo
+
+if TYPE_CHECKING:
+    from pgtasq import _sql
+
+
+def dump_result(value: Any) -> str | None:
+    """A handler's result as JSON text (None stays SQL NULL)."""
+    if value is None:
+        return None
+    try:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise TaskValidationError("result", f"is not JSON-serializable: {exc}") from exc
+
+
+class _Flag:
+    """The part of `threading.Event` a single-threaded reader needs."""
+
+    __slots__ = ("_set",)
+
+    def __init__(self) -> None:
+        self._set = False
+
+    def set(self) -> None:
+        self._set = True
+
+    def is_set(self) -> bool:
+        return self._set
+
+
+class TaskContext:
+    """The running task, handed to its handler."""
+
+    def __init__(
+        self, info: TaskInfo, *, worker_id: str, stmts: _sql.Statements, threaded: bool = True
+    ) -> None:
+        self.info = info
+        self.worker_id = worker_id
+        # Sync handlers poll a real Event from their thread; async ones get a cheaper flag
+        # (they are cancelled with CancelledError anyway).
+        self.cancelled: threading.Event | _Flag = threading.Event() if threaded else _Flag()
+        self.completed_in_transaction = False
+        self._stmts = stmts
+
+    @property
+    def id(self) -> int:
+        return self.info.id
+
+    @property
+    def type(self) -> str:
+        return self.info.type
+
+    @property
+    def payload(self) -> Any:
+        return self.info.payload
+
+    @property
+    def queue(self) -> str:
+        return self.info.queue
+
+    @property
+    def attempt(self) -> int:
+        """This run's attempt number, from 1."""
+        return self.info.attempts
+
+    @property
+    def max_attempts(self) -> int:
+        return self.info.max_attempts
+
+    @property
+    def claimed_at(self) -> datetime:
+        assert self.info.attempted_at is not None
+        return self.info.attempted_at
+
+    def _finish_params(self, result: Any) -> dict[str, Any]:
+        return {
+            "worker": self.worker_id,
+            "id": [self.info.id],
+            "claimed_at": [self.claimed_at],
+            "status": ["completed"],
+            "delay": [0.0],
+            "refund": [0],
+            "error": [None],
+            "result": [dump_result(result)],
+        }
+
+    def complete(self, conn: object, result: Any = None) -> None:
+        """Mark the task completed inside ``conn``'s open transaction (sync connections).
+
+        Your writes and the completion then commit together or not at all. Raises
+        `TaskLost` when this worker no longer owns the task: let it propagate, so your
+        transaction rolls back.
+        """
+        rows = sync_runner(conn).fetch(self._stmts.task_finish_many, self._finish_params(result))
+        if not rows:
+            raise TaskLost(self.info.id)
+        self.completed_in_transaction = True
+
+    async def acomplete(self, conn: object, result: Any = None) -> None:
+        """`complete` for async connections (psycopg AsyncConnection, SQLAlchemy async)."""
+        rows = await async_runner(conn).fetch(
+            self._stmts.task_finish_many, self._finish_params(result)
+        )
+        if not rows:
+            raise TaskLost(self.info.id)
+        self.completed_in_transaction = True
+
+    def __repr__(self) -> str:
+        return (
+            f"<TaskContext id={self.id} type={self.type!r} "
+            f"attempt={self.attempt}/{self.max_attempts}>"
+        )
+
+
+Handler = Callable[[TaskContext], Any]
+"""``def handler(ctx) -> result`` or ``async def handler(ctx) -> result``."""
+
+CallNext = Callable[[TaskContext], Awaitable[Any]]
+Middleware = Callable[[TaskContext, CallNext], Awaitable[Any]]
+"""``async def middleware(ctx, call_next): ...; return await call_next(ctx)``."""
+
+ErrorHook = Callable[[TaskContext, BaseException], Any]
+"""Called on every failure with the context and the exception (sync or async)."""

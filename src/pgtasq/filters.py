@@ -1,0 +1,135 @@
+"""`TaskFilter`: an immutable builder that selects tasks for listing and bulk operations.
+
+::
+
+    f = TaskFilter().states("failed", "cancelled").queues("mail").order_by("created_at", "desc")
+    page = client.list_tasks(f.limit(50))
+    more = client.list_tasks(f.limit(50).after(page.next_cursor))   # keyset pagination
+
+Every method returns a new filter and validates its arguments at once. States are the
+stored ones (pending, running, completed, failed, cancelled) plus two views of pending:
+``scheduled`` (run_at in the future) and ``retry`` (pending after a failed attempt).
+Order fields come from a fixed set; values only ever travel as bound parameters.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any, Literal
+
+from pgtasq.errors import PgtasqError
+from pgtasq.models import NAME_MAX_LENGTH, TaskStatus
+
+LIMIT_DEFAULT = 100
+LIMIT_MAX = 10_000
+OFFSET_MAX = 1_000_000
+VIEW_STATES = ("scheduled", "retry")
+STATES = tuple(s.value for s in TaskStatus) + VIEW_STATES
+ORDER_FIELDS = ("id", "created_at", "updated_at", "run_at", "priority", "finalized_at", "attempts")
+Direction = Literal["asc", "desc"]
+
+
+class InvalidFilter(PgtasqError, ValueError):
+    """A filter argument is out of range or unknown. Nothing was sent to the database."""
+
+
+def _names(kind: str, values: Iterable[str]) -> tuple[str, ...]:
+    out = tuple(values)
+    for value in out:
+        if not isinstance(value, str) or not value or len(value) > NAME_MAX_LENGTH:
+            raise InvalidFilter(
+                f"{kind}: expected non-empty strings of at most 128 characters, got {value!r}"
+            )
+    return out
+
+
+def _aware(name: str, value: datetime) -> datetime:
+    if not isinstance(value, datetime) or value.tzinfo is None or value.utcoffset() is None:
+        raise InvalidFilter(f"{name}: expected a timezone-aware datetime, got {value!r}")
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class Cursor:
+    """Where the next page starts: the last row's order value and id."""
+
+    value: Any
+    id: int
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskFilter:
+    """Selects tasks; see the module docstring. Build it with its methods, not its fields."""
+
+    state_names: tuple[str, ...] = ()
+    type_names: tuple[str, ...] = ()
+    queue_names: tuple[str, ...] = ()
+    task_ids: tuple[int, ...] = ()
+    created_from: datetime | None = None
+    created_until: datetime | None = None
+    order_field: str = "id"
+    order_direction: Direction = "asc"
+    limit_rows: int = LIMIT_DEFAULT
+    offset_rows: int = 0
+    cursor: Cursor | None = None
+
+    def _with(self, **changes: Any) -> TaskFilter:
+        return dataclasses.replace(self, **changes)
+
+    def states(self, *states: str | TaskStatus) -> TaskFilter:
+        names = tuple(s.value if isinstance(s, TaskStatus) else s for s in states)
+        unknown = [s for s in names if s not in STATES]
+        if unknown:
+            raise InvalidFilter(f"states: unknown {unknown!r}; known: {', '.join(STATES)}")
+        return self._with(state_names=names)
+
+    def types(self, *types: str) -> TaskFilter:
+        return self._with(type_names=_names("types", types))
+
+    def queues(self, *queues: str) -> TaskFilter:
+        return self._with(queue_names=_names("queues", queues))
+
+    def ids(self, *ids: int) -> TaskFilter:
+        for value in ids:
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise InvalidFilter(f"ids: expected positive integers, got {value!r}")
+        return self._with(task_ids=tuple(ids))
+
+    def created_after(self, when: datetime) -> TaskFilter:
+        return self._with(created_from=_aware("created_after", when))
+
+    def created_before(self, when: datetime) -> TaskFilter:
+        return self._with(created_until=_aware("created_before", when))
+
+    def order_by(self, field: str, direction: Direction = "asc") -> TaskFilter:
+        if field not in ORDER_FIELDS:
+            raise InvalidFilter(
+                f"order_by: unknown field {field!r}; known: {', '.join(ORDER_FIELDS)}"
+            )
+        if direction not in ("asc", "desc"):
+            raise InvalidFilter(f"order_by: direction must be 'asc' or 'desc', got {direction!r}")
+        return self._with(order_field=field, order_direction=direction, cursor=None)
+
+    def limit(self, n: int) -> TaskFilter:
+        """At most ``n`` tasks per page, 1 to 10 000 (outside that range: InvalidFilter)."""
+        if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= LIMIT_MAX:
+            raise InvalidFilter(f"limit: must be from 1 to {LIMIT_MAX}, got {n!r}")
+        return self._with(limit_rows=n)
+
+    def offset(self, n: int) -> TaskFilter:
+        """Skip ``n`` tasks (0 to 1 000 000); prefer `after` on large tables."""
+        if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n <= OFFSET_MAX:
+            raise InvalidFilter(f"offset: must be from 0 to {OFFSET_MAX}, got {n!r}")
+        if n and self.cursor is not None:
+            raise InvalidFilter("offset: use either offset or after, not both")
+        return self._with(offset_rows=n)
+
+    def after(self, cursor: Cursor | None) -> TaskFilter:
+        """Continue after ``cursor`` (a page's ``next_cursor``): keyset pagination."""
+        if cursor is not None and not isinstance(cursor, Cursor):
+            raise InvalidFilter(f"after: expected a Cursor, got {type(cursor).__name__}")
+        if cursor is not None and self.offset_rows:
+            raise InvalidFilter("after: use either offset or after, not both")
+        return self._with(cursor=cursor)

@@ -1,0 +1,92 @@
+"""Consumer logic without a database: queue order, backoff, settings, error entries."""
+
+from __future__ import annotations
+
+import collections
+import random
+
+import pytest
+
+from pgtasq import ConfigurationError, Consumer
+from pgtasq._runtime import queue_order
+from pgtasq.consumer import parse_queues
+from pgtasq.retry import exponential_backoff
+
+
+def test_parse_queues_forms() -> None:
+    assert parse_queues("default") == (("default", 1),)
+    assert parse_queues(["a", "b"]) == (("a", 1), ("b", 1))
+    assert parse_queues({"critical": 6, "low": 1}) == (("critical", 6), ("low", 1))
+    assert parse_queues("critical=6, default=3,low") == (
+        ("critical", 6),
+        ("default", 3),
+        ("low", 1),
+    )
+
+
+@pytest.mark.parametrize("bad", ["", "a=0", "a=x", "a,a", {"a": -1}, [], {"a": 1.5}])
+def test_parse_queues_rejects(bad: object) -> None:
+    with pytest.raises(ConfigurationError):
+        parse_queues(bad)  # type: ignore[arg-type]
+
+
+def test_strict_order_is_by_weight() -> None:
+    assert queue_order((("low", 1), ("critical", 6), ("default", 3)), strict=True) == [
+        "critical",
+        "default",
+        "low",
+    ]
+
+
+def test_weighted_order_follows_weights() -> None:
+    rng = random.Random(7)
+    firsts = collections.Counter(
+        queue_order((("critical", 6), ("default", 3), ("low", 1)), False, rng.random)[0]
+        for _ in range(20_000)
+    )
+    assert firsts["critical"] / 20_000 == pytest.approx(0.6, abs=0.02)
+    assert firsts["default"] / 20_000 == pytest.approx(0.3, abs=0.02)
+    assert firsts["low"] / 20_000 == pytest.approx(0.1, abs=0.02)
+    every = queue_order((("a", 1), ("b", 1), ("c", 1)), False, rng.random)
+    assert sorted(every) == ["a", "b", "c"]
+
+
+def test_backoff_grows_with_jitter_and_cap() -> None:
+    assert exponential_backoff(1, rand=lambda: 0.0) == 0.5
+    assert exponential_backoff(1, rand=lambda: 1.0) == 1.0
+    assert exponential_backoff(4, rand=lambda: 1.0) == 8.0
+    assert exponential_backoff(10_000, rand=lambda: 1.0) == 3600.0
+    assert exponential_backoff(3, base=2, cap=5, rand=lambda: 0.0) == 2.5
+    with pytest.raises(ValueError, match="1-based"):
+        exponential_backoff(0)
+
+
+def test_consumer_settings_are_validated() -> None:
+    with pytest.raises(ConfigurationError, match="concurrency"):
+        Consumer(concurrency=0)
+    with pytest.raises(ConfigurationError, match="half the lease"):
+        Consumer(lease=2, heartbeat_interval=1)
+    with pytest.raises(ConfigurationError, match="schema"):
+        Consumer(schema="Bad")
+    consumer = Consumer(queues="a=2")
+    consumer.configure(concurrency=5, queues="b=1,c=3", lease=None)
+    assert consumer.settings.concurrency == 5
+    assert consumer.settings.queues == (("b", 1), ("c", 3))
+
+
+def test_registration() -> None:
+    consumer = Consumer()
+
+    @consumer.task("a")
+    def a(ctx: object) -> None: ...
+
+    with pytest.raises(ConfigurationError, match="already registered"):
+        consumer.register("a", a)
+    with pytest.raises(ConfigurationError, match="invalid task type"):
+        consumer.register("", a)
+    with pytest.raises(TypeError):
+        consumer.register("b", 42)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="no DSN"):
+        consumer.run()
+    with pytest.raises(ConfigurationError, match="no handlers"):
+        Consumer().run("postgresql://x")
