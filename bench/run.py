@@ -1,0 +1,171 @@
+"""pgtasq's runner for ../shared/bench/compare.py: one workload, one JSON line on stdout.
+
+    python bench/run.py --dsn DSN --workload enqueue1|enqueueB|drain|latency -n N
+                        [-b B] [--schema S] [--processes P] [--rate R]
+
+The workloads mirror the peers' (../shared/bench/peers/):
+  enqueue1  N tasks, one API call (one autocommit statement) each, on the producer's pool
+  enqueueB  N tasks through ``enqueue_many`` in batches of B; building the Tasks is timed
+  drain     a backlog of N no-op tasks, P worker processes (default 1) with default
+            settings, timed from the start signal until every task is completed
+  latency   an idle worker; N tasks enqueued at R/s (default 100) from the same event loop;
+            time from just before the enqueue call to the handler's start (p50/p95/p99)
+Each run drops and re-migrates its own schema, so every run starts from an empty table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import resource
+import statistics
+import sys
+import time
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+import pgtasq
+from pgtasq import AsyncProducer, Consumer, Producer, Task, TaskContext
+
+WORKLOADS = ("enqueue1", "enqueueB", "drain", "latency")
+
+
+def reset_schema(dsn: str, schema: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+    pgtasq.migrate(dsn, schema=schema)
+
+
+def enqueue1(producer: Producer, n: int) -> float:
+    producer.enqueue("noop", {})  # warm up: open the pool, plan the statement
+    start = time.perf_counter()
+    for _ in range(n):
+        producer.enqueue("noop", {})
+    return time.perf_counter() - start
+
+
+def enqueue_batches(producer: Producer, n: int, batch: int) -> float:
+    producer.enqueue("noop", {})  # warm up, as the floor connects before its clock starts
+    start = time.perf_counter()
+    for first in range(0, n, batch):
+        producer.enqueue_many([Task("noop", {}) for _ in range(min(batch, n - first))])
+    return time.perf_counter() - start
+
+
+def _drain_process(dsn: str, schema: str, start: Any, done: Any) -> None:
+    consumer = Consumer(schema=schema)  # default settings
+
+    @consumer.task("noop")
+    async def noop(ctx: TaskContext) -> None:
+        return None
+
+    start.wait()
+    counts = consumer.run(dsn, burst=True, handle_signals=False)
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    done.put((counts.completed, rss_mb))
+
+
+def drain(dsn: str, schema: str, n: int, processes: int) -> dict[str, Any]:
+    with Producer(dsn, schema=schema) as producer:
+        for first in range(0, n, 5000):
+            producer.enqueue_many([Task("noop", {}) for _ in range(min(5000, n - first))])
+    ctx = multiprocessing.get_context("spawn")
+    start, done = ctx.Event(), ctx.Queue()
+    procs = [
+        ctx.Process(target=_drain_process, args=(dsn, schema, start, done))
+        for _ in range(processes)
+    ]
+    for proc in procs:
+        proc.start()
+    time.sleep(1.0)  # let every process import and build its consumer
+    began = time.perf_counter()
+    start.set()
+    results = [done.get(timeout=600) for _ in procs]
+    seconds = time.perf_counter() - began
+    for proc in procs:
+        proc.join()
+    completed = sum(c for c, _ in results)
+    return {
+        "done": completed,
+        "seconds": seconds,
+        "jobs_per_s": completed / seconds,
+        "settings": {"processes": processes, "defaults": True},
+        "rss_mb_max": round(max(r for _, r in results), 1),
+    }
+
+
+async def latency(dsn: str, schema: str, n: int, rate: float) -> dict[str, Any]:
+    consumer = Consumer(schema=schema)
+    lat_ms: list[float] = []
+    finished = asyncio.Event()
+
+    @consumer.task("lat")
+    async def lat(ctx: TaskContext) -> None:
+        lat_ms.append((time.perf_counter() - ctx.payload) * 1000)
+        if len(lat_ms) >= n:
+            finished.set()
+
+    worker = asyncio.create_task(consumer.arun(dsn))
+    async with AsyncProducer(dsn, schema=schema) as producer:
+        await producer.enqueue("warmup-not-handled", queue="warmup")  # open the pool
+        await asyncio.sleep(1.0)  # the worker is idle and listening
+        for _ in range(n):
+            await producer.enqueue("lat", time.perf_counter())
+            await asyncio.sleep(1.0 / rate)
+        await asyncio.wait_for(finished.wait(), 60)
+    consumer.stop()
+    await worker
+    lat_ms.sort()
+    return {
+        "rate": rate,
+        "p50_ms": statistics.median(lat_ms),
+        "p95_ms": lat_ms[int(0.95 * len(lat_ms)) - 1],
+        "p99_ms": lat_ms[int(0.99 * len(lat_ms)) - 1],
+        "max_ms": lat_ms[-1],
+        "jobs_per_s": rate,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dsn", required=True)
+    ap.add_argument("--workload", required=True, choices=WORKLOADS)
+    ap.add_argument("-n", type=int, default=5000, help="number of tasks")
+    ap.add_argument("-b", "--batch", type=int, default=1000, help="batch size for enqueueB")
+    ap.add_argument("--schema", default="pgtasq_bench", help="dropped and re-created each run")
+    ap.add_argument("--processes", type=int, default=1, help="worker processes for drain")
+    ap.add_argument("--rate", type=float, default=100.0, help="tasks per second for latency")
+    a = ap.parse_args(argv)
+
+    result: dict[str, Any] = {"workload": a.workload, "n": a.n}
+    if a.n < 1 or a.batch < 1 or a.processes < 1 or a.rate <= 0:
+        result["error"] = "-n and -b must be >= 1"
+        print(json.dumps(result))
+        return 2
+
+    reset_schema(a.dsn, a.schema)
+    if a.workload == "drain":
+        result.update(drain(a.dsn, a.schema, a.n, a.processes))
+        print(json.dumps(result))
+        return 0
+    if a.workload == "latency":
+        result.update(asyncio.run(latency(a.dsn, a.schema, a.n, a.rate)))
+        print(json.dumps(result))
+        return 0
+    with Producer(a.dsn, schema=a.schema) as producer:
+        if a.workload == "enqueue1":
+            seconds = enqueue1(producer, a.n)
+        else:
+            seconds = enqueue_batches(producer, a.n, a.batch)
+            result["batch"] = a.batch
+    result.update(seconds=seconds, jobs_per_s=a.n / seconds)
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
