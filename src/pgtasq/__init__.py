@@ -7,6 +7,7 @@ transaction commits; workers claim rows with ``SELECT … FOR UPDATE SKIP LOCKED
 from __future__ import annotations
 
 from pgtasq._migrate import current_revision, downgrade, migrate, migration_sql
+from pgtasq.client import AsyncClient, Client, DailyStats, QueueInfo, TaskPage, WorkerInfo
 from pgtasq.consumer import Consumer, Counts
 from pgtasq.context import TaskContext
 from pgtasq.errors import (
@@ -16,10 +17,15 @@ from pgtasq.errors import (
     PgtasqError,
     RetryIn,
     SkipRetry,
+    TaskAlreadyAvailable,
+    TaskAlreadyFinalized,
     TaskLost,
+    TaskNotFound,
+    TaskRunning,
     TaskTimeout,
     TaskValidationError,
 )
+from pgtasq.filters import Cursor, InvalidFilter, TaskFilter
 from pgtasq.models import Task, TaskInfo, TaskStatus
 from pgtasq.producer import AsyncProducer, Producer
 from pgtasq.tables import SCHEMA_DEFAULT
@@ -28,23 +34,36 @@ __version__ = "0.1.0.dev0"
 
 __all__ = [
     "SCHEMA_DEFAULT",
+    "AsyncClient",
     "AsyncProducer",
+    "Client",
     "ConfigurationError",
     "Consumer",
     "Counts",
+    "Cursor",
+    "DailyStats",
     "DatabaseUnavailable",
     "DuplicateTask",
+    "InvalidFilter",
     "PgtasqError",
     "Producer",
+    "QueueInfo",
     "RetryIn",
     "SkipRetry",
     "Task",
+    "TaskAlreadyAvailable",
+    "TaskAlreadyFinalized",
     "TaskContext",
+    "TaskFilter",
     "TaskInfo",
     "TaskLost",
+    "TaskNotFound",
+    "TaskPage",
+    "TaskRunning",
     "TaskStatus",
     "TaskTimeout",
     "TaskValidationError",
+    "WorkerInfo",
     "current_revision",
     "downgrade",
     "migrate",

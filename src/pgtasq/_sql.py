@@ -13,12 +13,14 @@ import dataclasses
 import functools
 import hashlib
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pgtasq.tables import TASKS_ID_SEQUENCE, check_schema_name
 
 if TYPE_CHECKING:
     from sqlalchemy import TextClause
+
+    from pgtasq.filters import TaskFilter
 
 _PLACEHOLDER = re.compile(r"%\((\w+)\)s")
 
@@ -101,6 +103,13 @@ class Statements:
     worker_unregister: Statement
     worker_delete_stale: Statement
     listen: Statement
+    task_cancel: Statement
+    task_retry: Statement
+    task_delete: Statement
+    queue_list: Statement
+    queue_pause: Statement
+    queue_history: Statement
+    worker_list: Statement
 
 
 @functools.lru_cache(maxsize=64)
@@ -354,6 +363,134 @@ ON CONFLICT (id) DO UPDATE SET heartbeat_at = now()
         "now() - make_interval(secs => CAST(%(older_than)s AS float8)) RETURNING id",
     )
     listen = Statement("listen", f'LISTEN "{channel}"')
+
+    # -- the Client: one conditional statement per change. `target` locks the row and
+    # reports the state it was in; the change happens only from the states it may leave.
+    target = (
+        f"SELECT id AS target_id, status AS before FROM {s}.tasks "
+        "WHERE id = CAST(%(id)s AS bigint) FOR UPDATE"
+    )
+    returned = ", ".join(
+        "c." + c.strip().split(" AS ")[-1].split("::")[0]
+        for c in TASK_COLUMNS.replace("\n", " ").split(",")
+    )
+    task_cancel = Statement(
+        "task_cancel",
+        f"""
+WITH target AS ({target}),
+changed AS (
+    UPDATE {s}.tasks t
+    SET status = 'cancelled', finalized_at = now(), locked_by = NULL, locked_until = NULL,
+        updated_at = now()
+    FROM target
+    WHERE t.id = target.target_id AND target.before IN ('pending', 'running', 'failed')
+    RETURNING {claimed}
+)
+SELECT target.before::text AS before, {returned} FROM target LEFT JOIN changed c ON true
+""",
+    )
+    task_retry = Statement(
+        "task_retry",
+        f"""
+WITH target AS ({target}),
+changed AS (
+    UPDATE {s}.tasks t
+    SET status = 'pending', finalized_at = NULL, run_at = now(), updated_at = now(),
+        max_attempts = greatest(t.max_attempts, t.attempts + 1)
+    FROM target
+    WHERE t.id = target.target_id AND target.before IN ('failed', 'cancelled')
+    RETURNING {claimed}
+),
+woken AS (
+    SELECT pg_notify('{channel}', json_agg(queue)::text) FROM changed HAVING count(*) > 0
+)
+SELECT target.before::text AS before, {returned}
+FROM target LEFT JOIN changed c ON true LEFT JOIN woken ON true
+""",
+    )
+    task_delete = Statement(
+        "task_delete",
+        f"""
+WITH target AS ({target}),
+changed AS (
+    DELETE FROM {s}.tasks t USING target
+    WHERE t.id = target.target_id AND target.before <> 'running'
+    RETURNING {claimed}
+)
+SELECT target.before::text AS before, {returned} FROM target LEFT JOIN changed c ON true
+""",
+    )
+    queue_list = Statement(
+        "queue_list",
+        f"""
+WITH counts AS (
+    SELECT queue AS name,
+        count(*) FILTER (WHERE status = 'pending' AND run_at <= now()) AS pending,
+        count(*) FILTER (WHERE status = 'pending' AND run_at > now()) AS scheduled,
+        count(*) FILTER (WHERE status = 'pending' AND attempts > 0) AS retry,
+        count(*) FILTER (WHERE status = 'running') AS running,
+        count(*) FILTER (WHERE status = 'completed') AS completed,
+        count(*) FILTER (WHERE status = 'failed') AS failed,
+        count(*) FILTER (WHERE status = 'cancelled') AS cancelled,
+        min(run_at) FILTER (WHERE status = 'pending' AND run_at <= now()) AS oldest_ready
+    FROM {s}.tasks GROUP BY queue
+),
+daily AS (
+    SELECT queue AS name,
+        sum(processed) FILTER (WHERE day = current_date) AS processed_today,
+        sum(failed) FILTER (WHERE day = current_date) AS failed_today,
+        sum(processed) AS processed_total, sum(failed) AS failed_total
+    FROM {s}.queue_daily_stats GROUP BY queue
+),
+names AS (
+    SELECT name FROM counts UNION SELECT name FROM {s}.queues UNION SELECT name FROM daily
+)
+SELECT n.name, coalesce(q.paused, false) AS paused,
+    coalesce(c.pending, 0) AS pending, coalesce(c.scheduled, 0) AS scheduled,
+    coalesce(c.retry, 0) AS retry, coalesce(c.running, 0) AS running,
+    coalesce(c.completed, 0) AS completed, coalesce(c.failed, 0) AS failed,
+    coalesce(c.cancelled, 0) AS cancelled,
+    coalesce(now() - c.oldest_ready, interval '0') AS latency,
+    coalesce(d.processed_today, 0)::bigint AS processed_today,
+    coalesce(d.failed_today, 0)::bigint AS failed_today,
+    coalesce(d.processed_total, 0)::bigint AS processed_total,
+    coalesce(d.failed_total, 0)::bigint AS failed_total
+FROM names n
+LEFT JOIN counts c ON c.name = n.name
+LEFT JOIN {s}.queues q ON q.name = n.name
+LEFT JOIN daily d ON d.name = n.name
+ORDER BY n.name
+""",
+    )
+    queue_pause = Statement(
+        "queue_pause",
+        f"""
+INSERT INTO {s}.queues (name, paused, paused_at)
+VALUES (CAST(%(name)s AS text), CAST(%(paused)s AS boolean),
+        CASE WHEN CAST(%(paused)s AS boolean) THEN now() END)
+ON CONFLICT (name) DO UPDATE
+SET paused = excluded.paused, paused_at = excluded.paused_at, updated_at = now()
+""",
+    )
+    queue_history = Statement(
+        "queue_history",
+        f"""
+SELECT queue, day, processed, failed FROM {s}.queue_daily_stats
+WHERE (CAST(%(queue)s AS text) IS NULL OR queue = CAST(%(queue)s AS text))
+  AND day > current_date - CAST(%(days)s AS int)
+ORDER BY day DESC, queue
+""",
+    )
+    worker_list = Statement(
+        "worker_list",
+        f"""
+SELECT w.id, w.host, w.pid, w.queues::text AS queues, w.concurrency, w.started_at,
+       w.heartbeat_at,
+       coalesce((SELECT array_agg(t.id ORDER BY t.id) FROM {s}.tasks t
+                 WHERE t.status = 'running' AND t.locked_by = w.id), '{{}}') AS running
+FROM {s}.workers w ORDER BY w.host, w.pid, w.id
+""",
+    )
     return Statements(
         schema=s,
         channel=channel,
@@ -373,6 +510,13 @@ ON CONFLICT (id) DO UPDATE SET heartbeat_at = now()
         worker_unregister=worker_unregister,
         worker_delete_stale=worker_delete_stale,
         listen=listen,
+        task_cancel=task_cancel,
+        task_retry=task_retry,
+        task_delete=task_delete,
+        queue_list=queue_list,
+        queue_pause=queue_pause,
+        queue_history=queue_history,
+        worker_list=worker_list,
     )
 
 
@@ -388,3 +532,112 @@ def task_insert_copy(schema: str, columns: tuple[str, ...]) -> Statement:
     if columns[: len(COPY_COLUMNS)] != COPY_COLUMNS or not set(columns) <= set(allowed):
         raise ValueError(f"COPY columns must be {COPY_COLUMNS} and some of {COPY_COLUMNS_OPTIONAL}")
     return Statement("task_insert_copy", f"COPY {s}.tasks ({', '.join(columns)}) FROM STDIN")
+
+
+# -- filters (the one place a TaskFilter becomes SQL; its values only ever become params) --
+
+_ORDER_CASTS = {
+    "id": "bigint",
+    "created_at": "timestamptz",
+    "updated_at": "timestamptz",
+    "run_at": "timestamptz",
+    "priority": "smallint",
+    "attempts": "int",
+}
+_BULK_FROM_STATES = {
+    "cancel": "status IN ('pending', 'running', 'failed')",
+    "retry": "status IN ('failed', 'cancelled')",
+    "delete": "status <> 'running'",
+}
+
+
+def task_filter_where(schema: str, f: TaskFilter) -> tuple[str, dict[str, Any]]:
+    """The WHERE clause (without ``WHERE``) and the params of a filter."""
+    check_schema_name(schema)
+    clauses: list[str] = []
+    params: dict[str, Any] = {}
+    if f.state_names:
+        stored = [name for name in f.state_names if name not in ("scheduled", "retry")]
+        either = []
+        if stored:
+            either.append(f"status = ANY(CAST(%(states)s AS {schema}.task_status[]))")
+            params["states"] = stored
+        if "scheduled" in f.state_names:
+            either.append("(status = 'pending' AND run_at > now())")
+        if "retry" in f.state_names:
+            either.append("(status = 'pending' AND attempts > 0)")
+        clauses.append("(" + " OR ".join(either) + ")")
+    if f.type_names:
+        clauses.append("type = ANY(CAST(%(types)s AS text[]))")
+        params["types"] = list(f.type_names)
+    if f.queue_names:
+        clauses.append("queue = ANY(CAST(%(queues)s AS text[]))")
+        params["queues"] = list(f.queue_names)
+    if f.task_ids:
+        clauses.append("id = ANY(CAST(%(ids)s AS bigint[]))")
+        params["ids"] = list(f.task_ids)
+    if f.created_from is not None:
+        clauses.append("created_at >= CAST(%(created_from)s AS timestamptz)")
+        params["created_from"] = f.created_from
+    if f.created_until is not None:
+        clauses.append("created_at < CAST(%(created_until)s AS timestamptz)")
+        params["created_until"] = f.created_until
+    return " AND ".join(clauses) or "true", params
+
+
+def task_list(schema: str, f: TaskFilter) -> tuple[Statement, Statement, dict[str, Any]]:
+    """A page of tasks, and the count of all the filter selects (ignoring the page)."""
+    where, params = task_filter_where(schema, f)
+    field = f.order_field
+    cast = _ORDER_CASTS[field]  # KeyError here means the filter let an unknown field through
+    direction = "DESC" if f.order_direction == "desc" else "ASC"
+    page_where = where
+    if f.cursor is not None:
+        sign = "<" if direction == "DESC" else ">"
+        page_where += (
+            f" AND ({field}, id) {sign} "
+            f"(CAST(%(after_value)s AS {cast}), CAST(%(after_id)s AS bigint))"
+        )
+        params = {**params, "after_value": f.cursor.value, "after_id": f.cursor.id}
+    page = Statement(
+        "task_list",
+        f"SELECT {TASK_COLUMNS} FROM {schema}.tasks WHERE {page_where} "
+        f"ORDER BY {field} {direction}, id {direction} "
+        f"LIMIT {int(f.limit_rows)} OFFSET {int(f.offset_rows)}",
+    )
+    count = Statement("task_count", f"SELECT count(*) AS total FROM {schema}.tasks WHERE {where}")
+    return page, count, params
+
+
+def task_bulk(schema: str, action: str, f: TaskFilter) -> tuple[Statement, dict[str, Any]]:
+    """One batch of a bulk cancel / retry / delete; run it until it changes fewer than %(batch)s."""
+    where, params = task_filter_where(schema, f)
+    batch = (
+        f"SELECT id AS batch_id FROM {schema}.tasks WHERE {where} AND {_BULK_FROM_STATES[action]} "
+        "ORDER BY id LIMIT CAST(%(batch)s AS int) FOR UPDATE SKIP LOCKED"
+    )
+    if action == "delete":
+        change = (
+            f"DELETE FROM {schema}.tasks t USING batch WHERE t.id = batch.batch_id RETURNING t.id"
+        )
+    elif action == "cancel":
+        change = (
+            f"UPDATE {schema}.tasks t SET status = 'cancelled', finalized_at = now(), "
+            "locked_by = NULL, locked_until = NULL, updated_at = now() "
+            "FROM batch WHERE t.id = batch.batch_id RETURNING t.id"
+        )
+    else:
+        change = (
+            f"UPDATE {schema}.tasks t SET status = 'pending', finalized_at = NULL, run_at = now(), "
+            "updated_at = now(), max_attempts = greatest(t.max_attempts, t.attempts + 1) "
+            "FROM batch WHERE t.id = batch.batch_id RETURNING t.id, t.queue"
+        )
+    channel = notify_channel(schema)
+    text = (
+        f"WITH batch AS ({batch}), changed AS ({change}), woken AS ("
+        f"SELECT pg_notify('{channel}', json_agg(DISTINCT queue)::text) FROM changed "
+        "HAVING count(*) > 0) SELECT changed.id FROM changed LEFT JOIN woken ON true"
+        if action == "retry"
+        else f"WITH batch AS ({batch}), changed AS ({change}) SELECT id FROM changed"
+    )
+    return Statement(f"task_bulk_{action}", text), params

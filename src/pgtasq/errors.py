@@ -8,6 +8,10 @@
     ├── DuplicateTask                              idempotency key taken (on_conflict="raise")
     ├── DatabaseUnavailable                        no database could be reached
     ├── TaskLost                                   this worker no longer owns the task
+    ├── TaskNotFound                               no task with that id
+    ├── TaskRunning                                the task is running (retry, delete)
+    ├── TaskAlreadyFinalized                       the task is completed (cancel, retry)
+    ├── TaskAlreadyAvailable                       the task is pending already (retry)
     └── TaskTimeout                                the task ran past its timeout or deadline
 
     Handler signals (raise them from a handler; they are not failures of pgtasq):
@@ -97,3 +101,29 @@ class RetryIn(PgtasqError):
         self.delay = float(delay)
         self.reason = reason
         super().__init__(f"retry in {delay:g} s" + (f": {reason}" if reason else ""))
+
+
+class _TaskStateError(PgtasqError):
+    """A Client operation found the task in a state it may not leave that way."""
+
+    what = ""
+
+    def __init__(self, task_id: int) -> None:
+        self.task_id = task_id
+        super().__init__(f"task {task_id} {self.what}")
+
+
+class TaskNotFound(_TaskStateError):
+    what = "does not exist"
+
+
+class TaskRunning(_TaskStateError):
+    what = "is running; cancel it first"
+
+
+class TaskAlreadyFinalized(_TaskStateError):
+    what = "is completed already"
+
+
+class TaskAlreadyAvailable(_TaskStateError):
+    what = "is pending already"

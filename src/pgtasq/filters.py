@@ -27,7 +27,8 @@ LIMIT_MAX = 10_000
 OFFSET_MAX = 1_000_000
 VIEW_STATES = ("scheduled", "retry")
 STATES = tuple(s.value for s in TaskStatus) + VIEW_STATES
-ORDER_FIELDS = ("id", "created_at", "updated_at", "run_at", "priority", "finalized_at", "attempts")
+# Fields that are never NULL, so keyset pagination on (field, id) is exact.
+ORDER_FIELDS = ("id", "created_at", "updated_at", "run_at", "priority", "attempts")
 Direction = Literal["asc", "desc"]
 
 

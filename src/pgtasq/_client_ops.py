@@ -1,0 +1,223 @@
+"""The Client's operations without I/O.
+
+Each operation is a generator: it yields ``(statement, params)`` and receives the rows, then
+returns its result. `Client` and `AsyncClient` only drive these generators on a connection,
+so both shells share one logic. Every state change is one conditional statement whose WHERE
+names the states it may leave; Python only reads the outcome.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Generator, Mapping, Sequence
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from pgtasq import _sql
+from pgtasq.errors import (
+    TaskAlreadyAvailable,
+    TaskAlreadyFinalized,
+    TaskNotFound,
+    TaskRunning,
+)
+from pgtasq.filters import Cursor, TaskFilter
+from pgtasq.models import TaskInfo, TaskStatus
+
+Row = Mapping[str, Any]
+Step = tuple[_sql.Statement, dict[str, Any]]
+Op = Generator[Step, Sequence[Row], Any]
+Progress = Callable[[int], None]
+
+BULK_BATCH_DEFAULT = 1000
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskPage:
+    """One page of `list_tasks`: the tasks, the total matching the filter, where to go on."""
+
+    tasks: list[TaskInfo]
+    total: int
+    next_cursor: Cursor | None
+
+
+@dataclasses.dataclass(frozen=True)
+class QueueInfo:
+    """A queue as `list_queues` reports it."""
+
+    name: str
+    paused: bool
+    pending: int
+    scheduled: int
+    retry: int
+    running: int
+    completed: int
+    failed: int
+    cancelled: int
+    latency: timedelta
+    processed_today: int
+    failed_today: int
+    processed_total: int
+    failed_total: int
+
+    @property
+    def size(self) -> int:
+        """Tasks not yet finished."""
+        return self.pending + self.scheduled + self.running
+
+
+@dataclasses.dataclass(frozen=True)
+class DailyStats:
+    queue: str
+    day: date
+    processed: int
+    failed: int
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerInfo:
+    id: str
+    host: str
+    pid: int
+    queues: dict[str, int]
+    concurrency: int
+    started_at: datetime
+    heartbeat_at: datetime
+    running: list[int]
+
+
+def get_task(stmts: _sql.Statements, task_id: int) -> Op:
+    rows = yield stmts.task_select, {"id": task_id}
+    if not rows:
+        raise TaskNotFound(task_id)
+    return TaskInfo.from_row(rows[0])
+
+
+def _changed_or_raise(
+    stmts: _sql.Statements, task_id: int, rows: Sequence[Row], errors: Mapping[str, type[Exception]]
+) -> Op:
+    """After a conditional change: the changed row, the current one for a no-op, or the error."""
+    if not rows:
+        raise TaskNotFound(task_id)
+    row = rows[0]
+    before = row["before"]
+    if before in errors:
+        raise errors[before](task_id)
+    if row["id"] is not None:
+        return TaskInfo.from_row(row)
+    return (yield from get_task(stmts, task_id))
+
+
+def cancel_task(stmts: _sql.Statements, task_id: int) -> Op:
+    """pending/failed/running -> cancelled; cancelled: no-op; completed: TaskAlreadyFinalized."""
+    rows = yield stmts.task_cancel, {"id": task_id}
+    return (
+        yield from _changed_or_raise(
+            stmts, task_id, rows, {TaskStatus.COMPLETED.value: TaskAlreadyFinalized}
+        )
+    )
+
+
+def retry_task(stmts: _sql.Statements, task_id: int) -> Op:
+    """failed/cancelled -> pending now, with at least one attempt left."""
+    rows = yield stmts.task_retry, {"id": task_id}
+    return (
+        yield from _changed_or_raise(
+            stmts,
+            task_id,
+            rows,
+            {
+                TaskStatus.PENDING.value: TaskAlreadyAvailable,
+                TaskStatus.RUNNING.value: TaskRunning,
+                TaskStatus.COMPLETED.value: TaskAlreadyFinalized,
+            },
+        )
+    )
+
+
+def delete_task(stmts: _sql.Statements, task_id: int) -> Op:
+    """Anything but running; returns what was deleted."""
+    rows = yield stmts.task_delete, {"id": task_id}
+    return (
+        yield from _changed_or_raise(stmts, task_id, rows, {TaskStatus.RUNNING.value: TaskRunning})
+    )
+
+
+def list_tasks(stmts: _sql.Statements, task_filter: TaskFilter) -> Op:
+    page_stmt, count_stmt, params = _sql.task_list(stmts.schema, task_filter)
+    rows = yield page_stmt, params
+    counted = yield count_stmt, params
+    tasks = [TaskInfo.from_row(r) for r in rows]
+    cursor = None
+    if len(tasks) == task_filter.limit_rows:
+        last = tasks[-1]
+        cursor = Cursor(getattr(last, task_filter.order_field), last.id)
+    return TaskPage(tasks=tasks, total=int(counted[0]["total"]), next_cursor=cursor)
+
+
+def bulk(
+    stmts: _sql.Statements,
+    action: str,
+    task_filter: TaskFilter,
+    batch_size: int,
+    progress: Progress | None,
+) -> Op:
+    """Change every task the filter selects, ``batch_size`` rows per statement; returns the count.
+
+    Without a connection of the caller's each batch commits on its own, so no statement holds
+    more than ``batch_size`` row locks. Rows another session holds are skipped.
+    """
+    if not 1 <= batch_size <= 10_000:
+        raise ValueError(f"batch_size must be from 1 to 10000, got {batch_size}")
+    stmt, params = _sql.task_bulk(stmts.schema, action, task_filter)
+    params = {**params, "batch": batch_size}
+    changed = 0
+    while True:
+        rows = yield stmt, params
+        changed += len(rows)
+        if progress is not None:
+            progress(changed)
+        if len(rows) < batch_size:
+            return changed
+
+
+def list_queues(stmts: _sql.Statements) -> Op:
+    rows = yield stmts.queue_list, {}
+    return [
+        QueueInfo(**{field.name: row[field.name] for field in dataclasses.fields(QueueInfo)})
+        for row in rows
+    ]
+
+
+def pause_queue(stmts: _sql.Statements, name: str, paused: bool) -> Op:
+    yield stmts.queue_pause, {"name": name, "paused": paused}
+    return None
+
+
+def queue_history(stmts: _sql.Statements, name: str | None, days: int) -> Op:
+    if not 1 <= days <= 3650:
+        raise ValueError(f"days must be from 1 to 3650, got {days}")
+    rows = yield stmts.queue_history, {"queue": name, "days": days}
+    return [DailyStats(**dict(row)) for row in rows]
+
+
+def list_workers(stmts: _sql.Statements) -> Op:
+    rows = yield stmts.worker_list, {}
+    return [
+        WorkerInfo(
+            id=r["id"],
+            host=r["host"],
+            pid=r["pid"],
+            queues=dict(r["queues"]) if not isinstance(r["queues"], str) else _loads(r["queues"]),
+            concurrency=r["concurrency"],
+            started_at=r["started_at"],
+            heartbeat_at=r["heartbeat_at"],
+            running=list(r["running"] or []),
+        )
+        for r in rows
+    ]
+
+
+def _loads(text: str) -> Any:
+    import json
+
+    return json.loads(text)

@@ -1,0 +1,291 @@
+"""`Client` and `AsyncClient`: look at and manage tasks, queues and workers.
+
+Every method takes ``conn=None``: with a connection of yours it runs there and never
+commits; without one it uses the client's pool and each statement commits on its own.
+What each operation does by the task's current state:
+
+=========  ==========================  ===========================  =======================
+ status     cancel_task                 retry_task                   delete_task
+=========  ==========================  ===========================  =======================
+pending    cancelled                   TaskAlreadyAvailable         deleted
+running    cancelled (handler stops)   TaskRunning                  TaskRunning
+completed  TaskAlreadyFinalized        TaskAlreadyFinalized         deleted
+failed     cancelled                   pending (an attempt left)    deleted
+cancelled  no change                   pending (an attempt left)    deleted
+missing    TaskNotFound                TaskNotFound                 TaskNotFound
+=========  ==========================  ===========================  =======================
+
+Each change is one conditional statement, so a race with a worker is decided in the database.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pgtasq import _client_ops as ops
+from pgtasq import _sql
+from pgtasq._client_ops import DailyStats, Progress, QueueInfo, TaskPage, WorkerInfo
+from pgtasq._connections import async_runner, sync_runner
+from pgtasq._pool import POOL_MAX_SIZE_DEFAULT, POOL_MIN_SIZE_DEFAULT, AsyncLazyPool, LazyPool
+from pgtasq.errors import ConfigurationError
+from pgtasq.filters import TaskFilter
+from pgtasq.models import TaskInfo
+from pgtasq.tables import SCHEMA_DEFAULT, check_schema_name
+
+__all__ = ["AsyncClient", "Client", "DailyStats", "QueueInfo", "TaskPage", "WorkerInfo"]
+
+_NO_DSN = "this {} has no DSN: pass conn=, or create it with {}(dsn)"
+
+
+class Client:
+    """Synchronous client; see the module docstring."""
+
+    def __init__(
+        self,
+        dsn: str | None = None,
+        *,
+        schema: str = SCHEMA_DEFAULT,
+        pool_min_size: int = POOL_MIN_SIZE_DEFAULT,
+        pool_max_size: int = POOL_MAX_SIZE_DEFAULT,
+    ) -> None:
+        self.schema = check_schema_name(schema)
+        self._stmts = _sql.statements(schema)
+        self._pool = (
+            LazyPool(dsn, min_size=pool_min_size, max_size=pool_max_size, name="pgtasq-client")
+            if dsn is not None
+            else None
+        )
+
+    def _run(self, op: ops.Op, conn: object) -> Any:
+        if conn is not None:
+            return _drive(op, sync_runner(conn))
+        if self._pool is None:
+            raise ConfigurationError(_NO_DSN.format("Client", "Client"))
+        with self._pool.get().connection() as own:
+            return _drive(op, sync_runner(own))
+
+    def get_task(self, task_id: int, *, conn: object = None) -> TaskInfo:
+        result: TaskInfo = self._run(ops.get_task(self._stmts, task_id), conn)
+        return result
+
+    def list_tasks(self, task_filter: TaskFilter | None = None, *, conn: object = None) -> TaskPage:
+        result: TaskPage = self._run(ops.list_tasks(self._stmts, task_filter or TaskFilter()), conn)
+        return result
+
+    def cancel_task(self, task_id: int, *, conn: object = None) -> TaskInfo:
+        result: TaskInfo = self._run(ops.cancel_task(self._stmts, task_id), conn)
+        return result
+
+    def retry_task(self, task_id: int, *, conn: object = None) -> TaskInfo:
+        result: TaskInfo = self._run(ops.retry_task(self._stmts, task_id), conn)
+        return result
+
+    def delete_task(self, task_id: int, *, conn: object = None) -> TaskInfo:
+        result: TaskInfo = self._run(ops.delete_task(self._stmts, task_id), conn)
+        return result
+
+    def cancel_tasks(
+        self,
+        task_filter: TaskFilter,
+        *,
+        conn: object = None,
+        batch_size: int = ops.BULK_BATCH_DEFAULT,
+        progress: Progress | None = None,
+    ) -> int:
+        """Cancel every task the filter selects (limit/offset ignored); returns how many."""
+        op = ops.bulk(self._stmts, "cancel", task_filter, batch_size, progress)
+        result: int = self._run(op, conn)
+        return result
+
+    def retry_tasks(
+        self,
+        task_filter: TaskFilter,
+        *,
+        conn: object = None,
+        batch_size: int = ops.BULK_BATCH_DEFAULT,
+        progress: Progress | None = None,
+    ) -> int:
+        """Retry every failed or cancelled task the filter selects; returns how many."""
+        op = ops.bulk(self._stmts, "retry", task_filter, batch_size, progress)
+        result: int = self._run(op, conn)
+        return result
+
+    def delete_tasks(
+        self,
+        task_filter: TaskFilter,
+        *,
+        conn: object = None,
+        batch_size: int = ops.BULK_BATCH_DEFAULT,
+        progress: Progress | None = None,
+    ) -> int:
+        """Delete every task the filter selects, except running ones; returns how many."""
+        op = ops.bulk(self._stmts, "delete", task_filter, batch_size, progress)
+        result: int = self._run(op, conn)
+        return result
+
+    def list_queues(self, *, conn: object = None) -> list[QueueInfo]:
+        result: list[QueueInfo] = self._run(ops.list_queues(self._stmts), conn)
+        return result
+
+    def pause_queue(self, name: str, *, conn: object = None) -> None:
+        self._run(ops.pause_queue(self._stmts, name, True), conn)
+
+    def resume_queue(self, name: str, *, conn: object = None) -> None:
+        self._run(ops.pause_queue(self._stmts, name, False), conn)
+
+    def queue_history(
+        self, name: str | None = None, *, days: int = 7, conn: object = None
+    ) -> list[DailyStats]:
+        result: list[DailyStats] = self._run(ops.queue_history(self._stmts, name, days), conn)
+        return result
+
+    def list_workers(self, *, conn: object = None) -> list[WorkerInfo]:
+        result: list[WorkerInfo] = self._run(ops.list_workers(self._stmts), conn)
+        return result
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncClient:
+    """`Client` for asyncio: the same methods, awaited."""
+
+    def __init__(
+        self,
+        dsn: str | None = None,
+        *,
+        schema: str = SCHEMA_DEFAULT,
+        pool_min_size: int = POOL_MIN_SIZE_DEFAULT,
+        pool_max_size: int = POOL_MAX_SIZE_DEFAULT,
+    ) -> None:
+        self.schema = check_schema_name(schema)
+        self._stmts = _sql.statements(schema)
+        self._pool = (
+            AsyncLazyPool(dsn, min_size=pool_min_size, max_size=pool_max_size, name="pgtasq-client")
+            if dsn is not None
+            else None
+        )
+
+    async def _run(self, op: ops.Op, conn: object) -> Any:
+        if conn is not None:
+            return await _adrive(op, async_runner(conn))
+        if self._pool is None:
+            raise ConfigurationError(_NO_DSN.format("AsyncClient", "AsyncClient"))
+        pool = await self._pool.get()
+        async with pool.connection() as own:
+            return await _adrive(op, async_runner(own))
+
+    async def get_task(self, task_id: int, *, conn: object = None) -> TaskInfo:
+        result: TaskInfo = await self._run(ops.get_task(self._stmts, task_id), conn)
+        return result
+
+    async def list_tasks(
+        self, task_filter: TaskFilter | None = None, *, conn: object = None
+    ) -> TaskPage:
+        op = ops.list_tasks(self._stmts, task_filter or TaskFilter())
+        result: TaskPage = await self._run(op, conn)
+        return result
+
+    async def cancel_task(self, task_id: int, *, conn: object = None) -> TaskInfo:
+        result: TaskInfo = await self._run(ops.cancel_task(self._stmts, task_id), conn)
+        return result
+
+    async def retry_task(self, task_id: int, *, conn: object = None) -> TaskInfo:
+        result: TaskInfo = await self._run(ops.retry_task(self._stmts, task_id), conn)
+        return result
+
+    async def delete_task(self, task_id: int, *, conn: object = None) -> TaskInfo:
+        result: TaskInfo = await self._run(ops.delete_task(self._stmts, task_id), conn)
+        return result
+
+    async def cancel_tasks(
+        self,
+        task_filter: TaskFilter,
+        *,
+        conn: object = None,
+        batch_size: int = ops.BULK_BATCH_DEFAULT,
+        progress: Progress | None = None,
+    ) -> int:
+        op = ops.bulk(self._stmts, "cancel", task_filter, batch_size, progress)
+        result: int = await self._run(op, conn)
+        return result
+
+    async def retry_tasks(
+        self,
+        task_filter: TaskFilter,
+        *,
+        conn: object = None,
+        batch_size: int = ops.BULK_BATCH_DEFAULT,
+        progress: Progress | None = None,
+    ) -> int:
+        op = ops.bulk(self._stmts, "retry", task_filter, batch_size, progress)
+        result: int = await self._run(op, conn)
+        return result
+
+    async def delete_tasks(
+        self,
+        task_filter: TaskFilter,
+        *,
+        conn: object = None,
+        batch_size: int = ops.BULK_BATCH_DEFAULT,
+        progress: Progress | None = None,
+    ) -> int:
+        op = ops.bulk(self._stmts, "delete", task_filter, batch_size, progress)
+        result: int = await self._run(op, conn)
+        return result
+
+    async def list_queues(self, *, conn: object = None) -> list[QueueInfo]:
+        result: list[QueueInfo] = await self._run(ops.list_queues(self._stmts), conn)
+        return result
+
+    async def pause_queue(self, name: str, *, conn: object = None) -> None:
+        await self._run(ops.pause_queue(self._stmts, name, True), conn)
+
+    async def resume_queue(self, name: str, *, conn: object = None) -> None:
+        await self._run(ops.pause_queue(self._stmts, name, False), conn)
+
+    async def queue_history(
+        self, name: str | None = None, *, days: int = 7, conn: object = None
+    ) -> list[DailyStats]:
+        op = ops.queue_history(self._stmts, name, days)
+        result: list[DailyStats] = await self._run(op, conn)
+        return result
+
+    async def list_workers(self, *, conn: object = None) -> list[WorkerInfo]:
+        result: list[WorkerInfo] = await self._run(ops.list_workers(self._stmts), conn)
+        return result
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+def _drive(op: ops.Op, runner: Any) -> Any:
+    try:
+        step = next(op)
+        while True:
+            step = op.send(runner.fetch(*step))
+    except StopIteration as stop:
+        return stop.value
+
+
+async def _adrive(op: ops.Op, runner: Any) -> Any:
+    try:
+        step = next(op)
+        while True:
+            step = op.send(await runner.fetch(*step))
+    except StopIteration as stop:
+        return stop.value
