@@ -118,11 +118,11 @@ def error_entry(info: TaskInfo, exc: BaseException) -> dict[str, Any]:
     """One entry of the task's ``errors`` list (the database adds ``at``)."""
     lines = traceback.format_exception(type(exc), exc, exc.__traceback__)
     tb = "".join(lines)
-    return {
+    return {  # jsonb cannot hold NUL: keep a visible stand-in
         "attempt": info.attempts,
         "error": type(exc).__qualname__,
-        "message": str(exc)[:MESSAGE_MAX_CHARS],
-        "traceback": tb[-TRACEBACK_MAX_CHARS:],
+        "message": str(exc)[:MESSAGE_MAX_CHARS].replace("\x00", "\\x00"),
+        "traceback": tb[-TRACEBACK_MAX_CHARS:].replace("\x00", "\\x00"),
     }
 
 
@@ -223,6 +223,7 @@ class Engine:
             open=False,
             name="pgtasq-worker",
             kwargs={"autocommit": True},
+            configure=_configure_worker_connection,
         )
         self._writer = OutcomeWriter(
             pool=self._pool,
@@ -316,21 +317,12 @@ class Engine:
             await self._rescue_safely()
         while not self.stopping:
             self._wake.clear()
-            while self._more and self._in_flight < CLAIMS_IN_FLIGHT_MAX:
-                free = settings.concurrency - len(self.running) - self._reserved
-                want = min(free, settings.batch_size)
-                busy = bool(self.running) or self._in_flight > 0
-                if want <= 0 or (busy and want < low_water):
-                    break
-                self._reserved += want
-                self._in_flight += 1
-                claim = asyncio.create_task(self._claim_batch(want, self._generation, not busy))
-                self._claims.add(claim)
-                claim.add_done_callback(self._claims.discard)
+            self._issue_claims(low_water)
             idle = not self.running and self._in_flight == 0
             if burst and idle and not self._more:
                 if self._empty_when_idle:
                     break
+                await self._writer.flush_all()  # a retry due now must be claimable
                 self._more = True  # confirm with one claim made while idle
                 continue
             try:
@@ -339,6 +331,26 @@ class Engine:
                 self._more_ready()
         if self._claims:
             await asyncio.gather(*self._claims, return_exceptions=True)
+
+    def _issue_claims(self, low_water: int) -> None:
+        settings = self.settings
+        while self._more and self._in_flight < CLAIMS_IN_FLIGHT_MAX and not self.stopping:
+            free = settings.concurrency - len(self.running) - self._reserved
+            want = min(free, settings.batch_size)
+            busy = bool(self.running) or self._in_flight > 0
+            if want <= 0 or (busy and want < low_water):
+                break
+            self._reserved += want
+            self._in_flight += 1
+            claim = asyncio.create_task(self._claim_batch(want, self._generation, not busy))
+            self._claims.add(claim)
+            claim.add_done_callback(self._claims.discard)
+
+    def _notified(self) -> None:
+        """A NOTIFY for one of our queues: claim right away, without a trip through the loop."""
+        self._more_ready()
+        if self._in_flight == 0 and not self.running:
+            self._issue_claims(1)
 
     async def _claim_batch(self, want: int, generation: int, idle_at_start: bool) -> None:
         try:
@@ -410,6 +422,14 @@ class Engine:
         ctx = entry.ctx
         info = ctx.info
         limit = self._time_limit(info)
+        if limit == 0.0 and info.deadline is not None:
+            try:
+                await self._failed(ctx, SkipRetry(f"deadline {info.deadline.isoformat()} passed"))
+            finally:
+                if self.running.get(info.id) is entry:
+                    del self.running[info.id]
+                self._wake.set()
+            return
         timer = (
             asyncio.get_running_loop().call_later(limit, self._cancel, entry, "timeout")
             if limit is not None
@@ -442,14 +462,16 @@ class Engine:
         finally:
             if timer is not None:
                 timer.cancel()
-            self.running.pop(info.id, None)
+            if self.running.get(info.id) is entry:  # not a newer claim of the same task
+                del self.running[info.id]
             self._wake.set()
 
     async def _failed(self, ctx: TaskContext, exc: BaseException) -> None:
         info = ctx.info
         await self._call_error_hook(ctx, exc)
         error = json.dumps(error_entry(info, exc), default=str)
-        if isinstance(exc, SkipRetry):
+        past_deadline = info.deadline is not None and info.deadline <= datetime.now(timezone.utc)
+        if isinstance(exc, SkipRetry) or (isinstance(exc, TaskTimeout) and past_deadline):
             self._writer.record(Outcome(info.id, ctx.claimed_at, "failed", error=error))
             return
         counts = self._safe_is_failure(exc)
@@ -590,7 +612,7 @@ class Engine:
                     while True:
                         async for note in conn.notifies(timeout=check_every):
                             if self._relevant(note.payload):
-                                self._more_ready()
+                                self._notified()
                         await conn.execute("SELECT 1")  # is the connection still alive?
             except RETRYABLE as exc:
                 delay = backoff.next()
@@ -609,6 +631,17 @@ class Engine:
         if not isinstance(queues, list):
             return True
         return any(q in self.queue_names for q in queues)
+
+
+async def _configure_worker_connection(conn: psycopg.AsyncConnection[Any]) -> None:
+    """The worker's own bookkeeping (claims, heartbeats, outcomes) does not wait for fsync.
+
+    Safe under at-least-once delivery: if PostgreSQL crashes, the last few claims or outcomes
+    may be forgotten, and those tasks run again. Enqueues (the producer's or yours) and a
+    completion made in the handler's own transaction (`TaskContext.complete`) keep the
+    server's setting.
+    """
+    await conn.execute("SET synchronous_commit TO off")
 
 
 def _is_async(handler: Handler) -> bool:

@@ -243,7 +243,7 @@ FROM ready WHERE t.id = ready.ready_id
 RETURNING {claimed}
 """,
     )
-    # Once a tick: extend the leases that are due (a third of the lease left), refresh the
+    # Once a tick: extend the leases that are due (a third of the lease used), refresh the
     # worker row (re-created if it was cleaned away), and return the ids this worker no
     # longer owns (cancelled, rescued, deleted).
     task_heartbeat = Statement(
@@ -253,11 +253,17 @@ WITH mine AS ({mine}),
 owned AS (
     SELECT t.id FROM {s}.tasks t JOIN mine m ON t.id = m.id WHERE {fence}
 ),
+due AS (
+    -- SKIP LOCKED: a row a handler's own transaction holds (ctx.complete, not yet committed)
+    -- must not stall the heartbeat of every other task; it is extended on a later tick.
+    SELECT t.id FROM {s}.tasks t JOIN mine m ON t.id = m.id
+    WHERE {fence}
+      AND t.locked_until < now() + make_interval(secs => CAST(%(lease)s AS float8) / 3 * 2)
+    FOR UPDATE OF t SKIP LOCKED
+),
 extended AS (
     UPDATE {s}.tasks t SET locked_until = now() + make_interval(secs => CAST(%(lease)s AS float8))
-    FROM mine m
-    WHERE t.id = m.id AND {fence}
-      AND t.locked_until < now() + make_interval(secs => CAST(%(lease)s AS float8) / 3 * 2)
+    FROM due WHERE t.id = due.id
     RETURNING t.id
 ),
 alive AS (

@@ -31,7 +31,7 @@ from pgtasq.models import NAME_MAX_LENGTH, QUEUE_DEFAULT
 from pgtasq.retry import RetryDelay, default_retry_delay
 from pgtasq.tables import SCHEMA_DEFAULT, check_schema_name
 
-CONCURRENCY_DEFAULT = 100
+CONCURRENCY_DEFAULT = 200
 BATCH_SIZE_DEFAULT = 100
 LEASE_DEFAULT = 30.0
 HEARTBEAT_INTERVAL_DEFAULT = 1.0

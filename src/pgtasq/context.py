@@ -30,9 +30,12 @@ def dump_result(value: Any) -> str | None:
     if value is None:
         return None
     try:
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise TaskValidationError("result", f"is not JSON-serializable: {exc}") from exc
+    if "\\u0000" in text:
+        raise TaskValidationError("result", "PostgreSQL jsonb cannot store the NUL character")
+    return text
 
 
 class _Flag:

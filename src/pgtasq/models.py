@@ -296,31 +296,28 @@ class TaskInfo:
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any], *, created: bool = True) -> TaskInfo:
-        """Build from a row selected with ``_sql.TASK_COLUMNS`` (jsonb columns as text)."""
-        return cls(
-            id=row["id"],
-            queue=row["queue"],
-            type=row["type"],
-            payload=_json(row["payload"]),
-            priority=row["priority"],
-            status=TaskStatus(row["status"]),
-            run_at=row["run_at"],
-            attempts=row["attempts"],
-            max_attempts=row["max_attempts"],
-            timeout=_interval(row["timeout"]),
-            deadline=row["deadline"],
-            idempotency_key=row["idempotency_key"],
-            errors=_json(row["errors"]),
-            result=None if row["result"] is None else _json(row["result"]),
-            locked_by=row["locked_by"],
-            locked_until=row["locked_until"],
-            created_at=row["created_at"],
-            updated_at=row["updated_at"],
-            attempted_at=row["attempted_at"],
-            finalized_at=row["finalized_at"],
-            retention=_interval(row["retention"]),
-            created=created,
-        )
+        """Build from a row selected with ``_sql.TASK_COLUMNS`` (jsonb columns as text).
+
+        Built without the generated __init__ (see `_pending_info`): workers make one per
+        claimed task.
+        """
+        fields = {name: row[name] for name in _ROW_FIELDS}
+        fields["payload"] = _json(fields["payload"])
+        fields["status"] = _STATUS_BY_VALUE[fields["status"]]
+        errors = fields["errors"]
+        fields["errors"] = [] if errors == "[]" else _json(errors)
+        if fields["result"] is not None:
+            fields["result"] = _json(fields["result"])
+        fields["timeout"] = _interval(fields["timeout"])
+        fields["retention"] = _interval(fields["retention"])
+        fields["created"] = created
+        info: TaskInfo = object.__new__(cls)
+        _set_fields(info, "__dict__", fields)
+        return info
+
+
+_ROW_FIELDS = tuple(f.name for f in dataclasses.fields(TaskInfo) if f.name != "created")
+_STATUS_BY_VALUE = {s.value: s for s in TaskStatus}
 
 
 # The fields every freshly inserted row has; `_pending_info` adds the task's and the row's.

@@ -38,5 +38,6 @@ def exponential_backoff(
 
 
 def default_retry_delay(info: TaskInfo, exc: BaseException) -> float:
-    """The Consumer's default `RetryDelay`."""
-    return exponential_backoff(info.attempts)
+    """The Consumer's default `RetryDelay`: grows with the failed attempts so far (errors
+    that did not count as failures still lengthen the wait)."""
+    return exponential_backoff(max(info.attempts, len(info.errors) + 1))
