@@ -142,8 +142,9 @@ def upgrade() -> None:
         "queue_daily_stats",
         sa.Column("queue", sa.Text, primary_key=True),
         sa.Column("day", sa.Date, primary_key=True),
-        sa.Column("processed", sa.BigInteger, nullable=False, server_default="0"),
+        sa.Column("completed", sa.BigInteger, nullable=False, server_default="0"),
         sa.Column("failed", sa.BigInteger, nullable=False, server_default="0"),
+        sa.Column("retried", sa.BigInteger, nullable=False, server_default="0"),
         schema=schema,
     )
 

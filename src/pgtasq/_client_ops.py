@@ -67,10 +67,40 @@ class QueueInfo:
 
 @dataclasses.dataclass(frozen=True)
 class DailyStats:
+    """One queue's counters for one UTC day: finished attempts by outcome."""
+
     queue: str
     day: date
-    processed: int
+    completed: int
     failed: int
+    retried: int
+
+    @property
+    def processed(self) -> int:
+        return self.completed + self.failed + self.retried
+
+
+@dataclasses.dataclass(frozen=True)
+class Stats:
+    """A snapshot: totals since the schema was created, and the tasks per state now.
+
+    ``enqueued`` counts ids drawn, so it includes enqueues that were rolled back.
+    ``started`` is derived: finished attempts plus the tasks running now.
+    """
+
+    enqueued: int
+    completed: int
+    failed: int
+    retried: int
+    pending_now: int
+    running_now: int
+    completed_now: int
+    failed_now: int
+    cancelled_now: int
+
+    @property
+    def started(self) -> int:
+        return self.completed + self.failed + self.retried + self.running_now
 
 
 @dataclasses.dataclass(frozen=True)
@@ -198,6 +228,30 @@ def queue_history(stmts: _sql.Statements, name: str | None, days: int) -> Op:
         raise ValueError(f"days must be from 1 to 3650, got {days}")
     rows = yield stmts.queue_history, {"queue": name, "days": days}
     return [DailyStats(**dict(row)) for row in rows]
+
+
+def stats(stmts: _sql.Statements) -> Op:
+    rows = yield stmts.stats_snapshot, {}
+    return Stats(**{field.name: int(rows[0][field.name]) for field in dataclasses.fields(Stats)})
+
+
+def clean(
+    stmts: _sql.Statements, retention: float, batch_size: int, progress: Progress | None
+) -> Op:
+    """Delete finished tasks past their retention (``retention`` seconds where a task has
+    none), ``batch_size`` per statement; returns how many."""
+    if not retention > 0:
+        raise ValueError(f"retention must be > 0 seconds, got {retention!r}")
+    if not 1 <= batch_size <= 10_000:
+        raise ValueError(f"batch_size must be from 1 to 10000, got {batch_size}")
+    deleted = 0
+    while True:
+        rows = yield stmts.task_clean, {"retention": float(retention), "batch": batch_size}
+        deleted += len(rows)
+        if progress is not None:
+            progress(deleted)
+        if len(rows) < batch_size:
+            return deleted
 
 
 def list_workers(stmts: _sql.Statements) -> Op:

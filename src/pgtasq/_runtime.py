@@ -75,6 +75,8 @@ class Settings:
     shutdown_timeout: float
     rescue_interval: float
     listen: bool
+    clean_interval: float
+    retention_default: float
 
 
 @dataclasses.dataclass
@@ -241,6 +243,7 @@ class Engine:
                 asyncio.create_task(self._heartbeat_loop(), name="pgtasq-heartbeat"),
                 asyncio.create_task(self._writer.run(), name="pgtasq-flush"),
                 asyncio.create_task(self._rescue_loop(), name="pgtasq-rescue"),
+                asyncio.create_task(self._clean_loop(), name="pgtasq-clean"),
             ]
             if self.settings.listen and not burst:
                 background.append(asyncio.create_task(self._listen_loop(), name="pgtasq-listen"))
@@ -582,6 +585,26 @@ class Engine:
             await self.rescue_once()
         except RETRYABLE as exc:
             log.warning("rescue failed: %s", short_error(exc))
+
+    async def _clean_loop(self) -> None:
+        """Delete finished tasks past their retention, now and then; one worker at a time."""
+        interval = self.settings.clean_interval
+        await asyncio.sleep(random.random() * interval)
+        while True:
+            try:
+                deleted = 0
+                async with self._pool.connection() as conn:
+                    while True:
+                        params = {"retention": self.settings.retention_default, "batch": 1000}
+                        rows = await fetch(conn, self.stmts.task_clean, params)
+                        deleted += len(rows)
+                        if len(rows) < 1000:
+                            break
+                if deleted:
+                    log.info("cleaned %d finished tasks past their retention", deleted)
+            except RETRYABLE as exc:
+                log.warning("cleaning failed: %s", short_error(exc))
+            await asyncio.sleep(interval * (0.75 + random.random() / 2))
 
     async def rescue_once(self) -> int:
         rescued = 0

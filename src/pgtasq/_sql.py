@@ -110,6 +110,8 @@ class Statements:
     queue_pause: Statement
     queue_history: Statement
     worker_list: Statement
+    task_clean: Statement
+    stats_snapshot: Statement
 
 
 @functools.lru_cache(maxsize=64)
@@ -288,7 +290,8 @@ WITH m AS (
         CAST(%(status)s AS text[]), CAST(%(delay)s AS float8[]), CAST(%(refund)s AS int[]),
         CAST(%(error)s AS text[]), CAST(%(result)s AS text[])
     ) AS m(id, claimed_at, status, delay, refund, error, result)
-)
+),
+done AS (
 UPDATE {s}.tasks t
 SET status = m.status::{s}.task_status,
     run_at = CASE WHEN m.status = 'pending'
@@ -303,7 +306,22 @@ SET status = m.status::{s}.task_status,
     updated_at = now()
 FROM m
 WHERE t.id = m.id AND {fence}
-RETURNING t.id, t.queue, m.status
+RETURNING t.id, t.queue, m.status, m.error IS NOT NULL AS counted
+),
+stats AS (
+    -- Per-queue daily counters (UTC days). Rows are locked in queue order, so two
+    -- workers' statements never deadlock on them.
+    INSERT INTO {s}.queue_daily_stats AS d (queue, day, completed, failed, retried)
+    SELECT queue, (now() AT TIME ZONE 'UTC')::date,
+           count(*) FILTER (WHERE status = 'completed'),
+           count(*) FILTER (WHERE status = 'failed'),
+           count(*) FILTER (WHERE status = 'pending' AND counted)
+    FROM done GROUP BY queue ORDER BY queue
+    ON CONFLICT (queue, day) DO UPDATE
+    SET completed = d.completed + excluded.completed, failed = d.failed + excluded.failed,
+        retried = d.retried + excluded.retried
+)
+SELECT id, queue, status FROM done
 """,
     )
     # Graceful shutdown: hand unfinished tasks back, the attempt not counted, and wake others.
@@ -337,7 +355,8 @@ WITH expired AS (
     ORDER BY locked_until
     LIMIT CAST(%(limit)s AS int)
     FOR UPDATE SKIP LOCKED
-)
+),
+done AS (
 UPDATE {s}.tasks t
 SET status = CASE WHEN t.attempts >= t.max_attempts THEN 'failed'
                   ELSE 'pending' END::{s}.task_status,
@@ -348,7 +367,22 @@ SET status = CASE WHEN t.attempts >= t.max_attempts THEN 'failed'
     finalized_at = CASE WHEN t.attempts >= t.max_attempts THEN now() END,
     run_at = now(), locked_by = NULL, locked_until = NULL, updated_at = now()
 FROM expired WHERE t.id = expired.expired_id
-RETURNING t.id, t.status::text AS status
+RETURNING t.id, t.queue, t.status::text AS status, true AS counted
+),
+stats AS (
+    -- Per-queue daily counters (UTC days). Rows are locked in queue order, so two
+    -- workers' statements never deadlock on them.
+    INSERT INTO {s}.queue_daily_stats AS d (queue, day, completed, failed, retried)
+    SELECT queue, (now() AT TIME ZONE 'UTC')::date,
+           count(*) FILTER (WHERE status = 'completed'),
+           count(*) FILTER (WHERE status = 'failed'),
+           count(*) FILTER (WHERE status = 'pending' AND counted)
+    FROM done GROUP BY queue ORDER BY queue
+    ON CONFLICT (queue, day) DO UPDATE
+    SET completed = d.completed + excluded.completed, failed = d.failed + excluded.failed,
+        retried = d.retried + excluded.retried
+)
+SELECT id, status FROM done
 """,
     )
     worker_register = Statement(
@@ -443,9 +477,12 @@ WITH counts AS (
 ),
 daily AS (
     SELECT queue AS name,
-        sum(processed) FILTER (WHERE day = current_date) AS processed_today,
-        sum(failed) FILTER (WHERE day = current_date) AS failed_today,
-        sum(processed) AS processed_total, sum(failed) AS failed_total
+        sum(completed + failed + retried)
+            FILTER (WHERE day = (now() AT TIME ZONE 'UTC')::date) AS processed_today,
+        sum(failed + retried)
+            FILTER (WHERE day = (now() AT TIME ZONE 'UTC')::date) AS failed_today,
+        sum(completed + failed + retried) AS processed_total,
+        sum(failed + retried) AS failed_total
     FROM {s}.queue_daily_stats GROUP BY queue
 ),
 names AS (
@@ -481,9 +518,9 @@ SET paused = excluded.paused, paused_at = excluded.paused_at, updated_at = now()
     queue_history = Statement(
         "queue_history",
         f"""
-SELECT queue, day, processed, failed FROM {s}.queue_daily_stats
+SELECT queue, day, completed, failed, retried FROM {s}.queue_daily_stats
 WHERE (CAST(%(queue)s AS text) IS NULL OR queue = CAST(%(queue)s AS text))
-  AND day > current_date - CAST(%(days)s AS int)
+  AND day > (now() AT TIME ZONE 'UTC')::date - CAST(%(days)s AS int)
 ORDER BY day DESC, queue
 """,
     )
@@ -495,6 +532,42 @@ SELECT w.id, w.host, w.pid, w.queues::text AS queues, w.concurrency, w.started_a
        coalesce((SELECT array_agg(t.id ORDER BY t.id) FROM {s}.tasks t
                  WHERE t.status = 'running' AND t.locked_by = w.id), '{{}}') AS running
 FROM {s}.workers w ORDER BY w.host, w.pid, w.id
+""",
+    )
+    # Finished tasks past their retention (or the default), oldest first, one batch. The
+    # advisory lock lets one cleaner at a time work; the others find nothing to do.
+    task_clean = Statement(
+        "task_clean",
+        f"""
+WITH lock AS (SELECT pg_try_advisory_xact_lock(hashtext('pgtasq.clean.{s}')) AS got),
+batch AS (
+    SELECT id AS batch_id FROM {s}.tasks
+    WHERE finalized_at IS NOT NULL
+      AND finalized_at < now() - coalesce(
+          retention, make_interval(secs => CAST(%(retention)s AS float8)))
+      AND (SELECT got FROM lock)
+    ORDER BY finalized_at
+    LIMIT CAST(%(batch)s AS int)
+    FOR UPDATE SKIP LOCKED
+)
+DELETE FROM {s}.tasks t USING batch WHERE t.id = batch.batch_id RETURNING t.id
+""",
+    )
+    stats_snapshot = Statement(
+        "stats_snapshot",
+        f"""
+SELECT
+    (SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM {s}.{TASKS_ID_SEQUENCE})
+        AS enqueued,
+    (SELECT coalesce(sum(completed), 0)::bigint FROM {s}.queue_daily_stats) AS completed,
+    (SELECT coalesce(sum(failed), 0)::bigint FROM {s}.queue_daily_stats) AS failed,
+    (SELECT coalesce(sum(retried), 0)::bigint FROM {s}.queue_daily_stats) AS retried,
+    count(*) FILTER (WHERE status = 'pending') AS pending_now,
+    count(*) FILTER (WHERE status = 'running') AS running_now,
+    count(*) FILTER (WHERE status = 'completed') AS completed_now,
+    count(*) FILTER (WHERE status = 'failed') AS failed_now,
+    count(*) FILTER (WHERE status = 'cancelled') AS cancelled_now
+FROM {s}.tasks
 """,
     )
     return Statements(
@@ -523,6 +596,8 @@ FROM {s}.workers w ORDER BY w.host, w.pid, w.id
         queue_pause=queue_pause,
         queue_history=queue_history,
         worker_list=worker_list,
+        task_clean=task_clean,
+        stats_snapshot=stats_snapshot,
     )
 
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from pgtasq import _client_ops as ops
 from pgtasq import _sql
-from pgtasq._client_ops import DailyStats, Progress, QueueInfo, TaskPage, WorkerInfo
+from pgtasq._client_ops import DailyStats, Progress, QueueInfo, Stats, TaskPage, WorkerInfo
 from pgtasq._connections import async_runner, sync_runner
 from pgtasq._pool import POOL_MAX_SIZE_DEFAULT, POOL_MIN_SIZE_DEFAULT, AsyncLazyPool, LazyPool
 from pgtasq.errors import ConfigurationError
@@ -32,7 +32,9 @@ from pgtasq.filters import TaskFilter
 from pgtasq.models import TaskInfo
 from pgtasq.tables import SCHEMA_DEFAULT, check_schema_name
 
-__all__ = ["AsyncClient", "Client", "DailyStats", "QueueInfo", "TaskPage", "WorkerInfo"]
+__all__ = ["AsyncClient", "Client", "DailyStats", "QueueInfo", "Stats", "TaskPage", "WorkerInfo"]
+
+RETENTION_DEFAULT = 86400.0  # finished tasks without a retention of their own: one day
 
 _NO_DSN = "this {} has no DSN: pass conn=, or create it with {}(dsn)"
 
@@ -141,6 +143,23 @@ class Client:
 
     def list_workers(self, *, conn: object = None) -> list[WorkerInfo]:
         result: list[WorkerInfo] = self._run(ops.list_workers(self._stmts), conn)
+        return result
+
+    def stats(self, *, conn: object = None) -> Stats:
+        result: Stats = self._run(ops.stats(self._stmts), conn)
+        return result
+
+    def clean(
+        self,
+        *,
+        retention: float = RETENTION_DEFAULT,
+        batch_size: int = ops.BULK_BATCH_DEFAULT,
+        conn: object = None,
+        progress: Progress | None = None,
+    ) -> int:
+        """Delete finished tasks older than their retention (``retention`` seconds for tasks
+        without one); returns how many. One cleaner at a time works across all sessions."""
+        result: int = self._run(ops.clean(self._stmts, retention, batch_size, progress), conn)
         return result
 
     def close(self) -> None:
@@ -260,6 +279,23 @@ class AsyncClient:
 
     async def list_workers(self, *, conn: object = None) -> list[WorkerInfo]:
         result: list[WorkerInfo] = await self._run(ops.list_workers(self._stmts), conn)
+        return result
+
+    async def stats(self, *, conn: object = None) -> Stats:
+        result: Stats = await self._run(ops.stats(self._stmts), conn)
+        return result
+
+    async def clean(
+        self,
+        *,
+        retention: float = RETENTION_DEFAULT,
+        batch_size: int = ops.BULK_BATCH_DEFAULT,
+        conn: object = None,
+        progress: Progress | None = None,
+    ) -> int:
+        """See `Client.clean`."""
+        op = ops.clean(self._stmts, retention, batch_size, progress)
+        result: int = await self._run(op, conn)
         return result
 
     async def close(self) -> None:

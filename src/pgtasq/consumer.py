@@ -39,6 +39,8 @@ POLL_INTERVAL_DEFAULT = 1.0
 FLUSH_INTERVAL_DEFAULT = 0.002
 SHUTDOWN_TIMEOUT_DEFAULT = 30.0
 RESCUE_INTERVAL_DEFAULT = 10.0
+CLEAN_INTERVAL_DEFAULT = 60.0
+RETENTION_DEFAULT = 86400.0  # finished tasks without a retention of their own: one day
 
 Queues = str | Sequence[str] | Mapping[str, int]
 
@@ -100,6 +102,8 @@ class Consumer:
         shutdown_timeout: float = SHUTDOWN_TIMEOUT_DEFAULT,
         rescue_interval: float = RESCUE_INTERVAL_DEFAULT,
         listen: bool = True,
+        clean_interval: float = CLEAN_INTERVAL_DEFAULT,
+        retention_default: float = RETENTION_DEFAULT,
         on_error: ErrorHook | None = None,
         is_failure: Callable[[BaseException], bool] = lambda exc: True,
         retry_delay: RetryDelay = default_retry_delay,
@@ -123,6 +127,8 @@ class Consumer:
             shutdown_timeout=shutdown_timeout,
             rescue_interval=rescue_interval,
             listen=listen,
+            clean_interval=clean_interval,
+            retention_default=retention_default,
         )
         self._engine: Engine | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -144,6 +150,8 @@ class Consumer:
             "poll_interval",
             "flush_interval",
             "rescue_interval",
+            "clean_interval",
+            "retention_default",
         ):
             _positive(name, options[name])
         if options["shutdown_timeout"] < 0:
