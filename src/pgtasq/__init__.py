@@ -7,7 +7,16 @@ transaction commits; workers claim rows with ``SELECT … FOR UPDATE SKIP LOCKED
 from __future__ import annotations
 
 from pgtasq._migrate import current_revision, downgrade, migrate, migration_sql
-from pgtasq.client import AsyncClient, Client, DailyStats, QueueInfo, TaskPage, WorkerInfo
+from pgtasq.client import (
+    AsyncClient,
+    Client,
+    DailyStats,
+    QueueInfo,
+    Stats,
+    TaskEvent,
+    TaskPage,
+    WorkerInfo,
+)
 from pgtasq.consumer import Consumer, Counts
 from pgtasq.context import TaskContext
 from pgtasq.errors import (
@@ -50,10 +59,12 @@ __all__ = [
     "QueueInfo",
     "RetryIn",
     "SkipRetry",
+    "Stats",
     "Task",
     "TaskAlreadyAvailable",
     "TaskAlreadyFinalized",
     "TaskContext",
+    "TaskEvent",
     "TaskFilter",
     "TaskInfo",
     "TaskLost",

@@ -115,6 +115,37 @@ class WorkerInfo:
     running: list[int]
 
 
+@dataclasses.dataclass(frozen=True)
+class TaskEvent:
+    """Something that happened to tasks, as `Client.events` reports it.
+
+    ``kind``: enqueued (also: made ready again by a retry or a shutdown hand-back), started,
+    retried, completed, failed, cancelled, deleted. ``count`` is how many tasks; ``task_ids``
+    lists them (at most 300 per event; ``enqueued`` events list queues instead).
+    """
+
+    kind: str
+    count: int | None
+    task_ids: list[int]
+    queues: list[str]
+
+
+def parse_event(stmts: _sql.Statements, channel: str, payload: str) -> TaskEvent | None:
+    """A notification on the wake or events channel as a TaskEvent (None: not ours)."""
+    try:
+        data = _loads(payload)
+    except ValueError:
+        return None
+    if channel == stmts.channel:
+        queues = data if isinstance(data, list) else []
+        return TaskEvent("enqueued", None, [], [str(q) for q in queues])
+    if isinstance(data, dict) and isinstance(data.get("event"), str):
+        return TaskEvent(
+            data["event"], int(data.get("count") or 0), list(data.get("ids") or []), []
+        )
+    return None
+
+
 def get_task(stmts: _sql.Statements, task_id: int) -> Op:
     rows = yield stmts.task_select, {"id": task_id}
     if not rows:

@@ -77,6 +77,7 @@ class Settings:
     listen: bool
     clean_interval: float
     retention_default: float
+    events: bool
 
 
 @dataclasses.dataclass
@@ -152,7 +153,7 @@ class Engine:
     ) -> None:
         self.dsn = dsn
         self.settings = settings
-        self.stmts = _sql.statements(schema)
+        self.stmts = _sql.statements(schema, worker_events=settings.events)
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.on_error = on_error
         self.is_failure = is_failure

@@ -81,6 +81,31 @@ def notify_channel(schema: str) -> str:
     return channel
 
 
+def events_channel(schema: str) -> str:
+    """The channel task events go out on (see `Client.events`)."""
+    return notify_channel(schema)[:56] + "_events"
+
+
+# At most this many ids per event notification (NOTIFY payloads are limited to 8000 bytes);
+# "count" always says how many tasks the event covers.
+EVENT_IDS_MAX = 300
+
+
+def _events_cte(channel: str, source: str, kind: str) -> str:
+    """A CTE sending one notification per kind of event among ``source``'s rows."""
+    return f"""events AS (
+    SELECT pg_notify('{channel}', json_build_object(
+        'event', kind, 'count', count(*),
+        'ids', (array_agg(id ORDER BY id))[1:{EVENT_IDS_MAX}])::text)
+    FROM (SELECT {kind} AS kind, id FROM {source}) e GROUP BY kind
+)"""
+
+
+# Appended to a statement's final SELECT so that its `events` CTE runs (a CTE that only
+# SELECTs runs when it is referenced; this uncorrelated subquery runs once).
+_EMIT = "(SELECT count(*) FROM events) >= 0"
+
+
 @dataclasses.dataclass(frozen=True)
 class Statements:
     """The statements of one schema."""
@@ -103,6 +128,7 @@ class Statements:
     worker_unregister: Statement
     worker_delete_stale: Statement
     listen: Statement
+    listen_events: Statement
     task_cancel: Statement
     task_retry: Statement
     task_delete: Statement
@@ -115,9 +141,19 @@ class Statements:
 
 
 @functools.lru_cache(maxsize=64)
-def statements(schema: str) -> Statements:
+def statements(schema: str, *, worker_events: bool = False) -> Statements:
+    """The statements of one schema. ``worker_events``: the worker's claim, outcome and rescue
+    statements also send task events (started, completed, retried, failed); they cost a few
+    percent of throughput, so workers send them only when asked (``Consumer(events=True)``)."""
     s = check_schema_name(schema)
     channel = notify_channel(schema)
+    events = events_channel(schema)
+
+    def worker_event_cte(source: str, kind: str) -> str:
+        return ",\n" + _events_cte(events, source, kind) if worker_events else ""
+
+    emit = _EMIT if worker_events else "true"
+    outcome_kind = "CASE status WHEN 'pending' THEN 'retried' ELSE status END"
     arrays = ",\n        ".join(f"CAST(%({name})s AS {kind}[])" for name, kind in INSERT_ARRAYS)
     names = ", ".join(name for name, _ in INSERT_ARRAYS)
 
@@ -237,12 +273,15 @@ WITH ready AS (
     ORDER BY priority DESC, run_at, id
     LIMIT CAST(%(limit)s AS int)
     FOR UPDATE SKIP LOCKED
-)
+),
+claimed AS (
 UPDATE {s}.tasks t
 SET status = 'running', attempts = t.attempts + 1, attempted_at = now(), updated_at = now(),
     locked_by = %(worker)s, locked_until = now() + make_interval(secs => CAST(%(lease)s AS float8))
 FROM ready WHERE t.id = ready.ready_id
 RETURNING {claimed}
+){worker_event_cte("claimed", "'started'")}
+SELECT * FROM claimed WHERE {emit}
 """,
     )
     # Once a tick: extend the leases that are due (a third of the lease used), refresh the
@@ -320,8 +359,8 @@ stats AS (
     ON CONFLICT (queue, day) DO UPDATE
     SET completed = d.completed + excluded.completed, failed = d.failed + excluded.failed,
         retried = d.retried + excluded.retried
-)
-SELECT id, queue, status FROM done
+){worker_event_cte("done", outcome_kind)}
+SELECT id, queue, status FROM done WHERE {emit}
 """,
     )
     # Graceful shutdown: hand unfinished tasks back, the attempt not counted, and wake others.
@@ -381,8 +420,8 @@ stats AS (
     ON CONFLICT (queue, day) DO UPDATE
     SET completed = d.completed + excluded.completed, failed = d.failed + excluded.failed,
         retried = d.retried + excluded.retried
-)
-SELECT id, status FROM done
+){worker_event_cte("done", outcome_kind)}
+SELECT id, status FROM done WHERE {emit}
 """,
     )
     worker_register = Statement(
@@ -425,8 +464,10 @@ changed AS (
     FROM target
     WHERE t.id = target.target_id AND target.before IN ('pending', 'running', 'failed')
     RETURNING {claimed}
-)
+),
+{_events_cte(events, "changed", "'cancelled'")}
 SELECT target.before::text AS before, {returned} FROM target LEFT JOIN changed c ON true
+WHERE {_EMIT}
 """,
     )
     task_retry = Statement(
@@ -589,6 +630,7 @@ FROM {s}.tasks
         worker_unregister=worker_unregister,
         worker_delete_stale=worker_delete_stale,
         listen=listen,
+        listen_events=Statement("listen_events", f'LISTEN "{events}"'),
         task_cancel=task_cancel,
         task_retry=task_retry,
         task_delete=task_delete,
@@ -719,6 +761,10 @@ def task_bulk(schema: str, action: str, f: TaskFilter) -> tuple[Statement, dict[
         f"SELECT pg_notify('{channel}', json_agg(DISTINCT queue)::text) FROM changed "
         "HAVING count(*) > 0) SELECT changed.id FROM changed LEFT JOIN woken ON true"
         if action == "retry"
-        else f"WITH batch AS ({batch}), changed AS ({change}) SELECT id FROM changed"
+        else f"WITH batch AS ({batch}), changed AS ({change}), "
+        + _events_cte(
+            events_channel(schema), "changed", "'deleted'" if action == "delete" else "'cancelled'"
+        )
+        + f" SELECT id FROM changed WHERE {_EMIT}"
     )
     return Statement(f"task_bulk_{action}", text), params

@@ -20,11 +20,22 @@ Each change is one conditional statement, so a race with a worker is decided in 
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
+
+import psycopg
 
 from pgtasq import _client_ops as ops
 from pgtasq import _sql
-from pgtasq._client_ops import DailyStats, Progress, QueueInfo, Stats, TaskPage, WorkerInfo
+from pgtasq._client_ops import (
+    DailyStats,
+    Progress,
+    QueueInfo,
+    Stats,
+    TaskEvent,
+    TaskPage,
+    WorkerInfo,
+)
 from pgtasq._connections import async_runner, sync_runner
 from pgtasq._pool import POOL_MAX_SIZE_DEFAULT, POOL_MIN_SIZE_DEFAULT, AsyncLazyPool, LazyPool
 from pgtasq.errors import ConfigurationError
@@ -32,7 +43,16 @@ from pgtasq.filters import TaskFilter
 from pgtasq.models import TaskInfo
 from pgtasq.tables import SCHEMA_DEFAULT, check_schema_name
 
-__all__ = ["AsyncClient", "Client", "DailyStats", "QueueInfo", "Stats", "TaskPage", "WorkerInfo"]
+__all__ = [
+    "AsyncClient",
+    "Client",
+    "DailyStats",
+    "QueueInfo",
+    "Stats",
+    "TaskEvent",
+    "TaskPage",
+    "WorkerInfo",
+]
 
 RETENTION_DEFAULT = 86400.0  # finished tasks without a retention of their own: one day
 
@@ -161,6 +181,23 @@ class Client:
         without one); returns how many. One cleaner at a time works across all sessions."""
         result: int = self._run(ops.clean(self._stmts, retention, batch_size, progress), conn)
         return result
+
+    def events(self, *, timeout: float | None = None) -> Iterator[TaskEvent]:
+        """Task events as they happen, from LISTEN on a connection of its own.
+
+        Ends after ``timeout`` seconds without an event (None: never). Events are delivered
+        at the commit of the statement that caused them; a watcher that is not connected
+        misses them (they are not stored).
+        """
+        if self._pool is None:
+            raise ConfigurationError(_NO_DSN.format("Client", "Client"))
+        with psycopg.connect(self._pool.dsn, autocommit=True) as conn:
+            conn.execute(self._stmts.listen.text)
+            conn.execute(self._stmts.listen_events.text)
+            for note in conn.notifies(timeout=timeout):
+                event = ops.parse_event(self._stmts, note.channel, note.payload)
+                if event is not None:
+                    yield event
 
     def close(self) -> None:
         if self._pool is not None:
@@ -297,6 +334,19 @@ class AsyncClient:
         op = ops.clean(self._stmts, retention, batch_size, progress)
         result: int = await self._run(op, conn)
         return result
+
+    async def events(self, *, timeout: float | None = None) -> AsyncIterator[TaskEvent]:
+        """See `Client.events`."""
+        if self._pool is None:
+            raise ConfigurationError(_NO_DSN.format("AsyncClient", "AsyncClient"))
+        conn = await psycopg.AsyncConnection.connect(self._pool.dsn, autocommit=True)
+        async with conn:
+            await conn.execute(self._stmts.listen.text)
+            await conn.execute(self._stmts.listen_events.text)
+            async for note in conn.notifies(timeout=timeout):
+                event = ops.parse_event(self._stmts, note.channel, note.payload)
+                if event is not None:
+                    yield event
 
     async def close(self) -> None:
         if self._pool is not None:

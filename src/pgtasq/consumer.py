@@ -104,6 +104,7 @@ class Consumer:
         listen: bool = True,
         clean_interval: float = CLEAN_INTERVAL_DEFAULT,
         retention_default: float = RETENTION_DEFAULT,
+        events: bool = False,
         on_error: ErrorHook | None = None,
         is_failure: Callable[[BaseException], bool] = lambda exc: True,
         retry_delay: RetryDelay = default_retry_delay,
@@ -129,6 +130,7 @@ class Consumer:
             listen=listen,
             clean_interval=clean_interval,
             retention_default=retention_default,
+            events=events,
         )
         self._engine: Engine | None = None
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -582,5 +582,5 @@ def test_an_open_handler_transaction_does_not_stall_other_heartbeats(
         wait_for(lambda: all(r["status"] == "completed" for r in rows(pg_dsn, schema)), 10)
     finally:
         consumer.stop(timeout=10)
-    long_row = [r for r in rows(pg_dsn, schema) if r["type"] == "long"][0]
+    long_row = next(r for r in rows(pg_dsn, schema) if r["type"] == "long")
     assert long_row["attempts"] == 1 and long_row["errors"] == []
