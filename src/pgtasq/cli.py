@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import click
 import psycopg
 
-from pgtasq import _embedded, _migrate, _supervisor
+from pgtasq import _cli_admin, _embedded, _migrate, _supervisor
 from pgtasq import demo as _demo
 from pgtasq.consumer import Consumer
 from pgtasq.errors import PgtasqError
@@ -271,6 +271,10 @@ def worker(
             counts = consumer.run(dsn, burst=burst)
         if burst:
             click.echo(json.dumps(dataclasses.asdict(counts)))
+
+
+for _command in _cli_admin.COMMANDS:  # tasks, queues, workers, enqueue
+    cli.add_command(_command)
 
 
 def main() -> None:

@@ -1,0 +1,192 @@
+"""How the ``pgtasq`` admin commands print: aligned columns, JSON, and progress on stderr.
+
+JSON: objects (dataclasses as dicts), ISO 8601 datetimes and dates, durations in seconds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+import sys
+from collections.abc import Sequence
+from datetime import date, datetime, timedelta
+from typing import Any
+
+import click
+
+from pgtasq._client_ops import QueueInfo, WorkerInfo
+from pgtasq.models import TaskInfo
+
+PAYLOAD_COLUMN_WIDTH = 40
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def _plain(value: object) -> object:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    return value
+
+
+def print_json(value: object) -> None:
+    click.echo(json.dumps(_plain(value), default=_json_default, ensure_ascii=False))
+
+
+def text(value: object) -> str:
+    """A value as one table cell."""
+    if value is None:
+        return "-"
+    if isinstance(value, enum.Enum):
+        return str(value.value)
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, datetime):
+        return value.isoformat(sep=" ", timespec="seconds")
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, timedelta):
+        return f"{value.total_seconds():.1f}s"
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, default=_json_default, ensure_ascii=False)
+
+
+def _clip(cell: str, width: int) -> str:
+    return cell if len(cell) <= width else cell[: width - 1] + "…"
+
+
+def table(header: str, rows: Sequence[Sequence[object]], empty: str = "(none)") -> None:
+    """Plain aligned columns under the space-separated ``header``; integers aligned right."""
+    titles = header.split()
+    cells = [[text(value) for value in row] for row in rows]
+    widths = [max([len(h)] + [len(row[i]) for row in cells]) for i, h in enumerate(titles)]
+    right = [
+        bool(rows) and all(isinstance(row[i], int) and not isinstance(row[i], bool) for row in rows)
+        for i in range(len(titles))
+    ]
+
+    def line(values: Sequence[str]) -> str:
+        parts = [
+            v.rjust(w) if r else v.ljust(w) for v, w, r in zip(values, widths, right, strict=True)
+        ]
+        return "  ".join(parts).rstrip()
+
+    click.echo(line(titles))
+    for row in cells:
+        click.echo(line(row))
+    if not rows and empty:
+        click.echo(empty)
+
+
+def dataclass_table(kind: type[Any], items: Sequence[Any]) -> None:
+    """One column per field of the dataclass ``kind``, named after it."""
+    names = [field.name for field in dataclasses.fields(kind)]
+    table(" ".join(names).upper(), [[getattr(item, name) for name in names] for item in items])
+
+
+def task_table(tasks: Sequence[TaskInfo]) -> None:
+    table(
+        "ID QUEUE TYPE STATUS PRIORITY ATTEMPTS RUN_AT CREATED_AT PAYLOAD",
+        [
+            (
+                t.id,
+                t.queue,
+                t.type,
+                t.status,
+                t.priority,
+                f"{t.attempts}/{t.max_attempts}",
+                t.run_at,
+                t.created_at,
+                _clip(text(t.payload), PAYLOAD_COLUMN_WIDTH),
+            )
+            for t in tasks
+        ],
+        empty="",  # the caller prints how many match
+    )
+
+
+def queue_table(queues: Sequence[QueueInfo]) -> None:
+    """LATENCY: the oldest ready task's wait. TODAY, TOTAL: processed/failed."""
+    table(
+        "QUEUE STATE PENDING SCHEDULED RETRY RUNNING COMPLETED FAILED CANCELLED LATENCY "
+        "TODAY TOTAL",
+        [
+            (
+                q.name,
+                "paused" if q.paused else "active",
+                q.pending,
+                q.scheduled,
+                q.retry,
+                q.running,
+                q.completed,
+                q.failed,
+                q.cancelled,
+                q.latency,
+                f"{q.processed_today}/{q.failed_today}",
+                f"{q.processed_total}/{q.failed_total}",
+            )
+            for q in queues
+        ],
+    )
+
+
+def worker_table(workers: Sequence[WorkerInfo]) -> None:
+    table(
+        "ID HOST PID CONCURRENCY QUEUES STARTED_AT HEARTBEAT_AT RUNNING",
+        [
+            (
+                w.id,
+                w.host,
+                w.pid,
+                w.concurrency,
+                ",".join(f"{queue}={weight}" for queue, weight in w.queues.items()) or "-",
+                w.started_at,
+                w.heartbeat_at,
+                " ".join(str(task_id) for task_id in w.running) or "-",
+            )
+            for w in workers
+        ],
+    )
+
+
+def task_details(task: TaskInfo) -> None:
+    """One ``field: value`` line per field, then one line per recorded error."""
+    for field in dataclasses.fields(task):
+        if field.name not in ("created", "errors"):
+            click.echo(f"{field.name + ':':<17}{text(getattr(task, field.name))}")
+    click.echo(f"{'errors:':<17}{len(task.errors) or '-'}")
+    for error in task.errors:
+        message = (str(error.get("message") or "").strip().splitlines() or [""])[0]
+        click.echo(
+            f"  attempt {error.get('attempt', '?')} at {error.get('at', '?')}: "
+            f"{error.get('error', '?')}: {message}"
+        )
+
+
+class Progress:
+    """The running count of a bulk operation on stderr: one line rewritten on a terminal."""
+
+    def __init__(self, action: str) -> None:
+        self.action = action
+        self.tty = sys.stderr.isatty()
+        self.shown: int | None = None
+
+    def __call__(self, count: int) -> None:
+        if count == self.shown:  # the Client reports after its last, empty, batch too
+            return
+        line = f"{self.action}: {count} tasks so far"
+        click.echo("\r" + line if self.tty else line, err=True, nl=not self.tty)
+        self.shown = count
+
+    def done(self) -> None:
+        if self.tty and self.shown is not None:
+            click.echo(err=True)
