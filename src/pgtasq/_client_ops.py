@@ -20,8 +20,8 @@ from pgtasq.errors import (
     TaskNotFound,
     TaskRunning,
 )
-from pgtasq.filters import Cursor, TaskFilter
-from pgtasq.models import TaskInfo, TaskStatus
+from pgtasq.filters import Cursor, InvalidFilter, TaskFilter
+from pgtasq.models import NAME_MAX_LENGTH, TaskInfo, TaskStatus
 
 Row = Mapping[str, Any]
 Step = tuple[_sql.Statement, dict[str, Any]]
@@ -250,6 +250,8 @@ def list_queues(stmts: _sql.Statements) -> Op:
 
 
 def pause_queue(stmts: _sql.Statements, name: str, paused: bool) -> Op:
+    if not isinstance(name, str) or not name or len(name) > NAME_MAX_LENGTH:
+        raise InvalidFilter(f"queue name must be 1 to {NAME_MAX_LENGTH} characters, got {name!r}")
     yield stmts.queue_pause, {"name": name, "paused": paused}
     return None
 

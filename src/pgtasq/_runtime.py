@@ -568,7 +568,8 @@ class Engine:
                 continue
             for row in rows:
                 entry = self.running.get(row["id"])
-                if entry is not None:
+                # Only the claim we asked about: the task may have been claimed again since.
+                if entry is not None and entry.ctx.claimed_at == held.get(row["id"]):
                     log.warning(
                         "task %s was cancelled or taken away; cancelling its handler", row["id"]
                     )

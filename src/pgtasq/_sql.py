@@ -477,7 +477,10 @@ WITH target AS ({target}),
 changed AS (
     UPDATE {s}.tasks t
     SET status = 'pending', finalized_at = NULL, run_at = now(), updated_at = now(),
-        max_attempts = greatest(t.max_attempts, t.attempts + 1)
+        max_attempts = greatest(t.max_attempts, t.attempts + 1),
+        -- already NULL for failed/cancelled rows; said again so that the CHECKs hold for
+        -- the row PostgreSQL builds before it re-reads one a worker changed concurrently
+        locked_by = NULL, locked_until = NULL
     FROM target
     WHERE t.id = target.target_id AND target.before IN ('failed', 'cancelled')
     RETURNING {claimed}
@@ -752,7 +755,8 @@ def task_bulk(schema: str, action: str, f: TaskFilter) -> tuple[Statement, dict[
     else:
         change = (
             f"UPDATE {schema}.tasks t SET status = 'pending', finalized_at = NULL, run_at = now(), "
-            "updated_at = now(), max_attempts = greatest(t.max_attempts, t.attempts + 1) "
+            "updated_at = now(), max_attempts = greatest(t.max_attempts, t.attempts + 1), "
+            "locked_by = NULL, locked_until = NULL "
             "FROM batch WHERE t.id = batch.batch_id RETURNING t.id, t.queue"
         )
     channel = notify_channel(schema)
