@@ -513,9 +513,7 @@ def test_nul_characters_never_break_the_outcome_writer(pg_dsn: str, schema: str)
     def nul_error(ctx: TaskContext) -> None:
         raise ValueError("bad\x00byte")
 
-    enqueue(
-        pg_dsn, schema, Task("nul_result", max_attempts=1), Task("nul_error", max_attempts=1)
-    )
+    enqueue(pg_dsn, schema, Task("nul_result", max_attempts=1), Task("nul_error", max_attempts=1))
     assert consumer.run(pg_dsn, burst=True).failed == 2
     first, second = rows(pg_dsn, schema)
     assert first["errors"][0]["error"] == "TaskValidationError"
