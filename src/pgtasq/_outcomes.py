@@ -65,6 +65,7 @@ class OutcomeWriter:
         self.counts = counts
         self.flush_interval = flush_interval
         self.queued: list[Outcome] = []
+        self.recorded = 0  # outcomes recorded so far (burst mode watches it)
         # Tasks whose outcome is not written yet: still ours, so the heartbeat keeps them.
         self.unflushed: dict[int, datetime] = {}
         self._wake = asyncio.Event()
@@ -74,6 +75,7 @@ class OutcomeWriter:
         self.unflushed[outcome.id] = outcome.claimed_at
         self.queued.append(outcome)
         self._wake.set()
+        self.recorded += 1
 
     async def run(self) -> None:
         """Write what is queued, a few milliseconds after it arrives; forever."""

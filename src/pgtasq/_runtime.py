@@ -317,6 +317,7 @@ class Engine:
         """
         settings = self.settings
         low_water = max(1, min(settings.batch_size, settings.concurrency) // 2)
+        confirmed_after = -1
         if burst:
             await self._rescue_safely()
         while not self.stopping:
@@ -324,10 +325,14 @@ class Engine:
             self._issue_claims(low_water)
             idle = not self.running and self._in_flight == 0
             if burst and idle and not self._more:
-                if self._empty_when_idle:
+                # Done when a claim made while idle, after every outcome was written, found
+                # nothing: a retry that is due now must get its turn in the same burst.
+                if self._empty_when_idle and self._writer.recorded == confirmed_after:
                     break
-                await self._writer.flush_all()  # a retry due now must be claimable
-                self._more = True  # confirm with one claim made while idle
+                confirmed_after = self._writer.recorded
+                await self._writer.flush_all()
+                self._empty_when_idle = False
+                self._more = True
                 continue
             try:
                 await asyncio.wait_for(self._wake.wait(), settings.poll_interval)
