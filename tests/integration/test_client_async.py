@@ -1,0 +1,311 @@
+"""AsyncClient on a real PostgreSQL: the same operations as `Client`, awaited, over psycopg's
+AsyncConnection and SQLAlchemy's AsyncSession (psycopg and asyncpg)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg.pq import TransactionStatus
+from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+
+from pgtasq import (
+    AsyncClient,
+    ConfigurationError,
+    Consumer,
+    PgtasqError,
+    Producer,
+    Task,
+    TaskAlreadyAvailable,
+    TaskAlreadyFinalized,
+    TaskContext,
+    TaskFilter,
+    TaskNotFound,
+    TaskRunning,
+    TaskStatus,
+)
+from tests.conftest import count_tasks
+from tests.integration.test_client import (
+    all_rows,
+    db_now,
+    enqueue,
+    info_of,
+    row_of,
+    set_state,
+    status_of,
+)
+
+
+@pytest.fixture
+async def aclient(pg_dsn: str, schema: str) -> AsyncIterator[AsyncClient]:
+    async with AsyncClient(pg_dsn, schema=schema) as client:
+        yield client
+
+
+def _consumer(schema: str, **options: Any) -> Consumer:
+    return Consumer(
+        schema=schema,
+        **{
+            "lease": 60.0,
+            "heartbeat_interval": 0.2,
+            "poll_interval": 0.1,
+            "shutdown_timeout": 2.0,
+            **options,
+        },
+    )
+
+
+STATES = ("pending", "running", "completed", "failed", "cancelled", "missing")
+# What each operation does from each state: the table in pgtasq.client's docstring.
+TABLE: dict[str, dict[str, str | type[PgtasqError]]] = {
+    "cancel": {
+        "pending": "cancelled",
+        "running": "cancelled",
+        "completed": TaskAlreadyFinalized,
+        "failed": "cancelled",
+        "cancelled": "unchanged",
+        "missing": TaskNotFound,
+    },
+    "retry": {
+        "pending": TaskAlreadyAvailable,
+        "running": TaskRunning,
+        "completed": TaskAlreadyFinalized,
+        "failed": "pending",
+        "cancelled": "pending",
+        "missing": TaskNotFound,
+    },
+    "delete": {
+        "pending": "deleted",
+        "running": TaskRunning,
+        "completed": "deleted",
+        "failed": "deleted",
+        "cancelled": "deleted",
+        "missing": TaskNotFound,
+    },
+}
+
+
+@pytest.mark.parametrize("op", list(TABLE))
+async def test_every_operation_from_every_state(
+    pg_dsn: str, schema: str, aclient: AsyncClient, op: str
+) -> None:
+    ids = dict(zip(STATES[:-1], enqueue(pg_dsn, schema, *[Task("t")] * 5), strict=True))
+    for state in ("running", "completed", "failed", "cancelled"):
+        set_state(pg_dsn, schema, [ids[state]], state)
+    ids["missing"] = max(ids.values()) + 1000
+    call = {
+        "cancel": aclient.cancel_task,
+        "retry": aclient.retry_task,
+        "delete": aclient.delete_task,
+    }
+    for state in STATES:
+        task_id = ids[state]
+        before = row_of(pg_dsn, schema, task_id)
+        expected = TABLE[op][state]
+        start = db_now(pg_dsn)
+        if isinstance(expected, type):
+            with pytest.raises(expected) as raised:
+                await call[op](task_id)
+            assert raised.value.task_id == task_id  # type: ignore[attr-defined]
+            assert row_of(pg_dsn, schema, task_id) == before, state
+            continue
+        assert before is not None
+        old = info_of(pg_dsn, schema, task_id)
+        info = await call[op](task_id)
+        if expected == "deleted":
+            assert info == old and row_of(pg_dsn, schema, task_id) is None
+            continue
+        assert info == info_of(pg_dsn, schema, task_id), state
+        if expected == "unchanged":
+            assert row_of(pg_dsn, schema, task_id) == before
+        elif expected == "cancelled":
+            assert info.status is TaskStatus.CANCELLED and info.finalized_at is not None
+            assert start <= info.finalized_at and info.locked_until is None
+            assert info.locked_by is None
+        else:
+            assert info.status is TaskStatus.PENDING and info.finalized_at is None
+            assert start <= info.run_at and info.max_attempts > info.attempts
+
+
+async def test_cancel_reaches_a_handler_running_in_the_same_loop(
+    pg_dsn: str, schema: str, aclient: AsyncClient
+) -> None:
+    consumer = _consumer(schema)
+    started = asyncio.Event()
+    stopped: list[float] = []
+
+    @consumer.task("t")
+    async def handler(ctx: TaskContext) -> str:
+        started.set()
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            stopped.append(time.monotonic())
+            raise
+        return "not reached"
+
+    (task_id,) = enqueue(pg_dsn, schema, Task("t"))
+    runner = asyncio.create_task(consumer.arun(pg_dsn))
+    try:
+        await asyncio.wait_for(started.wait(), 5)
+        with pytest.raises(TaskRunning):
+            await aclient.retry_task(task_id)
+        with pytest.raises(TaskRunning):
+            await aclient.delete_task(task_id)
+        cancel_at = time.monotonic()
+        info = await aclient.cancel_task(task_id)
+        assert info.status is TaskStatus.CANCELLED
+        for _ in range(200):
+            if stopped:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        consumer.stop()
+        counts = await asyncio.wait_for(runner, 10)
+    assert stopped and stopped[0] - cancel_at < 1.0
+    assert (counts.completed, counts.failed) == (0, 0)
+    assert info_of(pg_dsn, schema, task_id) == info
+
+
+async def test_on_the_callers_async_connection(pg_dsn: str, schema: str) -> None:
+    pending, completed = enqueue(pg_dsn, schema, Task("t"), Task("t"))
+    set_state(pg_dsn, schema, [completed], "completed")
+    client = AsyncClient(schema=schema)
+    async with await psycopg.AsyncConnection.connect(pg_dsn) as conn:
+        assert (await client.cancel_task(pending, conn=conn)).status is TaskStatus.CANCELLED
+        assert status_of(pg_dsn, schema, pending) == "pending"
+        await conn.rollback()
+        assert (await client.get_task(pending, conn=conn)).status is TaskStatus.PENDING
+        for call, task_id, error in [
+            (client.cancel_task, completed, TaskAlreadyFinalized),
+            (client.delete_task, pending + 99, TaskNotFound),
+            (client.retry_task, pending, TaskAlreadyAvailable),
+        ]:
+            with pytest.raises(error):
+                await call(task_id, conn=conn)
+            assert conn.info.transaction_status == TransactionStatus.INTRANS
+        assert await client.delete_tasks(TaskFilter().states("pending"), conn=conn) == 1
+        await conn.commit()
+    assert count_tasks(pg_dsn, schema) == 1
+    with pytest.raises(ConfigurationError, match="no DSN"):
+        await client.list_queues()
+    with psycopg.connect(pg_dsn) as sync_conn:
+        with pytest.raises(TypeError, match="synchronous"):
+            await client.get_task(completed, conn=sync_conn)
+
+
+@pytest.mark.parametrize("driver", ["psycopg", "asyncpg"])
+async def test_sqlalchemy_async_session(pg_dsn: str, schema: str, driver: str) -> None:
+    with Producer(pg_dsn, schema=schema) as producer:
+        ids = [i.id for i in producer.enqueue_many([Task("t", n) for n in range(50)])]
+        for n in range(3):  # a few batches: created_at differs between them
+            ids += [i.id for i in producer.enqueue_many([Task("u", n)] * 10)]
+    engine = create_async_engine(f"postgresql+{driver}://" + pg_dsn.removeprefix("postgresql://"))
+    client = AsyncClient(schema=schema)
+    try:
+        async with AsyncSession(engine) as session:
+            f = TaskFilter().order_by("created_at", "desc").limit(7)
+            seen: list[int] = []
+            page = await client.list_tasks(f, conn=session)
+            while True:
+                assert page.total == 80
+                seen += [t.id for t in page.tasks]
+                if page.next_cursor is None:
+                    break
+                page = await client.list_tasks(f.after(page.next_cursor), conn=session)
+            created = {r["id"]: r["created_at"] for r in all_rows(pg_dsn, schema)}
+            expected = sorted(ids, key=lambda i: (created[i], i), reverse=True)
+            assert seen == expected
+            assert (await client.cancel_task(ids[0], conn=session)).status is TaskStatus.CANCELLED
+            assert await client.cancel_tasks(TaskFilter().types("u"), conn=session) == 30
+            assert await client.retry_tasks(TaskFilter().ids(ids[0]), conn=session) == 1
+            with pytest.raises(TaskNotFound):
+                await client.retry_task(ids[-1] + 1, conn=session)
+            await session.commit()
+        assert count_tasks(pg_dsn, schema, status="cancelled") == 30
+        assert status_of(pg_dsn, schema, ids[0]) == "pending"
+    finally:
+        await engine.dispose()
+
+
+async def test_list_pages_and_bulk(pg_dsn: str, schema: str, aclient: AsyncClient) -> None:
+    ids = enqueue(pg_dsn, schema, *[Task("t", queue=("a", "b")[n % 2]) for n in range(500)])
+    seen: list[int] = []
+    f = TaskFilter().queues("a").order_by("id", "desc").limit(60)
+    page = await aclient.list_tasks(f)
+    while page.next_cursor is not None:
+        seen += [t.id for t in page.tasks]
+        page = await aclient.list_tasks(f.after(page.next_cursor))
+    seen += [t.id for t in page.tasks]
+    assert seen == sorted(ids[0::2], reverse=True) and page.total == 250
+
+    steps: list[int] = []
+    assert await aclient.cancel_tasks(TaskFilter().queues("a"), batch_size=7, progress=steps.append)
+    assert steps == [min(7 * k, 250) for k in range(1, 250 // 7 + 2)]
+    start = db_now(pg_dsn)
+    assert await aclient.retry_tasks(TaskFilter().states("cancelled"), batch_size=100) == 250
+    retried = [r for r in all_rows(pg_dsn, schema) if r["queue"] == "a"]
+    assert len(retried) == 250
+    assert all(r["run_at"] >= start and r["status"] == "pending" for r in retried)
+    set_state(pg_dsn, schema, ids[:4], "running")
+    assert await aclient.delete_tasks(TaskFilter(), batch_size=33) == 496
+    assert [r["id"] for r in all_rows(pg_dsn, schema)] == ids[:4]
+    with pytest.raises(ValueError, match="batch_size"):
+        await aclient.delete_tasks(TaskFilter(), batch_size=0)
+
+
+async def test_queues_and_workers(pg_dsn: str, schema: str, aclient: AsyncClient) -> None:
+    enqueue(pg_dsn, schema, Task("t", queue="a"), Task("t", queue="b"), Task("t", queue="b"))
+    await aclient.pause_queue("b")
+    consumer = _consumer(schema, queues={"a": 3, "b": 1}, concurrency=2)
+    release = asyncio.Event()
+    running: set[int] = set()
+
+    @consumer.task("t")
+    async def handler(ctx: TaskContext) -> None:
+        running.add(ctx.id)
+        await release.wait()
+
+    queues = {q.name: q for q in await aclient.list_queues()}
+    assert (queues["a"].pending, queues["a"].paused) == (1, False)
+    assert (queues["b"].pending, queues["b"].paused) == (2, True)
+    assert await aclient.list_workers() == []
+    runner = asyncio.create_task(consumer.arun(pg_dsn))
+    try:
+        for _ in range(300):
+            workers = await aclient.list_workers()
+            if workers and workers[0].running and running:  # claimed, and the handler is in
+                break
+            await asyncio.sleep(0.01)
+        (worker,) = workers
+        assert (worker.host, worker.pid) == (socket.gethostname(), os.getpid())
+        assert (worker.queues, worker.concurrency) == ({"a": 3, "b": 1}, 2)
+        assert worker.running == sorted(running) and len(running) == 1  # b is paused
+        assert worker.started_at <= worker.heartbeat_at
+        assert {q.name: q.running for q in await aclient.list_queues()} == {"a": 1, "b": 0}
+        await aclient.resume_queue("b")
+        for _ in range(300):
+            if len(running) == 2:  # the worker's concurrency is full
+                break
+            await asyncio.sleep(0.01)
+        assert len(running) == 2
+        release.set()
+        for _ in range(300):
+            if count_tasks(pg_dsn, schema, status="completed") == 3:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        release.set()
+        consumer.stop()
+        counts = await asyncio.wait_for(runner, 10)
+    assert counts.completed == 3
+    assert await aclient.list_workers() == []
+    assert not any(q.paused for q in await aclient.list_queues())
+    history = await aclient.queue_history()
+    assert sum(d.processed for d in history) == 3
