@@ -23,6 +23,7 @@ from pgtasq.errors import (
     ConfigurationError,
     DatabaseUnavailable,
     DuplicateTask,
+    InvalidSchedule,
     PgtasqError,
     RetryIn,
     SkipRetry,
@@ -37,6 +38,7 @@ from pgtasq.errors import (
 from pgtasq.filters import Cursor, InvalidFilter, TaskFilter
 from pgtasq.models import Task, TaskInfo, TaskStatus
 from pgtasq.producer import AsyncProducer, Producer
+from pgtasq.scheduler import Schedule, Scheduler, SchedulerCounts
 from pgtasq.tables import SCHEMA_DEFAULT
 
 __version__ = "0.1.0.dev0"
@@ -54,10 +56,14 @@ __all__ = [
     "DatabaseUnavailable",
     "DuplicateTask",
     "InvalidFilter",
+    "InvalidSchedule",
     "PgtasqError",
     "Producer",
     "QueueInfo",
     "RetryIn",
+    "Schedule",
+    "Scheduler",
+    "SchedulerCounts",
     "SkipRetry",
     "Stats",
     "Task",

@@ -138,6 +138,9 @@ class Statements:
     worker_list: Statement
     task_clean: Statement
     stats_snapshot: Statement
+    schedule_upsert: Statement
+    schedule_delete: Statement
+    schedule_list: Statement
 
 
 @functools.lru_cache(maxsize=64)
@@ -614,6 +617,43 @@ SELECT
 FROM {s}.tasks
 """,
     )
+    # A scheduler's entry, written with the tasks of its tick in one transaction. Racing
+    # schedulers queue on the row lock; last_run_at only moves forward, and next_run_at too
+    # unless the cron expression or its zone changed.
+    schedule_upsert = Statement(
+        "schedule_upsert",
+        f"""
+INSERT INTO {s}.schedules AS sc
+    (id, cron, timezone, task_type, payload, options, last_run_at, next_run_at)
+VALUES (CAST(%(id)s AS text), CAST(%(cron)s AS text), CAST(%(timezone)s AS text),
+    CAST(%(task_type)s AS text), CAST(CAST(%(payload)s AS text) AS jsonb),
+    CAST(CAST(%(options)s AS text) AS jsonb), CAST(%(last_run_at)s AS timestamptz),
+    CAST(%(next_run_at)s AS timestamptz))
+ON CONFLICT (id) DO UPDATE SET
+    cron = EXCLUDED.cron, timezone = EXCLUDED.timezone, task_type = EXCLUDED.task_type,
+    payload = EXCLUDED.payload, options = EXCLUDED.options,
+    last_run_at = greatest(sc.last_run_at, EXCLUDED.last_run_at),
+    next_run_at = CASE WHEN sc.cron = EXCLUDED.cron AND sc.timezone = EXCLUDED.timezone
+        THEN greatest(sc.next_run_at, EXCLUDED.next_run_at) ELSE EXCLUDED.next_run_at END,
+    updated_at = now()
+RETURNING id, last_run_at, next_run_at
+""",
+    )
+    schedule_delete = Statement(
+        "schedule_delete",
+        f"DELETE FROM {s}.schedules WHERE id = CAST(%(id)s AS text) RETURNING id",
+    )
+    # Every entry, or those of %(ids)s (NULL: all).
+    schedule_list = Statement(
+        "schedule_list",
+        f"""
+SELECT id, cron, timezone, task_type, payload::text AS payload, options::text AS options,
+       last_run_at, next_run_at, created_at, updated_at
+FROM {s}.schedules
+WHERE CAST(%(ids)s AS text[]) IS NULL OR id = ANY(CAST(%(ids)s AS text[]))
+ORDER BY id
+""",
+    )
     return Statements(
         schema=s,
         channel=channel,
@@ -643,6 +683,9 @@ FROM {s}.tasks
         worker_list=worker_list,
         task_clean=task_clean,
         stats_snapshot=stats_snapshot,
+        schedule_upsert=schedule_upsert,
+        schedule_delete=schedule_delete,
+        schedule_list=schedule_list,
     )
 
 

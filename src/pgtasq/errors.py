@@ -5,6 +5,7 @@
     PgtasqError
     ├── TaskValidationError (also a ValueError)   a task or option is invalid; names the field
     ├── ConfigurationError (also a ValueError)    a bad schema name, DSN or setting
+    ├── InvalidSchedule (also a ValueError)       a bad cron expression or time zone
     ├── DuplicateTask                              idempotency key taken (on_conflict="raise")
     ├── DatabaseUnavailable                        no database could be reached
     ├── TaskLost                                   this worker no longer owns the task
@@ -46,6 +47,16 @@ class TaskValidationError(PgtasqError, ValueError):
 
 class ConfigurationError(PgtasqError, ValueError):
     """A setting (schema name, DSN, pool option) is invalid."""
+
+
+class InvalidSchedule(PgtasqError, ValueError):
+    """A scheduler entry's cron expression or time zone is invalid. Nothing was written."""
+
+    def __init__(self, field: str, value: str, message: str) -> None:
+        self.field = field
+        self.value = value
+        self.message = message
+        super().__init__(f"{field} {value!r}: {message}")
 
 
 class DuplicateTask(PgtasqError):
