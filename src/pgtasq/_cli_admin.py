@@ -633,4 +633,41 @@ def events(settings: _Settings, timeout: float | None, as_json: bool) -> None:
                 )
 
 
-COMMANDS: tuple[click.Command, ...] = (tasks, queues, workers, enqueue, clean, stats, events)
+@click.command()
+@_json_option
+@click.pass_obj
+def schedules(settings: _Settings, as_json: bool) -> None:
+    """Scheduler entries: cron, time zone, last and next run, the tasks each enqueued."""
+    with _connection(settings) as conn:
+        found = Client(schema=settings.schema).list_schedules(conn=conn)
+    if as_json:
+        output.print_json(found)
+        return
+    output.table(
+        "ID CRON TIMEZONE TYPE LAST_RUN NEXT_RUN TASKS RECENT",
+        [
+            (
+                s.id,
+                s.cron,
+                s.timezone,
+                s.task_type,
+                s.last_run_at.isoformat(timespec="seconds") if s.last_run_at else "-",
+                s.next_run_at.isoformat(timespec="seconds") if s.next_run_at else "-",
+                len(s.task_ids),
+                ",".join(str(i) for i in s.task_ids[:5]) or "-",
+            )
+            for s in found
+        ],
+    )
+
+
+COMMANDS: tuple[click.Command, ...] = (
+    tasks,
+    queues,
+    workers,
+    enqueue,
+    clean,
+    stats,
+    events,
+    schedules,
+)

@@ -287,6 +287,39 @@ def clean(
             return deleted
 
 
+@dataclasses.dataclass(frozen=True)
+class ScheduleInfo:
+    """A scheduler entry as the schedules table has it, with the tasks it enqueued."""
+
+    id: str
+    cron: str
+    timezone: str
+    task_type: str
+    payload: Any
+    options: dict[str, Any]
+    last_run_at: datetime | None
+    next_run_at: datetime | None
+    task_ids: list[int]
+
+
+def list_schedules(stmts: _sql.Statements) -> Op:
+    rows = yield stmts.schedule_list, {"ids": None}
+    return [
+        ScheduleInfo(
+            id=r["id"],
+            cron=r["cron"],
+            timezone=r["timezone"],
+            task_type=r["task_type"],
+            payload=_loads(r["payload"]),
+            options=_loads(r["options"]),
+            last_run_at=r["last_run_at"],
+            next_run_at=r["next_run_at"],
+            task_ids=list(r["task_ids"] or []),
+        )
+        for r in rows
+    ]
+
+
 def list_workers(stmts: _sql.Statements) -> Op:
     rows = yield stmts.worker_list, {}
     return [

@@ -648,8 +648,12 @@ RETURNING id, last_run_at, next_run_at
         "schedule_list",
         f"""
 SELECT id, cron, timezone, task_type, payload::text AS payload, options::text AS options,
-       last_run_at, next_run_at, created_at, updated_at
-FROM {s}.schedules
+       last_run_at, next_run_at, created_at, updated_at,
+       -- the tasks this entry enqueued (their idempotency keys name the entry)
+       coalesce((SELECT array_agg(t.id ORDER BY t.id DESC) FROM {s}.tasks t
+                 WHERE starts_with(t.idempotency_key, 'pgtasq-schedule:' || sc.id || ':')),
+                '{{}}') AS task_ids
+FROM {s}.schedules sc
 WHERE CAST(%(ids)s AS text[]) IS NULL OR id = ANY(CAST(%(ids)s AS text[]))
 ORDER BY id
 """,

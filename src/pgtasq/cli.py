@@ -14,6 +14,7 @@ import importlib
 import json
 import logging
 import os
+import signal
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from pgtasq import demo as _demo
 from pgtasq.consumer import Consumer
 from pgtasq.errors import PgtasqError
 from pgtasq.models import TaskInfo
+from pgtasq.scheduler import Scheduler
 from pgtasq.tables import SCHEMA_DEFAULT
 
 
@@ -162,6 +164,22 @@ def demo(settings: _Settings, count: int) -> None:
 
 def _load_consumer(path: str) -> Consumer:
     """``module:attribute`` -> the Consumer it names (the current folder is importable)."""
+    consumer = _load(path)
+    if not isinstance(consumer, Consumer):
+        raise click.BadParameter(f"{path} is not a pgtasq Consumer (got {type(consumer).__name__})")
+    return consumer
+
+
+def _load_scheduler(path: str) -> Scheduler:
+    scheduler = _load(path)
+    if not isinstance(scheduler, Scheduler):
+        raise click.BadParameter(
+            f"{path} is not a pgtasq Scheduler (got {type(scheduler).__name__})"
+        )
+    return scheduler
+
+
+def _load(path: str) -> object:
     module_name, _, attr = path.partition(":")
     if not module_name or not attr:
         raise click.BadParameter("expected module:attribute, e.g. myapp.tasks:consumer")
@@ -171,10 +189,32 @@ def _load_consumer(path: str) -> Consumer:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise click.BadParameter(f"cannot import {module_name!r}: {exc}") from exc
-    consumer = getattr(module, attr, None)
-    if not isinstance(consumer, Consumer):
-        raise click.BadParameter(f"{path} is not a pgtasq Consumer (got {type(consumer).__name__})")
-    return consumer
+    return getattr(module, attr, None)
+
+
+@cli.command()
+@click.argument("app", envvar="PGTASQ_SCHEDULER_APP")
+@click.option(
+    "--log-level",
+    default="INFO",
+    envvar="PGTASQ_LOG_LEVEL",
+    show_envvar=True,
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]),
+)
+@click.pass_obj
+def scheduler(settings: _Settings, app: str, log_level: str) -> None:
+    """Run the cron entries of APP (module:scheduler) until SIGINT/SIGTERM.
+
+    Run as many as you like: each tick of each entry is enqueued once.
+    """
+    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    sched = _load_scheduler(app)
+    with _errors(), settings.database(quiet=True) as dsn:
+        sched.bind(dsn, schema=settings.schema if settings.schema_given else None)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: sched.stop(timeout=0))
+        sched.run()
+        sched.close()
 
 
 @cli.command()
@@ -222,6 +262,13 @@ def _load_consumer(path: str) -> Consumer:
     help="Run the ready tasks, then exit.",
 )
 @click.option(
+    "--scheduler",
+    "scheduler_app",
+    envvar="PGTASQ_SCHEDULER_APP",
+    show_envvar=True,
+    help="Also run this module:scheduler's cron entries in the worker process.",
+)
+@click.option(
     "--log-level",
     default="INFO",
     envvar="PGTASQ_LOG_LEVEL",
@@ -238,6 +285,7 @@ def worker(
     strict: bool | None,
     lease: float | None,
     burst: bool,
+    scheduler_app: str | None,
     log_level: str,
 ) -> None:
     """Run the handlers of APP (module:consumer) until SIGINT/SIGTERM.
@@ -256,6 +304,7 @@ def worker(
                     ("--concurrency", concurrency),
                     ("--queues", queues),
                     ("--lease", lease),
+                    ("--scheduler", scheduler_app),
                 ):
                     if value is not None:
                         child += [flag, str(value)]
@@ -268,7 +317,15 @@ def worker(
                 sys.exit(_supervisor.supervise(child, processes, env, burst=burst))
             if settings.schema_given:
                 consumer.schema = settings.schema
-            counts = consumer.run(dsn, burst=burst)
+            sched = _load_scheduler(scheduler_app) if scheduler_app else None
+            if sched is not None:
+                sched.bind(dsn, schema=consumer.schema)
+                sched.start()
+            try:
+                counts = consumer.run(dsn, burst=burst)
+            finally:
+                if sched is not None:
+                    sched.close()
         if burst:
             click.echo(json.dumps(dataclasses.asdict(counts)))
 

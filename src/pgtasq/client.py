@@ -31,6 +31,7 @@ from pgtasq._client_ops import (
     DailyStats,
     Progress,
     QueueInfo,
+    ScheduleInfo,
     Stats,
     TaskEvent,
     TaskPage,
@@ -48,6 +49,7 @@ __all__ = [
     "Client",
     "DailyStats",
     "QueueInfo",
+    "ScheduleInfo",
     "Stats",
     "TaskEvent",
     "TaskPage",
@@ -167,6 +169,11 @@ class Client:
 
     def stats(self, *, conn: object = None) -> Stats:
         result: Stats = self._run(ops.stats(self._stmts), conn)
+        return result
+
+    def list_schedules(self, *, conn: object = None) -> list[ScheduleInfo]:
+        """Scheduler entries with their last and next run and the tasks they enqueued."""
+        result: list[ScheduleInfo] = self._run(ops.list_schedules(self._stmts), conn)
         return result
 
     def clean(
@@ -320,6 +327,10 @@ class AsyncClient:
 
     async def stats(self, *, conn: object = None) -> Stats:
         result: Stats = await self._run(ops.stats(self._stmts), conn)
+        return result
+
+    async def list_schedules(self, *, conn: object = None) -> list[ScheduleInfo]:
+        result: list[ScheduleInfo] = await self._run(ops.list_schedules(self._stmts), conn)
         return result
 
     async def clean(

@@ -366,6 +366,17 @@ class Scheduler:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
 
+    def bind(self, dsn: str, *, schema: str | None = None) -> None:
+        """Give a scheduler built without a DSN one, and optionally another schema (the CLI's
+        --dsn and --schema). Call it before running."""
+        if schema is not None and schema != self.config.schema:
+            self.config = dataclasses.replace(self.config, schema=schema)
+            self._stmts = _sql.statements(schema)
+            limit = self.config.max_payload_bytes
+            self._producer = Producer(schema=schema, max_payload_bytes=limit)
+        if self._pool is None:
+            self._pool = LazyPool(dsn, min_size=1, max_size=2, name="pgtasq-scheduler")
+
     # -- entries
 
     def _state(self, entry: Schedule) -> _State:
