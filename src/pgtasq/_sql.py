@@ -156,6 +156,19 @@ def statements(schema: str, *, worker_events: bool = False) -> Statements:
         return ",\n" + _events_cte(events, source, kind) if worker_events else ""
 
     emit = _EMIT if worker_events else "true"
+    # Per-queue daily counters (UTC days) from the rows of a `done` CTE (queue, status,
+    # counted). Rows are locked in queue order, so two workers' statements never deadlock.
+    daily_stats = f"""stats AS (
+    INSERT INTO {s}.queue_daily_stats AS d (queue, day, completed, failed, retried)
+    SELECT queue, (now() AT TIME ZONE 'UTC')::date,
+           count(*) FILTER (WHERE status = 'completed'),
+           count(*) FILTER (WHERE status = 'failed'),
+           count(*) FILTER (WHERE status = 'pending' AND counted)
+    FROM done GROUP BY queue ORDER BY queue
+    ON CONFLICT (queue, day) DO UPDATE
+    SET completed = d.completed + excluded.completed, failed = d.failed + excluded.failed,
+        retried = d.retried + excluded.retried
+)"""
     outcome_kind = "CASE status WHEN 'pending' THEN 'retried' ELSE status END"
     arrays = ",\n        ".join(f"CAST(%({name})s AS {kind}[])" for name, kind in INSERT_ARRAYS)
     names = ", ".join(name for name, _ in INSERT_ARRAYS)
@@ -350,19 +363,7 @@ FROM m
 WHERE t.id = m.id AND {fence}
 RETURNING t.id, t.queue, m.status, m.error IS NOT NULL AS counted
 ),
-stats AS (
-    -- Per-queue daily counters (UTC days). Rows are locked in queue order, so two
-    -- workers' statements never deadlock on them.
-    INSERT INTO {s}.queue_daily_stats AS d (queue, day, completed, failed, retried)
-    SELECT queue, (now() AT TIME ZONE 'UTC')::date,
-           count(*) FILTER (WHERE status = 'completed'),
-           count(*) FILTER (WHERE status = 'failed'),
-           count(*) FILTER (WHERE status = 'pending' AND counted)
-    FROM done GROUP BY queue ORDER BY queue
-    ON CONFLICT (queue, day) DO UPDATE
-    SET completed = d.completed + excluded.completed, failed = d.failed + excluded.failed,
-        retried = d.retried + excluded.retried
-){worker_event_cte("done", outcome_kind)}
+{daily_stats}{worker_event_cte("done", outcome_kind)}
 SELECT id, queue, status FROM done WHERE {emit}
 """,
     )
@@ -411,19 +412,7 @@ SET status = CASE WHEN t.attempts >= t.max_attempts THEN 'failed'
 FROM expired WHERE t.id = expired.expired_id
 RETURNING t.id, t.queue, t.status::text AS status, true AS counted
 ),
-stats AS (
-    -- Per-queue daily counters (UTC days). Rows are locked in queue order, so two
-    -- workers' statements never deadlock on them.
-    INSERT INTO {s}.queue_daily_stats AS d (queue, day, completed, failed, retried)
-    SELECT queue, (now() AT TIME ZONE 'UTC')::date,
-           count(*) FILTER (WHERE status = 'completed'),
-           count(*) FILTER (WHERE status = 'failed'),
-           count(*) FILTER (WHERE status = 'pending' AND counted)
-    FROM done GROUP BY queue ORDER BY queue
-    ON CONFLICT (queue, day) DO UPDATE
-    SET completed = d.completed + excluded.completed, failed = d.failed + excluded.failed,
-        retried = d.retried + excluded.retried
-){worker_event_cte("done", outcome_kind)}
+{daily_stats}{worker_event_cte("done", outcome_kind)}
 SELECT id, status FROM done WHERE {emit}
 """,
     )
