@@ -1,6 +1,6 @@
 """Initial schema: tasks with its status enum, queues, workers, schedules, daily stats.
 
-Revision ID: 0001
+Revision ID: pgtasq_0001
 Revises:
 Create Date: 2026-11-25
 """
@@ -15,7 +15,7 @@ from sqlalchemy.dialects import postgresql as pg
 
 from pgtasq._migrate import migration_schema
 
-revision: str = "0001"
+revision: str = "pgtasq_0001"
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = ("pgtasq",)
 depends_on: str | Sequence[str] | None = None
