@@ -192,22 +192,29 @@ def _load(path: str) -> object:
     return getattr(module, attr, None)
 
 
-@cli.command()
-@click.argument("app", envvar="PGTASQ_SCHEDULER_APP")
-@click.option(
+_log_level_option = click.option(
     "--log-level",
     default="INFO",
     envvar="PGTASQ_LOG_LEVEL",
     show_envvar=True,
     type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]),
 )
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@cli.command()
+@click.argument("app", envvar="PGTASQ_SCHEDULER_APP")
+@_log_level_option
 @click.pass_obj
 def scheduler(settings: _Settings, app: str, log_level: str) -> None:
     """Run the cron entries of APP (module:scheduler) until SIGINT/SIGTERM.
 
     Run as many as you like: each tick of each entry is enqueued once.
     """
-    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _setup_logging(log_level)
     sched = _load_scheduler(app)
     with _errors(), settings.database(quiet=True) as dsn:
         sched.bind(dsn, schema=settings.schema if settings.schema_given else None)
@@ -268,13 +275,7 @@ def scheduler(settings: _Settings, app: str, log_level: str) -> None:
     show_envvar=True,
     help="Also run this module:scheduler's cron entries in the worker process.",
 )
-@click.option(
-    "--log-level",
-    default="INFO",
-    envvar="PGTASQ_LOG_LEVEL",
-    show_envvar=True,
-    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]),
-)
+@_log_level_option
 @click.pass_obj
 def worker(
     settings: _Settings,
@@ -293,7 +294,7 @@ def worker(
     The first signal stops claiming and waits for running tasks (then hands the rest
     back); a second one stops at once. Exit code 0 after a clean stop.
     """
-    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _setup_logging(log_level)
     consumer = _load_consumer(app)
     with _errors():
         consumer.configure(concurrency=concurrency, queues=queues, strict=strict, lease=lease)
