@@ -402,8 +402,10 @@ def test_sigterm_with_a_long_sync_handler(
     wait_for(lambda: runs(pg_dsn, schema), 10, "the task to start")
     signalled = time.monotonic()
     worker.send(signal.SIGTERM)
-    assert worker.wait(5) == 0, worker.log()
-    assert time.monotonic() - signalled < 3.5
+    # The handler sleeps 30 s; exiting well before that is the point. (Once, with two other
+    # suites loading the machine, the exit took over 5 s: the bound leaves room for that.)
+    assert worker.wait(15) == 0, worker.log()
+    assert time.monotonic() - signalled < 12
     [row] = tasks(pg_dsn, schema)
     assert row["status"] == "pending" and row["attempts"] == 0 and row["locked_by"] is None
     assert worker_pids(pg_dsn, schema) == set()
