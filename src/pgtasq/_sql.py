@@ -51,8 +51,17 @@ INSERT_ARRAYS = (
 COPY_COLUMNS = ("id", "queue", "type", "payload", "priority", "max_attempts")
 COPY_COLUMNS_OPTIONAL = ("run_at", "timeout", "deadline", "retention")
 
-# More distinct queues than this in one statement: the notification says "*" (any queue).
-NOTIFY_QUEUES_MAX = 32
+# A wake-up payload longer than this (PostgreSQL refuses over 8000 bytes) says "*": any queue.
+NOTIFY_PAYLOAD_MAX = 7900
+
+
+def _wake(channel: str, queues_json: str) -> str:
+    """The wake-up NOTIFY: the queues as a JSON array, or "*" when that would be too long."""
+    return (
+        f"pg_notify('{channel}', CASE WHEN octet_length({queues_json}) <= {NOTIFY_PAYLOAD_MAX} "
+        f"""THEN {queues_json} ELSE '"*"' END)"""
+    )
+
 
 # The arbiter of ON CONFLICT: the partial unique index on idempotency_key. Naming its
 # predicate is what lets PostgreSQL pick a partial index.
@@ -198,9 +207,7 @@ inserted AS (
     RETURNING id, queue, idempotency_key, run_at, created_at
 ),
 woken AS (
-    SELECT pg_notify('{channel}',
-                     CASE WHEN count(DISTINCT queue) <= {NOTIFY_QUEUES_MAX}
-                          THEN json_agg(DISTINCT queue)::text ELSE '"*"' END)
+    SELECT {_wake(channel, "json_agg(DISTINCT queue)::text")}
     FROM inserted
     HAVING count(*) > 0
 )
@@ -244,9 +251,7 @@ WITH drawn AS (
 SELECT now() AS now, ids[1] AS first_id,
        CASE WHEN ids[cardinality(ids)] - ids[1] + 1 = cardinality(ids) THEN NULL
             ELSE ids END AS ids,
-       pg_notify('{channel}',
-                 CASE WHEN cardinality(CAST(%(queues)s AS text[])) <= {NOTIFY_QUEUES_MAX}
-                      THEN to_json(CAST(%(queues)s AS text[]))::text ELSE '"*"' END) AS notified
+       {_wake(channel, "to_json(CAST(%(queues)s AS text[]))::text")} AS notified
 FROM drawn
 """,
     )
@@ -381,7 +386,7 @@ released AS (
     RETURNING t.id, t.queue
 ),
 woken AS (
-    SELECT pg_notify('{channel}', json_agg(DISTINCT queue)::text) FROM released
+    SELECT {_wake(channel, "json_agg(DISTINCT queue)::text")} FROM released
     HAVING count(*) > 0
 )
 SELECT id FROM released LEFT JOIN woken ON true
@@ -478,7 +483,7 @@ changed AS (
     RETURNING {claimed}
 ),
 woken AS (
-    SELECT pg_notify('{channel}', json_agg(queue)::text) FROM changed HAVING count(*) > 0
+    SELECT {_wake(channel, "json_agg(queue)::text")} FROM changed HAVING count(*) > 0
 )
 SELECT target.before::text AS before, {returned}
 FROM target LEFT JOIN changed c ON true LEFT JOIN woken ON true
@@ -798,7 +803,7 @@ def task_bulk(schema: str, action: str, f: TaskFilter) -> tuple[Statement, dict[
     channel = notify_channel(schema)
     text = (
         f"WITH batch AS ({batch}), changed AS ({change}), woken AS ("
-        f"SELECT pg_notify('{channel}', json_agg(DISTINCT queue)::text) FROM changed "
+        f"SELECT {_wake(channel, 'json_agg(DISTINCT queue)::text')} FROM changed "
         "HAVING count(*) > 0) SELECT changed.id FROM changed LEFT JOIN woken ON true"
         if action == "retry"
         else f"WITH batch AS ({batch}), changed AS ({change}), "

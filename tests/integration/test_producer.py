@@ -592,3 +592,22 @@ def test_copy_with_ids_that_are_not_consecutive(pg_dsn: str, schema: str) -> Non
         infos = producer.enqueue_many([Task("a"), Task("b"), Task("c")])
     assert [i.id for i in infos] == [infos[0].id, infos[0].id + 3, infos[0].id + 6]
     assert [TaskInfo.from_row(r) for r in _rows(pg_dsn, schema)] == infos
+
+
+def test_a_wake_up_too_long_for_notify_says_any_queue(
+    pg_dsn: str, schema: str, conn: psycopg.Connection
+) -> None:
+    """32 queues of 128 three-byte characters: the queue list would pass NOTIFY's 8000-byte
+    limit (and abort the caller's transaction); the notification says "*" instead."""
+    channel = _sql.notify_channel(schema)
+    producer = Producer(schema=schema)
+    queues = [f"{i:02d}" + "é" * 126 for i in range(32)]
+    with psycopg.connect(pg_dsn, autocommit=True) as listener:
+        listener.execute(f"LISTEN {channel}")
+        producer.enqueue_many([Task("t", queue=q, idempotency_key=q) for q in queues], conn=conn)
+        conn.commit()  # (identical notifications within one transaction are sent once)
+        producer.enqueue_many([Task("t", queue=q) for q in queues], conn=conn)  # the COPY path
+        conn.commit()
+        got = [n.payload for n in listener.notifies(timeout=1, stop_after=2)]
+    assert got == ['"*"', '"*"']
+    assert count_tasks(pg_dsn, schema) == 64
