@@ -123,6 +123,7 @@ class Statements:
     channel: str
     task_insert: Statement
     task_insert_one: Statement
+    task_insert_one_keyless: Statement
     task_insert_copy_ids: Statement
     task_select_by_keys: Statement
     task_select: Statement
@@ -234,6 +235,23 @@ VALUES (
 {_ON_KEY_CONFLICT}
 RETURNING id, idempotency_key, run_at, created_at,
           pg_notify('{channel}', json_build_array(queue)::text) AS notified
+""",
+    )
+    # One task without an idempotency key: no ON CONFLICT, so PostgreSQL inserts the row
+    # directly instead of speculatively (no arbiter check, no extra WAL record to confirm it).
+    task_insert_one_keyless = Statement(
+        "task_insert_one_keyless",
+        f"""
+INSERT INTO {s}.tasks
+    (queue, type, payload, priority, run_at, max_attempts, timeout, deadline, retention)
+VALUES (
+    CAST(%(queue)s AS text), CAST(%(type)s AS text), CAST(%(payload)s AS jsonb),
+    CAST(%(priority)s AS smallint),
+    coalesce(CAST(%(run_at)s AS timestamptz),
+             now() + make_interval(secs => coalesce(CAST(%(delay)s AS float8), 0))),
+    CAST(%(max_attempts)s AS int), make_interval(secs => CAST(%(timeout)s AS float8)),
+    CAST(%(deadline)s AS timestamptz), make_interval(secs => CAST(%(retention)s AS float8)))
+RETURNING id, run_at, created_at, pg_notify('{channel}', json_build_array(queue)::text) AS notified
 """,
     )
     # The first half of a COPY enqueue, in the transaction of the COPY: the transaction's
@@ -657,6 +675,7 @@ ORDER BY id
         channel=channel,
         task_insert=task_insert,
         task_insert_one=task_insert_one,
+        task_insert_one_keyless=task_insert_one_keyless,
         task_insert_copy_ids=task_insert_copy_ids,
         task_select_by_keys=task_select_by_keys,
         task_select=task_select,

@@ -110,24 +110,37 @@ def test_flow_reinserts_when_key_holder_vanished() -> None:
     flow = enqueue_steps(STMTS, plan(tasks, 1000, 10), "return", copy=False)
     # first insert: key taken; the select finds nothing (deleted); the retry inserts it alone.
     infos, names = _run(flow, [[_row(7)], [], [_row(8, "k")]])
-    assert names == ["task_insert", "task_select_by_keys", "task_insert_one"]
+    assert names == ["task_insert", "task_select_by_keys", "task_insert_one"]  # "a" has a key
     assert [(i.id, i.type, i.created) for i in infos] == [(8, "a", True), (7, "b", True)]
 
 
 def test_one_task_is_one_plain_insert() -> None:
     flow = enqueue_steps(STMTS, plan([Task("t", {"a": 1}, delay=5)], 1000, 10), "return", copy=True)
     step = resume(flow, None)
-    assert isinstance(step, Fetch) and step.stmt is STMTS.task_insert_one
+    assert isinstance(step, Fetch) and step.stmt is STMTS.task_insert_one_keyless
     assert step.params["payload"] == '{"a":1}' and step.params["delay"] == 5.0
-    assert set(step.params) == {name for name, _ in _sql.INSERT_ARRAYS}
-    done = resume(flow, [_row(3)])
+    keyless_columns = {name for name, _ in _sql.INSERT_ARRAYS} - {"idempotency_key"}
+    assert set(step.params) == keyless_columns
+    done = resume(flow, [{"id": 3, "run_at": T0, "created_at": T0}])  # no key column
     assert isinstance(done, Done) and done.infos[0].id == 3
+
+
+def test_one_keyed_task_is_one_insert_on_conflict() -> None:
+    tasks = [Task("t", idempotency_key="k")]
+    flow = enqueue_steps(STMTS, plan(tasks, 1000, 10), "return", copy=True)
+    step = resume(flow, None)
+    assert isinstance(step, Fetch) and step.stmt is STMTS.task_insert_one
+    assert "ON CONFLICT" in step.stmt.text
+    assert "ON CONFLICT" not in STMTS.task_insert_one_keyless.text
+    assert set(step.params) == {name for name, _ in _sql.INSERT_ARRAYS}
+    done = resume(flow, [_row(5, "k")])
+    assert isinstance(done, Done) and (done.infos[0].id, done.infos[0].idempotency_key) == (5, "k")
 
 
 def test_single_keyless_task_runs_without_the_flow() -> None:
     one = plan([Task("t", {"a": 1})], 1000, 10)
     step = single(STMTS, one)
-    assert step is not None and step.stmt is STMTS.task_insert_one
+    assert step is not None and step.stmt is STMTS.task_insert_one_keyless
     assert step.params["payload"] == '{"a":1}'
     (info,) = single_info(one, _row(4))
     assert (info.id, info.type, info.created_at, info.created) == (4, "t", T0, True)
