@@ -1,6 +1,6 @@
 """The worker engine behind `Consumer`: claim, run, heartbeat, record, rescue.
 
-One asyncio loop per process runs five concurrent parts:
+One asyncio loop per process runs six concurrent parts:
 
 - the claim loop: while there is free capacity, claim ready rows (one statement per queue,
   queues in weighted or strict order) and start a handler for each;
@@ -9,7 +9,12 @@ One asyncio loop per process runs five concurrent parts:
 - the heartbeat: once a tick, one statement extends the leases that are due and returns
   the tasks this worker no longer owns, whose handlers are then cancelled;
 - the flusher: outcomes are queued in memory and written in one statement per flush;
-- the rescuer: leases that expired go back to pending (or to failed).
+- the rescuer: leases that expired go back to pending (or to failed);
+- the cleaner: finished tasks past their retention are deleted.
+
+The heartbeat, the rescuer and the cleaner are services of their own (`pgtasq._services`),
+the flusher is `pgtasq._outcomes.OutcomeWriter`; the engine builds them, runs their loops
+and answers their callbacks.
 
 Every database error is logged, backed off and retried: a restart of PostgreSQL, a
 terminated backend or a network cut never stops the worker, and since every write is fenced
@@ -41,6 +46,15 @@ from pgtasq import _sql
 from pgtasq._database import RETRYABLE, Backoff, fetch, short_error
 from pgtasq._executor import DaemonExecutor
 from pgtasq._outcomes import Outcome, OutcomeWriter
+from pgtasq._services import (
+    STALE_WORKER_AFTER_DEFAULT,
+    Cleaner,
+    CleanerConfig,
+    Heartbeat,
+    HeartbeatConfig,
+    Rescuer,
+    RescuerConfig,
+)
 from pgtasq.context import CallNext, ErrorHook, Handler, Middleware, TaskContext, dump_result
 from pgtasq.errors import (
     ConfigurationError,
@@ -56,7 +70,6 @@ log = logging.getLogger("pgtasq.consumer")
 
 TRACEBACK_MAX_CHARS = 2000
 MESSAGE_MAX_CHARS = 2000
-RESCUE_BATCH = 1000
 CLAIMS_IN_FLIGHT_MAX = 2
 
 
@@ -189,6 +202,9 @@ class Engine:
         self._flush_lock: asyncio.Lock
         self._pool: AsyncConnectionPool[Any]
         self._writer: OutcomeWriter
+        self._heartbeat: Heartbeat
+        self._rescuer: Rescuer
+        self._cleaner: Cleaner
 
     # -- handlers -----------------------------------------------------------------------
 
@@ -235,16 +251,17 @@ class Engine:
             counts=self.counts,
             flush_interval=self.settings.flush_interval,
         )
+        self._start_services()
         background: list[asyncio.Task[None]] = []
         try:
             await self._open()
             if self.stopping:
                 return self.counts
             background = [
-                asyncio.create_task(self._heartbeat_loop(), name="pgtasq-heartbeat"),
+                asyncio.create_task(self._heartbeat.run(), name="pgtasq-heartbeat"),
                 asyncio.create_task(self._writer.run(), name="pgtasq-flush"),
-                asyncio.create_task(self._rescue_loop(), name="pgtasq-rescue"),
-                asyncio.create_task(self._clean_loop(), name="pgtasq-clean"),
+                asyncio.create_task(self._rescuer.run(), name="pgtasq-rescue"),
+                asyncio.create_task(self._cleaner.run(), name="pgtasq-clean"),
             ]
             if self.settings.listen and not burst:
                 background.append(asyncio.create_task(self._listen_loop(), name="pgtasq-listen"))
@@ -265,6 +282,33 @@ class Engine:
             self._executor.shutdown()
             log.info("worker %s stopped: %s", self.worker_id, self.counts)
         return self.counts
+
+    def _start_services(self) -> None:
+        settings = self.settings
+        self._heartbeat = Heartbeat(
+            pool=self._pool,
+            stmts=self.stmts,
+            worker=self._worker_params,
+            held=self._held,
+            on_lost=self._lost,
+            config=HeartbeatConfig(interval=settings.heartbeat_interval, lease=settings.lease),
+        )
+        self._rescuer = Rescuer(
+            pool=self._pool,
+            stmts=self.stmts,
+            on_rescued=self._rescued,
+            config=RescuerConfig(
+                interval=settings.rescue_interval,
+                stale_worker_after=max(STALE_WORKER_AFTER_DEFAULT, settings.lease * 2),
+            ),
+        )
+        self._cleaner = Cleaner(
+            pool=self._pool,
+            stmts=self.stmts,
+            config=CleanerConfig(
+                interval=settings.clean_interval, retention_default=settings.retention_default
+            ),
+        )
 
     async def _open(self) -> None:
         """Open the pool and register, retrying while the database is unreachable."""
@@ -319,7 +363,7 @@ class Engine:
         low_water = max(1, min(settings.batch_size, settings.concurrency) // 2)
         confirmed_after = -1
         if burst:
-            await self._rescue_safely()
+            await self._rescuer.try_once()
         while not self.stopping:
             self._wake.clear()
             self._issue_claims(low_water)
@@ -522,8 +566,6 @@ class Engine:
         except Exception:
             log.exception("on_error hook raised for task %s", ctx.id)
 
-    # -- recording outcomes -------------------------------------------------------------
-
     # -- shutdown -----------------------------------------------------------------------
 
     async def _shutdown(self) -> None:
@@ -552,82 +594,26 @@ class Engine:
                 await asyncio.wait(still, timeout=5.0)
         await self._writer.flush_all()
 
-    # -- heartbeat, rescue, listen --------------------------------------------------------
+    # -- what the services ask and tell ---------------------------------------------------
 
-    async def _heartbeat_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.heartbeat_interval)
-            held = {i: e.ctx.claimed_at for i, e in self.running.items()}
-            held.update(self._writer.unflushed)
-            params = {
-                **self._worker_params,
-                "id": list(held),
-                "claimed_at": list(held.values()),
-                "lease": self.settings.lease,
-            }
-            try:
-                async with self._pool.connection() as conn:
-                    rows = await fetch(conn, self.stmts.task_heartbeat, params)
-            except RETRYABLE as exc:
-                log.warning("heartbeat failed: %s", short_error(exc))
-                continue
-            for row in rows:
-                entry = self.running.get(row["id"])
-                # Only the claim we asked about: the task may have been claimed again since.
-                if entry is not None and entry.ctx.claimed_at == held.get(row["id"]):
-                    log.warning(
-                        "task %s was cancelled or taken away; cancelling its handler", row["id"]
-                    )
-                    self._cancel(entry, "lost")
+    def _held(self) -> dict[int, datetime]:
+        """The tasks whose leases the heartbeat keeps: running, or with the outcome unwritten."""
+        held = {i: e.ctx.claimed_at for i, e in self.running.items()}
+        held.update(self._writer.unflushed)
+        return held
 
-    async def _rescue_loop(self) -> None:
-        interval = self.settings.rescue_interval
-        await asyncio.sleep(random.random() * interval)
-        while True:
-            await self._rescue_safely()
-            await asyncio.sleep(interval * (0.75 + random.random() / 2))
+    def _lost(self, task_id: int, claimed_at: datetime) -> None:
+        entry = self.running.get(task_id)
+        # Only the claim we asked about: the task may have been claimed again since.
+        if entry is not None and entry.ctx.claimed_at == claimed_at:
+            log.warning("task %s was cancelled or taken away; cancelling its handler", task_id)
+            self._cancel(entry, "lost")
 
-    async def _rescue_safely(self) -> None:
-        try:
-            await self.rescue_once()
-        except RETRYABLE as exc:
-            log.warning("rescue failed: %s", short_error(exc))
+    def _rescued(self, count: int) -> None:
+        self.counts.rescued += count
+        self._more_ready()
 
-    async def _clean_loop(self) -> None:
-        """Delete finished tasks past their retention, now and then; one worker at a time."""
-        interval = self.settings.clean_interval
-        await asyncio.sleep(random.random() * interval)
-        while True:
-            try:
-                deleted = 0
-                async with self._pool.connection() as conn:
-                    while True:
-                        params = {"retention": self.settings.retention_default, "batch": 1000}
-                        rows = await fetch(conn, self.stmts.task_clean, params)
-                        deleted += len(rows)
-                        if len(rows) < 1000:
-                            break
-                if deleted:
-                    log.info("cleaned %d finished tasks past their retention", deleted)
-            except RETRYABLE as exc:
-                log.warning("cleaning failed: %s", short_error(exc))
-            await asyncio.sleep(interval * (0.75 + random.random() / 2))
-
-    async def rescue_once(self) -> int:
-        rescued = 0
-        async with self._pool.connection() as conn:
-            while True:
-                rows = await fetch(conn, self.stmts.task_rescue_expired, {"limit": RESCUE_BATCH})
-                rescued += len(rows)
-                if len(rows) < RESCUE_BATCH:
-                    break
-            stale_after = max(60.0, self.settings.lease * 2)
-            await fetch(conn, self.stmts.worker_delete_stale, {"older_than": stale_after})
-        if rescued:
-            log.warning("rescued %d tasks whose lease expired", rescued)
-            self.counts.rescued += rescued
-            self._more_ready()
-        return rescued
+    # -- listen -------------------------------------------------------------------------
 
     async def _listen_loop(self) -> None:
         backoff = Backoff(cap=10.0)
