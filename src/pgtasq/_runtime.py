@@ -45,6 +45,7 @@ from psycopg_pool import AsyncConnectionPool
 from pgtasq import _sql
 from pgtasq._database import RETRYABLE, Backoff, fetch, short_error
 from pgtasq._executor import DaemonExecutor
+from pgtasq._listener import Listener
 from pgtasq._outcomes import Outcome, OutcomeWriter
 from pgtasq._services import (
     STALE_WORKER_AFTER_DEFAULT,
@@ -264,7 +265,15 @@ class Engine:
                 asyncio.create_task(self._cleaner.run(), name="pgtasq-clean"),
             ]
             if self.settings.listen and not burst:
-                background.append(asyncio.create_task(self._listen_loop(), name="pgtasq-listen"))
+                listener = Listener(
+                    dsn=self.dsn,
+                    stmts=self.stmts,
+                    queues=self.queue_names,
+                    poll_interval=self.settings.poll_interval,
+                    on_connected=self._more_ready,  # notifications may have been missed
+                    on_notified=self._notified,
+                )
+                background.append(asyncio.create_task(listener.run(), name="pgtasq-listen"))
             log.info(
                 "worker %s started: queues %s, concurrency %d",
                 self.worker_id,
@@ -612,41 +621,6 @@ class Engine:
     def _rescued(self, count: int) -> None:
         self.counts.rescued += count
         self._more_ready()
-
-    # -- listen -------------------------------------------------------------------------
-
-    async def _listen_loop(self) -> None:
-        backoff = Backoff(cap=10.0)
-        check_every = max(self.settings.poll_interval, 5.0)
-        while True:
-            try:
-                conn = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True)
-                async with conn:
-                    await conn.execute(self.stmts.listen.text)
-                    backoff.reset()
-                    self._more_ready()  # notifications may have been missed meanwhile
-                    while True:
-                        async for note in conn.notifies(timeout=check_every):
-                            if self._relevant(note.payload):
-                                self._notified()
-                        await conn.execute("SELECT 1")  # is the connection still alive?
-            except RETRYABLE as exc:
-                delay = backoff.next()
-                log.warning(
-                    "listener lost (%s); polling until it reconnects in %.1f s",
-                    short_error(exc),
-                    delay,
-                )
-                await asyncio.sleep(delay)
-
-    def _relevant(self, payload: str) -> bool:
-        try:
-            queues = json.loads(payload)
-        except ValueError:
-            return True
-        if not isinstance(queues, list):
-            return True
-        return any(q in self.queue_names for q in queues)
 
 
 async def _configure_worker_connection(conn: psycopg.AsyncConnection[Any]) -> None:
