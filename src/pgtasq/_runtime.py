@@ -13,8 +13,10 @@ One asyncio loop per process runs six concurrent parts:
 - the cleaner: finished tasks past their retention are deleted.
 
 The heartbeat, the rescuer and the cleaner are services of their own (`pgtasq._services`),
-the flusher is `pgtasq._outcomes.OutcomeWriter`; the engine builds them, runs their loops
-and answers their callbacks.
+the listener is `pgtasq._listener.Listener` and the flusher `pgtasq._outcomes.OutcomeWriter`;
+the engine builds them, runs their loops and answers their callbacks. Handlers are called
+through the chains of `pgtasq._executor`. What stays here: claiming, running one task (its
+timer and the outcome it leads to) and the shutdown.
 
 Every database error is logged, backed off and retried: a restart of PostgreSQL, a
 terminated backend or a network cut never stops the worker, and since every write is fenced
@@ -25,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import dataclasses
 import inspect
 import json
@@ -33,7 +34,6 @@ import logging
 import os
 import random
 import socket
-import traceback
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
@@ -44,9 +44,9 @@ from psycopg_pool import AsyncConnectionPool
 
 from pgtasq import _sql
 from pgtasq._database import RETRYABLE, Backoff, fetch, short_error
-from pgtasq._executor import DaemonExecutor
+from pgtasq._executor import DaemonExecutor, handler_chain, is_async
 from pgtasq._listener import Listener
-from pgtasq._outcomes import Outcome, OutcomeWriter
+from pgtasq._outcomes import Counts, Outcome, OutcomeWriter, error_entry
 from pgtasq._services import (
     STALE_WORKER_AFTER_DEFAULT,
     Cleaner,
@@ -56,7 +56,7 @@ from pgtasq._services import (
     Rescuer,
     RescuerConfig,
 )
-from pgtasq.context import CallNext, ErrorHook, Handler, Middleware, TaskContext, dump_result
+from pgtasq.context import ErrorHook, Handler, Middleware, TaskContext, dump_result
 from pgtasq.errors import (
     ConfigurationError,
     RetryIn,
@@ -69,8 +69,6 @@ from pgtasq.retry import RetryDelay
 
 log = logging.getLogger("pgtasq.consumer")
 
-TRACEBACK_MAX_CHARS = 2000
-MESSAGE_MAX_CHARS = 2000
 CLAIMS_IN_FLIGHT_MAX = 2
 
 
@@ -92,19 +90,6 @@ class Settings:
     clean_interval: float
     retention_default: float
     events: bool
-
-
-@dataclasses.dataclass
-class Counts:
-    """What a consumer did; `Consumer.run(burst=True)` returns it."""
-
-    claimed: int = 0
-    completed: int = 0
-    failed: int = 0
-    retried: int = 0
-    released: int = 0
-    lost: int = 0
-    rescued: int = 0
 
 
 def queue_order(
@@ -129,18 +114,6 @@ def queue_order(
                 break
         order.append(remaining.pop(index)[0])
     return order
-
-
-def error_entry(info: TaskInfo, exc: BaseException) -> dict[str, Any]:
-    """One entry of the task's ``errors`` list (the database adds ``at``)."""
-    lines = traceback.format_exception(type(exc), exc, exc.__traceback__)
-    tb = "".join(lines)
-    return {  # jsonb cannot hold NUL: keep a visible stand-in
-        "attempt": info.attempts,
-        "error": type(exc).__qualname__,
-        "message": str(exc)[:MESSAGE_MAX_CHARS].replace("\x00", "\\x00"),
-        "traceback": tb[-TRACEBACK_MAX_CHARS:].replace("\x00", "\\x00"),
-    }
 
 
 @dataclasses.dataclass
@@ -186,8 +159,10 @@ class Engine:
         self._claims: set[asyncio.Task[None]] = set()
         self._claim_backoff = Backoff()
         self._executor = DaemonExecutor(settings.concurrency)
-        self._chains = {name: self._chain(fn, middleware) for name, fn in handlers.items()}
-        self._threaded = {name for name, fn in handlers.items() if not _is_async(fn)}
+        self._chains = {
+            name: handler_chain(fn, middleware, self._executor) for name, fn in handlers.items()
+        }
+        self._threaded = {name for name, fn in handlers.items() if not is_async(fn)}
         self._worker_params = {
             "worker": self.worker_id,
             "host": socket.gethostname(),
@@ -198,31 +173,12 @@ class Engine:
         }
         # Created inside the loop (run()).
         self._wake: asyncio.Event
-        self._flush_wake: asyncio.Event
         self._force: asyncio.Event
-        self._flush_lock: asyncio.Lock
         self._pool: AsyncConnectionPool[Any]
         self._writer: OutcomeWriter
         self._heartbeat: Heartbeat
         self._rescuer: Rescuer
         self._cleaner: Cleaner
-
-    # -- handlers -----------------------------------------------------------------------
-
-    def _chain(self, handler: Handler, middleware: Sequence[Middleware]) -> CallNext:
-        call_async = _is_async(handler)
-
-        async def innermost(ctx: TaskContext) -> Any:
-            if call_async:
-                return await handler(ctx)
-            loop = asyncio.get_running_loop()
-            run = contextvars.copy_context().run
-            return await loop.run_in_executor(self._executor, run, handler, ctx)
-
-        call: CallNext = innermost
-        for mw in reversed(middleware):
-            call = _wrap(mw, call)
-        return call
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -632,16 +588,3 @@ async def _configure_worker_connection(conn: psycopg.AsyncConnection[Any]) -> No
     server's setting.
     """
     await conn.execute("SET synchronous_commit TO off")
-
-
-def _is_async(handler: Handler) -> bool:
-    return inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
-        getattr(handler, "__call__", None)  # noqa: B004 - async callable objects
-    )
-
-
-def _wrap(mw: Middleware, call_next: CallNext) -> CallNext:
-    async def call(ctx: TaskContext) -> Any:
-        return await mw(ctx, call_next)
-
-    return call
