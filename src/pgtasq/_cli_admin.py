@@ -1,385 +1,27 @@
-"""The ``pgtasq`` commands that look at and manage tasks, queues and workers, and enqueue.
+"""The ``pgtasq`` commands about the rest of the system: ``queues``, ``workers``,
+``clean``, ``stats``, ``events`` and ``schedules``.
 
-``tasks``, ``queues``, ``workers`` and ``enqueue``, added to the ``cli`` group by
-`pgtasq.cli`. They hold no logic: each turns its options into a call of `Client` or
-`Producer` on one connection and prints the result (`pgtasq._cli_output`): aligned columns,
-or with ``--json`` JSON objects or lists of them (ISO 8601 datetimes, durations in seconds).
+`COMMANDS` lists them with the task commands of `pgtasq._cli_tasks` (``tasks``,
+``enqueue``); `pgtasq.cli` adds them all to the ``cli`` group. They hold no logic: each
+turns its options into a call of `Client` on one connection (`pgtasq._cli_boundary`) and
+prints the result (`pgtasq._cli_output`): aligned columns, or with ``--json`` JSON objects
+or lists of them (ISO 8601 datetimes, durations in seconds).
 
-The connection is in autocommit, so each statement commits on its own, as on the Client's
-pool; unlike the pool, an unreachable server fails at once instead of after retries.
-
-Exit codes: 0 success, 1 the operation failed (one ``error:`` line on stderr per failure),
-2 bad usage.
+Exit codes: 0 success, 1 the operation failed (one ``error:`` line on stderr), 2 bad usage.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import functools
-import json
-import sys
-from collections.abc import Callable, Iterator, Sequence
-from datetime import datetime
-from typing import Any, Protocol, TypeVar
 
 import click
-import psycopg
-from psycopg import errors as pg_errors
 
 from pgtasq import _cli_output as output
-from pgtasq._client_ops import BULK_BATCH_DEFAULT
+from pgtasq import _cli_tasks
+from pgtasq._cli_boundary import CommandSettings, connection, json_option
 from pgtasq.client import RETENTION_DEFAULT, Client, DailyStats
-from pgtasq.errors import DatabaseUnavailable, PgtasqError
-from pgtasq.filters import LIMIT_DEFAULT, ORDER_FIELDS, STATES, TaskFilter
-from pgtasq.models import MAX_ATTEMPTS_DEFAULT, PRIORITY_DEFAULT, QUEUE_DEFAULT, TaskInfo
-from pgtasq.producer import Producer
 
 HISTORY_DAYS_DEFAULT = 7  # Client.queue_history's default
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-class _Settings(Protocol):
-    """What the ``cli`` group hands its commands (`pgtasq.cli._Settings`)."""
-
-    schema: str
-
-    def database(self, *, quiet: bool = False) -> contextlib.AbstractContextManager[str]: ...
-
-
-# -- the boundary: one connection, one line per error ---------------------------------------
-
-_NOT_MIGRATED = (pg_errors.UndefinedTable, pg_errors.UndefinedObject, pg_errors.InvalidSchemaName)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-def _message(exc: BaseException, schema: str | None) -> str:
-    if isinstance(exc, _NOT_MIGRATED) and schema:
-        return f"{_first_line(exc)} (has `pgtasq migrate` run for schema {schema}?)"
-    return _first_line(exc)
-
-
-@contextlib.contextmanager
-def _failures(schema: str | None = None) -> Iterator[None]:
-    """Exit 1 with one line on stderr for what a user can act on.
-
-    ValueError too: the Client raises it for out-of-range ``days`` and ``batch_size``.
-    """
-    try:
-        yield
-    except (PgtasqError, ValueError, psycopg.Error) as exc:
-        click.echo(f"error: {_message(exc, schema)}", err=True)
-        sys.exit(1)
-
-
-@contextlib.contextmanager
-def _connection(settings: _Settings) -> Iterator[psycopg.Connection[Any]]:
-    """An autocommit connection to the given database or the embedded server's, inside
-    `_failures`: what the block raises ends the command with exit code 1."""
-    with _failures(settings.schema), settings.database() as dsn:
-        try:
-            conn = psycopg.connect(dsn, autocommit=True)
-        except psycopg.OperationalError as exc:
-            raise DatabaseUnavailable(f"cannot connect to PostgreSQL: {_first_line(exc)}") from exc
-        with conn:
-            yield conn
-
-
-# -- options --------------------------------------------------------------------------------
-
-
-def _timestamp(ctx: click.Context, param: click.Parameter, value: str | None) -> datetime | None:
-    """An ISO 8601 option; without an offset, local time."""
-    if value is None:
-        return None
-    text = value.strip()
-    if text[-1:] in ("Z", "z"):  # fromisoformat takes "Z" from Python 3.11 only
-        text = text[:-1] + "+00:00"
-    try:
-        when = datetime.fromisoformat(text)
-    except ValueError:
-        raise click.BadParameter(
-            f"{value!r} is not ISO 8601, e.g. 2025-05-01T12:00:00+00:00", ctx, param
-        ) from None
-    return when if when.tzinfo is not None else when.astimezone()
-
-
-def _json_value(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
-    if value is None:
-        return None
-    try:
-        return json.loads(value)
-    except ValueError as exc:
-        raise click.BadParameter(f"not valid JSON ({exc})", ctx, param) from None
-
-
-def _json_option(f: F) -> F:
-    return click.option(
-        "--json",
-        "as_json",
-        is_flag=True,
-        envvar="PGTASQ_JSON",
-        show_envvar=True,
-        help="Print JSON instead of a table.",
-    )(f)
-
-
-def _filter_options(envvar_prefix: str, *, page: bool) -> Callable[[F], F]:
-    """The TaskFilter options; the command receives ``task_filter``, already built."""
-
-    def env(name: str) -> dict[str, Any]:
-        return {"envvar": f"{envvar_prefix}_{name}", "show_envvar": True}
-
-    options = [
-        click.option(
-            "--state",
-            "states",
-            multiple=True,
-            help=f"Only tasks in this state (repeatable): {', '.join(STATES)}.",
-            **env("STATE"),
-        ),
-        click.option("--type", "types", multiple=True, help="Only this task type.", **env("TYPE")),
-        click.option("--queue", "queues", multiple=True, help="Only this queue.", **env("QUEUE")),
-        click.option("--id", "ids", multiple=True, type=int, help="Only this id.", **env("ID")),
-        click.option(
-            "--created-after",
-            metavar="ISO-8601",
-            callback=_timestamp,
-            help="Created at or after this time.",
-            **env("CREATED_AFTER"),
-        ),
-        click.option(
-            "--created-before",
-            metavar="ISO-8601",
-            callback=_timestamp,
-            help="Created before this time.",
-            **env("CREATED_BEFORE"),
-        ),
-    ]
-    if page:
-        options += [
-            click.option(
-                "--order",
-                default="id",
-                help=f"Order by: {', '.join(ORDER_FIELDS)}.",
-                **env("ORDER"),
-            ),
-            click.option("--desc", is_flag=True, help="Descending order.", **env("DESC")),
-            click.option(
-                "--limit", default=LIMIT_DEFAULT, type=int, help="At most N tasks.", **env("LIMIT")
-            ),
-            click.option("--offset", default=0, type=int, help="Skip N tasks.", **env("OFFSET")),
-        ]
-
-    def decorate(f: F) -> F:
-        @functools.wraps(f)
-        def command(*args: Any, **kwargs: Any) -> Any:
-            with _failures():
-                task_filter = (
-                    TaskFilter()
-                    .states(*kwargs.pop("states"))
-                    .types(*kwargs.pop("types"))
-                    .queues(*kwargs.pop("queues"))
-                    .ids(*kwargs.pop("ids"))
-                )
-                if (after := kwargs.pop("created_after")) is not None:
-                    task_filter = task_filter.created_after(after)
-                if (before := kwargs.pop("created_before")) is not None:
-                    task_filter = task_filter.created_before(before)
-                if page:
-                    task_filter = (
-                        task_filter.order_by(
-                            kwargs.pop("order"), "desc" if kwargs.pop("desc") else "asc"
-                        )
-                        .limit(kwargs.pop("limit"))
-                        .offset(kwargs.pop("offset"))
-                    )
-            return f(*args, task_filter=task_filter, **kwargs)
-
-        for option in reversed(options):
-            command = option(command)
-        return command  # type: ignore[return-value]
-
-    return decorate
-
-
-# -- tasks ----------------------------------------------------------------------------------
-
-
-@click.group()
-def tasks() -> None:
-    """List, show, cancel, retry and delete tasks."""
-
-
-@tasks.command("list")
-@_filter_options("PGTASQ_TASKS_LIST", page=True)
-@_json_option
-@click.pass_obj
-def tasks_list(settings: _Settings, task_filter: TaskFilter, as_json: bool) -> None:
-    """List the tasks the filters select (all of them without filters)."""
-    with _connection(settings) as conn:
-        client = Client(schema=settings.schema)
-        page = client.list_tasks(task_filter, conn=conn)
-    if as_json:
-        output.print_json(page.tasks)
-        return
-    output.task_table(page.tasks)
-    first, end = task_filter.offset_rows, task_filter.offset_rows + len(page.tasks)
-    click.echo(
-        f"({len(page.tasks)} of {page.total} tasks"
-        + (f", from offset {first}" if first else "")
-        + (f"; next page: --offset {end}" if page.tasks and end < page.total else "")
-        + ")"
-    )
-
-
-@tasks.command("get")
-@click.argument("task_id", type=int)
-@_json_option
-@click.pass_obj
-def tasks_get(settings: _Settings, task_id: int, as_json: bool) -> None:
-    """Show everything about one task."""
-    with _connection(settings) as conn:
-        client = Client(schema=settings.schema)
-        task = client.get_task(task_id, conn=conn)
-    if as_json:
-        output.print_json(task)
-    else:
-        output.task_details(task)
-
-
-def _change_by_ids(
-    settings: _Settings, action: str, done: str, task_ids: Sequence[int], as_json: bool
-) -> None:
-    """Each id on its own: a failure is reported and the others still run; then exit 1."""
-    changed: list[TaskInfo] = []
-    failed = False
-    with _connection(settings) as conn:
-        change: Callable[..., TaskInfo] = getattr(Client(schema=settings.schema), f"{action}_task")
-        for task_id in task_ids:
-            try:
-                info = change(task_id, conn=conn)
-            except PgtasqError as exc:
-                click.echo(f"error: {_first_line(exc)}", err=True)
-                failed = True
-                continue
-            changed.append(info)
-            if not as_json:
-                status = info.status.value
-                after = {"cancel": "", "retry": f", now {status}", "delete": f", was {status}"}
-                click.echo(f"task {info.id}: {done}{after[action]}")
-    if as_json:
-        output.print_json(changed)
-    if failed:
-        sys.exit(1)
-
-
-def _change_all(
-    settings: _Settings,
-    action: str,
-    done: str,
-    task_filter: TaskFilter,
-    batch_size: int,
-    as_json: bool,
-    confirmed: bool,
-) -> None:
-    """Every task the filter selects, in batches that each commit; progress on stderr."""
-    progress = output.Progress(action)
-    with _connection(settings) as conn:
-        client = Client(schema=settings.schema)
-        if not confirmed:
-            matching = client.list_tasks(task_filter.limit(1), conn=conn).total
-            raise click.UsageError(
-                f"this deletes every task the filters select ({matching} now); add --yes to confirm"
-            )
-        change: Callable[..., int] = getattr(client, f"{action}_tasks")
-        try:
-            count = change(task_filter, conn=conn, batch_size=batch_size, progress=progress)
-        finally:
-            progress.done()
-    if as_json:
-        output.print_json({"action": action, "count": count})
-    else:
-        click.echo(f"{done} {count} task{'' if count == 1 else 's'}")
-
-
-def _yes_option(envvar_prefix: str, wanted: bool) -> Callable[[F], F]:
-    if not wanted:
-        return lambda f: f
-    return click.option(
-        "--yes",
-        is_flag=True,
-        envvar=f"{envvar_prefix}_YES",
-        show_envvar=True,
-        help="Confirm --all-matching (required with it).",
-    )
-
-
-def _change_command(action: str, done: str, summary: str) -> None:
-    """Add ``tasks cancel|retry|delete``: by id, or every task the filters select."""
-    prefix = f"PGTASQ_TASKS_{action.upper()}"
-    confirm = action == "delete"
-
-    @click.argument("task_ids", metavar="[ID]...", nargs=-1, type=int)
-    @click.option(
-        "--all-matching",
-        is_flag=True,
-        envvar=f"{prefix}_ALL_MATCHING",
-        show_envvar=True,
-        help=f"{action.capitalize()} every task the filters select, instead of IDs.",
-    )
-    @_yes_option(prefix, confirm)
-    @_filter_options(prefix, page=False)
-    @click.option(
-        "--batch-size",
-        default=BULK_BATCH_DEFAULT,
-        type=click.IntRange(min=1),
-        envvar=f"{prefix}_BATCH_SIZE",
-        show_envvar=True,
-        help="With --all-matching: tasks changed per statement (each commits).",
-    )
-    @_json_option
-    @click.pass_obj
-    def command(
-        settings: _Settings,
-        task_ids: tuple[int, ...],
-        all_matching: bool,
-        task_filter: TaskFilter,
-        batch_size: int,
-        as_json: bool,
-        yes: bool = False,
-    ) -> None:
-        if all_matching and task_ids:
-            raise click.UsageError("give IDs or --all-matching, not both")
-        if not all_matching:
-            if task_filter != TaskFilter():
-                raise click.UsageError("filters (--state, --type, ...) need --all-matching")
-            if not task_ids:
-                raise click.UsageError("give task IDs, or --all-matching with filters")
-            _change_by_ids(settings, action, done, task_ids, as_json)
-        else:
-            _change_all(
-                settings, action, done, task_filter, batch_size, as_json, yes or not confirm
-            )
-
-    command.__doc__ = f"""{summary}
-
-    By IDs, or with --all-matching every task the filters select, in batches that each
-    commit, with progress on stderr. Exit code 1 if any ID failed (the others are done).
-    """
-    tasks.command(action)(command)
-
-
-_change_command(
-    "cancel", "cancelled", "Cancel tasks (pending, failed, or running: its handler stops)."
-)
-_change_command("retry", "retried", "Run failed or cancelled tasks again, now.")
-_change_command("delete", "deleted", "Delete tasks that are not running.")
 
 
 # -- queues ---------------------------------------------------------------------------------
@@ -391,14 +33,14 @@ def queues() -> None:
 
 
 @queues.command("list")
-@_json_option
+@json_option
 @click.pass_obj
-def queues_list(settings: _Settings, as_json: bool) -> None:
+def queues_list(settings: CommandSettings, as_json: bool) -> None:
     """Every queue with its counts by state, latency, and processed/failed counts.
 
     LATENCY: how long the oldest ready task has waited. TODAY and TOTAL: processed/failed.
     """
-    with _connection(settings) as conn:
+    with connection(settings) as conn:
         client = Client(schema=settings.schema)
         found = client.list_queues(conn=conn)
     if as_json:
@@ -411,10 +53,10 @@ def _pause_command(paused: bool) -> click.Command:
     verb = "pause" if paused else "resume"
 
     @click.argument("name")
-    @_json_option
+    @json_option
     @click.pass_obj
-    def command(settings: _Settings, name: str, as_json: bool) -> None:
-        with _connection(settings) as conn:
+    def command(settings: CommandSettings, name: str, as_json: bool) -> None:
+        with connection(settings) as conn:
             client = Client(schema=settings.schema)
             (client.pause_queue if paused else client.resume_queue)(name, conn=conn)
         if as_json:
@@ -444,11 +86,11 @@ _pause_command(False)
     show_envvar=True,
     help="How many days back, today included.",
 )
-@_json_option
+@json_option
 @click.pass_obj
-def queues_history(settings: _Settings, name: str | None, days: int, as_json: bool) -> None:
+def queues_history(settings: CommandSettings, name: str | None, days: int, as_json: bool) -> None:
     """Finished attempts per day and outcome, for queue NAME or every queue."""
-    with _connection(settings) as conn:
+    with connection(settings) as conn:
         client = Client(schema=settings.schema)
         stats = client.queue_history(name, days=days, conn=conn)
     if as_json:
@@ -457,104 +99,21 @@ def queues_history(settings: _Settings, name: str | None, days: int, as_json: bo
         output.dataclass_table(DailyStats, stats)
 
 
-# -- workers, enqueue -----------------------------------------------------------------------
+# -- workers, clean, stats, events, schedules -----------------------------------------------
 
 
 @click.command()
-@_json_option
+@json_option
 @click.pass_obj
-def workers(settings: _Settings, as_json: bool) -> None:
+def workers(settings: CommandSettings, as_json: bool) -> None:
     """The registered workers and the ids of the tasks each is running."""
-    with _connection(settings) as conn:
+    with connection(settings) as conn:
         client = Client(schema=settings.schema)
         found = client.list_workers(conn=conn)
     if as_json:
         output.print_json(found)
         return
     output.worker_table(found)
-
-
-@click.command()
-@click.argument("task_type", metavar="TYPE")
-@click.option(
-    "--payload",
-    metavar="JSON",
-    callback=_json_value,
-    envvar="PGTASQ_ENQUEUE_PAYLOAD",
-    show_envvar=True,
-    show_default="null",
-    help="The task's payload, as JSON.",
-)
-@click.option(
-    "--queue",
-    default=QUEUE_DEFAULT,
-    envvar="PGTASQ_ENQUEUE_QUEUE",
-    show_envvar=True,
-    help="The queue to put it in.",
-)
-@click.option(
-    "--priority",
-    default=PRIORITY_DEFAULT,
-    type=int,
-    envvar="PGTASQ_ENQUEUE_PRIORITY",
-    show_envvar=True,
-    help="Higher runs first.",
-)
-@click.option(
-    "--delay",
-    type=float,
-    envvar="PGTASQ_ENQUEUE_DELAY",
-    show_envvar=True,
-    show_default="none",
-    help="Seconds before it may run.",
-)
-@click.option(
-    "--max-attempts",
-    default=MAX_ATTEMPTS_DEFAULT,
-    type=int,
-    envvar="PGTASQ_ENQUEUE_MAX_ATTEMPTS",
-    show_envvar=True,
-    help="Runs before it fails for good.",
-)
-@click.option(
-    "--idempotency-key",
-    envvar="PGTASQ_ENQUEUE_IDEMPOTENCY_KEY",
-    show_envvar=True,
-    help="If a task has this key already, return it instead of enqueueing another.",
-)
-@_json_option
-@click.pass_obj
-def enqueue(
-    settings: _Settings,
-    task_type: str,
-    payload: Any,
-    queue: str,
-    priority: int,
-    delay: float | None,
-    max_attempts: int,
-    idempotency_key: str | None,
-    as_json: bool,
-) -> None:
-    """Enqueue one task of TYPE and print it (created: no if its idempotency key was taken)."""
-    with _connection(settings) as conn:
-        task = Producer(schema=settings.schema).enqueue(
-            task_type,
-            payload,
-            conn=conn,
-            queue=queue,
-            priority=priority,
-            delay=delay,
-            max_attempts=max_attempts,
-            idempotency_key=idempotency_key,
-        )
-    if as_json:
-        output.print_json(task)
-        return
-    if task.created:
-        click.echo(f"task {task.id}: enqueued (created: yes)")
-    else:
-        click.echo(f"task {task.id}: exists already, {task.status.value} (created: no)")
-    output.task_details(task)
 
 
 @click.command()
@@ -576,12 +135,12 @@ def enqueue(
     show_envvar=True,
     help="Tasks deleted per statement.",
 )
-@_json_option
+@json_option
 @click.pass_obj
-def clean(settings: _Settings, retention: float, batch_size: int, as_json: bool) -> None:
+def clean(settings: CommandSettings, retention: float, batch_size: int, as_json: bool) -> None:
     """Delete finished tasks past their retention (workers also do this every minute)."""
     progress = output.Progress("clean")
-    with _connection(settings) as conn:
+    with connection(settings) as conn:
         client = Client(schema=settings.schema)
         try:
             count = client.clean(
@@ -596,11 +155,11 @@ def clean(settings: _Settings, retention: float, batch_size: int, as_json: bool)
 
 
 @click.command()
-@_json_option
+@json_option
 @click.pass_obj
-def stats(settings: _Settings, as_json: bool) -> None:
+def stats(settings: CommandSettings, as_json: bool) -> None:
     """Totals since the schema was created, and the tasks per state now."""
-    with _connection(settings) as conn:
+    with connection(settings) as conn:
         snapshot = Client(schema=settings.schema).stats(conn=conn)
     if as_json:
         output.print_json({**dataclasses.asdict(snapshot), "started": snapshot.started})
@@ -618,9 +177,9 @@ def stats(settings: _Settings, as_json: bool) -> None:
     show_envvar=True,
     help="Stop after this many seconds without an event [default: never].",
 )
-@_json_option
+@json_option
 @click.pass_obj
-def events(settings: _Settings, timeout: float | None, as_json: bool) -> None:
+def events(settings: CommandSettings, timeout: float | None, as_json: bool) -> None:
     """Print task events as they happen (started/completed/… need workers with events on)."""
     with settings.database(quiet=True) as dsn, Client(dsn, schema=settings.schema) as client:
         for event in client.events(timeout=timeout):
@@ -634,11 +193,11 @@ def events(settings: _Settings, timeout: float | None, as_json: bool) -> None:
 
 
 @click.command()
-@_json_option
+@json_option
 @click.pass_obj
-def schedules(settings: _Settings, as_json: bool) -> None:
+def schedules(settings: CommandSettings, as_json: bool) -> None:
     """Scheduler entries: cron, time zone, last and next run, the tasks each enqueued."""
-    with _connection(settings) as conn:
+    with connection(settings) as conn:
         found = Client(schema=settings.schema).list_schedules(conn=conn)
     if as_json:
         output.print_json(found)
@@ -662,10 +221,10 @@ def schedules(settings: _Settings, as_json: bool) -> None:
 
 
 COMMANDS: tuple[click.Command, ...] = (
-    tasks,
+    _cli_tasks.tasks,
     queues,
     workers,
-    enqueue,
+    _cli_tasks.enqueue,
     clean,
     stats,
     events,

@@ -1,13 +1,19 @@
-"""Threads for sync handlers (see `DaemonExecutor`)."""
+"""How handlers are called: the middleware chain around each, and the threads that sync
+handlers run on (`DaemonExecutor`)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import functools
+import inspect
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future
 from typing import Any
+
+from pgtasq.context import CallNext, Handler, Middleware, TaskContext
 
 _Job = tuple[Future[Any], Callable[..., Any], tuple[Any, ...]]
 
@@ -64,3 +70,38 @@ class DaemonExecutor(Executor):
 
 def _call_first(fn: Callable[..., Any], *args: Any) -> Any:
     return fn(*args)
+
+
+def is_async(handler: Handler) -> bool:
+    """An ``async def`` function, or an object whose ``__call__`` is one."""
+    return inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
+        getattr(handler, "__call__", None)  # noqa: B004 - async callable objects
+    )
+
+
+def handler_chain(
+    handler: Handler, middleware: Sequence[Middleware], executor: Executor
+) -> CallNext:
+    """``handler`` wrapped in ``middleware`` (the first is the outermost), as one coroutine
+    function. An async handler runs on the loop; a sync one on ``executor``, in a copy of
+    the caller's context variables."""
+    call_async = is_async(handler)
+
+    async def innermost(ctx: TaskContext) -> Any:
+        if call_async:
+            return await handler(ctx)
+        loop = asyncio.get_running_loop()
+        run = contextvars.copy_context().run
+        return await loop.run_in_executor(executor, run, handler, ctx)
+
+    call: CallNext = innermost
+    for mw in reversed(middleware):
+        call = _wrap(mw, call)
+    return call
+
+
+def _wrap(mw: Middleware, call_next: CallNext) -> CallNext:
+    async def call(ctx: TaskContext) -> Any:
+        return await mw(ctx, call_next)
+
+    return call

@@ -4,6 +4,9 @@ One statement records many outcomes (`task_finish_many`; `task_release_many` for
 handed back). Each carries the ownership fence, so an outcome of a task this worker lost
 changes nothing and is counted as ``lost``. On a database error the outcomes stay queued
 and are written once it is back.
+
+Also here: `error_entry`, what a failed attempt adds to the row's ``errors``, and `Counts`,
+the tally of outcomes (and claims and rescues) a consumer returns.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import traceback
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -22,12 +26,39 @@ if TYPE_CHECKING:
     from psycopg_pool import AsyncConnectionPool
 
     from pgtasq import _sql
-    from pgtasq._runtime import Counts
+    from pgtasq.models import TaskInfo
 
 log = logging.getLogger("pgtasq.consumer")
 
 FLUSH_MAX_ROWS = 5000
 DELAY_MAX = 10 * 365 * 86400.0  # ten years: a larger (or infinite) delay would not be stored
+TRACEBACK_MAX_CHARS = 2000
+MESSAGE_MAX_CHARS = 2000
+
+
+@dataclasses.dataclass
+class Counts:
+    """What a consumer did; `Consumer.run(burst=True)` returns it."""
+
+    claimed: int = 0
+    completed: int = 0
+    failed: int = 0
+    retried: int = 0
+    released: int = 0
+    lost: int = 0
+    rescued: int = 0
+
+
+def error_entry(info: TaskInfo, exc: BaseException) -> dict[str, Any]:
+    """One entry of the task's ``errors`` list (the database adds ``at``)."""
+    lines = traceback.format_exception(type(exc), exc, exc.__traceback__)
+    tb = "".join(lines)
+    return {  # jsonb cannot hold NUL: keep a visible stand-in
+        "attempt": info.attempts,
+        "error": type(exc).__qualname__,
+        "message": str(exc)[:MESSAGE_MAX_CHARS].replace("\x00", "\\x00"),
+        "traceback": tb[-TRACEBACK_MAX_CHARS:].replace("\x00", "\\x00"),
+    }
 
 
 @dataclasses.dataclass

@@ -1,6 +1,6 @@
 """The worker engine behind `Consumer`: claim, run, heartbeat, record, rescue.
 
-One asyncio loop per process runs five concurrent parts:
+One asyncio loop per process runs six concurrent parts:
 
 - the claim loop: while there is free capacity, claim ready rows (one statement per queue,
   queues in weighted or strict order) and start a handler for each;
@@ -9,7 +9,14 @@ One asyncio loop per process runs five concurrent parts:
 - the heartbeat: once a tick, one statement extends the leases that are due and returns
   the tasks this worker no longer owns, whose handlers are then cancelled;
 - the flusher: outcomes are queued in memory and written in one statement per flush;
-- the rescuer: leases that expired go back to pending (or to failed).
+- the rescuer: leases that expired go back to pending (or to failed);
+- the cleaner: finished tasks past their retention are deleted.
+
+The heartbeat, the rescuer and the cleaner are services of their own (`pgtasq._services`),
+the listener is `pgtasq._listener.Listener` and the flusher `pgtasq._outcomes.OutcomeWriter`;
+the engine builds them, runs their loops and answers their callbacks. Handlers are called
+through the chains of `pgtasq._executor`. What stays here: claiming, running one task (its
+timer and the outcome it leads to) and the shutdown.
 
 Every database error is logged, backed off and retried: a restart of PostgreSQL, a
 terminated backend or a network cut never stops the worker, and since every write is fenced
@@ -20,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import dataclasses
 import inspect
 import json
@@ -28,7 +34,6 @@ import logging
 import os
 import random
 import socket
-import traceback
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
@@ -39,9 +44,19 @@ from psycopg_pool import AsyncConnectionPool
 
 from pgtasq import _sql
 from pgtasq._database import RETRYABLE, Backoff, fetch, short_error
-from pgtasq._executor import DaemonExecutor
-from pgtasq._outcomes import Outcome, OutcomeWriter
-from pgtasq.context import CallNext, ErrorHook, Handler, Middleware, TaskContext, dump_result
+from pgtasq._executor import DaemonExecutor, handler_chain, is_async
+from pgtasq._listener import Listener
+from pgtasq._outcomes import Counts, Outcome, OutcomeWriter, error_entry
+from pgtasq._services import (
+    STALE_WORKER_AFTER_DEFAULT,
+    Cleaner,
+    CleanerConfig,
+    Heartbeat,
+    HeartbeatConfig,
+    Rescuer,
+    RescuerConfig,
+)
+from pgtasq.context import ErrorHook, Handler, Middleware, TaskContext, dump_result
 from pgtasq.errors import (
     ConfigurationError,
     RetryIn,
@@ -54,9 +69,6 @@ from pgtasq.retry import RetryDelay
 
 log = logging.getLogger("pgtasq.consumer")
 
-TRACEBACK_MAX_CHARS = 2000
-MESSAGE_MAX_CHARS = 2000
-RESCUE_BATCH = 1000
 CLAIMS_IN_FLIGHT_MAX = 2
 
 
@@ -78,19 +90,6 @@ class Settings:
     clean_interval: float
     retention_default: float
     events: bool
-
-
-@dataclasses.dataclass
-class Counts:
-    """What a consumer did; `Consumer.run(burst=True)` returns it."""
-
-    claimed: int = 0
-    completed: int = 0
-    failed: int = 0
-    retried: int = 0
-    released: int = 0
-    lost: int = 0
-    rescued: int = 0
 
 
 def queue_order(
@@ -115,18 +114,6 @@ def queue_order(
                 break
         order.append(remaining.pop(index)[0])
     return order
-
-
-def error_entry(info: TaskInfo, exc: BaseException) -> dict[str, Any]:
-    """One entry of the task's ``errors`` list (the database adds ``at``)."""
-    lines = traceback.format_exception(type(exc), exc, exc.__traceback__)
-    tb = "".join(lines)
-    return {  # jsonb cannot hold NUL: keep a visible stand-in
-        "attempt": info.attempts,
-        "error": type(exc).__qualname__,
-        "message": str(exc)[:MESSAGE_MAX_CHARS].replace("\x00", "\\x00"),
-        "traceback": tb[-TRACEBACK_MAX_CHARS:].replace("\x00", "\\x00"),
-    }
 
 
 @dataclasses.dataclass
@@ -172,8 +159,10 @@ class Engine:
         self._claims: set[asyncio.Task[None]] = set()
         self._claim_backoff = Backoff()
         self._executor = DaemonExecutor(settings.concurrency)
-        self._chains = {name: self._chain(fn, middleware) for name, fn in handlers.items()}
-        self._threaded = {name for name, fn in handlers.items() if not _is_async(fn)}
+        self._chains = {
+            name: handler_chain(fn, middleware, self._executor) for name, fn in handlers.items()
+        }
+        self._threaded = {name for name, fn in handlers.items() if not is_async(fn)}
         self._worker_params = {
             "worker": self.worker_id,
             "host": socket.gethostname(),
@@ -184,28 +173,12 @@ class Engine:
         }
         # Created inside the loop (run()).
         self._wake: asyncio.Event
-        self._flush_wake: asyncio.Event
         self._force: asyncio.Event
-        self._flush_lock: asyncio.Lock
         self._pool: AsyncConnectionPool[Any]
         self._writer: OutcomeWriter
-
-    # -- handlers -----------------------------------------------------------------------
-
-    def _chain(self, handler: Handler, middleware: Sequence[Middleware]) -> CallNext:
-        call_async = _is_async(handler)
-
-        async def innermost(ctx: TaskContext) -> Any:
-            if call_async:
-                return await handler(ctx)
-            loop = asyncio.get_running_loop()
-            run = contextvars.copy_context().run
-            return await loop.run_in_executor(self._executor, run, handler, ctx)
-
-        call: CallNext = innermost
-        for mw in reversed(middleware):
-            call = _wrap(mw, call)
-        return call
+        self._heartbeat: Heartbeat
+        self._rescuer: Rescuer
+        self._cleaner: Cleaner
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -235,19 +208,28 @@ class Engine:
             counts=self.counts,
             flush_interval=self.settings.flush_interval,
         )
+        self._start_services()
         background: list[asyncio.Task[None]] = []
         try:
             await self._open()
             if self.stopping:
                 return self.counts
             background = [
-                asyncio.create_task(self._heartbeat_loop(), name="pgtasq-heartbeat"),
+                asyncio.create_task(self._heartbeat.run(), name="pgtasq-heartbeat"),
                 asyncio.create_task(self._writer.run(), name="pgtasq-flush"),
-                asyncio.create_task(self._rescue_loop(), name="pgtasq-rescue"),
-                asyncio.create_task(self._clean_loop(), name="pgtasq-clean"),
+                asyncio.create_task(self._rescuer.run(), name="pgtasq-rescue"),
+                asyncio.create_task(self._cleaner.run(), name="pgtasq-clean"),
             ]
             if self.settings.listen and not burst:
-                background.append(asyncio.create_task(self._listen_loop(), name="pgtasq-listen"))
+                listener = Listener(
+                    dsn=self.dsn,
+                    stmts=self.stmts,
+                    queues=self.queue_names,
+                    poll_interval=self.settings.poll_interval,
+                    on_connected=self._more_ready,  # notifications may have been missed
+                    on_notified=self._notified,
+                )
+                background.append(asyncio.create_task(listener.run(), name="pgtasq-listen"))
             log.info(
                 "worker %s started: queues %s, concurrency %d",
                 self.worker_id,
@@ -265,6 +247,33 @@ class Engine:
             self._executor.shutdown()
             log.info("worker %s stopped: %s", self.worker_id, self.counts)
         return self.counts
+
+    def _start_services(self) -> None:
+        settings = self.settings
+        self._heartbeat = Heartbeat(
+            pool=self._pool,
+            stmts=self.stmts,
+            worker=self._worker_params,
+            held=self._held,
+            on_lost=self._lost,
+            config=HeartbeatConfig(interval=settings.heartbeat_interval, lease=settings.lease),
+        )
+        self._rescuer = Rescuer(
+            pool=self._pool,
+            stmts=self.stmts,
+            on_rescued=self._rescued,
+            config=RescuerConfig(
+                interval=settings.rescue_interval,
+                stale_worker_after=max(STALE_WORKER_AFTER_DEFAULT, settings.lease * 2),
+            ),
+        )
+        self._cleaner = Cleaner(
+            pool=self._pool,
+            stmts=self.stmts,
+            config=CleanerConfig(
+                interval=settings.clean_interval, retention_default=settings.retention_default
+            ),
+        )
 
     async def _open(self) -> None:
         """Open the pool and register, retrying while the database is unreachable."""
@@ -319,7 +328,7 @@ class Engine:
         low_water = max(1, min(settings.batch_size, settings.concurrency) // 2)
         confirmed_after = -1
         if burst:
-            await self._rescue_safely()
+            await self._rescuer.try_once()
         while not self.stopping:
             self._wake.clear()
             self._issue_claims(low_water)
@@ -522,8 +531,6 @@ class Engine:
         except Exception:
             log.exception("on_error hook raised for task %s", ctx.id)
 
-    # -- recording outcomes -------------------------------------------------------------
-
     # -- shutdown -----------------------------------------------------------------------
 
     async def _shutdown(self) -> None:
@@ -552,115 +559,24 @@ class Engine:
                 await asyncio.wait(still, timeout=5.0)
         await self._writer.flush_all()
 
-    # -- heartbeat, rescue, listen --------------------------------------------------------
+    # -- what the services ask and tell ---------------------------------------------------
 
-    async def _heartbeat_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.heartbeat_interval)
-            held = {i: e.ctx.claimed_at for i, e in self.running.items()}
-            held.update(self._writer.unflushed)
-            params = {
-                **self._worker_params,
-                "id": list(held),
-                "claimed_at": list(held.values()),
-                "lease": self.settings.lease,
-            }
-            try:
-                async with self._pool.connection() as conn:
-                    rows = await fetch(conn, self.stmts.task_heartbeat, params)
-            except RETRYABLE as exc:
-                log.warning("heartbeat failed: %s", short_error(exc))
-                continue
-            for row in rows:
-                entry = self.running.get(row["id"])
-                # Only the claim we asked about: the task may have been claimed again since.
-                if entry is not None and entry.ctx.claimed_at == held.get(row["id"]):
-                    log.warning(
-                        "task %s was cancelled or taken away; cancelling its handler", row["id"]
-                    )
-                    self._cancel(entry, "lost")
+    def _held(self) -> dict[int, datetime]:
+        """The tasks whose leases the heartbeat keeps: running, or with the outcome unwritten."""
+        held = {i: e.ctx.claimed_at for i, e in self.running.items()}
+        held.update(self._writer.unflushed)
+        return held
 
-    async def _rescue_loop(self) -> None:
-        interval = self.settings.rescue_interval
-        await asyncio.sleep(random.random() * interval)
-        while True:
-            await self._rescue_safely()
-            await asyncio.sleep(interval * (0.75 + random.random() / 2))
+    def _lost(self, task_id: int, claimed_at: datetime) -> None:
+        entry = self.running.get(task_id)
+        # Only the claim we asked about: the task may have been claimed again since.
+        if entry is not None and entry.ctx.claimed_at == claimed_at:
+            log.warning("task %s was cancelled or taken away; cancelling its handler", task_id)
+            self._cancel(entry, "lost")
 
-    async def _rescue_safely(self) -> None:
-        try:
-            await self.rescue_once()
-        except RETRYABLE as exc:
-            log.warning("rescue failed: %s", short_error(exc))
-
-    async def _clean_loop(self) -> None:
-        """Delete finished tasks past their retention, now and then; one worker at a time."""
-        interval = self.settings.clean_interval
-        await asyncio.sleep(random.random() * interval)
-        while True:
-            try:
-                deleted = 0
-                async with self._pool.connection() as conn:
-                    while True:
-                        params = {"retention": self.settings.retention_default, "batch": 1000}
-                        rows = await fetch(conn, self.stmts.task_clean, params)
-                        deleted += len(rows)
-                        if len(rows) < 1000:
-                            break
-                if deleted:
-                    log.info("cleaned %d finished tasks past their retention", deleted)
-            except RETRYABLE as exc:
-                log.warning("cleaning failed: %s", short_error(exc))
-            await asyncio.sleep(interval * (0.75 + random.random() / 2))
-
-    async def rescue_once(self) -> int:
-        rescued = 0
-        async with self._pool.connection() as conn:
-            while True:
-                rows = await fetch(conn, self.stmts.task_rescue_expired, {"limit": RESCUE_BATCH})
-                rescued += len(rows)
-                if len(rows) < RESCUE_BATCH:
-                    break
-            stale_after = max(60.0, self.settings.lease * 2)
-            await fetch(conn, self.stmts.worker_delete_stale, {"older_than": stale_after})
-        if rescued:
-            log.warning("rescued %d tasks whose lease expired", rescued)
-            self.counts.rescued += rescued
-            self._more_ready()
-        return rescued
-
-    async def _listen_loop(self) -> None:
-        backoff = Backoff(cap=10.0)
-        check_every = max(self.settings.poll_interval, 5.0)
-        while True:
-            try:
-                conn = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True)
-                async with conn:
-                    await conn.execute(self.stmts.listen.text)
-                    backoff.reset()
-                    self._more_ready()  # notifications may have been missed meanwhile
-                    while True:
-                        async for note in conn.notifies(timeout=check_every):
-                            if self._relevant(note.payload):
-                                self._notified()
-                        await conn.execute("SELECT 1")  # is the connection still alive?
-            except RETRYABLE as exc:
-                delay = backoff.next()
-                log.warning(
-                    "listener lost (%s); polling until it reconnects in %.1f s",
-                    short_error(exc),
-                    delay,
-                )
-                await asyncio.sleep(delay)
-
-    def _relevant(self, payload: str) -> bool:
-        try:
-            queues = json.loads(payload)
-        except ValueError:
-            return True
-        if not isinstance(queues, list):
-            return True
-        return any(q in self.queue_names for q in queues)
+    def _rescued(self, count: int) -> None:
+        self.counts.rescued += count
+        self._more_ready()
 
 
 async def _configure_worker_connection(conn: psycopg.AsyncConnection[Any]) -> None:
@@ -672,16 +588,3 @@ async def _configure_worker_connection(conn: psycopg.AsyncConnection[Any]) -> No
     server's setting.
     """
     await conn.execute("SET synchronous_commit TO off")
-
-
-def _is_async(handler: Handler) -> bool:
-    return inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
-        getattr(handler, "__call__", None)  # noqa: B004 - async callable objects
-    )
-
-
-def _wrap(mw: Middleware, call_next: CallNext) -> CallNext:
-    async def call(ctx: TaskContext) -> Any:
-        return await mw(ctx, call_next)
-
-    return call

@@ -24,23 +24,27 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from pgtasq._runtime import Counts, Engine, Settings, queue_order
+from pgtasq._outcomes import Counts
+from pgtasq._runtime import Engine, Settings, queue_order
+from pgtasq._services import (
+    CLEAN_INTERVAL_DEFAULT,
+    HEARTBEAT_INTERVAL_DEFAULT,
+    LEASE_DEFAULT,
+    RESCUE_INTERVAL_DEFAULT,
+    RETENTION_DEFAULT,
+)
 from pgtasq.context import ErrorHook, Handler, Middleware, TaskContext
 from pgtasq.errors import ConfigurationError
 from pgtasq.models import NAME_MAX_LENGTH, QUEUE_DEFAULT
 from pgtasq.retry import RetryDelay, default_retry_delay
 from pgtasq.tables import SCHEMA_DEFAULT, check_schema_name
 
+# The lease, heartbeat, rescue and clean defaults are the services' (pgtasq._services).
 CONCURRENCY_DEFAULT = 200
 BATCH_SIZE_DEFAULT = 100
-LEASE_DEFAULT = 30.0
-HEARTBEAT_INTERVAL_DEFAULT = 1.0
 POLL_INTERVAL_DEFAULT = 1.0
 FLUSH_INTERVAL_DEFAULT = 0.002
 SHUTDOWN_TIMEOUT_DEFAULT = 30.0
-RESCUE_INTERVAL_DEFAULT = 10.0
-CLEAN_INTERVAL_DEFAULT = 60.0
-RETENTION_DEFAULT = 86400.0  # finished tasks without a retention of their own: one day
 
 Queues = str | Sequence[str] | Mapping[str, int]
 

@@ -8,6 +8,7 @@ import random
 import pytest
 
 from pgtasq import ConfigurationError, Consumer
+from pgtasq._listener import relevant
 from pgtasq._runtime import queue_order
 from pgtasq.consumer import parse_queues
 from pgtasq.retry import exponential_backoff
@@ -90,3 +91,15 @@ def test_registration() -> None:
         consumer.run()
     with pytest.raises(ConfigurationError, match="no handlers"):
         Consumer().run("postgresql://x")
+
+
+def test_which_notifications_wake_the_worker() -> None:
+    mine = {"default", "mail"}
+    assert relevant('["mail"]', mine)
+    assert relevant('["other", "default"]', mine)
+    assert not relevant('["other"]', mine)
+    assert not relevant("[]", mine)
+    # Not a list of queue names (a "*", someone else's payload): wake up, to be safe.
+    assert relevant("*", mine)
+    assert relevant('{"queue": "other"}', mine)
+    assert relevant("", mine)
