@@ -54,8 +54,8 @@ def upgrade() -> None:
         sa.Column("attempted_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("finalized_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("retention", sa.Interval, nullable=True),
-        sa.CheckConstraint("char_length(queue) BETWEEN 1 AND 128", name="tasks_queue_length"),
-        sa.CheckConstraint("char_length(type) BETWEEN 1 AND 128", name="tasks_type_length"),
+        sa.CheckConstraint("queue <> '' AND char_length(queue) <= 128", name="tasks_queue_length"),
+        sa.CheckConstraint("type <> '' AND char_length(type) <= 128", name="tasks_type_length"),
         sa.CheckConstraint("priority BETWEEN -100 AND 100", name="tasks_priority_range"),
         sa.CheckConstraint("max_attempts >= 1", name="tasks_max_attempts_positive"),
         sa.CheckConstraint("attempts >= 0", name="tasks_attempts_non_negative"),
@@ -81,7 +81,7 @@ def upgrade() -> None:
     op.create_index(
         "tasks_claim_idx",
         "tasks",
-        ["queue", sa.text("priority DESC"), "run_at", "id"],
+        ["queue", sa.text("priority DESC"), "run_at"],
         schema=schema,
         postgresql_where=sa.text("status = 'pending'"),
     )

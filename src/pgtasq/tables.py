@@ -83,11 +83,14 @@ def metadata(schema: str = SCHEMA_DEFAULT) -> sa.MetaData:
         sa.Column("attempted_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("finalized_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("retention", sa.Interval, nullable=True),
+        # PostgreSQL rebuilds every CHECK expression at the start of every INSERT (about 10 %
+        # of a one-row enqueue's server work, callgrind), so they are written small: BETWEEN
+        # would repeat char_length(); "<> ''" is the cheap half of the length check.
         sa.CheckConstraint(
-            f"char_length(queue) BETWEEN 1 AND {NAME_MAX_LENGTH}", name="tasks_queue_length"
+            f"queue <> '' AND char_length(queue) <= {NAME_MAX_LENGTH}", name="tasks_queue_length"
         ),
         sa.CheckConstraint(
-            f"char_length(type) BETWEEN 1 AND {NAME_MAX_LENGTH}", name="tasks_type_length"
+            f"type <> '' AND char_length(type) <= {NAME_MAX_LENGTH}", name="tasks_type_length"
         ),
         sa.CheckConstraint(
             f"priority BETWEEN {PRIORITY_MIN} AND {PRIORITY_MAX}", name="tasks_priority_range"
@@ -110,13 +113,15 @@ def metadata(schema: str = SCHEMA_DEFAULT) -> sa.MetaData:
             unique=True,
             postgresql_where=sa.text("idempotency_key IS NOT NULL"),
         ),
-        # The claim: ready rows of a queue, in claim order. Partial, so finished rows cost nothing.
+        # The claim: ready rows of a queue, in claim order. Partial, so finished rows cost
+        # nothing. No id column: rows with equal keys (one transaction's batch shares its
+        # run_at) are kept in heap order, as one deduplicated entry, which costs a COPY
+        # about 15 % fewer server instructions per row than a 4-column index (callgrind).
         sa.Index(
             "tasks_claim_idx",
             "queue",
             sa.text("priority DESC"),
             "run_at",
-            "id",
             postgresql_where=sa.text("status = 'pending'"),
         ),
         # Rescue: running rows whose lease ran out. Only running rows are in it.
