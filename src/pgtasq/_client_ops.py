@@ -154,53 +154,43 @@ def get_task(stmts: _sql.Statements, task_id: int) -> Op:
 
 
 def _changed_or_raise(
-    stmts: _sql.Statements, task_id: int, rows: Sequence[Row], errors: Mapping[str, type[Exception]]
-) -> Op:
-    """After a conditional change: the changed row, the current one for a no-op, or the error."""
+    task_id: int, rows: Sequence[Row], errors: Mapping[str, type[Exception]]
+) -> TaskInfo:
+    """After a conditional change: the error for the state it found, or the row it reports
+    (the changed row, or for a no-op the row as the statement locked it)."""
     if not rows:
         raise TaskNotFound(task_id)
     row = rows[0]
     before = row["before"]
     if before in errors:
         raise errors[before](task_id)
-    if row["id"] is not None:
-        return TaskInfo.from_row(row)
-    return (yield from get_task(stmts, task_id))
+    return TaskInfo.from_row(row)
 
 
 def cancel_task(stmts: _sql.Statements, task_id: int) -> Op:
     """pending/failed/running -> cancelled; cancelled: no-op; completed: TaskAlreadyFinalized."""
     rows = yield stmts.task_cancel, {"id": task_id}
-    return (
-        yield from _changed_or_raise(
-            stmts, task_id, rows, {TaskStatus.COMPLETED.value: TaskAlreadyFinalized}
-        )
-    )
+    return _changed_or_raise(task_id, rows, {TaskStatus.COMPLETED.value: TaskAlreadyFinalized})
 
 
 def retry_task(stmts: _sql.Statements, task_id: int) -> Op:
     """failed/cancelled -> pending now, with at least one attempt left."""
     rows = yield stmts.task_retry, {"id": task_id}
-    return (
-        yield from _changed_or_raise(
-            stmts,
-            task_id,
-            rows,
-            {
-                TaskStatus.PENDING.value: TaskAlreadyAvailable,
-                TaskStatus.RUNNING.value: TaskRunning,
-                TaskStatus.COMPLETED.value: TaskAlreadyFinalized,
-            },
-        )
+    return _changed_or_raise(
+        task_id,
+        rows,
+        {
+            TaskStatus.PENDING.value: TaskAlreadyAvailable,
+            TaskStatus.RUNNING.value: TaskRunning,
+            TaskStatus.COMPLETED.value: TaskAlreadyFinalized,
+        },
     )
 
 
 def delete_task(stmts: _sql.Statements, task_id: int) -> Op:
     """Anything but running; returns what was deleted."""
     rows = yield stmts.task_delete, {"id": task_id}
-    return (
-        yield from _changed_or_raise(stmts, task_id, rows, {TaskStatus.RUNNING.value: TaskRunning})
-    )
+    return _changed_or_raise(task_id, rows, {TaskStatus.RUNNING.value: TaskRunning})
 
 
 def list_tasks(stmts: _sql.Statements, task_filter: TaskFilter) -> Op:

@@ -441,15 +441,25 @@ ON CONFLICT (id) DO UPDATE SET heartbeat_at = now()
     listen = Statement("listen", f'LISTEN "{channel}"')
 
     # -- the Client: one conditional statement per change. `target` locks the row and
-    # reports the state it was in; the change happens only from the states it may leave.
+    # reads it (as its latest committed version, once the lock is ours); the change happens
+    # only from the states it may leave. The statement returns the state the row was in
+    # (`before`) and the row as the statement left it: the changed row, or, when nothing
+    # changed, the row `target` locked. So one statement decides and reports; the Client
+    # never reads the row again (a second read could see a later change).
     target = (
-        f"SELECT id AS target_id, status AS before FROM {s}.tasks "
+        f"SELECT status AS before, {TASK_COLUMNS} FROM {s}.tasks "
         "WHERE id = CAST(%(id)s AS bigint) FOR UPDATE"
     )
-    returned = ", ".join(
-        "c." + c.strip().split(" AS ")[-1].split("::")[0]
+    names = ", ".join(
+        c.strip().split(" AS ")[-1].split("::")[0]
         for c in TASK_COLUMNS.replace("\n", " ").split(",")
     )
+    reported = f"""SELECT target.before::text AS before, r.*
+FROM target, (
+    SELECT {names} FROM changed
+    UNION ALL
+    SELECT {names} FROM target WHERE NOT EXISTS (SELECT FROM changed)
+) r"""
     task_cancel = Statement(
         "task_cancel",
         f"""
@@ -459,11 +469,11 @@ changed AS (
     SET status = 'cancelled', finalized_at = now(), locked_by = NULL, locked_until = NULL,
         updated_at = now()
     FROM target
-    WHERE t.id = target.target_id AND target.before IN ('pending', 'running', 'failed')
+    WHERE t.id = target.id AND target.before IN ('pending', 'running', 'failed')
     RETURNING {claimed}
 ),
 {_events_cte(events, "changed", "'cancelled'")}
-SELECT target.before::text AS before, {returned} FROM target LEFT JOIN changed c ON true
+{reported}
 WHERE {_EMIT}
 """,
     )
@@ -479,14 +489,14 @@ changed AS (
         -- the row PostgreSQL builds before it re-reads one a worker changed concurrently
         locked_by = NULL, locked_until = NULL
     FROM target
-    WHERE t.id = target.target_id AND target.before IN ('failed', 'cancelled')
+    WHERE t.id = target.id AND target.before IN ('failed', 'cancelled')
     RETURNING {claimed}
 ),
 woken AS (
     SELECT {_wake(channel, "json_agg(queue)::text")} FROM changed HAVING count(*) > 0
 )
-SELECT target.before::text AS before, {returned}
-FROM target LEFT JOIN changed c ON true LEFT JOIN woken ON true
+{reported}
+LEFT JOIN woken ON true
 """,
     )
     task_delete = Statement(
@@ -495,10 +505,10 @@ FROM target LEFT JOIN changed c ON true LEFT JOIN woken ON true
 WITH target AS ({target}),
 changed AS (
     DELETE FROM {s}.tasks t USING target
-    WHERE t.id = target.target_id AND target.before <> 'running'
+    WHERE t.id = target.id AND target.before <> 'running'
     RETURNING {claimed}
 )
-SELECT target.before::text AS before, {returned} FROM target LEFT JOIN changed c ON true
+{reported}
 """,
     )
     queue_list = Statement(

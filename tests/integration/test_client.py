@@ -670,24 +670,20 @@ def test_a_stale_heartbeat_reply_spares_a_newer_claim_of_the_task(
         consumer.stop(timeout=10)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_client_ops._changed_or_raise: when nothing changed (cancel of a cancelled task) "
-    "it reads the row again in a second statement, which can see a later change; the "
-    "statement that decided could return the row it locked instead",
-)
 def test_a_cancel_that_changes_nothing_reports_the_row_it_decided_on(
     pg_dsn: str, schema: str
 ) -> None:
     (task_id,) = enqueue(pg_dsn, schema, Task("t"))
     set_state(pg_dsn, schema, [task_id], "cancelled")
-    select = _sql.statements(schema).task_select.text
 
     class Meanwhile(psycopg.Cursor[Any]):
-        """Another session retries the task just before any follow-up read of it."""
+        """Another session retries the task just before any follow-up statement."""
+
+        sent = 0
 
         def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
-            if query == select:
+            Meanwhile.sent += 1
+            if Meanwhile.sent > 1:
                 with Client(pg_dsn, schema=schema) as other:
                     other.retry_task(task_id)
             return super().execute(query, params, **kwargs)
@@ -695,6 +691,40 @@ def test_a_cancel_that_changes_nothing_reports_the_row_it_decided_on(
     with psycopg.connect(pg_dsn, autocommit=True, cursor_factory=Meanwhile) as conn:
         info = Client(schema=schema).cancel_task(task_id, conn=conn)
     assert info.status is TaskStatus.CANCELLED  # what cancel found and left alone
+    assert Meanwhile.sent == 1
+
+
+@pytest.mark.parametrize("state", ["pending", "running", "completed", "failed", "cancelled"])
+@pytest.mark.parametrize("op", ["cancel_task", "retry_task", "delete_task"])
+def test_each_change_is_one_statement_that_reports_the_row(
+    pg_dsn: str, schema: str, op: str, state: str
+) -> None:
+    """Whatever it decides, an operation sends one statement, and what it returns (or the
+    error it raises) comes from that statement alone."""
+    (task_id,) = enqueue(pg_dsn, schema, Task("t"))
+    if state != "pending":
+        set_state(pg_dsn, schema, [task_id], state)
+    sent: list[str] = []
+
+    class Counting(psycopg.Cursor[Any]):
+        def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
+            sent.append(str(query))
+            return super().execute(query, params, **kwargs)
+
+    before = info_of(pg_dsn, schema, task_id)
+    with psycopg.connect(pg_dsn, cursor_factory=Counting) as conn:
+        try:
+            info: TaskInfo | PgtasqError = getattr(Client(schema=schema), op)(task_id, conn=conn)
+        except PgtasqError as exc:
+            info = exc
+        conn.commit()
+    assert len(sent) == 1, sent
+    if isinstance(info, PgtasqError):
+        assert info_of(pg_dsn, schema, task_id) == before
+    elif op == "delete_task":
+        assert info == before and row_of(pg_dsn, schema, task_id) is None
+    else:
+        assert info == info_of(pg_dsn, schema, task_id)
 
 
 # -- the caller's connection and transaction ----------------------------------------------

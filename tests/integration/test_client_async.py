@@ -173,6 +173,30 @@ async def test_cancel_reaches_a_handler_running_in_the_same_loop(
     assert info_of(pg_dsn, schema, task_id) == info
 
 
+async def test_a_cancel_that_changes_nothing_reports_the_row_it_decided_on(
+    pg_dsn: str, schema: str
+) -> None:
+    (task_id,) = enqueue(pg_dsn, schema, Task("t"))
+    set_state(pg_dsn, schema, [task_id], "cancelled")
+    sent: list[str] = []
+
+    class Meanwhile(psycopg.AsyncCursor[Any]):
+        """Another session retries the task just before any follow-up statement."""
+
+        async def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
+            sent.append(str(query))
+            if len(sent) > 1:
+                async with AsyncClient(pg_dsn, schema=schema) as other:
+                    await other.retry_task(task_id)
+            return await super().execute(query, params, **kwargs)
+
+    conn = await psycopg.AsyncConnection.connect(pg_dsn, autocommit=True, cursor_factory=Meanwhile)
+    async with conn:
+        info = await AsyncClient(schema=schema).cancel_task(task_id, conn=conn)
+    assert info.status is TaskStatus.CANCELLED and len(sent) == 1
+    assert info == info_of(pg_dsn, schema, task_id)
+
+
 async def test_on_the_callers_async_connection(pg_dsn: str, schema: str) -> None:
     pending, completed = enqueue(pg_dsn, schema, Task("t"), Task("t"))
     set_state(pg_dsn, schema, [completed], "completed")
