@@ -220,12 +220,23 @@ def bulk(
     if not 1 <= batch_size <= 10_000:
         raise ValueError(f"batch_size must be from 1 to 10000, got {batch_size}")
     stmt, params = _sql.task_bulk(stmts.schema, action, task_filter)
-    params = {**params, "batch": batch_size}
+    return (yield from _in_batches(stmt, {**params, "batch": batch_size}, batch_size, progress))
+
+
+def _in_batches(
+    stmt: _sql.Statement, params: dict[str, Any], batch_size: int, progress: Progress | None
+) -> Op:
+    """Run ``stmt`` until a batch changes fewer than ``batch_size`` rows; returns the total.
+
+    ``progress`` gets the running total after each batch that changed rows, so every count
+    once; when nothing at all changed, it gets 0 once. (When the total is a multiple of
+    ``batch_size`` the last batch is empty: it only tells us we are done.)
+    """
     changed = 0
     while True:
         rows = yield stmt, params
         changed += len(rows)
-        if progress is not None:
+        if progress is not None and (rows or not changed):
             progress(changed)
         if len(rows) < batch_size:
             return changed
@@ -267,14 +278,8 @@ def clean(
         raise ValueError(f"retention must be > 0 seconds, got {retention!r}")
     if not 1 <= batch_size <= 10_000:
         raise ValueError(f"batch_size must be from 1 to 10000, got {batch_size}")
-    deleted = 0
-    while True:
-        rows = yield stmts.task_clean, {"retention": float(retention), "batch": batch_size}
-        deleted += len(rows)
-        if progress is not None:
-            progress(deleted)
-        if len(rows) < batch_size:
-            return deleted
+    params = {"retention": float(retention), "batch": batch_size}
+    return (yield from _in_batches(stmts.task_clean, params, batch_size, progress))
 
 
 @dataclasses.dataclass(frozen=True)

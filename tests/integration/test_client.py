@@ -1126,8 +1126,9 @@ def test_injection_through_the_connection_paths_with_sqlalchemy(pg_dsn: str, sch
 
 
 def _steps(total: int, batch: int) -> list[int]:
-    """The progress calls of a bulk operation: after every batch, the last one short."""
-    return [min(batch * k, total) for k in range(1, total // batch + 2)]
+    """The progress calls of a bulk operation: the running count after each batch that
+    changed rows, each count once (0 once when nothing changed)."""
+    return [min(batch * k, total) for k in range(1, -(-total // batch) + 1)] or [0]
 
 
 MIX = {
@@ -1211,7 +1212,7 @@ def test_bulk_with_views_ids_and_types(pg_dsn: str, schema: str, client: Client)
     assert (
         client.cancel_tasks(TaskFilter().states("retry"), batch_size=1, progress=steps.append) == 3
     )
-    assert steps == [1, 2, 3, 3]  # a full last batch is followed by an empty one
+    assert steps == [1, 2, 3]  # the empty batch after a full last one reports nothing
     assert client.delete_tasks(TaskFilter().ids(*a["pending"][:3], a["running"][0])) == 3
     assert client.cancel_tasks(TaskFilter().types("x")) == 4
     assert client.retry_tasks(TaskFilter().types("x").states("cancelled")) == 4
@@ -1255,6 +1256,27 @@ def test_bulk_batches_commit_on_their_own_without_a_connection(pg_dsn: str, sche
         assert seen == [(7, 20), (14, 20), (20, 20)]  # one transaction: nothing seen yet
         conn.rollback()
     assert count_tasks(pg_dsn, schema, status="cancelled") == 20
+
+
+@pytest.mark.parametrize(
+    ("total", "expected"),
+    [(0, [0]), (1, [1]), (6, [6]), (7, [7]), (14, [7, 14]), (21, [7, 14, 21])],
+)
+def test_bulk_progress_reports_each_count_once(
+    pg_dsn: str, schema: str, client: Client, total: int, expected: list[int]
+) -> None:
+    """Also when the total is a multiple of the batch size (the last batch is then empty)."""
+    seed(pg_dsn, schema, "a", {"pending": total})
+    calls: dict[str, list[int]] = {"cancel": [], "retry": [], "delete": [], "clean": []}
+    assert client.cancel_tasks(TaskFilter(), batch_size=7, progress=calls["cancel"].append) == total
+    assert client.retry_tasks(TaskFilter(), batch_size=7, progress=calls["retry"].append) == total
+    execute(pg_dsn, f"UPDATE {schema}.tasks SET {_STATE_SQL['cancelled']}")
+    execute(pg_dsn, f"UPDATE {schema}.tasks SET finalized_at = now() - interval '2 days'")
+    assert client.clean(batch_size=7, progress=calls["clean"].append) == total
+    seed(pg_dsn, schema, "a", {"pending": total})
+    assert client.delete_tasks(TaskFilter(), batch_size=7, progress=calls["delete"].append) == total
+    assert calls == {key: expected for key in calls}
+    assert _steps(total, 7) == expected
 
 
 def test_bulk_batch_size_is_checked_before_sql(client: Client) -> None:

@@ -35,6 +35,7 @@ from tests.integration.test_client import (
     all_rows,
     db_now,
     enqueue,
+    execute,
     info_of,
     row_of,
     set_state,
@@ -282,6 +283,25 @@ async def test_list_pages_and_bulk(pg_dsn: str, schema: str, aclient: AsyncClien
     assert [r["id"] for r in all_rows(pg_dsn, schema)] == ids[:4]
     with pytest.raises(ValueError, match="batch_size"):
         await aclient.delete_tasks(TaskFilter(), batch_size=0)
+
+
+async def test_bulk_progress_reports_each_count_once(
+    pg_dsn: str, schema: str, aclient: AsyncClient
+) -> None:
+    enqueue(pg_dsn, schema, *[Task("t")] * 30)
+    calls: dict[str, list[int]] = {"cancel": [], "retry": [], "delete": [], "clean": []}
+    f = TaskFilter()
+    assert await aclient.cancel_tasks(f, batch_size=10, progress=calls["cancel"].append) == 30
+    assert await aclient.retry_tasks(f, batch_size=10, progress=calls["retry"].append) == 30
+    await aclient.cancel_tasks(f)
+    execute(pg_dsn, f"UPDATE {schema}.tasks SET finalized_at = now() - interval '2 days'")
+    assert await aclient.clean(batch_size=10, progress=calls["clean"].append) == 30
+    enqueue(pg_dsn, schema, *[Task("t")] * 30)
+    assert await aclient.delete_tasks(f, batch_size=10, progress=calls["delete"].append) == 30
+    assert calls == {key: [10, 20, 30] for key in calls}  # 30: the last batch is empty
+    none: list[int] = []
+    assert await aclient.delete_tasks(f, batch_size=10, progress=none.append) == 0
+    assert none == [0]
 
 
 async def test_queues_and_workers(pg_dsn: str, schema: str, aclient: AsyncClient) -> None:
