@@ -194,15 +194,14 @@ def delete_task(stmts: _sql.Statements, task_id: int) -> Op:
 
 
 def list_tasks(stmts: _sql.Statements, task_filter: TaskFilter) -> Op:
-    page_stmt, count_stmt, params = _sql.task_list(stmts.schema, task_filter)
-    rows = yield page_stmt, params
-    counted = yield count_stmt, params
-    tasks = [TaskInfo.from_row(r) for r in rows]
+    stmt, params = _sql.task_list(stmts.schema, task_filter)
+    rows = yield stmt, params  # one statement: the page and the total from one snapshot
+    tasks = [TaskInfo.from_row(r) for r in rows if r["id"] is not None]
     cursor = None
     if len(tasks) == task_filter.limit_rows:
         last = tasks[-1]
         cursor = Cursor(getattr(last, task_filter.order_field), last.id)
-    return TaskPage(tasks=tasks, total=int(counted[0]["total"]), next_cursor=cursor)
+    return TaskPage(tasks=tasks, total=int(rows[0]["total"]), next_cursor=cursor)
 
 
 def bulk(

@@ -762,8 +762,13 @@ def task_filter_where(schema: str, f: TaskFilter) -> tuple[str, dict[str, Any]]:
     return " AND ".join(clauses) or "true", params
 
 
-def task_list(schema: str, f: TaskFilter) -> tuple[Statement, Statement, dict[str, Any]]:
-    """A page of tasks, and the count of all the filter selects (ignoring the page)."""
+def task_list(schema: str, f: TaskFilter) -> tuple[Statement, dict[str, Any]]:
+    """A page of tasks with the count of all the filter selects (ignoring the page).
+
+    One statement, so the page and the total come from one snapshot and agree even while
+    other sessions write. Every row carries ``total``; an empty page is one row whose task
+    columns are NULL. The count costs what a separate ``count(*)`` would.
+    """
     where, params = task_filter_where(schema, f)
     field = f.order_field
     cast = _ORDER_CASTS[field]  # KeyError here means the filter let an unknown field through
@@ -776,14 +781,17 @@ def task_list(schema: str, f: TaskFilter) -> tuple[Statement, Statement, dict[st
             f"(CAST(%(after_value)s AS {cast}), CAST(%(after_id)s AS bigint))"
         )
         params = {**params, "after_value": f.cursor.value, "after_id": f.cursor.id}
-    page = Statement(
-        "task_list",
-        f"SELECT {TASK_COLUMNS} FROM {schema}.tasks WHERE {page_where} "
-        f"ORDER BY {field} {direction}, id {direction} "
-        f"LIMIT {int(f.limit_rows)} OFFSET {int(f.offset_rows)}",
-    )
-    count = Statement("task_count", f"SELECT count(*) AS total FROM {schema}.tasks WHERE {where}")
-    return page, count, params
+    text = f"""
+WITH page AS (
+    SELECT {TASK_COLUMNS} FROM {schema}.tasks WHERE {page_where}
+    ORDER BY {field} {direction}, id {direction}
+    LIMIT {int(f.limit_rows)} OFFSET {int(f.offset_rows)}
+),
+counted AS (SELECT count(*) AS total FROM {schema}.tasks WHERE {where})
+SELECT counted.total, page.* FROM counted LEFT JOIN page ON true
+ORDER BY page.{field} {direction}, page.id {direction}
+"""
+    return Statement("task_list", text), params
 
 
 def task_bulk(schema: str, action: str, f: TaskFilter) -> tuple[Statement, dict[str, Any]]:

@@ -1015,6 +1015,28 @@ def test_keyset_pagination_with_a_filter_and_an_exact_last_page(pg_dsn: str, big
     assert seen == expected
 
 
+def test_the_page_and_the_total_agree_while_others_write(pg_dsn: str, schema: str) -> None:
+    """Another session enqueues and deletes before any statement after the first one."""
+    ids = enqueue(pg_dsn, schema, *[Task("t")] * 5)
+    sent: list[str] = []
+
+    class Meanwhile(psycopg.Cursor[Any]):
+        def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
+            sent.append(str(query))
+            if len(sent) > 1:
+                enqueue(pg_dsn, schema, Task("t"), Task("t"))
+                execute(pg_dsn, f"DELETE FROM {schema}.tasks WHERE id = %s", (ids.pop(0),))
+            return super().execute(query, params, **kwargs)
+
+    with psycopg.connect(pg_dsn, autocommit=True, cursor_factory=Meanwhile) as conn:
+        page = Client(schema=schema).list_tasks(TaskFilter().limit(50), conn=conn)
+        assert page.total == len(page.tasks) == 5 and [t.id for t in page.tasks] == ids
+        sent.clear()
+        page = Client(schema=schema).list_tasks(TaskFilter().limit(2), conn=conn)
+        assert page.total == 5 and [t.id for t in page.tasks] == ids[:2]
+    assert len(sent) == 1
+
+
 @pytest.mark.parametrize("direction", ["asc", "desc"])
 def test_offset_pages(pg_dsn: str, big: Big, direction: Any) -> None:
     expected = _ordered(big.rows, "priority", direction)

@@ -285,6 +285,27 @@ async def test_list_pages_and_bulk(pg_dsn: str, schema: str, aclient: AsyncClien
         await aclient.delete_tasks(TaskFilter(), batch_size=0)
 
 
+async def test_the_page_and_the_total_agree_while_others_write(pg_dsn: str, schema: str) -> None:
+    ids = enqueue(pg_dsn, schema, *[Task("t")] * 5)
+    sent: list[str] = []
+
+    class Meanwhile(psycopg.AsyncCursor[Any]):
+        """Another session enqueues and deletes before any statement after the first one."""
+
+        async def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
+            sent.append(str(query))
+            if len(sent) > 1:
+                enqueue(pg_dsn, schema, Task("t"), Task("t"))
+                execute(pg_dsn, f"DELETE FROM {schema}.tasks WHERE id = %s", (ids.pop(0),))
+            return await super().execute(query, params, **kwargs)
+
+    conn = await psycopg.AsyncConnection.connect(pg_dsn, autocommit=True, cursor_factory=Meanwhile)
+    async with conn:
+        page = await AsyncClient(schema=schema).list_tasks(TaskFilter().limit(50), conn=conn)
+    assert page.total == len(page.tasks) == 5 and [t.id for t in page.tasks] == ids
+    assert len(sent) == 1
+
+
 async def test_bulk_progress_reports_each_count_once(
     pg_dsn: str, schema: str, aclient: AsyncClient
 ) -> None:
