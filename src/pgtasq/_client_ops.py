@@ -33,7 +33,8 @@ BULK_BATCH_DEFAULT = 1000
 
 @dataclasses.dataclass(frozen=True)
 class TaskPage:
-    """One page of `list_tasks`: the tasks, the total matching the filter, where to go on."""
+    """One page of `list_tasks`: the tasks, the total matching the filter, and where the next
+    page starts (``next_cursor``, None when this page is the last one)."""
 
     tasks: list[TaskInfo]
     total: int
@@ -198,7 +199,8 @@ def list_tasks(stmts: _sql.Statements, task_filter: TaskFilter) -> Op:
     rows = yield stmt, params  # one statement: the page and the total from one snapshot
     tasks = [TaskInfo.from_row(r) for r in rows if r["id"] is not None]
     cursor = None
-    if len(tasks) == task_filter.limit_rows:
+    if len(tasks) > task_filter.limit_rows:  # the statement reads one row past the page
+        del tasks[task_filter.limit_rows :]
         last = tasks[-1]
         cursor = Cursor(getattr(last, task_filter.order_field), last.id)
     return TaskPage(tasks=tasks, total=int(rows[0]["total"]), next_cursor=cursor)

@@ -767,7 +767,8 @@ def task_list(schema: str, f: TaskFilter) -> tuple[Statement, dict[str, Any]]:
 
     One statement, so the page and the total come from one snapshot and agree even while
     other sessions write. Every row carries ``total``; an empty page is one row whose task
-    columns are NULL. The count costs what a separate ``count(*)`` would.
+    columns are NULL. The count costs what a separate ``count(*)`` would. The page has up to
+    ``limit + 1`` rows: the one past the page only says that there is a next page.
     """
     where, params = task_filter_where(schema, f)
     field = f.order_field
@@ -785,7 +786,7 @@ def task_list(schema: str, f: TaskFilter) -> tuple[Statement, dict[str, Any]]:
 WITH page AS (
     SELECT {TASK_COLUMNS} FROM {schema}.tasks WHERE {page_where}
     ORDER BY {field} {direction}, id {direction}
-    LIMIT {int(f.limit_rows)} OFFSET {int(f.offset_rows)}
+    LIMIT {int(f.limit_rows) + 1} OFFSET {int(f.offset_rows)}
 ),
 counted AS (SELECT count(*) AS total FROM {schema}.tasks WHERE {where})
 SELECT counted.total, page.* FROM counted LEFT JOIN page ON true

@@ -1004,14 +1004,17 @@ def test_keyset_pagination_with_a_filter_and_an_exact_last_page(pg_dsn: str, big
     )
     size = next(n for n in range(50, 200) if len(expected) % n == 0)  # ends on a full page
     seen: list[int] = []
+    requests = 1
     with Client(pg_dsn, schema=big.schema) as client:
         page = client.list_tasks(f.limit(size))
         while page.next_cursor is not None:
             seen.extend(t.id for t in page.tasks)
-            assert page.total == len(expected)
+            assert page.total == len(expected) and len(page.tasks) == size
             page = client.list_tasks(f.limit(size).after(page.next_cursor))
+            requests += 1
         seen.extend(t.id for t in page.tasks)
-    assert page.tasks == [] and page.total == len(expected)  # the page after the last full one
+    assert len(page.tasks) == size and page.total == len(expected)  # the last page is full
+    assert requests == len(expected) // size  # and no empty page is asked for after it
     assert seen == expected
 
 

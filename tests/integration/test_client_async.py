@@ -269,6 +269,11 @@ async def test_list_pages_and_bulk(pg_dsn: str, schema: str, aclient: AsyncClien
         page = await aclient.list_tasks(f.after(page.next_cursor))
     seen += [t.id for t in page.tasks]
     assert seen == sorted(ids[0::2], reverse=True) and page.total == 250
+    full = [await aclient.list_tasks(f.limit(125))]  # 250 = two full pages, no third
+    assert full[0].next_cursor is not None
+    full.append(await aclient.list_tasks(f.limit(125).after(full[0].next_cursor)))
+    assert [len(p.tasks) for p in full] == [125, 125] and full[1].next_cursor is None
+    assert [t.id for p in full for t in p.tasks] == seen
 
     steps: list[int] = []
     assert await aclient.cancel_tasks(TaskFilter().queues("a"), batch_size=7, progress=steps.append)
