@@ -1107,18 +1107,27 @@ def test_injection_through_every_filter_value_changes_nothing(
     with pytest.raises(InvalidFilter):
         TaskFilter().limit("1; --")  # type: ignore[arg-type]
 
-    # A filter built from its fields, past the builder's checks, still never reaches SQL
-    # text: the order field is looked up in a fixed table and numbers go through int().
+    # A filter built from its fields is checked as the builder checks it.
+    for fields in (
+        {"order_field": "id; DROP TABLE x"},
+        {"limit_rows": "1; DROP TABLE x"},
+        {"order_direction": "desc; DROP TABLE x"},
+        {"type_names": ("x", "' OR 1=1 --", 7)},
+    ):
+        with pytest.raises(InvalidFilter):
+            TaskFilter(**fields)
+    # Past those checks (a filter forged without __init__), nothing still reaches SQL text:
+    # the order field is looked up in a fixed table and numbers go through int().
     with psycopg.connect(pg_dsn) as conn:
-        for bad in (
-            TaskFilter(order_field="id; DROP TABLE x"),
-            TaskFilter(limit_rows="1; DROP TABLE x"),  # type: ignore[arg-type]
-        ):
-            with pytest.raises((KeyError, ValueError, InvalidFilter)):
-                client.list_tasks(bad, conn=conn)
+        for name, value in [("order_field", "id; DROP TABLE x"), ("limit_rows", "1; DROP x")]:
+            forged = TaskFilter()
+            object.__setattr__(forged, name, value)
+            with pytest.raises((KeyError, ValueError)):
+                client.list_tasks(forged, conn=conn)
             assert conn.info.transaction_status == TransactionStatus.IDLE  # nothing was sent
         # A direction that is not "desc" is ascending; it is never placed in the text.
-        odd = TaskFilter(order_direction="desc; DROP TABLE x")  # type: ignore[arg-type]
+        odd = TaskFilter()
+        object.__setattr__(odd, "order_direction", "desc; DROP TABLE x")
         assert [t.id for t in client.list_tasks(odd, conn=conn).tasks] == [*ids, *plain]
         conn.rollback()
         # A forged cursor value is a bound parameter: the server refuses it as data.
