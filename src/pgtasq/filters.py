@@ -92,9 +92,43 @@ def _offset(n: object) -> None:
         raise InvalidFilter(f"offset: must be from 0 to {OFFSET_MAX}, got {n!r}")
 
 
-def _cursor(cursor: object) -> None:
-    if cursor is not None and not isinstance(cursor, Cursor):
+# The SQL type of each order field's values (an integer type's range), as the keyset
+# comparison casts a cursor's value; a value out of range would only be refused by the server.
+_INT_RANGES = {
+    "id": (-(2**63), 2**63 - 1),
+    "priority": (-(2**15), 2**15 - 1),
+    "attempts": (-(2**31), 2**31 - 1),
+}
+
+
+def _is_int(value: object, field: str) -> bool:
+    low, high = _INT_RANGES[field]
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _cursor(cursor: object, field: str) -> None:
+    """A Cursor whose value fits the order field (what a page of that order returns)."""
+    if cursor is None:
+        return
+    if not isinstance(cursor, Cursor):
         raise InvalidFilter(f"after: expected a Cursor, got {type(cursor).__name__}")
+    if not _is_int(cursor.id, "id"):
+        raise InvalidFilter(
+            f"after: the cursor's id must be a task id (an integer), got {cursor.id!r}"
+        )
+    value = cursor.value
+    if field in _INT_RANGES:
+        if not _is_int(value, field):
+            low, high = _INT_RANGES[field]
+            raise InvalidFilter(
+                f"after: ordered by {field}, the cursor's value must be an integer from {low} "
+                f"to {high}, got {value!r}"
+            )
+    elif not isinstance(value, datetime) or value.tzinfo is None or value.utcoffset() is None:
+        raise InvalidFilter(
+            f"after: ordered by {field}, the cursor's value must be a timezone-aware "
+            f"datetime, got {value!r}"
+        )
 
 
 _BOTH = "{}: use either offset or after, not both"
@@ -146,7 +180,7 @@ class TaskFilter:
         _order(self.order_field, self.order_direction)
         _limit(self.limit_rows)
         _offset(self.offset_rows)
-        _cursor(self.cursor)
+        _cursor(self.cursor, self.order_field)
         if self.cursor is not None and self.offset_rows:
             raise InvalidFilter(_BOTH.format("after"))
 
@@ -186,5 +220,9 @@ class TaskFilter:
         return self._with(offset_rows=n)
 
     def after(self, cursor: Cursor | None) -> TaskFilter:
-        """Continue after ``cursor`` (a page's ``next_cursor``): keyset pagination."""
+        """Continue after ``cursor`` (a page's ``next_cursor``): keyset pagination.
+
+        Call it after `order_by` (which drops the cursor): the cursor's value must fit the
+        order field, an integer for id/priority/attempts, an aware datetime otherwise.
+        """
         return self._with(cursor=cursor)

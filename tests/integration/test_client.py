@@ -1040,6 +1040,44 @@ def test_the_page_and_the_total_agree_while_others_write(pg_dsn: str, schema: st
     assert len(sent) == 1
 
 
+# Per order field: the extreme values the server's type takes (accepted, and they page
+# correctly), and values just past them or of another type (refused before any SQL).
+CURSOR_VALUES: dict[str, tuple[list[Any], list[Any]]] = {
+    "id": ([-(2**63), 2**63 - 1], [2**63, 1.0, "1", True, None]),
+    "priority": ([-(2**15), 2**15 - 1], [2**15, -(2**15) - 1, 1.5, "0", None]),
+    "attempts": ([-(2**31), 2**31 - 1], [2**31, False, "2"]),
+    "created_at": (
+        [datetime.min.replace(tzinfo=timezone.utc), datetime(9999, 1, 1, tzinfo=timezone.utc)],
+        [datetime(2026, 1, 1), "2026-01-01T00:00:00+00:00", date(2026, 1, 1), 0, None],
+    ),
+    "updated_at": ([datetime(2000, 1, 1, tzinfo=timezone(timedelta(hours=5)))], [1]),
+    "run_at": ([datetime(2000, 1, 1, tzinfo=timezone.utc)], [datetime(2000, 1, 1)]),
+}
+
+
+@pytest.mark.parametrize("field", ORDER_FIELDS)
+def test_cursor_values_are_checked_against_the_order_field(
+    pg_dsn: str, big: Big, field: str
+) -> None:
+    good, bad = CURSOR_VALUES[field]
+    base = TaskFilter().order_by(field).limit(10_000)
+    with Client(pg_dsn, schema=big.schema) as client, psycopg.connect(pg_dsn) as conn:
+        for value in good:
+            page = client.list_tasks(base.after(Cursor(value, 1)), conn=conn)
+            expected = [r["id"] for r in big.rows if (r[field], r["id"]) > (value, 1)]
+            assert sorted(t.id for t in page.tasks) == sorted(expected), value
+        for value in bad:
+            with pytest.raises(InvalidFilter, match=f"ordered by {field}, the cursor's value"):
+                base.after(Cursor(value, 1))
+            with pytest.raises(InvalidFilter, match=f"ordered by {field}, the cursor's value"):
+                TaskFilter(order_field=field, cursor=Cursor(value, 1))
+        for task_id in (2**63, "7", None, True):
+            with pytest.raises(InvalidFilter, match="cursor's id"):
+                base.after(Cursor(good[0], task_id))
+        assert conn.info.transaction_status == TransactionStatus.INTRANS  # still usable
+        assert client.list_tasks(base.limit(1), conn=conn).total == 3000
+
+
 @pytest.mark.parametrize("direction", ["asc", "desc"])
 def test_offset_pages(pg_dsn: str, big: Big, direction: Any) -> None:
     expected = _ordered(big.rows, "priority", direction)
@@ -1130,9 +1168,15 @@ def test_injection_through_every_filter_value_changes_nothing(
         object.__setattr__(odd, "order_direction", "desc; DROP TABLE x")
         assert [t.id for t in client.list_tasks(odd, conn=conn).tasks] == [*ids, *plain]
         conn.rollback()
-        # A forged cursor value is a bound parameter: the server refuses it as data.
+        conn.rollback()
+        # A cursor value of the wrong type is refused before any SQL; forged past that check
+        # it is still a bound parameter, which the server refuses as data.
+        with pytest.raises(InvalidFilter, match="cursor's value must be an integer"):
+            TaskFilter().after(Cursor("1; DROP TABLE x", 1))
+        forged_cursor = TaskFilter().after(Cursor(1, 1))
+        object.__setattr__(forged_cursor, "cursor", Cursor("1; DROP TABLE x", 1))
         with pytest.raises(psycopg.DataError):
-            client.list_tasks(TaskFilter().after(Cursor("1; DROP TABLE x", 1)), conn=conn)
+            client.list_tasks(forged_cursor, conn=conn)
         conn.rollback()
 
     # A queue name is stored as data too.
