@@ -13,11 +13,22 @@ from typing import Any
 import psycopg
 from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
-from pgtasq.errors import DatabaseUnavailable
+from pgtasq.errors import ConfigurationError, DatabaseUnavailable
 
 POOL_MIN_SIZE_DEFAULT = 1
 POOL_MAX_SIZE_DEFAULT = 10
-POOL_OPEN_TIMEOUT_DEFAULT = 10.0
+POOL_OPEN_TIMEOUT_DEFAULT = 10.0  # seconds the first use waits for a first connection
+
+
+def check_connect_timeout(value: object) -> float:
+    """``connect_timeout`` as seconds, or a ConfigurationError (before any connection)."""
+    if (
+        not isinstance(value, (int, float))
+        or isinstance(value, bool)
+        or not 0 < value < float("inf")
+    ):
+        raise ConfigurationError(f"connect_timeout must be a number of seconds > 0, got {value!r}")
+    return float(value)
 
 
 def _unavailable(dsn: str, exc: BaseException) -> DatabaseUnavailable:
@@ -35,10 +46,23 @@ def _redact(dsn: str) -> str:
 
 
 class LazyPool:
-    """A psycopg ``ConnectionPool`` opened on first use, so constructing is free and safe."""
+    """A psycopg ``ConnectionPool`` opened on first use, so constructing is free and safe.
 
-    def __init__(self, dsn: str, *, min_size: int, max_size: int, name: str) -> None:
+    Opening waits up to ``open_timeout`` seconds for a first connection, then raises
+    `DatabaseUnavailable` (and the next use tries again).
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        min_size: int,
+        max_size: int,
+        name: str,
+        open_timeout: float = POOL_OPEN_TIMEOUT_DEFAULT,
+    ) -> None:
         self.dsn = dsn
+        self._open_timeout = check_connect_timeout(open_timeout)
         self._lock = threading.Lock()
         self._pool: ConnectionPool[Any] = ConnectionPool(
             dsn,
@@ -55,7 +79,7 @@ class LazyPool:
             with self._lock:
                 if not self._opened:
                     try:
-                        self._pool.open(wait=True, timeout=POOL_OPEN_TIMEOUT_DEFAULT)
+                        self._pool.open(wait=True, timeout=self._open_timeout)
                     except PoolTimeout as exc:
                         self._pool.close()
                         raise _unavailable(self.dsn, exc) from exc
@@ -70,10 +94,20 @@ class LazyPool:
 
 
 class AsyncLazyPool:
-    """An ``AsyncConnectionPool`` opened on first use (it cannot be opened in ``__init__``)."""
+    """An ``AsyncConnectionPool`` opened on first use (it cannot be opened in ``__init__``);
+    like `LazyPool`, opening waits up to ``open_timeout`` seconds."""
 
-    def __init__(self, dsn: str, *, min_size: int, max_size: int, name: str) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        min_size: int,
+        max_size: int,
+        name: str,
+        open_timeout: float = POOL_OPEN_TIMEOUT_DEFAULT,
+    ) -> None:
         self.dsn = dsn
+        self._open_timeout = check_connect_timeout(open_timeout)
         self._min_size = min_size
         self._max_size = max_size
         self._name = name
@@ -95,7 +129,7 @@ class AsyncLazyPool:
                         kwargs={"autocommit": True},
                     )
                     try:
-                        await pool.open(wait=True, timeout=POOL_OPEN_TIMEOUT_DEFAULT)
+                        await pool.open(wait=True, timeout=self._open_timeout)
                     except PoolTimeout as exc:
                         await pool.close()
                         raise _unavailable(self.dsn, exc) from exc

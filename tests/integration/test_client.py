@@ -33,6 +33,7 @@ from pgtasq import (
     Consumer,
     Cursor,
     DailyStats,
+    DatabaseUnavailable,
     InvalidFilter,
     PgtasqError,
     Producer,
@@ -809,6 +810,24 @@ def test_construction_errors(pg_dsn: str) -> None:
         Client(pg_dsn, schema="pgtasq; DROP TABLE x")
     with pytest.raises(TypeError, match="conn must be"):
         Client(schema="pgtasq").get_task(1, conn="not a connection")
+    for bad in (0, -0.5, float("nan"), float("inf"), "1", True, None):
+        for dsn in (pg_dsn, None):
+            with pytest.raises(ConfigurationError, match="connect_timeout must be"):
+                Client(dsn, connect_timeout=bad)  # type: ignore[arg-type]
+
+
+CLOSED_PORT_DSN = "postgresql://nobody:secret@127.0.0.1:1/none"  # nothing listens on port 1
+
+
+def test_connect_timeout_bounds_the_wait_for_a_dead_server(pg_dsn: str, schema: str) -> None:
+    with Client(CLOSED_PORT_DSN, connect_timeout=0.5) as client:
+        started = time.monotonic()
+        with pytest.raises(DatabaseUnavailable, match="cannot connect to PostgreSQL") as e:
+            client.list_queues()
+        assert time.monotonic() - started < 5  # 0.5 s asked; generous for a loaded machine
+        assert "secret" not in str(e.value) and "127.0.0.1" in str(e.value)
+    with Client(pg_dsn, schema=schema, connect_timeout=0.5) as client:  # a live server: fine
+        assert client.list_queues() == []
 
 
 # -- filters and pagination over thousands of rows ----------------------------------------

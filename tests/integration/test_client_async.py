@@ -19,6 +19,7 @@ from pgtasq import (
     AsyncClient,
     ConfigurationError,
     Consumer,
+    DatabaseUnavailable,
     PgtasqError,
     Producer,
     Task,
@@ -32,6 +33,7 @@ from pgtasq import (
 )
 from tests.conftest import count_tasks
 from tests.integration.test_client import (
+    CLOSED_PORT_DSN,
     all_rows,
     db_now,
     enqueue,
@@ -196,6 +198,20 @@ async def test_a_cancel_that_changes_nothing_reports_the_row_it_decided_on(
         info = await AsyncClient(schema=schema).cancel_task(task_id, conn=conn)
     assert info.status is TaskStatus.CANCELLED and len(sent) == 1
     assert info == info_of(pg_dsn, schema, task_id)
+
+
+async def test_connect_timeout_bounds_the_wait_for_a_dead_server(pg_dsn: str, schema: str) -> None:
+    async with AsyncClient(CLOSED_PORT_DSN, connect_timeout=0.5) as client:
+        started = time.monotonic()
+        with pytest.raises(DatabaseUnavailable, match="cannot connect to PostgreSQL") as e:
+            await client.list_queues()
+        assert time.monotonic() - started < 5  # 0.5 s asked; generous for a loaded machine
+        assert "secret" not in str(e.value) and "127.0.0.1" in str(e.value)
+    async with AsyncClient(pg_dsn, schema=schema, connect_timeout=0.5) as client:
+        assert await client.list_queues() == []
+    for bad in (0, -1, float("nan"), "1", None):
+        with pytest.raises(ConfigurationError, match="connect_timeout must be"):
+            AsyncClient(pg_dsn, connect_timeout=bad)  # type: ignore[arg-type]
 
 
 async def test_on_the_callers_async_connection(pg_dsn: str, schema: str) -> None:
