@@ -49,7 +49,8 @@ class LazyPool:
     """A psycopg ``ConnectionPool`` opened on first use, so constructing is free and safe.
 
     Opening waits up to ``open_timeout`` seconds for a first connection, then raises
-    `DatabaseUnavailable` (and the next use tries again).
+    `DatabaseUnavailable`; the pool that failed is closed and the next use opens a new one
+    (a closed psycopg pool cannot be opened again).
     """
 
     def __init__(
@@ -63,34 +64,39 @@ class LazyPool:
     ) -> None:
         self.dsn = dsn
         self._open_timeout = check_connect_timeout(open_timeout)
+        self._min_size = min_size
+        self._max_size = max_size
+        self._name = name
         self._lock = threading.Lock()
-        self._pool: ConnectionPool[Any] = ConnectionPool(
-            dsn,
-            min_size=min_size,
-            max_size=max_size,
-            open=False,
-            name=name,
-            kwargs={"autocommit": True},
-        )
-        self._opened = False
+        self._pool: ConnectionPool[Any] | None = None
 
     def get(self) -> ConnectionPool[Any]:
-        if not self._opened:
+        pool = self._pool
+        if pool is None:
             with self._lock:
-                if not self._opened:
+                pool = self._pool
+                if pool is None:
+                    pool = ConnectionPool(
+                        self.dsn,
+                        min_size=self._min_size,
+                        max_size=self._max_size,
+                        open=False,
+                        name=self._name,
+                        kwargs={"autocommit": True},
+                    )
                     try:
-                        self._pool.open(wait=True, timeout=self._open_timeout)
+                        pool.open(wait=True, timeout=self._open_timeout)
                     except PoolTimeout as exc:
-                        self._pool.close()
+                        pool.close()
                         raise _unavailable(self.dsn, exc) from exc
-                    self._opened = True
-        return self._pool
+                    self._pool = pool
+        return pool
 
     def close(self) -> None:
         with self._lock:
-            if self._opened:
-                self._pool.close()
-                self._opened = False
+            if self._pool is not None:
+                pool, self._pool = self._pool, None
+                pool.close()
 
 
 class AsyncLazyPool:

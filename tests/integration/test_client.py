@@ -8,6 +8,7 @@ attempts through every filter value, bulk operations in bounded batches, queues 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import os
 import random
@@ -828,6 +829,73 @@ def test_connect_timeout_bounds_the_wait_for_a_dead_server(pg_dsn: str, schema: 
         assert "secret" not in str(e.value) and "127.0.0.1" in str(e.value)
     with Client(pg_dsn, schema=schema, connect_timeout=0.5) as client:  # a live server: fine
         assert client.list_queues() == []
+
+
+class Forwarder:
+    """A TCP port that refuses connections until `start`, then forwards them to the server
+    (a server that is down, then comes back)."""
+
+    def __init__(self, dsn: str) -> None:
+        info = psycopg.conninfo.conninfo_to_dict(dsn)
+        host, port = str(info.get("host") or "127.0.0.1"), int(info.get("port") or 5432)
+        # The embedded test server listens on a Unix socket: forward to that.
+        self.target: str | tuple[str, int] = (
+            f"{host}/.s.PGSQL.{port}" if host.startswith("/") else (host, port)
+        )
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]  # nothing listens here until start()
+        self.dsn = psycopg.conninfo.make_conninfo(dsn, host="127.0.0.1", port=str(self.port))
+        self.sockets: list[socket.socket] = []
+
+    def start(self) -> None:
+        listener = socket.create_server(("127.0.0.1", self.port))
+        self.sockets.append(listener)
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            if isinstance(self.target, str):
+                server = socket.socket(socket.AF_UNIX)
+                server.connect(self.target)
+            else:
+                server = socket.create_connection(self.target)
+            self.sockets += [client, server]
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                dst.sendall(data)
+        with contextlib.suppress(OSError):
+            dst.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        for s in self.sockets:  # shutdown wakes the threads blocked in accept() and recv()
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
+
+
+def test_after_a_failed_connect_the_next_use_tries_again(pg_dsn: str, schema: str) -> None:
+    server = Forwarder(pg_dsn)
+    try:
+        with Client(server.dsn, schema=schema, connect_timeout=0.5) as client:
+            for _ in range(2):  # down: each use fails the same way
+                with pytest.raises(DatabaseUnavailable, match="cannot connect to PostgreSQL"):
+                    client.list_queues()
+            server.start()  # back: the next use connects
+            assert client.list_queues() == []
+            client.close()  # and a closed client opens a new pool when used again
+            assert client.list_queues() == []
+    finally:
+        server.close()
 
 
 # -- filters and pagination over thousands of rows ----------------------------------------

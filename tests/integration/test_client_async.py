@@ -34,6 +34,7 @@ from pgtasq import (
 from tests.conftest import count_tasks
 from tests.integration.test_client import (
     CLOSED_PORT_DSN,
+    Forwarder,
     all_rows,
     db_now,
     enqueue,
@@ -212,6 +213,21 @@ async def test_connect_timeout_bounds_the_wait_for_a_dead_server(pg_dsn: str, sc
     for bad in (0, -1, float("nan"), "1", None):
         with pytest.raises(ConfigurationError, match="connect_timeout must be"):
             AsyncClient(pg_dsn, connect_timeout=bad)  # type: ignore[arg-type]
+
+
+async def test_after_a_failed_connect_the_next_use_tries_again(pg_dsn: str, schema: str) -> None:
+    server = Forwarder(pg_dsn)
+    try:
+        async with AsyncClient(server.dsn, schema=schema, connect_timeout=0.5) as client:
+            for _ in range(2):
+                with pytest.raises(DatabaseUnavailable, match="cannot connect to PostgreSQL"):
+                    await client.list_queues()
+            server.start()
+            assert await client.list_queues() == []
+            await client.close()
+            assert await client.list_queues() == []
+    finally:
+        server.close()
 
 
 async def test_on_the_callers_async_connection(pg_dsn: str, schema: str) -> None:
