@@ -181,8 +181,6 @@ class Progress:
         self.shown: int | None = None
 
     def __call__(self, count: int) -> None:
-        if count == self.shown:  # the Client reports after its last, empty, batch too
-            return
         line = f"{self.action}: {count} tasks so far"
         click.echo("\r" + line if self.tty else line, err=True, nl=not self.tty)
         self.shown = count

@@ -33,7 +33,8 @@ BULK_BATCH_DEFAULT = 1000
 
 @dataclasses.dataclass(frozen=True)
 class TaskPage:
-    """One page of `list_tasks`: the tasks, the total matching the filter, where to go on."""
+    """One page of `list_tasks`: the tasks, the total matching the filter, and where the next
+    page starts (``next_cursor``, None when this page is the last one)."""
 
     tasks: list[TaskInfo]
     total: int
@@ -154,65 +155,55 @@ def get_task(stmts: _sql.Statements, task_id: int) -> Op:
 
 
 def _changed_or_raise(
-    stmts: _sql.Statements, task_id: int, rows: Sequence[Row], errors: Mapping[str, type[Exception]]
-) -> Op:
-    """After a conditional change: the changed row, the current one for a no-op, or the error."""
+    task_id: int, rows: Sequence[Row], errors: Mapping[str, type[Exception]]
+) -> TaskInfo:
+    """After a conditional change: the error for the state it found, or the row it reports
+    (the changed row, or for a no-op the row as the statement locked it)."""
     if not rows:
         raise TaskNotFound(task_id)
     row = rows[0]
     before = row["before"]
     if before in errors:
         raise errors[before](task_id)
-    if row["id"] is not None:
-        return TaskInfo.from_row(row)
-    return (yield from get_task(stmts, task_id))
+    return TaskInfo.from_row(row)
 
 
 def cancel_task(stmts: _sql.Statements, task_id: int) -> Op:
     """pending/failed/running -> cancelled; cancelled: no-op; completed: TaskAlreadyFinalized."""
     rows = yield stmts.task_cancel, {"id": task_id}
-    return (
-        yield from _changed_or_raise(
-            stmts, task_id, rows, {TaskStatus.COMPLETED.value: TaskAlreadyFinalized}
-        )
-    )
+    return _changed_or_raise(task_id, rows, {TaskStatus.COMPLETED.value: TaskAlreadyFinalized})
 
 
 def retry_task(stmts: _sql.Statements, task_id: int) -> Op:
     """failed/cancelled -> pending now, with at least one attempt left."""
     rows = yield stmts.task_retry, {"id": task_id}
-    return (
-        yield from _changed_or_raise(
-            stmts,
-            task_id,
-            rows,
-            {
-                TaskStatus.PENDING.value: TaskAlreadyAvailable,
-                TaskStatus.RUNNING.value: TaskRunning,
-                TaskStatus.COMPLETED.value: TaskAlreadyFinalized,
-            },
-        )
+    return _changed_or_raise(
+        task_id,
+        rows,
+        {
+            TaskStatus.PENDING.value: TaskAlreadyAvailable,
+            TaskStatus.RUNNING.value: TaskRunning,
+            TaskStatus.COMPLETED.value: TaskAlreadyFinalized,
+        },
     )
 
 
 def delete_task(stmts: _sql.Statements, task_id: int) -> Op:
     """Anything but running; returns what was deleted."""
     rows = yield stmts.task_delete, {"id": task_id}
-    return (
-        yield from _changed_or_raise(stmts, task_id, rows, {TaskStatus.RUNNING.value: TaskRunning})
-    )
+    return _changed_or_raise(task_id, rows, {TaskStatus.RUNNING.value: TaskRunning})
 
 
 def list_tasks(stmts: _sql.Statements, task_filter: TaskFilter) -> Op:
-    page_stmt, count_stmt, params = _sql.task_list(stmts.schema, task_filter)
-    rows = yield page_stmt, params
-    counted = yield count_stmt, params
-    tasks = [TaskInfo.from_row(r) for r in rows]
+    stmt, params = _sql.task_list(stmts.schema, task_filter)
+    rows = yield stmt, params  # one statement: the page and the total from one snapshot
+    tasks = [TaskInfo.from_row(r) for r in rows if r["id"] is not None]
     cursor = None
-    if len(tasks) == task_filter.limit_rows:
+    if len(tasks) > task_filter.limit_rows:  # the statement reads one row past the page
+        del tasks[task_filter.limit_rows :]
         last = tasks[-1]
         cursor = Cursor(getattr(last, task_filter.order_field), last.id)
-    return TaskPage(tasks=tasks, total=int(counted[0]["total"]), next_cursor=cursor)
+    return TaskPage(tasks=tasks, total=int(rows[0]["total"]), next_cursor=cursor)
 
 
 def bulk(
@@ -230,12 +221,23 @@ def bulk(
     if not 1 <= batch_size <= 10_000:
         raise ValueError(f"batch_size must be from 1 to 10000, got {batch_size}")
     stmt, params = _sql.task_bulk(stmts.schema, action, task_filter)
-    params = {**params, "batch": batch_size}
+    return (yield from _in_batches(stmt, {**params, "batch": batch_size}, batch_size, progress))
+
+
+def _in_batches(
+    stmt: _sql.Statement, params: dict[str, Any], batch_size: int, progress: Progress | None
+) -> Op:
+    """Run ``stmt`` until a batch changes fewer than ``batch_size`` rows; returns the total.
+
+    ``progress`` gets the running total after each batch that changed rows, so every count
+    once; when nothing at all changed, it gets 0 once. (When the total is a multiple of
+    ``batch_size`` the last batch is empty: it only tells us we are done.)
+    """
     changed = 0
     while True:
         rows = yield stmt, params
         changed += len(rows)
-        if progress is not None:
+        if progress is not None and (rows or not changed):
             progress(changed)
         if len(rows) < batch_size:
             return changed
@@ -277,14 +279,8 @@ def clean(
         raise ValueError(f"retention must be > 0 seconds, got {retention!r}")
     if not 1 <= batch_size <= 10_000:
         raise ValueError(f"batch_size must be from 1 to 10000, got {batch_size}")
-    deleted = 0
-    while True:
-        rows = yield stmts.task_clean, {"retention": float(retention), "batch": batch_size}
-        deleted += len(rows)
-        if progress is not None:
-            progress(deleted)
-        if len(rows) < batch_size:
-            return deleted
+    params = {"retention": float(retention), "batch": batch_size}
+    return (yield from _in_batches(stmts.task_clean, params, batch_size, progress))
 
 
 @dataclasses.dataclass(frozen=True)

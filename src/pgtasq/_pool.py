@@ -13,11 +13,22 @@ from typing import Any
 import psycopg
 from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
-from pgtasq.errors import DatabaseUnavailable
+from pgtasq.errors import ConfigurationError, DatabaseUnavailable
 
 POOL_MIN_SIZE_DEFAULT = 1
 POOL_MAX_SIZE_DEFAULT = 10
-POOL_OPEN_TIMEOUT_DEFAULT = 10.0
+POOL_OPEN_TIMEOUT_DEFAULT = 10.0  # seconds the first use waits for a first connection
+
+
+def check_connect_timeout(value: object) -> float:
+    """``connect_timeout`` as seconds, or a ConfigurationError (before any connection)."""
+    if (
+        not isinstance(value, (int, float))
+        or isinstance(value, bool)
+        or not 0 < value < float("inf")
+    ):
+        raise ConfigurationError(f"connect_timeout must be a number of seconds > 0, got {value!r}")
+    return float(value)
 
 
 def _unavailable(dsn: str, exc: BaseException) -> DatabaseUnavailable:
@@ -35,45 +46,74 @@ def _redact(dsn: str) -> str:
 
 
 class LazyPool:
-    """A psycopg ``ConnectionPool`` opened on first use, so constructing is free and safe."""
+    """A psycopg ``ConnectionPool`` opened on first use, so constructing is free and safe.
 
-    def __init__(self, dsn: str, *, min_size: int, max_size: int, name: str) -> None:
+    Opening waits up to ``open_timeout`` seconds for a first connection, then raises
+    `DatabaseUnavailable`; the pool that failed is closed and the next use opens a new one
+    (a closed psycopg pool cannot be opened again).
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        min_size: int,
+        max_size: int,
+        name: str,
+        open_timeout: float = POOL_OPEN_TIMEOUT_DEFAULT,
+    ) -> None:
         self.dsn = dsn
+        self._open_timeout = check_connect_timeout(open_timeout)
+        self._min_size = min_size
+        self._max_size = max_size
+        self._name = name
         self._lock = threading.Lock()
-        self._pool: ConnectionPool[Any] = ConnectionPool(
-            dsn,
-            min_size=min_size,
-            max_size=max_size,
-            open=False,
-            name=name,
-            kwargs={"autocommit": True},
-        )
-        self._opened = False
+        self._pool: ConnectionPool[Any] | None = None
 
     def get(self) -> ConnectionPool[Any]:
-        if not self._opened:
+        pool = self._pool
+        if pool is None:
             with self._lock:
-                if not self._opened:
+                pool = self._pool
+                if pool is None:
+                    pool = ConnectionPool(
+                        self.dsn,
+                        min_size=self._min_size,
+                        max_size=self._max_size,
+                        open=False,
+                        name=self._name,
+                        kwargs={"autocommit": True},
+                    )
                     try:
-                        self._pool.open(wait=True, timeout=POOL_OPEN_TIMEOUT_DEFAULT)
+                        pool.open(wait=True, timeout=self._open_timeout)
                     except PoolTimeout as exc:
-                        self._pool.close()
+                        pool.close()
                         raise _unavailable(self.dsn, exc) from exc
-                    self._opened = True
-        return self._pool
+                    self._pool = pool
+        return pool
 
     def close(self) -> None:
         with self._lock:
-            if self._opened:
-                self._pool.close()
-                self._opened = False
+            if self._pool is not None:
+                pool, self._pool = self._pool, None
+                pool.close()
 
 
 class AsyncLazyPool:
-    """An ``AsyncConnectionPool`` opened on first use (it cannot be opened in ``__init__``)."""
+    """An ``AsyncConnectionPool`` opened on first use (it cannot be opened in ``__init__``);
+    like `LazyPool`, opening waits up to ``open_timeout`` seconds."""
 
-    def __init__(self, dsn: str, *, min_size: int, max_size: int, name: str) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        min_size: int,
+        max_size: int,
+        name: str,
+        open_timeout: float = POOL_OPEN_TIMEOUT_DEFAULT,
+    ) -> None:
         self.dsn = dsn
+        self._open_timeout = check_connect_timeout(open_timeout)
         self._min_size = min_size
         self._max_size = max_size
         self._name = name
@@ -95,7 +135,7 @@ class AsyncLazyPool:
                         kwargs={"autocommit": True},
                     )
                     try:
-                        await pool.open(wait=True, timeout=POOL_OPEN_TIMEOUT_DEFAULT)
+                        await pool.open(wait=True, timeout=self._open_timeout)
                     except PoolTimeout as exc:
                         await pool.close()
                         raise _unavailable(self.dsn, exc) from exc

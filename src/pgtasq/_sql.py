@@ -459,15 +459,25 @@ ON CONFLICT (id) DO UPDATE SET heartbeat_at = now()
     listen = Statement("listen", f'LISTEN "{channel}"')
 
     # -- the Client: one conditional statement per change. `target` locks the row and
-    # reports the state it was in; the change happens only from the states it may leave.
+    # reads it (as its latest committed version, once the lock is ours); the change happens
+    # only from the states it may leave. The statement returns the state the row was in
+    # (`before`) and the row as the statement left it: the changed row, or, when nothing
+    # changed, the row `target` locked. So one statement decides and reports; the Client
+    # never reads the row again (a second read could see a later change).
     target = (
-        f"SELECT id AS target_id, status AS before FROM {s}.tasks "
+        f"SELECT status AS before, {TASK_COLUMNS} FROM {s}.tasks "
         "WHERE id = CAST(%(id)s AS bigint) FOR UPDATE"
     )
-    returned = ", ".join(
-        "c." + c.strip().split(" AS ")[-1].split("::")[0]
+    names = ", ".join(
+        c.strip().split(" AS ")[-1].split("::")[0]
         for c in TASK_COLUMNS.replace("\n", " ").split(",")
     )
+    reported = f"""SELECT target.before::text AS before, r.*
+FROM target, (
+    SELECT {names} FROM changed
+    UNION ALL
+    SELECT {names} FROM target WHERE NOT EXISTS (SELECT FROM changed)
+) r"""
     task_cancel = Statement(
         "task_cancel",
         f"""
@@ -477,11 +487,11 @@ changed AS (
     SET status = 'cancelled', finalized_at = now(), locked_by = NULL, locked_until = NULL,
         updated_at = now()
     FROM target
-    WHERE t.id = target.target_id AND target.before IN ('pending', 'running', 'failed')
+    WHERE t.id = target.id AND target.before IN ('pending', 'running', 'failed')
     RETURNING {claimed}
 ),
 {_events_cte(events, "changed", "'cancelled'")}
-SELECT target.before::text AS before, {returned} FROM target LEFT JOIN changed c ON true
+{reported}
 WHERE {_EMIT}
 """,
     )
@@ -497,14 +507,14 @@ changed AS (
         -- the row PostgreSQL builds before it re-reads one a worker changed concurrently
         locked_by = NULL, locked_until = NULL
     FROM target
-    WHERE t.id = target.target_id AND target.before IN ('failed', 'cancelled')
+    WHERE t.id = target.id AND target.before IN ('failed', 'cancelled')
     RETURNING {claimed}
 ),
 woken AS (
     SELECT {_wake(channel, "json_agg(queue)::text")} FROM changed HAVING count(*) > 0
 )
-SELECT target.before::text AS before, {returned}
-FROM target LEFT JOIN changed c ON true LEFT JOIN woken ON true
+{reported}
+LEFT JOIN woken ON true
 """,
     )
     task_delete = Statement(
@@ -513,10 +523,10 @@ FROM target LEFT JOIN changed c ON true LEFT JOIN woken ON true
 WITH target AS ({target}),
 changed AS (
     DELETE FROM {s}.tasks t USING target
-    WHERE t.id = target.target_id AND target.before <> 'running'
+    WHERE t.id = target.id AND target.before <> 'running'
     RETURNING {claimed}
 )
-SELECT target.before::text AS before, {returned} FROM target LEFT JOIN changed c ON true
+{reported}
 """,
     )
     queue_list = Statement(
@@ -771,8 +781,14 @@ def task_filter_where(schema: str, f: TaskFilter) -> tuple[str, dict[str, Any]]:
     return " AND ".join(clauses) or "true", params
 
 
-def task_list(schema: str, f: TaskFilter) -> tuple[Statement, Statement, dict[str, Any]]:
-    """A page of tasks, and the count of all the filter selects (ignoring the page)."""
+def task_list(schema: str, f: TaskFilter) -> tuple[Statement, dict[str, Any]]:
+    """A page of tasks with the count of all the filter selects (ignoring the page).
+
+    One statement, so the page and the total come from one snapshot and agree even while
+    other sessions write. Every row carries ``total``; an empty page is one row whose task
+    columns are NULL. The count costs what a separate ``count(*)`` would. The page has up to
+    ``limit + 1`` rows: the one past the page only says that there is a next page.
+    """
     where, params = task_filter_where(schema, f)
     field = f.order_field
     cast = _ORDER_CASTS[field]  # KeyError here means the filter let an unknown field through
@@ -785,14 +801,17 @@ def task_list(schema: str, f: TaskFilter) -> tuple[Statement, Statement, dict[st
             f"(CAST(%(after_value)s AS {cast}), CAST(%(after_id)s AS bigint))"
         )
         params = {**params, "after_value": f.cursor.value, "after_id": f.cursor.id}
-    page = Statement(
-        "task_list",
-        f"SELECT {TASK_COLUMNS} FROM {schema}.tasks WHERE {page_where} "
-        f"ORDER BY {field} {direction}, id {direction} "
-        f"LIMIT {int(f.limit_rows)} OFFSET {int(f.offset_rows)}",
-    )
-    count = Statement("task_count", f"SELECT count(*) AS total FROM {schema}.tasks WHERE {where}")
-    return page, count, params
+    text = f"""
+WITH page AS (
+    SELECT {TASK_COLUMNS} FROM {schema}.tasks WHERE {page_where}
+    ORDER BY {field} {direction}, id {direction}
+    LIMIT {int(f.limit_rows) + 1} OFFSET {int(f.offset_rows)}
+),
+counted AS (SELECT count(*) AS total FROM {schema}.tasks WHERE {where})
+SELECT counted.total, page.* FROM counted LEFT JOIN page ON true
+ORDER BY page.{field} {direction}, page.id {direction}
+"""
+    return Statement("task_list", text), params
 
 
 def task_bulk(schema: str, action: str, f: TaskFilter) -> tuple[Statement, dict[str, Any]]:

@@ -38,7 +38,14 @@ from pgtasq._client_ops import (
     WorkerInfo,
 )
 from pgtasq._connections import async_runner, sync_runner
-from pgtasq._pool import POOL_MAX_SIZE_DEFAULT, POOL_MIN_SIZE_DEFAULT, AsyncLazyPool, LazyPool
+from pgtasq._pool import (
+    POOL_MAX_SIZE_DEFAULT,
+    POOL_MIN_SIZE_DEFAULT,
+    POOL_OPEN_TIMEOUT_DEFAULT,
+    AsyncLazyPool,
+    LazyPool,
+    check_connect_timeout,
+)
 from pgtasq.errors import ConfigurationError
 from pgtasq.filters import TaskFilter
 from pgtasq.models import TaskInfo
@@ -62,7 +69,12 @@ _NO_DSN = "this {} has no DSN: pass conn=, or create it with {}(dsn)"
 
 
 class Client:
-    """Synchronous client; see the module docstring."""
+    """Synchronous client; see the module docstring.
+
+    ``Client(dsn)`` owns a pool opened on first use; the first use waits up to
+    ``connect_timeout`` seconds (default 10) for the server, then raises
+    `DatabaseUnavailable`. ``Client()`` without a DSN works only with ``conn=``.
+    """
 
     def __init__(
         self,
@@ -71,11 +83,19 @@ class Client:
         schema: str = SCHEMA_DEFAULT,
         pool_min_size: int = POOL_MIN_SIZE_DEFAULT,
         pool_max_size: int = POOL_MAX_SIZE_DEFAULT,
+        connect_timeout: float = POOL_OPEN_TIMEOUT_DEFAULT,
     ) -> None:
         self.schema = check_schema_name(schema)
         self._stmts = _sql.statements(schema)
+        connect_timeout = check_connect_timeout(connect_timeout)
         self._pool = (
-            LazyPool(dsn, min_size=pool_min_size, max_size=pool_max_size, name="pgtasq-client")
+            LazyPool(
+                dsn,
+                min_size=pool_min_size,
+                max_size=pool_max_size,
+                name="pgtasq-client",
+                open_timeout=connect_timeout,
+            )
             if dsn is not None
             else None
         )
@@ -227,11 +247,19 @@ class AsyncClient:
         schema: str = SCHEMA_DEFAULT,
         pool_min_size: int = POOL_MIN_SIZE_DEFAULT,
         pool_max_size: int = POOL_MAX_SIZE_DEFAULT,
+        connect_timeout: float = POOL_OPEN_TIMEOUT_DEFAULT,
     ) -> None:
         self.schema = check_schema_name(schema)
         self._stmts = _sql.statements(schema)
+        connect_timeout = check_connect_timeout(connect_timeout)
         self._pool = (
-            AsyncLazyPool(dsn, min_size=pool_min_size, max_size=pool_max_size, name="pgtasq-client")
+            AsyncLazyPool(
+                dsn,
+                min_size=pool_min_size,
+                max_size=pool_max_size,
+                name="pgtasq-client",
+                open_timeout=connect_timeout,
+            )
             if dsn is not None
             else None
         )

@@ -36,8 +36,23 @@ class InvalidFilter(PgtasqError, ValueError):
     """A filter argument is out of range or unknown. Nothing was sent to the database."""
 
 
-def _names(kind: str, values: Iterable[str]) -> tuple[str, ...]:
-    out = tuple(values)
+def _sequence(kind: str, values: object) -> tuple[Any, ...]:
+    """A tuple of the values (a list or any iterable but a string is fine)."""
+    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+        raise InvalidFilter(f"{kind}: expected a sequence of values, got {values!r}")
+    return tuple(values)
+
+
+def _states(values: object) -> tuple[str, ...]:
+    names = tuple(s.value if isinstance(s, TaskStatus) else s for s in _sequence("states", values))
+    unknown = [s for s in names if s not in STATES]
+    if unknown:
+        raise InvalidFilter(f"states: unknown {unknown!r}; known: {', '.join(STATES)}")
+    return names
+
+
+def _names(kind: str, values: object) -> tuple[str, ...]:
+    out = _sequence(kind, values)
     for value in out:
         if not isinstance(value, str) or not value or len(value) > NAME_MAX_LENGTH:
             raise InvalidFilter(
@@ -46,10 +61,77 @@ def _names(kind: str, values: Iterable[str]) -> tuple[str, ...]:
     return out
 
 
+def _ids(values: object) -> tuple[int, ...]:
+    out = _sequence("ids", values)
+    for value in out:
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise InvalidFilter(f"ids: expected positive integers, got {value!r}")
+    return out
+
+
 def _aware(name: str, value: datetime) -> datetime:
     if not isinstance(value, datetime) or value.tzinfo is None or value.utcoffset() is None:
         raise InvalidFilter(f"{name}: expected a timezone-aware datetime, got {value!r}")
     return value
+
+
+def _order(field: object, direction: object) -> None:
+    if field not in ORDER_FIELDS:
+        raise InvalidFilter(f"order_by: unknown field {field!r}; known: {', '.join(ORDER_FIELDS)}")
+    if direction not in ("asc", "desc"):
+        raise InvalidFilter(f"order_by: direction must be 'asc' or 'desc', got {direction!r}")
+
+
+def _limit(n: object) -> None:
+    if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= LIMIT_MAX:
+        raise InvalidFilter(f"limit: must be from 1 to {LIMIT_MAX}, got {n!r}")
+
+
+def _offset(n: object) -> None:
+    if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n <= OFFSET_MAX:
+        raise InvalidFilter(f"offset: must be from 0 to {OFFSET_MAX}, got {n!r}")
+
+
+# The SQL type of each order field's values (an integer type's range), as the keyset
+# comparison casts a cursor's value; a value out of range would only be refused by the server.
+_INT_RANGES = {
+    "id": (-(2**63), 2**63 - 1),
+    "priority": (-(2**15), 2**15 - 1),
+    "attempts": (-(2**31), 2**31 - 1),
+}
+
+
+def _is_int(value: object, field: str) -> bool:
+    low, high = _INT_RANGES[field]
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _cursor(cursor: object, field: str) -> None:
+    """A Cursor whose value fits the order field (what a page of that order returns)."""
+    if cursor is None:
+        return
+    if not isinstance(cursor, Cursor):
+        raise InvalidFilter(f"after: expected a Cursor, got {type(cursor).__name__}")
+    if not _is_int(cursor.id, "id"):
+        raise InvalidFilter(
+            f"after: the cursor's id must be a task id (an integer), got {cursor.id!r}"
+        )
+    value = cursor.value
+    if field in _INT_RANGES:
+        if not _is_int(value, field):
+            low, high = _INT_RANGES[field]
+            raise InvalidFilter(
+                f"after: ordered by {field}, the cursor's value must be an integer from {low} "
+                f"to {high}, got {value!r}"
+            )
+    elif not isinstance(value, datetime) or value.tzinfo is None or value.utcoffset() is None:
+        raise InvalidFilter(
+            f"after: ordered by {field}, the cursor's value must be a timezone-aware "
+            f"datetime, got {value!r}"
+        )
+
+
+_BOTH = "{}: use either offset or after, not both"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,7 +144,12 @@ class Cursor:
 
 @dataclasses.dataclass(frozen=True)
 class TaskFilter:
-    """Selects tasks; see the module docstring. Build it with its methods, not its fields."""
+    """Selects tasks; see the module docstring.
+
+    Build it with its methods. Built from its fields (or with ``dataclasses.replace``) it is
+    checked the same way, with the same messages; sequences become tuples and `TaskStatus`
+    members their values, so equal filters compare equal however they were built.
+    """
 
     state_names: tuple[str, ...] = ()
     type_names: tuple[str, ...] = ()
@@ -76,61 +163,66 @@ class TaskFilter:
     offset_rows: int = 0
     cursor: Cursor | None = None
 
+    def __post_init__(self) -> None:
+        # Every way of building a filter ends here (the methods go through dataclasses.replace).
+        normal = {
+            "state_names": _states(self.state_names),
+            "type_names": _names("types", self.type_names),
+            "queue_names": _names("queues", self.queue_names),
+            "task_ids": _ids(self.task_ids),
+        }
+        for name, value in normal.items():
+            object.__setattr__(self, name, value)
+        if self.created_from is not None:
+            _aware("created_after", self.created_from)
+        if self.created_until is not None:
+            _aware("created_before", self.created_until)
+        _order(self.order_field, self.order_direction)
+        _limit(self.limit_rows)
+        _offset(self.offset_rows)
+        _cursor(self.cursor, self.order_field)
+        if self.cursor is not None and self.offset_rows:
+            raise InvalidFilter(_BOTH.format("after"))
+
     def _with(self, **changes: Any) -> TaskFilter:
         return dataclasses.replace(self, **changes)
 
     def states(self, *states: str | TaskStatus) -> TaskFilter:
-        names = tuple(s.value if isinstance(s, TaskStatus) else s for s in states)
-        unknown = [s for s in names if s not in STATES]
-        if unknown:
-            raise InvalidFilter(f"states: unknown {unknown!r}; known: {', '.join(STATES)}")
-        return self._with(state_names=names)
+        return self._with(state_names=states)
 
     def types(self, *types: str) -> TaskFilter:
-        return self._with(type_names=_names("types", types))
+        return self._with(type_names=types)
 
     def queues(self, *queues: str) -> TaskFilter:
-        return self._with(queue_names=_names("queues", queues))
+        return self._with(queue_names=queues)
 
     def ids(self, *ids: int) -> TaskFilter:
-        for value in ids:
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise InvalidFilter(f"ids: expected positive integers, got {value!r}")
-        return self._with(task_ids=tuple(ids))
+        return self._with(task_ids=ids)
 
     def created_after(self, when: datetime) -> TaskFilter:
-        return self._with(created_from=_aware("created_after", when))
+        return self._with(created_from=when)
 
     def created_before(self, when: datetime) -> TaskFilter:
-        return self._with(created_until=_aware("created_before", when))
+        return self._with(created_until=when)
 
     def order_by(self, field: str, direction: Direction = "asc") -> TaskFilter:
-        if field not in ORDER_FIELDS:
-            raise InvalidFilter(
-                f"order_by: unknown field {field!r}; known: {', '.join(ORDER_FIELDS)}"
-            )
-        if direction not in ("asc", "desc"):
-            raise InvalidFilter(f"order_by: direction must be 'asc' or 'desc', got {direction!r}")
         return self._with(order_field=field, order_direction=direction, cursor=None)
 
     def limit(self, n: int) -> TaskFilter:
         """At most ``n`` tasks per page, 1 to 10 000 (outside that range: InvalidFilter)."""
-        if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= LIMIT_MAX:
-            raise InvalidFilter(f"limit: must be from 1 to {LIMIT_MAX}, got {n!r}")
         return self._with(limit_rows=n)
 
     def offset(self, n: int) -> TaskFilter:
         """Skip ``n`` tasks (0 to 1 000 000); prefer `after` on large tables."""
-        if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n <= OFFSET_MAX:
-            raise InvalidFilter(f"offset: must be from 0 to {OFFSET_MAX}, got {n!r}")
+        _offset(n)
         if n and self.cursor is not None:
-            raise InvalidFilter("offset: use either offset or after, not both")
+            raise InvalidFilter(_BOTH.format("offset"))
         return self._with(offset_rows=n)
 
     def after(self, cursor: Cursor | None) -> TaskFilter:
-        """Continue after ``cursor`` (a page's ``next_cursor``): keyset pagination."""
-        if cursor is not None and not isinstance(cursor, Cursor):
-            raise InvalidFilter(f"after: expected a Cursor, got {type(cursor).__name__}")
-        if cursor is not None and self.offset_rows:
-            raise InvalidFilter("after: use either offset or after, not both")
+        """Continue after ``cursor`` (a page's ``next_cursor``): keyset pagination.
+
+        Call it after `order_by` (which drops the cursor): the cursor's value must fit the
+        order field, an integer for id/priority/attempts, an aware datetime otherwise.
+        """
         return self._with(cursor=cursor)

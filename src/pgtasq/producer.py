@@ -31,7 +31,14 @@ from psycopg.rows import DictRow, dict_row
 from pgtasq import _enqueue, _sql
 from pgtasq._connections import Row, async_runner, sync_runner
 from pgtasq._enqueue import Batch, Copy, Done, Flow, OnConflict
-from pgtasq._pool import POOL_MAX_SIZE_DEFAULT, POOL_MIN_SIZE_DEFAULT, AsyncLazyPool, LazyPool
+from pgtasq._pool import (
+    POOL_MAX_SIZE_DEFAULT,
+    POOL_MIN_SIZE_DEFAULT,
+    POOL_OPEN_TIMEOUT_DEFAULT,
+    AsyncLazyPool,
+    LazyPool,
+    check_connect_timeout,
+)
 from pgtasq.errors import ConfigurationError
 from pgtasq.models import PAYLOAD_MAX_BYTES_DEFAULT, Task, TaskInfo
 from pgtasq.tables import SCHEMA_DEFAULT, check_schema_name
@@ -217,10 +224,18 @@ class Producer(_ProducerBase):
         batch_size: int = BATCH_SIZE_DEFAULT,
         pool_min_size: int = POOL_MIN_SIZE_DEFAULT,
         pool_max_size: int = POOL_MAX_SIZE_DEFAULT,
+        connect_timeout: float = POOL_OPEN_TIMEOUT_DEFAULT,
     ) -> None:
         super().__init__(schema=schema, max_payload_bytes=max_payload_bytes, batch_size=batch_size)
+        connect_timeout = check_connect_timeout(connect_timeout)
         self._pool = (
-            LazyPool(dsn, min_size=pool_min_size, max_size=pool_max_size, name="pgtasq-producer")
+            LazyPool(
+                dsn,
+                min_size=pool_min_size,
+                max_size=pool_max_size,
+                name="pgtasq-producer",
+                open_timeout=connect_timeout,
+            )
             if dsn is not None
             else None
         )
@@ -304,11 +319,17 @@ class AsyncProducer(_ProducerBase):
         batch_size: int = BATCH_SIZE_DEFAULT,
         pool_min_size: int = POOL_MIN_SIZE_DEFAULT,
         pool_max_size: int = POOL_MAX_SIZE_DEFAULT,
+        connect_timeout: float = POOL_OPEN_TIMEOUT_DEFAULT,
     ) -> None:
         super().__init__(schema=schema, max_payload_bytes=max_payload_bytes, batch_size=batch_size)
+        connect_timeout = check_connect_timeout(connect_timeout)
         self._pool = (
             AsyncLazyPool(
-                dsn, min_size=pool_min_size, max_size=pool_max_size, name="pgtasq-producer"
+                dsn,
+                min_size=pool_min_size,
+                max_size=pool_max_size,
+                name="pgtasq-producer",
+                open_timeout=connect_timeout,
             )
             if dsn is not None
             else None

@@ -8,6 +8,7 @@ attempts through every filter value, bulk operations in bounded batches, queues 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import os
 import random
@@ -33,6 +34,7 @@ from pgtasq import (
     Consumer,
     Cursor,
     DailyStats,
+    DatabaseUnavailable,
     InvalidFilter,
     PgtasqError,
     Producer,
@@ -670,24 +672,20 @@ def test_a_stale_heartbeat_reply_spares_a_newer_claim_of_the_task(
         consumer.stop(timeout=10)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_client_ops._changed_or_raise: when nothing changed (cancel of a cancelled task) "
-    "it reads the row again in a second statement, which can see a later change; the "
-    "statement that decided could return the row it locked instead",
-)
 def test_a_cancel_that_changes_nothing_reports_the_row_it_decided_on(
     pg_dsn: str, schema: str
 ) -> None:
     (task_id,) = enqueue(pg_dsn, schema, Task("t"))
     set_state(pg_dsn, schema, [task_id], "cancelled")
-    select = _sql.statements(schema).task_select.text
 
     class Meanwhile(psycopg.Cursor[Any]):
-        """Another session retries the task just before any follow-up read of it."""
+        """Another session retries the task just before any follow-up statement."""
+
+        sent = 0
 
         def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
-            if query == select:
+            Meanwhile.sent += 1
+            if Meanwhile.sent > 1:
                 with Client(pg_dsn, schema=schema) as other:
                     other.retry_task(task_id)
             return super().execute(query, params, **kwargs)
@@ -695,6 +693,40 @@ def test_a_cancel_that_changes_nothing_reports_the_row_it_decided_on(
     with psycopg.connect(pg_dsn, autocommit=True, cursor_factory=Meanwhile) as conn:
         info = Client(schema=schema).cancel_task(task_id, conn=conn)
     assert info.status is TaskStatus.CANCELLED  # what cancel found and left alone
+    assert Meanwhile.sent == 1
+
+
+@pytest.mark.parametrize("state", ["pending", "running", "completed", "failed", "cancelled"])
+@pytest.mark.parametrize("op", ["cancel_task", "retry_task", "delete_task"])
+def test_each_change_is_one_statement_that_reports_the_row(
+    pg_dsn: str, schema: str, op: str, state: str
+) -> None:
+    """Whatever it decides, an operation sends one statement, and what it returns (or the
+    error it raises) comes from that statement alone."""
+    (task_id,) = enqueue(pg_dsn, schema, Task("t"))
+    if state != "pending":
+        set_state(pg_dsn, schema, [task_id], state)
+    sent: list[str] = []
+
+    class Counting(psycopg.Cursor[Any]):
+        def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
+            sent.append(str(query))
+            return super().execute(query, params, **kwargs)
+
+    before = info_of(pg_dsn, schema, task_id)
+    with psycopg.connect(pg_dsn, cursor_factory=Counting) as conn:
+        try:
+            info: TaskInfo | PgtasqError = getattr(Client(schema=schema), op)(task_id, conn=conn)
+        except PgtasqError as exc:
+            info = exc
+        conn.commit()
+    assert len(sent) == 1, sent
+    if isinstance(info, PgtasqError):
+        assert info_of(pg_dsn, schema, task_id) == before
+    elif op == "delete_task":
+        assert info == before and row_of(pg_dsn, schema, task_id) is None
+    else:
+        assert info == info_of(pg_dsn, schema, task_id)
 
 
 # -- the caller's connection and transaction ----------------------------------------------
@@ -779,6 +811,91 @@ def test_construction_errors(pg_dsn: str) -> None:
         Client(pg_dsn, schema="pgtasq; DROP TABLE x")
     with pytest.raises(TypeError, match="conn must be"):
         Client(schema="pgtasq").get_task(1, conn="not a connection")
+    for bad in (0, -0.5, float("nan"), float("inf"), "1", True, None):
+        for dsn in (pg_dsn, None):
+            with pytest.raises(ConfigurationError, match="connect_timeout must be"):
+                Client(dsn, connect_timeout=bad)  # type: ignore[arg-type]
+
+
+CLOSED_PORT_DSN = "postgresql://nobody:secret@127.0.0.1:1/none"  # nothing listens on port 1
+
+
+def test_connect_timeout_bounds_the_wait_for_a_dead_server(pg_dsn: str, schema: str) -> None:
+    with Client(CLOSED_PORT_DSN, connect_timeout=0.5) as client:
+        started = time.monotonic()
+        with pytest.raises(DatabaseUnavailable, match="cannot connect to PostgreSQL") as e:
+            client.list_queues()
+        assert time.monotonic() - started < 5  # 0.5 s asked; generous for a loaded machine
+        assert "secret" not in str(e.value) and "127.0.0.1" in str(e.value)
+    with Client(pg_dsn, schema=schema, connect_timeout=0.5) as client:  # a live server: fine
+        assert client.list_queues() == []
+
+
+class Forwarder:
+    """A TCP port that refuses connections until `start`, then forwards them to the server
+    (a server that is down, then comes back)."""
+
+    def __init__(self, dsn: str) -> None:
+        info = psycopg.conninfo.conninfo_to_dict(dsn)
+        host, port = str(info.get("host") or "127.0.0.1"), int(info.get("port") or 5432)
+        # The embedded test server listens on a Unix socket: forward to that.
+        self.target: str | tuple[str, int] = (
+            f"{host}/.s.PGSQL.{port}" if host.startswith("/") else (host, port)
+        )
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]  # nothing listens here until start()
+        self.dsn = psycopg.conninfo.make_conninfo(dsn, host="127.0.0.1", port=str(self.port))
+        self.sockets: list[socket.socket] = []
+
+    def start(self) -> None:
+        listener = socket.create_server(("127.0.0.1", self.port))
+        self.sockets.append(listener)
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            if isinstance(self.target, str):
+                server = socket.socket(socket.AF_UNIX)
+                server.connect(self.target)
+            else:
+                server = socket.create_connection(self.target)
+            self.sockets += [client, server]
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                dst.sendall(data)
+        with contextlib.suppress(OSError):
+            dst.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        for s in self.sockets:  # shutdown wakes the threads blocked in accept() and recv()
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
+
+
+def test_after_a_failed_connect_the_next_use_tries_again(pg_dsn: str, schema: str) -> None:
+    server = Forwarder(pg_dsn)
+    try:
+        with Client(server.dsn, schema=schema, connect_timeout=0.5) as client:
+            for _ in range(2):  # down: each use fails the same way
+                with pytest.raises(DatabaseUnavailable, match="cannot connect to PostgreSQL"):
+                    client.list_queues()
+            server.start()  # back: the next use connects
+            assert client.list_queues() == []
+            client.close()  # and a closed client opens a new pool when used again
+            assert client.list_queues() == []
+    finally:
+        server.close()
 
 
 # -- filters and pagination over thousands of rows ----------------------------------------
@@ -974,15 +1091,78 @@ def test_keyset_pagination_with_a_filter_and_an_exact_last_page(pg_dsn: str, big
     )
     size = next(n for n in range(50, 200) if len(expected) % n == 0)  # ends on a full page
     seen: list[int] = []
+    requests = 1
     with Client(pg_dsn, schema=big.schema) as client:
         page = client.list_tasks(f.limit(size))
         while page.next_cursor is not None:
             seen.extend(t.id for t in page.tasks)
-            assert page.total == len(expected)
+            assert page.total == len(expected) and len(page.tasks) == size
             page = client.list_tasks(f.limit(size).after(page.next_cursor))
+            requests += 1
         seen.extend(t.id for t in page.tasks)
-    assert page.tasks == [] and page.total == len(expected)  # the page after the last full one
+    assert len(page.tasks) == size and page.total == len(expected)  # the last page is full
+    assert requests == len(expected) // size  # and no empty page is asked for after it
     assert seen == expected
+
+
+def test_the_page_and_the_total_agree_while_others_write(pg_dsn: str, schema: str) -> None:
+    """Another session enqueues and deletes before any statement after the first one."""
+    ids = enqueue(pg_dsn, schema, *[Task("t")] * 5)
+    sent: list[str] = []
+
+    class Meanwhile(psycopg.Cursor[Any]):
+        def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
+            sent.append(str(query))
+            if len(sent) > 1:
+                enqueue(pg_dsn, schema, Task("t"), Task("t"))
+                execute(pg_dsn, f"DELETE FROM {schema}.tasks WHERE id = %s", (ids.pop(0),))
+            return super().execute(query, params, **kwargs)
+
+    with psycopg.connect(pg_dsn, autocommit=True, cursor_factory=Meanwhile) as conn:
+        page = Client(schema=schema).list_tasks(TaskFilter().limit(50), conn=conn)
+        assert page.total == len(page.tasks) == 5 and [t.id for t in page.tasks] == ids
+        sent.clear()
+        page = Client(schema=schema).list_tasks(TaskFilter().limit(2), conn=conn)
+        assert page.total == 5 and [t.id for t in page.tasks] == ids[:2]
+    assert len(sent) == 1
+
+
+# Per order field: the extreme values the server's type takes (accepted, and they page
+# correctly), and values just past them or of another type (refused before any SQL).
+CURSOR_VALUES: dict[str, tuple[list[Any], list[Any]]] = {
+    "id": ([-(2**63), 2**63 - 1], [2**63, 1.0, "1", True, None]),
+    "priority": ([-(2**15), 2**15 - 1], [2**15, -(2**15) - 1, 1.5, "0", None]),
+    "attempts": ([-(2**31), 2**31 - 1], [2**31, False, "2"]),
+    "created_at": (
+        [datetime.min.replace(tzinfo=timezone.utc), datetime(9999, 1, 1, tzinfo=timezone.utc)],
+        [datetime(2026, 1, 1), "2026-01-01T00:00:00+00:00", date(2026, 1, 1), 0, None],
+    ),
+    "updated_at": ([datetime(2000, 1, 1, tzinfo=timezone(timedelta(hours=5)))], [1]),
+    "run_at": ([datetime(2000, 1, 1, tzinfo=timezone.utc)], [datetime(2000, 1, 1)]),
+}
+
+
+@pytest.mark.parametrize("field", ORDER_FIELDS)
+def test_cursor_values_are_checked_against_the_order_field(
+    pg_dsn: str, big: Big, field: str
+) -> None:
+    good, bad = CURSOR_VALUES[field]
+    base = TaskFilter().order_by(field).limit(10_000)
+    with Client(pg_dsn, schema=big.schema) as client, psycopg.connect(pg_dsn) as conn:
+        for value in good:
+            page = client.list_tasks(base.after(Cursor(value, 1)), conn=conn)
+            expected = [r["id"] for r in big.rows if (r[field], r["id"]) > (value, 1)]
+            assert sorted(t.id for t in page.tasks) == sorted(expected), value
+        for value in bad:
+            with pytest.raises(InvalidFilter, match=f"ordered by {field}, the cursor's value"):
+                base.after(Cursor(value, 1))
+            with pytest.raises(InvalidFilter, match=f"ordered by {field}, the cursor's value"):
+                TaskFilter(order_field=field, cursor=Cursor(value, 1))
+        for task_id in (2**63, "7", None, True):
+            with pytest.raises(InvalidFilter, match="cursor's id"):
+                base.after(Cursor(good[0], task_id))
+        assert conn.info.transaction_status == TransactionStatus.INTRANS  # still usable
+        assert client.list_tasks(base.limit(1), conn=conn).total == 3000
 
 
 @pytest.mark.parametrize("direction", ["asc", "desc"])
@@ -1052,23 +1232,38 @@ def test_injection_through_every_filter_value_changes_nothing(
     with pytest.raises(InvalidFilter):
         TaskFilter().limit("1; --")  # type: ignore[arg-type]
 
-    # A filter built from its fields, past the builder's checks, still never reaches SQL
-    # text: the order field is looked up in a fixed table and numbers go through int().
+    # A filter built from its fields is checked as the builder checks it.
+    for fields in (
+        {"order_field": "id; DROP TABLE x"},
+        {"limit_rows": "1; DROP TABLE x"},
+        {"order_direction": "desc; DROP TABLE x"},
+        {"type_names": ("x", "' OR 1=1 --", 7)},
+    ):
+        with pytest.raises(InvalidFilter):
+            TaskFilter(**fields)
+    # Past those checks (a filter forged without __init__), nothing still reaches SQL text:
+    # the order field is looked up in a fixed table and numbers go through int().
     with psycopg.connect(pg_dsn) as conn:
-        for bad in (
-            TaskFilter(order_field="id; DROP TABLE x"),
-            TaskFilter(limit_rows="1; DROP TABLE x"),  # type: ignore[arg-type]
-        ):
-            with pytest.raises((KeyError, ValueError, InvalidFilter)):
-                client.list_tasks(bad, conn=conn)
+        for name, value in [("order_field", "id; DROP TABLE x"), ("limit_rows", "1; DROP x")]:
+            forged = TaskFilter()
+            object.__setattr__(forged, name, value)
+            with pytest.raises((KeyError, ValueError)):
+                client.list_tasks(forged, conn=conn)
             assert conn.info.transaction_status == TransactionStatus.IDLE  # nothing was sent
         # A direction that is not "desc" is ascending; it is never placed in the text.
-        odd = TaskFilter(order_direction="desc; DROP TABLE x")  # type: ignore[arg-type]
+        odd = TaskFilter()
+        object.__setattr__(odd, "order_direction", "desc; DROP TABLE x")
         assert [t.id for t in client.list_tasks(odd, conn=conn).tasks] == [*ids, *plain]
         conn.rollback()
-        # A forged cursor value is a bound parameter: the server refuses it as data.
+        conn.rollback()
+        # A cursor value of the wrong type is refused before any SQL; forged past that check
+        # it is still a bound parameter, which the server refuses as data.
+        with pytest.raises(InvalidFilter, match="cursor's value must be an integer"):
+            TaskFilter().after(Cursor("1; DROP TABLE x", 1))
+        forged_cursor = TaskFilter().after(Cursor(1, 1))
+        object.__setattr__(forged_cursor, "cursor", Cursor("1; DROP TABLE x", 1))
         with pytest.raises(psycopg.DataError):
-            client.list_tasks(TaskFilter().after(Cursor("1; DROP TABLE x", 1)), conn=conn)
+            client.list_tasks(forged_cursor, conn=conn)
         conn.rollback()
 
     # A queue name is stored as data too.
@@ -1096,8 +1291,9 @@ def test_injection_through_the_connection_paths_with_sqlalchemy(pg_dsn: str, sch
 
 
 def _steps(total: int, batch: int) -> list[int]:
-    """The progress calls of a bulk operation: after every batch, the last one short."""
-    return [min(batch * k, total) for k in range(1, total // batch + 2)]
+    """The progress calls of a bulk operation: the running count after each batch that
+    changed rows, each count once (0 once when nothing changed)."""
+    return [min(batch * k, total) for k in range(1, -(-total // batch) + 1)] or [0]
 
 
 MIX = {
@@ -1181,7 +1377,7 @@ def test_bulk_with_views_ids_and_types(pg_dsn: str, schema: str, client: Client)
     assert (
         client.cancel_tasks(TaskFilter().states("retry"), batch_size=1, progress=steps.append) == 3
     )
-    assert steps == [1, 2, 3, 3]  # a full last batch is followed by an empty one
+    assert steps == [1, 2, 3]  # the empty batch after a full last one reports nothing
     assert client.delete_tasks(TaskFilter().ids(*a["pending"][:3], a["running"][0])) == 3
     assert client.cancel_tasks(TaskFilter().types("x")) == 4
     assert client.retry_tasks(TaskFilter().types("x").states("cancelled")) == 4
@@ -1225,6 +1421,27 @@ def test_bulk_batches_commit_on_their_own_without_a_connection(pg_dsn: str, sche
         assert seen == [(7, 20), (14, 20), (20, 20)]  # one transaction: nothing seen yet
         conn.rollback()
     assert count_tasks(pg_dsn, schema, status="cancelled") == 20
+
+
+@pytest.mark.parametrize(
+    ("total", "expected"),
+    [(0, [0]), (1, [1]), (6, [6]), (7, [7]), (14, [7, 14]), (21, [7, 14, 21])],
+)
+def test_bulk_progress_reports_each_count_once(
+    pg_dsn: str, schema: str, client: Client, total: int, expected: list[int]
+) -> None:
+    """Also when the total is a multiple of the batch size (the last batch is then empty)."""
+    seed(pg_dsn, schema, "a", {"pending": total})
+    calls: dict[str, list[int]] = {"cancel": [], "retry": [], "delete": [], "clean": []}
+    assert client.cancel_tasks(TaskFilter(), batch_size=7, progress=calls["cancel"].append) == total
+    assert client.retry_tasks(TaskFilter(), batch_size=7, progress=calls["retry"].append) == total
+    execute(pg_dsn, f"UPDATE {schema}.tasks SET {_STATE_SQL['cancelled']}")
+    execute(pg_dsn, f"UPDATE {schema}.tasks SET finalized_at = now() - interval '2 days'")
+    assert client.clean(batch_size=7, progress=calls["clean"].append) == total
+    seed(pg_dsn, schema, "a", {"pending": total})
+    assert client.delete_tasks(TaskFilter(), batch_size=7, progress=calls["delete"].append) == total
+    assert calls == {key: expected for key in calls}
+    assert _steps(total, 7) == expected
 
 
 def test_bulk_batch_size_is_checked_before_sql(client: Client) -> None:

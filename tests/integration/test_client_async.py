@@ -19,6 +19,7 @@ from pgtasq import (
     AsyncClient,
     ConfigurationError,
     Consumer,
+    DatabaseUnavailable,
     PgtasqError,
     Producer,
     Task,
@@ -32,9 +33,12 @@ from pgtasq import (
 )
 from tests.conftest import count_tasks
 from tests.integration.test_client import (
+    CLOSED_PORT_DSN,
+    Forwarder,
     all_rows,
     db_now,
     enqueue,
+    execute,
     info_of,
     row_of,
     set_state,
@@ -173,6 +177,59 @@ async def test_cancel_reaches_a_handler_running_in_the_same_loop(
     assert info_of(pg_dsn, schema, task_id) == info
 
 
+async def test_a_cancel_that_changes_nothing_reports_the_row_it_decided_on(
+    pg_dsn: str, schema: str
+) -> None:
+    (task_id,) = enqueue(pg_dsn, schema, Task("t"))
+    set_state(pg_dsn, schema, [task_id], "cancelled")
+    sent: list[str] = []
+
+    class Meanwhile(psycopg.AsyncCursor[Any]):
+        """Another session retries the task just before any follow-up statement."""
+
+        async def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
+            sent.append(str(query))
+            if len(sent) > 1:
+                async with AsyncClient(pg_dsn, schema=schema) as other:
+                    await other.retry_task(task_id)
+            return await super().execute(query, params, **kwargs)
+
+    conn = await psycopg.AsyncConnection.connect(pg_dsn, autocommit=True, cursor_factory=Meanwhile)
+    async with conn:
+        info = await AsyncClient(schema=schema).cancel_task(task_id, conn=conn)
+    assert info.status is TaskStatus.CANCELLED and len(sent) == 1
+    assert info == info_of(pg_dsn, schema, task_id)
+
+
+async def test_connect_timeout_bounds_the_wait_for_a_dead_server(pg_dsn: str, schema: str) -> None:
+    async with AsyncClient(CLOSED_PORT_DSN, connect_timeout=0.5) as client:
+        started = time.monotonic()
+        with pytest.raises(DatabaseUnavailable, match="cannot connect to PostgreSQL") as e:
+            await client.list_queues()
+        assert time.monotonic() - started < 5  # 0.5 s asked; generous for a loaded machine
+        assert "secret" not in str(e.value) and "127.0.0.1" in str(e.value)
+    async with AsyncClient(pg_dsn, schema=schema, connect_timeout=0.5) as client:
+        assert await client.list_queues() == []
+    for bad in (0, -1, float("nan"), "1", None):
+        with pytest.raises(ConfigurationError, match="connect_timeout must be"):
+            AsyncClient(pg_dsn, connect_timeout=bad)  # type: ignore[arg-type]
+
+
+async def test_after_a_failed_connect_the_next_use_tries_again(pg_dsn: str, schema: str) -> None:
+    server = Forwarder(pg_dsn)
+    try:
+        async with AsyncClient(server.dsn, schema=schema, connect_timeout=0.5) as client:
+            for _ in range(2):
+                with pytest.raises(DatabaseUnavailable, match="cannot connect to PostgreSQL"):
+                    await client.list_queues()
+            server.start()
+            assert await client.list_queues() == []
+            await client.close()
+            assert await client.list_queues() == []
+    finally:
+        server.close()
+
+
 async def test_on_the_callers_async_connection(pg_dsn: str, schema: str) -> None:
     pending, completed = enqueue(pg_dsn, schema, Task("t"), Task("t"))
     set_state(pg_dsn, schema, [completed], "completed")
@@ -244,6 +301,11 @@ async def test_list_pages_and_bulk(pg_dsn: str, schema: str, aclient: AsyncClien
         page = await aclient.list_tasks(f.after(page.next_cursor))
     seen += [t.id for t in page.tasks]
     assert seen == sorted(ids[0::2], reverse=True) and page.total == 250
+    full = [await aclient.list_tasks(f.limit(125))]  # 250 = two full pages, no third
+    assert full[0].next_cursor is not None
+    full.append(await aclient.list_tasks(f.limit(125).after(full[0].next_cursor)))
+    assert [len(p.tasks) for p in full] == [125, 125] and full[1].next_cursor is None
+    assert [t.id for p in full for t in p.tasks] == seen
 
     steps: list[int] = []
     assert await aclient.cancel_tasks(TaskFilter().queues("a"), batch_size=7, progress=steps.append)
@@ -258,6 +320,46 @@ async def test_list_pages_and_bulk(pg_dsn: str, schema: str, aclient: AsyncClien
     assert [r["id"] for r in all_rows(pg_dsn, schema)] == ids[:4]
     with pytest.raises(ValueError, match="batch_size"):
         await aclient.delete_tasks(TaskFilter(), batch_size=0)
+
+
+async def test_the_page_and_the_total_agree_while_others_write(pg_dsn: str, schema: str) -> None:
+    ids = enqueue(pg_dsn, schema, *[Task("t")] * 5)
+    sent: list[str] = []
+
+    class Meanwhile(psycopg.AsyncCursor[Any]):
+        """Another session enqueues and deletes before any statement after the first one."""
+
+        async def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
+            sent.append(str(query))
+            if len(sent) > 1:
+                enqueue(pg_dsn, schema, Task("t"), Task("t"))
+                execute(pg_dsn, f"DELETE FROM {schema}.tasks WHERE id = %s", (ids.pop(0),))
+            return await super().execute(query, params, **kwargs)
+
+    conn = await psycopg.AsyncConnection.connect(pg_dsn, autocommit=True, cursor_factory=Meanwhile)
+    async with conn:
+        page = await AsyncClient(schema=schema).list_tasks(TaskFilter().limit(50), conn=conn)
+    assert page.total == len(page.tasks) == 5 and [t.id for t in page.tasks] == ids
+    assert len(sent) == 1
+
+
+async def test_bulk_progress_reports_each_count_once(
+    pg_dsn: str, schema: str, aclient: AsyncClient
+) -> None:
+    enqueue(pg_dsn, schema, *[Task("t")] * 30)
+    calls: dict[str, list[int]] = {"cancel": [], "retry": [], "delete": [], "clean": []}
+    f = TaskFilter()
+    assert await aclient.cancel_tasks(f, batch_size=10, progress=calls["cancel"].append) == 30
+    assert await aclient.retry_tasks(f, batch_size=10, progress=calls["retry"].append) == 30
+    await aclient.cancel_tasks(f)
+    execute(pg_dsn, f"UPDATE {schema}.tasks SET finalized_at = now() - interval '2 days'")
+    assert await aclient.clean(batch_size=10, progress=calls["clean"].append) == 30
+    enqueue(pg_dsn, schema, *[Task("t")] * 30)
+    assert await aclient.delete_tasks(f, batch_size=10, progress=calls["delete"].append) == 30
+    assert calls == {key: [10, 20, 30] for key in calls}  # 30: the last batch is empty
+    none: list[int] = []
+    assert await aclient.delete_tasks(f, batch_size=10, progress=none.append) == 0
+    assert none == [0]
 
 
 async def test_queues_and_workers(pg_dsn: str, schema: str, aclient: AsyncClient) -> None:

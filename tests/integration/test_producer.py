@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
@@ -290,22 +291,44 @@ def test_wrong_connection_types() -> None:
         producer.enqueue("t", conn=object(), on_conflict="ignore")  # type: ignore[arg-type]
 
 
+CLOSED_PORT_DSN = "postgresql://nobody:secret@127.0.0.1:1/none"  # nothing listens on port 1
+
+
 def test_unreachable_database() -> None:
     from pgtasq import DatabaseUnavailable
 
-    producer = Producer("postgresql://nobody@127.0.0.1:1/none?connect_timeout=1")
-    producer_pool = producer._pool
-    assert producer_pool is not None
-    import pgtasq._pool as pool_module
-
-    old = pool_module.POOL_OPEN_TIMEOUT_DEFAULT
-    pool_module.POOL_OPEN_TIMEOUT_DEFAULT = 1.0
+    producer = Producer(CLOSED_PORT_DSN, connect_timeout=0.5)
     try:
-        with pytest.raises(DatabaseUnavailable, match="cannot connect"):
+        started = time.monotonic()
+        with pytest.raises(DatabaseUnavailable, match="cannot connect to PostgreSQL") as raised:
+            producer.enqueue("t")
+        assert time.monotonic() - started < 5  # 0.5 s asked; generous for a loaded machine
+        assert "secret" not in str(raised.value) and "127.0.0.1" in str(raised.value)
+        with pytest.raises(DatabaseUnavailable):  # the next use tries again, and fails again
             producer.enqueue("t")
     finally:
-        pool_module.POOL_OPEN_TIMEOUT_DEFAULT = old
         producer.close()
+
+
+async def test_unreachable_database_async() -> None:
+    from pgtasq import DatabaseUnavailable
+
+    producer = AsyncProducer(CLOSED_PORT_DSN, connect_timeout=0.5)
+    try:
+        started = time.monotonic()
+        with pytest.raises(DatabaseUnavailable, match="cannot connect to PostgreSQL"):
+            await producer.enqueue("t")
+        assert time.monotonic() - started < 5
+    finally:
+        await producer.close()
+
+
+@pytest.mark.parametrize("bad", [0, -1, float("nan"), float("inf"), "1", True, None])
+def test_connect_timeout_is_checked_at_construction(bad: object) -> None:
+    for make in (Producer, AsyncProducer):
+        for dsn in (CLOSED_PORT_DSN, None):
+            with pytest.raises(ConfigurationError, match="connect_timeout must be"):
+                make(dsn, connect_timeout=bad)  # type: ignore[arg-type]
 
 
 async def test_async_producer_commit_and_rollback(pg_dsn: str, schema: str) -> None:

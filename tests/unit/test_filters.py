@@ -1,11 +1,15 @@
 from __future__ import annotations
 
+import dataclasses
+import re
+from collections.abc import Callable
 from datetime import datetime, timezone
+from typing import Any
 
 import pytest
 
 from pgtasq import TaskStatus
-from pgtasq.filters import LIMIT_MAX, Cursor, InvalidFilter, TaskFilter
+from pgtasq.filters import LIMIT_MAX, OFFSET_MAX, Cursor, InvalidFilter, TaskFilter
 
 T = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
@@ -51,3 +55,82 @@ def test_views_and_order() -> None:
     assert (f.order_field, f.order_direction) == ("created_at", "desc")
     assert TaskFilter().created_after(T).created_before(T).created_from == T
     assert isinstance(InvalidFilter("x"), ValueError)
+
+
+# The same mistake made through a method and through the fields: the same error, at once.
+SAME_MISTAKE: list[tuple[Callable[[TaskFilter], object], dict[str, Any]]] = [
+    (lambda f: f.states("archived"), {"state_names": ("archived",)}),
+    (lambda f: f.types(""), {"type_names": ("",)}),
+    (lambda f: f.queues("q" * 129), {"queue_names": ("q" * 129,)}),
+    (lambda f: f.ids(0), {"task_ids": (0,)}),
+    (lambda f: f.ids(True), {"task_ids": (True,)}),
+    (lambda f: f.ids("1 OR 1=1"), {"task_ids": ("1 OR 1=1",)}),
+    (lambda f: f.created_after(datetime(2026, 1, 1)), {"created_from": datetime(2026, 1, 1)}),
+    (lambda f: f.created_before("2026-01-01"), {"created_until": "2026-01-01"}),
+    (lambda f: f.order_by("payload"), {"order_field": "payload"}),
+    (lambda f: f.order_by("id", "desc; DROP x"), {"order_direction": "desc; DROP x"}),
+    (lambda f: f.limit(0), {"limit_rows": 0}),
+    (lambda f: f.limit("1; --"), {"limit_rows": "1; --"}),
+    (lambda f: f.offset(-1), {"offset_rows": -1}),
+    (lambda f: f.offset(OFFSET_MAX + 1), {"offset_rows": OFFSET_MAX + 1}),
+    (lambda f: f.after("page-2"), {"cursor": "page-2"}),
+    (lambda f: f.offset(5).after(Cursor(1, 1)), {"offset_rows": 5, "cursor": Cursor(1, 1)}),
+]
+
+
+@pytest.mark.parametrize(
+    ("method", "fields"), SAME_MISTAKE, ids=["+".join(fields) for _, fields in SAME_MISTAKE]
+)
+def test_fields_are_checked_like_the_methods(
+    method: Callable[[TaskFilter], object], fields: dict[str, Any]
+) -> None:
+    with pytest.raises(InvalidFilter) as by_method:
+        method(TaskFilter())
+    message = re.escape(str(by_method.value))
+    with pytest.raises(InvalidFilter, match=f"^{message}$"):
+        TaskFilter(**fields)
+    with pytest.raises(InvalidFilter, match=f"^{message}$"):
+        dataclasses.replace(TaskFilter(), **fields)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"state_names": "failed"},  # a string is not a sequence of names here
+        {"type_names": "email"},
+        {"queue_names": b"mail"},
+        {"task_ids": 5},
+        {"state_names": None},
+    ],
+)
+def test_fields_want_sequences(fields: dict[str, Any]) -> None:
+    with pytest.raises(InvalidFilter, match="expected a sequence"):
+        TaskFilter(**fields)
+
+
+def test_fields_are_normalized_like_the_methods() -> None:
+    by_fields = TaskFilter(
+        state_names=[TaskStatus.FAILED, "retry"],  # type: ignore[list-item]
+        type_names=["a"],  # type: ignore[arg-type]
+        queue_names=iter(["q"]),  # type: ignore[arg-type]
+        task_ids=[3, 4],  # type: ignore[arg-type]
+        created_from=T,
+        order_field="priority",
+        order_direction="desc",
+        limit_rows=5,
+        cursor=Cursor(1, 9),
+    )
+    by_methods = (
+        TaskFilter()
+        .states(TaskStatus.FAILED, "retry")
+        .types("a")
+        .queues("q")
+        .ids(3, 4)
+        .created_after(T)
+        .order_by("priority", "desc")
+        .limit(5)
+        .after(Cursor(1, 9))
+    )
+    assert by_fields == by_methods and hash(by_fields) == hash(by_methods)
+    assert by_fields.state_names == ("failed", "retry")
+    assert type(by_fields.state_names[0]) is str
