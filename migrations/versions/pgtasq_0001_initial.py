@@ -81,7 +81,7 @@ def upgrade() -> None:
     op.create_index(
         "tasks_claim_idx",
         "tasks",
-        ["queue", sa.text("priority DESC"), "run_at"],
+        ["queue", sa.text("priority DESC"), "run_at", "id"],
         schema=schema,
         postgresql_where=sa.text("status = 'pending'"),
     )

@@ -309,7 +309,7 @@ WITH ready AS (
     WHERE status = 'pending' AND queue = CAST(%(queue)s AS text) AND run_at <= now()
       AND type = ANY(CAST(%(types)s AS text[]))
       AND NOT EXISTS (SELECT FROM {s}.queues q WHERE q.name = CAST(%(queue)s AS text) AND q.paused)
-    ORDER BY priority DESC, run_at
+    ORDER BY priority DESC, run_at, id
     LIMIT CAST(%(limit)s AS int)
     FOR UPDATE SKIP LOCKED
 ),

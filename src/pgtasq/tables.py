@@ -113,15 +113,13 @@ def metadata(schema: str = SCHEMA_DEFAULT) -> sa.MetaData:
             unique=True,
             postgresql_where=sa.text("idempotency_key IS NOT NULL"),
         ),
-        # The claim: ready rows of a queue, in claim order. Partial, so finished rows cost
-        # nothing. No id column: rows with equal keys (one transaction's batch shares its
-        # run_at) are kept in heap order, as one deduplicated entry, which costs a COPY
-        # about 15 % fewer server instructions per row than a 4-column index (callgrind).
+        # The claim: ready rows of a queue, in claim order. Partial, so finished rows cost nothing.
         sa.Index(
             "tasks_claim_idx",
             "queue",
             sa.text("priority DESC"),
             "run_at",
+            "id",
             postgresql_where=sa.text("status = 'pending'"),
         ),
         # Rescue: running rows whose lease ran out. Only running rows are in it.
