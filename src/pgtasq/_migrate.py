@@ -12,21 +12,24 @@ import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Union
 
 import psycopg
-import sqlalchemy as sa
-from sqlalchemy.pool import StaticPool
 
 from pgtasq.errors import ConfigurationError, DatabaseUnavailable
 from pgtasq.tables import SCHEMA_DEFAULT, check_schema_name
+
+if TYPE_CHECKING:
+    # SQLAlchemy and Alembic are imported when a migration runs, not with pgtasq: workers
+    # and producers never need them.
+    import sqlalchemy as sa
 
 SCHEMA_ATTRIBUTE = "pgtasq_schema"
 # Alembic's `context` is one global per process: two migrations in threads would share it.
 _ALEMBIC_LOCK = threading.RLock()
 MIGRATE_LOCK_SQL = "SELECT pg_advisory_xact_lock(hashtext('pgtasq.migrate.' || :schema))"
 
-Migratable = str | sa.Engine | sa.Connection | psycopg.Connection[Any]
+Migratable = Union[str, "sa.Engine", "sa.Connection", psycopg.Connection[Any]]
 
 
 def migrations_path() -> Path:
@@ -74,6 +77,9 @@ def sqlalchemy_url(dsn: str) -> str:
 @contextlib.contextmanager
 def _connection(target: Migratable) -> Iterator[sa.Connection]:
     """A SQLAlchemy connection on target; committed at the end unless the caller owns it."""
+    import sqlalchemy as sa
+    from sqlalchemy.pool import StaticPool
+
     if isinstance(target, sa.Connection):
         yield target
         return

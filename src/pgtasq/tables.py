@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import functools
 import re
-
-import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql as pg
+from typing import TYPE_CHECKING
 
 from pgtasq.errors import ConfigurationError
 from pgtasq.models import NAME_MAX_LENGTH, PRIORITY_MAX, PRIORITY_MIN, TaskStatus
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
 
 SCHEMA_DEFAULT = "pgtasq"
 TASKS_TABLE = "tasks"
@@ -51,6 +52,11 @@ def _final_states_sql() -> str:
 @functools.lru_cache(maxsize=64)
 def metadata(schema: str = SCHEMA_DEFAULT) -> sa.MetaData:
     """The tables of one pgtasq schema."""
+    # Imported here, not at the top: workers and producers never need SQLAlchemy, and
+    # importing it costs about 150 ms and some 20k objects in every process.
+    import sqlalchemy as sa
+    from sqlalchemy.dialects import postgresql as pg
+
     check_schema_name(schema)
     md = sa.MetaData(schema=schema)
     status = pg.ENUM(*[s.value for s in TaskStatus], name=STATUS_ENUM, schema=schema, metadata=md)

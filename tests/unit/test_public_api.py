@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pgtasq
 
 
@@ -20,3 +23,15 @@ def test_errors_form_one_tree() -> None:
         "TaskValidationError",
     ):
         assert issubclass(getattr(pgtasq, name), pgtasq.PgtasqError)
+
+
+def test_importing_pgtasq_leaves_sqlalchemy_and_alembic_unloaded() -> None:
+    """Workers and producers never need them: they load when tables or migrations are used."""
+    code = (
+        "import sys, pgtasq\n"
+        "loaded = sorted(m for m in ('sqlalchemy', 'alembic') if m in sys.modules)\n"
+        "assert not loaded, loaded\n"
+        "pgtasq.tables.metadata('pgtasq')\n"
+        "assert 'sqlalchemy' in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
