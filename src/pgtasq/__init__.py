@@ -34,6 +34,7 @@ from pgtasq.errors import (
     TaskRunning,
     TaskTimeout,
     TaskValidationError,
+    WorkerCrashed,
 )
 from pgtasq.filters import Cursor, InvalidFilter, TaskFilter
 from pgtasq.models import Task, TaskInfo, TaskStatus
@@ -80,6 +81,7 @@ __all__ = [
     "TaskStatus",
     "TaskTimeout",
     "TaskValidationError",
+    "WorkerCrashed",
     "WorkerInfo",
     "current_revision",
     "downgrade",

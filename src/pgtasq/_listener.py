@@ -28,15 +28,15 @@ RECONNECT_BACKOFF_CAP = 10.0
 
 def relevant(payload: str, queues: Collection[str]) -> bool:
     """Whether a notification's payload (a JSON list of queue names, or ``"*"``) names one
-    of ``queues``. Anything else wakes the worker too: better a claim for nothing than a
-    task left waiting for the next poll."""
+    of ``queues``. Anything else wakes the worker too, and nothing raises (anyone may NOTIFY
+    the channel): better a claim for nothing than a task left waiting for the next poll."""
     try:
         names = json.loads(payload)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON; nested too deep for the parser
         return True
     if not isinstance(names, list):
         return True
-    return any(q in queues for q in names)
+    return any(not isinstance(name, str) or name in queues for name in names)
 
 
 class Listener:

@@ -20,7 +20,8 @@ timer and the outcome it leads to) and the shutdown.
 
 Every database error is logged, backed off and retried: a restart of PostgreSQL, a
 terminated backend or a network cut never stops the worker, and since every write is fenced
-on ownership, nothing a stale worker writes can change a task it lost.
+on ownership, nothing a stale worker writes can change a task it lost. A background loop
+stopped by anything else stops the worker as a signal does; `run` raises `WorkerCrashed`.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from pgtasq._listener import Listener
 from pgtasq._outcomes import Counts, Outcome, OutcomeWriter, error_entry
 from pgtasq._services import (
     STALE_WORKER_AFTER_DEFAULT,
+    BackgroundLoops,
     Cleaner,
     CleanerConfig,
     Heartbeat,
@@ -63,6 +65,7 @@ from pgtasq.errors import (
     SkipRetry,
     TaskTimeout,
     TaskValidationError,
+    WorkerCrashed,
 )
 from pgtasq.models import TaskInfo
 from pgtasq.retry import RetryDelay
@@ -209,17 +212,17 @@ class Engine:
             flush_interval=self.settings.flush_interval,
         )
         self._start_services()
-        background: list[asyncio.Task[None]] = []
+        # A loop that stops stops the worker as a signal does; with no heartbeat, leases run
+        # out, so then the handlers get no grace period.
+        loops = BackgroundLoops(lambda name: self.request_stop(force=name == "heartbeat"))
         try:
             await self._open()
             if self.stopping:
                 return self.counts
-            background = [
-                asyncio.create_task(self._heartbeat.run(), name="pgtasq-heartbeat"),
-                asyncio.create_task(self._writer.run(), name="pgtasq-flush"),
-                asyncio.create_task(self._rescuer.run(), name="pgtasq-rescue"),
-                asyncio.create_task(self._cleaner.run(), name="pgtasq-clean"),
-            ]
+            loops.start("heartbeat", self._heartbeat.run())
+            loops.start("flush", self._writer.run())
+            loops.start("rescue", self._rescuer.run())
+            loops.start("clean", self._cleaner.run())
             if self.settings.listen and not burst:
                 listener = Listener(
                     dsn=self.dsn,
@@ -229,7 +232,7 @@ class Engine:
                     on_connected=self._more_ready,  # notifications may have been missed
                     on_notified=self._notified,
                 )
-                background.append(asyncio.create_task(listener.run(), name="pgtasq-listen"))
+                loops.start("listen", listener.run())
             log.info(
                 "worker %s started: queues %s, concurrency %d",
                 self.worker_id,
@@ -237,15 +240,21 @@ class Engine:
                 self.settings.concurrency,
             )
             await self._claim_loop(burst)
-            await self._shutdown()
+            try:
+                await self._shutdown()
+            except Exception:
+                if loops.crashed is None:
+                    raise
+                log.exception("shutdown failed too")  # WorkerCrashed below says why it began
         finally:
-            for task in background:
-                task.cancel()
-            await asyncio.gather(*background, return_exceptions=True)
+            await loops.close()
             await self._unregister()
             await self._pool.close()
             self._executor.shutdown()
             log.info("worker %s stopped: %s", self.worker_id, self.counts)
+        if loops.crashed is not None:
+            name, how, error = loops.crashed
+            raise WorkerCrashed(name, how) from error
         return self.counts
 
     def _start_services(self) -> None:

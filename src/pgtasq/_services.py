@@ -13,15 +13,19 @@ Each has the shape of every pgtasq service (`Scheduler` too):
 They run on the worker's pool (autocommit, ``synchronous_commit`` off: see
 `pgtasq._runtime`). The `Engine` builds them, tells them what it holds (``held``) and
 hears back from them (``on_lost``, ``on_rescued``).
+
+`BackgroundLoops` runs their loops (and the listener's and the outcome writer's) for the
+`Engine` and reports one that ends on its own: a loop is meant to run until cancelled.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import random
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -293,3 +297,50 @@ class Cleaner:
             except RETRYABLE as exc:
                 log.warning("cleaning failed: %s", short_error(exc))
             await self._sleep(jittered(interval, self._rand))
+
+
+# -- supervision --------------------------------------------------------------------------
+
+
+class BackgroundLoops:
+    """The worker's background loops, as asyncio tasks that run until `close` cancels them.
+
+    A loop that ends otherwise (it raised something its own retries do not cover, returned,
+    or was cancelled by someone else) is logged at ERROR with its traceback, kept in
+    ``crashed`` (the first one: its name and how it ended), and reported to
+    ``on_crash(name)``, once per loop; the engine then shuts down.
+    """
+
+    def __init__(self, on_crash: Callable[[str], None]) -> None:
+        self._on_crash = on_crash
+        self._tasks: list[asyncio.Task[None]] = []
+        self._closing = False
+        self.crashed: tuple[str, str, BaseException | None] | None = None
+
+    def start(self, name: str, loop: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.create_task(loop, name=f"pgtasq-{name}")
+        task.add_done_callback(functools.partial(self._ended, name))
+        self._tasks.append(task)
+        return task
+
+    def _ended(self, name: str, task: asyncio.Task[None]) -> None:
+        if self._closing:
+            return
+        error = None if task.cancelled() else task.exception()
+        if task.cancelled():
+            how = "was cancelled"
+        elif error is None:
+            how = "returned"
+        else:
+            how = f"raised {type(error).__name__}: {error}"
+        log.error("the %s loop stopped (%s); stopping the worker", name, how, exc_info=error)
+        if self.crashed is None:
+            self.crashed = (name, how, error)
+        self._on_crash(name)
+
+    async def close(self) -> None:
+        """Cancel every loop and wait for them to end."""
+        self._closing = True
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)

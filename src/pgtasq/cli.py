@@ -292,7 +292,8 @@ def worker(
     """Run the handlers of APP (module:consumer) until SIGINT/SIGTERM.
 
     The first signal stops claiming and waits for running tasks (then hands the rest
-    back); a second one stops at once. Exit code 0 after a clean stop.
+    back); a second one stops at once. Exit code 0 after a clean stop; 1 when a background
+    loop of the worker (heartbeat, flush, …) stopped on an error and the worker with it.
     """
     _setup_logging(log_level)
     consumer = _load_consumer(app)

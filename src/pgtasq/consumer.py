@@ -225,7 +225,11 @@ class Consumer:
         )
 
     async def arun(self, dsn: str | None = None, *, burst: bool = False) -> Counts:
-        """Run in the current event loop until `stop()` (or, with ``burst``, until drained)."""
+        """Run in the current event loop until `stop()` (or, with ``burst``, until drained).
+
+        If one of the worker's background loops stops on an error (a bug, not a lost
+        database), the worker shuts down as on a signal and this raises `WorkerCrashed`.
+        """
         if self._engine is not None:
             raise RuntimeError("this consumer is already running")
         engine = self._new_engine(dsn)
@@ -241,7 +245,8 @@ class Consumer:
     ) -> Counts:
         """Run until SIGINT/SIGTERM (graceful; a second signal stops at once).
 
-        ``burst=True`` drains the tasks that are ready, then returns the counts.
+        ``burst=True`` drains the tasks that are ready, then returns the counts. Raises
+        `WorkerCrashed` as `arun` does.
         """
 
         async def main() -> Counts:
@@ -284,7 +289,8 @@ class Consumer:
 
     def stop(self, *, force: bool = False, timeout: float | None = None) -> Counts | None:
         """Ask a running consumer to stop; when started with `start()`, wait for it and
-        return its counts. Safe to call from any thread or from a handler."""
+        return its counts (or raise what ended it, such as `WorkerCrashed`). Safe to call
+        from any thread or from a handler."""
         engine, loop = self._engine, self._loop
         if engine is not None and loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(lambda: engine.request_stop(force=force))

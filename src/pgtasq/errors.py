@@ -13,7 +13,8 @@
     ├── TaskRunning                                the task is running (retry, delete)
     ├── TaskAlreadyFinalized                       the task is completed (cancel, retry)
     ├── TaskAlreadyAvailable                       the task is pending already (retry)
-    └── TaskTimeout                                the task ran past its timeout or deadline
+    ├── TaskTimeout                                the task ran past its timeout or deadline
+    └── WorkerCrashed                              a worker's background loop stopped
 
     Handler signals (raise them from a handler; they are not failures of pgtasq):
     SkipRetry(PgtasqError)                         fail now, without further attempts
@@ -94,6 +95,20 @@ class TaskTimeout(PgtasqError):
         self.task_id = task_id
         self.seconds = seconds
         super().__init__(f"task {task_id} timed out after {seconds:g} s")
+
+
+class WorkerCrashed(PgtasqError):
+    """A worker's background loop (heartbeat, flush, rescue, clean, listen) stopped on an
+    error, or returned, so the worker shut down. Raised ``from`` that error, if any.
+
+    The worker stopped the way a signal stops it: no more claims, running handlers given
+    their shutdown time (none when the heartbeat stopped, as leases would expire meanwhile),
+    unfinished tasks handed back and the outcomes written.
+    """
+
+    def __init__(self, loop: str, how: str) -> None:
+        self.loop = loop
+        super().__init__(f"the worker stopped: its {loop} loop {how}")
 
 
 class SkipRetry(PgtasqError):

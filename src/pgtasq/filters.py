@@ -25,6 +25,7 @@ from pgtasq.models import NAME_MAX_LENGTH, TaskStatus
 LIMIT_DEFAULT = 100
 LIMIT_MAX = 10_000
 OFFSET_MAX = 1_000_000
+ID_MAX = 2**63 - 1  # tasks.id is a bigint
 VIEW_STATES = ("scheduled", "retry")
 STATES = tuple(s.value for s in TaskStatus) + VIEW_STATES
 # Fields that are never NULL, so keyset pagination on (field, id) is exact.
@@ -62,10 +63,14 @@ def _names(kind: str, values: object) -> tuple[str, ...]:
 
 
 def _ids(values: object) -> tuple[int, ...]:
+    """Task ids: integers from 1 to the bigint maximum (a larger one would only be refused
+    by the server, as a `psycopg.DataError`)."""
     out = _sequence("ids", values)
     for value in out:
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise InvalidFilter(f"ids: expected positive integers, got {value!r}")
+        if not _is_int(value, "id") or value < 1:
+            raise InvalidFilter(
+                f"ids: expected task ids, integers from 1 to {ID_MAX}, got {value!r}"
+            )
     return out
 
 
@@ -95,7 +100,7 @@ def _offset(n: object) -> None:
 # The SQL type of each order field's values (an integer type's range), as the keyset
 # comparison casts a cursor's value; a value out of range would only be refused by the server.
 _INT_RANGES = {
-    "id": (-(2**63), 2**63 - 1),
+    "id": (-(2**63), ID_MAX),
     "priority": (-(2**15), 2**15 - 1),
     "attempts": (-(2**31), 2**31 - 1),
 }

@@ -383,6 +383,34 @@ def test_second_sigterm_stops_at_once(pg_dsn: str, app_schema: str, spawn: Spawn
     assert worker_pids(pg_dsn, schema) == set()
 
 
+def test_a_dead_heartbeat_ends_the_process_with_exit_1(
+    pg_dsn: str, app_schema: str, spawn: Spawn
+) -> None:
+    """The heartbeat raises a bug once a task runs: the worker logs it with its traceback,
+    hands the task back at once (leases are not being kept), and exits 1, so that
+    ``--processes N`` or a service manager restarts it."""
+    schema = app_schema
+    enqueue(pg_dsn, schema, 1, sleep=60)
+    worker = spawn(
+        pg_dsn,
+        schema,
+        "--concurrency",
+        "1",
+        env={"WORKER_APP_BREAK_HEARTBEAT": "1", "WORKER_APP_SHUTDOWN_TIMEOUT": "30"},
+    )
+    wait_for(lambda: runs(pg_dsn, schema), 10, "the task to start")
+    started = time.monotonic()
+    assert worker.wait(10) == 1, worker.log()
+    assert time.monotonic() - started < 5, "the worker did not stop soon after the crash"
+    log = worker.log()
+    assert "the heartbeat loop stopped (raised RuntimeError" in log
+    assert "Traceback" in log and "WORKER_APP_BREAK_HEARTBEAT" in log
+    assert "error: the worker stopped: its heartbeat loop raised RuntimeError" in log
+    [row] = tasks(pg_dsn, schema)
+    assert row["status"] == "pending" and row["attempts"] == 0 and row["locked_by"] is None
+    assert worker_pids(pg_dsn, schema) == set()
+
+
 @pytest.mark.parametrize(
     "cooperative",
     [

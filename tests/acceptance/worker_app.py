@@ -15,7 +15,8 @@ The payload says what a run does once recorded:
 - ``cooperative`` (``work_sync``): end the sleep early once ``ctx.cancelled`` is set.
 
 The result is ``{"pid", "attempt", "worker"}`` of the run. Environment: ``WORKER_APP_DSN``
-and ``WORKER_APP_SCHEMA`` (where to record), ``WORKER_APP_SHUTDOWN_TIMEOUT`` (seconds).
+and ``WORKER_APP_SCHEMA`` (where to record), ``WORKER_APP_SHUTDOWN_TIMEOUT`` (seconds),
+``WORKER_APP_BREAK_HEARTBEAT`` (set: the worker's heartbeat raises once a task has run).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from typing import Any
 import psycopg
 
 from pgtasq import Consumer, TaskContext
+from pgtasq._services import Heartbeat
 
 LEASE = 2.0
 HEARTBEAT_INTERVAL = 0.5
@@ -43,6 +45,19 @@ consumer = Consumer(
     batch_size=10,
     shutdown_timeout=float(os.environ.get("WORKER_APP_SHUTDOWN_TIMEOUT", "2")),
 )
+
+
+_runs_started = 0
+
+if os.environ.get("WORKER_APP_BREAK_HEARTBEAT"):
+    _real_beat = Heartbeat.run_once
+
+    async def _beat_until_a_run(self: Heartbeat) -> Any:
+        if _runs_started:
+            raise RuntimeError("heartbeat broken by WORKER_APP_BREAK_HEARTBEAT")
+        return await _real_beat(self)
+
+    Heartbeat.run_once = _beat_until_a_run  # type: ignore[method-assign]
 
 
 def create_runs_table(dsn: str, schema: str) -> None:
@@ -66,6 +81,8 @@ _INSERT_RUN = (
 
 
 def _run_row(ctx: TaskContext) -> tuple[int, int, int, str]:
+    global _runs_started
+    _runs_started += 1
     return (ctx.id, ctx.attempt, os.getpid(), ctx.worker_id)
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg import sql
 from psycopg.rows import dict_row
 
 from pgtasq import (
@@ -23,6 +24,7 @@ from pgtasq import (
     TaskContext,
     TaskLost,
     TaskTimeout,
+    _sql,
 )
 
 
@@ -416,6 +418,32 @@ def test_listen_wakes_an_idle_worker(pg_dsn: str, schema: str) -> None:
         assert ran.wait(3.0)
     finally:
         consumer.stop(timeout=10)
+
+
+def test_odd_notifications_do_not_stop_the_listener(pg_dsn: str, schema: str) -> None:
+    """Anyone may NOTIFY the channel: a list holding an object (not hashable) or a payload
+    nested deeper than the JSON parser goes used to kill the listener (TypeError,
+    RecursionError), leaving the worker to its poll."""
+    consumer = fast(schema, poll_interval=30.0)  # only NOTIFY can wake it in time
+    ran = threading.Event()
+
+    @consumer.task("t")
+    async def t(ctx: TaskContext) -> None:
+        ran.set()
+
+    consumer.start(pg_dsn)
+    try:
+        time.sleep(0.5)  # the listener is up and the first poll is done
+        with psycopg.connect(pg_dsn, autocommit=True) as c:
+            channel = sql.Identifier(_sql.notify_channel(schema))
+            for payload in ('[{"a":1}]', "[" * 3000 + "]" * 3000):
+                c.execute(sql.SQL("NOTIFY {}, {}").format(channel, sql.Literal(payload)))
+        time.sleep(0.5)  # the listener has read them
+        enqueue(pg_dsn, schema, Task("t"))
+        assert ran.wait(3.0), "the task waited for the 30 s poll: the listener is gone"
+    finally:
+        counts = consumer.stop(timeout=10)  # would raise WorkerCrashed had the listener died
+    assert counts is not None and counts.completed == 1
 
 
 def test_worker_registers_while_running(pg_dsn: str, schema: str) -> None:

@@ -103,3 +103,23 @@ def test_which_notifications_wake_the_worker() -> None:
     assert relevant("*", mine)
     assert relevant('{"queue": "other"}', mine)
     assert relevant("", mine)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        '[{"a": 1}]',  # not hashable: `in` a frozenset raised TypeError
+        '["other", ["mail"]]',
+        "[1]",
+        "[null]",
+        '["other", {"a": 1}]',
+        "[" * 5000 + "]" * 5000,  # deeper than the JSON parser's recursion
+        "[[[[" * 2000,
+    ],
+    ids=["object", "list", "int", "null", "name-and-object", "deep", "deep-unclosed"],
+)
+@pytest.mark.parametrize("queues", [{"default", "mail"}, frozenset({"default", "mail"})])
+def test_odd_notifications_wake_the_worker_and_never_raise(
+    payload: str, queues: set[str] | frozenset[str]
+) -> None:
+    assert relevant(payload, queues) is True

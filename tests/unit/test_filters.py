@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from pgtasq import TaskStatus
-from pgtasq.filters import LIMIT_MAX, OFFSET_MAX, Cursor, InvalidFilter, TaskFilter
+from pgtasq.filters import ID_MAX, LIMIT_MAX, OFFSET_MAX, Cursor, InvalidFilter, TaskFilter
 
 T = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
@@ -32,6 +32,10 @@ def test_builder_is_immutable_and_chains() -> None:
         lambda f: f.queues("q" * 129),
         lambda f: f.ids(0),
         lambda f: f.ids(True),
+        lambda f: f.ids(2**63),
+        lambda f: f.ids(1, 10**30),
+        lambda f: f.ids(-(2**63)),
+        lambda f: f.ids(1.0),
         lambda f: f.created_after(datetime(2026, 1, 1)),
         lambda f: f.order_by("payload"),
         lambda f: f.order_by("id; DROP TABLE tasks"),
@@ -47,6 +51,13 @@ def test_builder_is_immutable_and_chains() -> None:
 def test_invalid_arguments_raise_at_once(build: object) -> None:
     with pytest.raises(InvalidFilter):
         build(TaskFilter())  # type: ignore[operator]
+
+
+def test_ids_are_task_ids_up_to_the_bigint_maximum() -> None:
+    assert TaskFilter().ids(1, ID_MAX).task_ids == (1, ID_MAX)
+    with pytest.raises(InvalidFilter, match=r"^ids: expected task ids, integers from 1 to "):
+        TaskFilter().ids(ID_MAX + 1)
+    assert ID_MAX == 2**63 - 1
 
 
 def test_views_and_order() -> None:
@@ -65,6 +76,7 @@ SAME_MISTAKE: list[tuple[Callable[[TaskFilter], object], dict[str, Any]]] = [
     (lambda f: f.ids(0), {"task_ids": (0,)}),
     (lambda f: f.ids(True), {"task_ids": (True,)}),
     (lambda f: f.ids("1 OR 1=1"), {"task_ids": ("1 OR 1=1",)}),
+    (lambda f: f.ids(3, 2**63), {"task_ids": (3, 2**63)}),
     (lambda f: f.created_after(datetime(2026, 1, 1)), {"created_from": datetime(2026, 1, 1)}),
     (lambda f: f.created_before("2026-01-01"), {"created_until": "2026-01-01"}),
     (lambda f: f.order_by("payload"), {"order_field": "payload"}),

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import logging
 from typing import Any
 
 import psycopg
@@ -16,6 +18,7 @@ from pgtasq._services import (
     LEASE_DEFAULT,
     RESCUE_INTERVAL_DEFAULT,
     RETENTION_DEFAULT,
+    BackgroundLoops,
     CleanCounts,
     Cleaner,
     CleanerConfig,
@@ -157,3 +160,44 @@ async def test_a_bug_in_a_round_is_not_swallowed() -> None:
     rescuer.run_once = run_once  # type: ignore[method-assign]
     with pytest.raises(KeyError):
         await rescuer.run()
+
+
+async def test_background_loops_report_a_loop_that_ends(caplog: pytest.LogCaptureFixture) -> None:
+    """A loop that raises, returns or is cancelled by someone else is logged at ERROR and
+    reported once; the loops `close` cancels are not."""
+    crashes: list[str] = []
+    loops = BackgroundLoops(crashes.append)
+
+    async def raises() -> None:
+        await asyncio.sleep(0)
+        raise KeyError("bug")
+
+    async def returns() -> None:
+        return None
+
+    async def forever() -> None:
+        await asyncio.Event().wait()
+
+    loops.start("a", raises())
+    loops.start("b", returns())
+    stray = loops.start("c", forever())
+    loops.start("d", forever())
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert sorted(crashes) == ["a", "b"]
+    assert loops.crashed is not None and loops.crashed[0] == crashes[0]
+    logged = {
+        r.getMessage(): r.exc_info[1] if r.exc_info else None
+        for r in caplog.records
+        if r.levelno == logging.ERROR
+    }
+    raised = "the a loop stopped (raised KeyError: 'bug'); stopping the worker"
+    returned = "the b loop stopped (returned); stopping the worker"
+    assert set(logged) == {raised, returned}
+    assert isinstance(logged[raised], KeyError) and logged[returned] is None
+    stray.cancel()  # not by close(): a crash too
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert crashes[2:] == ["c"]
+    await loops.close()
+    assert crashes[3:] == []  # d was cancelled by close: not a crash
