@@ -68,6 +68,28 @@ def _wake(channel: str, queues_json: str) -> str:
 _ON_KEY_CONFLICT = "ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING"
 
 
+def _insert_one(s: str, channel: str, *, keyed: bool) -> str:
+    """`task_insert_one` (with the key and ON CONFLICT) or `task_insert_one_keyless`."""
+    key_column = "idempotency_key, " if keyed else ""
+    key_value = "CAST(%(idempotency_key)s AS text),\n    " if keyed else ""
+    return f"""
+INSERT INTO {s}.tasks
+    (queue, type, payload, priority, run_at, max_attempts, timeout, deadline,
+     {key_column}retention)
+VALUES (
+    CAST(%(queue)s AS text), CAST(%(type)s AS text), CAST(%(payload)s AS jsonb),
+    CAST(%(priority)s AS smallint),
+    coalesce(CAST(%(run_at)s AS timestamptz),
+             now() + make_interval(secs => coalesce(CAST(%(delay)s AS float8), 0))),
+    CAST(%(max_attempts)s AS int), make_interval(secs => CAST(%(timeout)s AS float8)),
+    CAST(%(deadline)s AS timestamptz),
+    {key_value}make_interval(secs => CAST(%(retention)s AS float8)))
+{_ON_KEY_CONFLICT if keyed else ""}
+RETURNING id, {"idempotency_key, " if keyed else ""}run_at, created_at,
+          pg_notify('{channel}', json_build_array(queue)::text) AS notified
+"""
+
+
 @dataclasses.dataclass(frozen=True)
 class Statement:
     name: str
@@ -218,41 +240,11 @@ FROM inserted LEFT JOIN woken ON true
     )
     # One task: the same columns as scalars, so the plan is a plain INSERT … VALUES (no
     # unnest, no CTE), and the NOTIFY rides on the RETURNING of the row it announces.
-    task_insert_one = Statement(
-        "task_insert_one",
-        f"""
-INSERT INTO {s}.tasks
-    (queue, type, payload, priority, run_at, max_attempts, timeout, deadline,
-     idempotency_key, retention)
-VALUES (
-    CAST(%(queue)s AS text), CAST(%(type)s AS text), CAST(%(payload)s AS jsonb),
-    CAST(%(priority)s AS smallint),
-    coalesce(CAST(%(run_at)s AS timestamptz),
-             now() + make_interval(secs => coalesce(CAST(%(delay)s AS float8), 0))),
-    CAST(%(max_attempts)s AS int), make_interval(secs => CAST(%(timeout)s AS float8)),
-    CAST(%(deadline)s AS timestamptz), CAST(%(idempotency_key)s AS text),
-    make_interval(secs => CAST(%(retention)s AS float8)))
-{_ON_KEY_CONFLICT}
-RETURNING id, idempotency_key, run_at, created_at,
-          pg_notify('{channel}', json_build_array(queue)::text) AS notified
-""",
-    )
+    task_insert_one = Statement("task_insert_one", _insert_one(s, channel, keyed=True))
     # One task without an idempotency key: no ON CONFLICT, so PostgreSQL inserts the row
     # directly instead of speculatively (no arbiter check, no extra WAL record to confirm it).
     task_insert_one_keyless = Statement(
-        "task_insert_one_keyless",
-        f"""
-INSERT INTO {s}.tasks
-    (queue, type, payload, priority, run_at, max_attempts, timeout, deadline, retention)
-VALUES (
-    CAST(%(queue)s AS text), CAST(%(type)s AS text), CAST(%(payload)s AS jsonb),
-    CAST(%(priority)s AS smallint),
-    coalesce(CAST(%(run_at)s AS timestamptz),
-             now() + make_interval(secs => coalesce(CAST(%(delay)s AS float8), 0))),
-    CAST(%(max_attempts)s AS int), make_interval(secs => CAST(%(timeout)s AS float8)),
-    CAST(%(deadline)s AS timestamptz), make_interval(secs => CAST(%(retention)s AS float8)))
-RETURNING id, run_at, created_at, pg_notify('{channel}', json_build_array(queue)::text) AS notified
-""",
+        "task_insert_one_keyless", _insert_one(s, channel, keyed=False)
     )
     # The first half of a COPY enqueue, in the transaction of the COPY: the transaction's
     # now() (which the rows' created_at, updated_at and default run_at will equal), one id per
