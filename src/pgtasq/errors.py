@@ -14,7 +14,7 @@
     ├── TaskAlreadyFinalized                       the task is completed (cancel, retry)
     ├── TaskAlreadyAvailable                       the task is pending already (retry)
     ├── TaskTimeout                                the task ran past its timeout or deadline
-    └── WorkerCrashed                              a worker's background loop stopped
+    └── WorkerCrashed                              a worker's loop stopped or a claim failed
 
     Handler signals (raise them from a handler; they are not failures of pgtasq):
     SkipRetry(PgtasqError)                         fail now, without further attempts
@@ -99,7 +99,8 @@ class TaskTimeout(PgtasqError):
 
 class WorkerCrashed(PgtasqError):
     """A worker's background loop (heartbeat, flush, rescue, clean, listen) stopped on an
-    error, or returned, so the worker shut down. Raised ``from`` that error, if any.
+    error, or returned, or a claim failed other than on a lost database (``loop`` is then
+    ``"claim"``), so the worker shut down. Raised ``from`` that error, if any.
 
     The worker stopped the way a signal stops it: no more claims, running handlers given
     their shutdown time (none when the heartbeat stopped, as leases would expire meanwhile),
