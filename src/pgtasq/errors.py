@@ -3,7 +3,7 @@
 ::
 
     PgtasqError
-    ├── TaskValidationError (also a ValueError)   a task or option is invalid; names the field
+    ├── TaskValidationError (also a ValueError)   a task, option or task id is bad; names the field
     ├── ConfigurationError (also a ValueError)    a bad schema name, DSN or setting
     ├── InvalidSchedule (also a ValueError)       a bad cron expression or time zone
     ├── DuplicateTask                              idempotency key taken (on_conflict="raise")
@@ -38,7 +38,8 @@ class PgtasqError(Exception):
 
 
 class TaskValidationError(PgtasqError, ValueError):
-    """A task, or one of its options, is invalid. Nothing was written."""
+    """A task, one of its options, or a task id given to the Client (``field`` "task_id") is
+    invalid. Nothing was sent to the database."""
 
     def __init__(self, field: str, message: str) -> None:
         self.field = field
