@@ -6,6 +6,7 @@
     ├── TaskValidationError (also a ValueError)   a task, option or task id is bad; names the field
     ├── ConfigurationError (also a ValueError)    a bad schema name, DSN or setting
     ├── InvalidSchedule (also a ValueError)       a bad cron expression or time zone
+    ├── InvalidFilter (also a ValueError)         a bad TaskFilter argument or queue name
     ├── DuplicateTask                              idempotency key taken (on_conflict="raise")
     ├── DatabaseUnavailable                        no database could be reached
     ├── TaskLost                                   this worker no longer owns the task
