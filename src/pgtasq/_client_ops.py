@@ -19,8 +19,9 @@ from pgtasq.errors import (
     TaskAlreadyFinalized,
     TaskNotFound,
     TaskRunning,
+    TaskValidationError,
 )
-from pgtasq.filters import Cursor, InvalidFilter, TaskFilter
+from pgtasq.filters import ID_MAX, Cursor, InvalidFilter, TaskFilter
 from pgtasq.models import NAME_MAX_LENGTH, TaskInfo, TaskStatus
 
 Row = Mapping[str, Any]
@@ -147,7 +148,21 @@ def parse_event(stmts: _sql.Statements, channel: str, payload: str) -> TaskEvent
     return None
 
 
+def check_task_id(task_id: object) -> int:
+    """A task id, as tasks.id (a bigint) can hold it; checked when the operation is built,
+    before any connection is taken, so a bad id never reaches (and aborts) a transaction."""
+    if not isinstance(task_id, int) or isinstance(task_id, bool) or not 1 <= task_id <= ID_MAX:
+        raise TaskValidationError(
+            "task_id", f"expected a task id, an integer from 1 to {ID_MAX}, got {task_id!r}"
+        )
+    return task_id
+
+
 def get_task(stmts: _sql.Statements, task_id: int) -> Op:
+    return _get_task(stmts, check_task_id(task_id))
+
+
+def _get_task(stmts: _sql.Statements, task_id: int) -> Op:
     rows = yield stmts.task_select, {"id": task_id}
     if not rows:
         raise TaskNotFound(task_id)
@@ -170,12 +185,20 @@ def _changed_or_raise(
 
 def cancel_task(stmts: _sql.Statements, task_id: int) -> Op:
     """pending/failed/running -> cancelled; cancelled: no-op; completed: TaskAlreadyFinalized."""
+    return _cancel_task(stmts, check_task_id(task_id))
+
+
+def _cancel_task(stmts: _sql.Statements, task_id: int) -> Op:
     rows = yield stmts.task_cancel, {"id": task_id}
     return _changed_or_raise(task_id, rows, {TaskStatus.COMPLETED.value: TaskAlreadyFinalized})
 
 
 def retry_task(stmts: _sql.Statements, task_id: int) -> Op:
     """failed/cancelled -> pending now, with at least one attempt left."""
+    return _retry_task(stmts, check_task_id(task_id))
+
+
+def _retry_task(stmts: _sql.Statements, task_id: int) -> Op:
     rows = yield stmts.task_retry, {"id": task_id}
     return _changed_or_raise(
         task_id,
@@ -190,6 +213,10 @@ def retry_task(stmts: _sql.Statements, task_id: int) -> Op:
 
 def delete_task(stmts: _sql.Statements, task_id: int) -> Op:
     """Anything but running; returns what was deleted."""
+    return _delete_task(stmts, check_task_id(task_id))
+
+
+def _delete_task(stmts: _sql.Statements, task_id: int) -> Op:
     rows = yield stmts.task_delete, {"id": task_id}
     return _changed_or_raise(task_id, rows, {TaskStatus.RUNNING.value: TaskRunning})
 

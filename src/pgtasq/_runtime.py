@@ -18,10 +18,11 @@ the engine builds them, runs their loops and answers their callbacks. Handlers a
 through the chains of `pgtasq._executor`. What stays here: claiming, running one task (its
 timer and the outcome it leads to) and the shutdown.
 
-Every database error is logged, backed off and retried: a restart of PostgreSQL, a
-terminated backend or a network cut never stops the worker, and since every write is fenced
-on ownership, nothing a stale worker writes can change a task it lost. A background loop
-stopped by anything else stops the worker as a signal does; `run` raises `WorkerCrashed`.
+Every error that means the database is away is logged, backed off and retried: a restart of
+PostgreSQL, a terminated backend or a network cut never stops the worker, and since every
+write is fenced on ownership, nothing a stale worker writes can change a task it lost. Any
+other error that stops a background loop or fails a claim (a missing table, a revoked
+privilege, a bug) stops the worker as a signal does; `run` raises `WorkerCrashed`.
 """
 
 from __future__ import annotations
@@ -179,6 +180,7 @@ class Engine:
         self._force: asyncio.Event
         self._pool: AsyncConnectionPool[Any]
         self._writer: OutcomeWriter
+        self._loops: BackgroundLoops
         self._heartbeat: Heartbeat
         self._rescuer: Rescuer
         self._cleaner: Cleaner
@@ -215,6 +217,7 @@ class Engine:
         # A loop that stops stops the worker as a signal does; with no heartbeat, leases run
         # out, so then the handlers get no grace period.
         loops = BackgroundLoops(lambda name: self.request_stop(force=name == "heartbeat"))
+        self._loops = loops
         try:
             await self._open()
             if self.stopping:
@@ -398,6 +401,10 @@ class Engine:
                 self._empty_when_idle = False
             elif idle_at_start:
                 self._empty_when_idle = True
+        except Exception as exc:
+            # Not a lost database: a missing table, a revoked privilege, a bug. Claiming
+            # again would fail again at once, so the worker stops as when a loop dies.
+            self._loops.crash("claim", exc)
         finally:
             self._reserved -= want
             self._in_flight -= 1

@@ -308,13 +308,15 @@ class BackgroundLoops:
     A loop that ends otherwise (it raised something its own retries do not cover, returned,
     or was cancelled by someone else) is logged at ERROR with its traceback, kept in
     ``crashed`` (the first one: its name and how it ended), and reported to
-    ``on_crash(name)``, once per loop; the engine then shuts down.
+    ``on_crash(name)``, once per loop; the engine then shuts down. The engine's own claim
+    loop, which is not one of these tasks, reports its errors the same way (`crash`).
     """
 
     def __init__(self, on_crash: Callable[[str], None]) -> None:
         self._on_crash = on_crash
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
+        self._stopped: set[str] = set()
         self.crashed: tuple[str, str, BaseException | None] | None = None
 
     def start(self, name: str, loop: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
@@ -332,7 +334,21 @@ class BackgroundLoops:
         elif error is None:
             how = "returned"
         else:
-            how = f"raised {type(error).__name__}: {error}"
+            how = f"raised {short_error(error)}"
+        self._report(name, how, error)
+
+    def crash(self, name: str, error: BaseException) -> None:
+        """Report the loop ``name``, run by the caller, as stopped by ``error``.
+
+        Logged, kept and reported as a loop of ours that raised; a second report for the
+        same name (two claims in flight that both failed) is dropped.
+        """
+        self._report(name, f"raised {short_error(error)}", error)
+
+    def _report(self, name: str, how: str, error: BaseException | None) -> None:
+        if name in self._stopped:
+            return
+        self._stopped.add(name)
         log.error("the %s loop stopped (%s); stopping the worker", name, how, exc_info=error)
         if self.crashed is None:
             self.crashed = (name, how, error)

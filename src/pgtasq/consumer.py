@@ -227,8 +227,9 @@ class Consumer:
     async def arun(self, dsn: str | None = None, *, burst: bool = False) -> Counts:
         """Run in the current event loop until `stop()` (or, with ``burst``, until drained).
 
-        If one of the worker's background loops stops on an error (a bug, not a lost
-        database), the worker shuts down as on a signal and this raises `WorkerCrashed`.
+        If one of the worker's background loops stops on an error, or a claim fails (a bug,
+        a missing table, a revoked privilege: not a lost database), the worker shuts down as
+        on a signal and this raises `WorkerCrashed`.
         """
         if self._engine is not None:
             raise RuntimeError("this consumer is already running")

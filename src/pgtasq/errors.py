@@ -3,9 +3,10 @@
 ::
 
     PgtasqError
-    ├── TaskValidationError (also a ValueError)   a task or option is invalid; names the field
+    ├── TaskValidationError (also a ValueError)   a task, option or task id is bad; names the field
     ├── ConfigurationError (also a ValueError)    a bad schema name, DSN or setting
     ├── InvalidSchedule (also a ValueError)       a bad cron expression or time zone
+    ├── InvalidFilter (also a ValueError)         a bad TaskFilter argument or queue name
     ├── DuplicateTask                              idempotency key taken (on_conflict="raise")
     ├── DatabaseUnavailable                        no database could be reached
     ├── TaskLost                                   this worker no longer owns the task
@@ -14,7 +15,7 @@
     ├── TaskAlreadyFinalized                       the task is completed (cancel, retry)
     ├── TaskAlreadyAvailable                       the task is pending already (retry)
     ├── TaskTimeout                                the task ran past its timeout or deadline
-    └── WorkerCrashed                              a worker's background loop stopped
+    └── WorkerCrashed                              a worker's loop stopped or a claim failed
 
     Handler signals (raise them from a handler; they are not failures of pgtasq):
     SkipRetry(PgtasqError)                         fail now, without further attempts
@@ -38,7 +39,8 @@ class PgtasqError(Exception):
 
 
 class TaskValidationError(PgtasqError, ValueError):
-    """A task, or one of its options, is invalid. Nothing was written."""
+    """A task, one of its options, or a task id given to the Client (``field`` "task_id") is
+    invalid. Nothing was sent to the database."""
 
     def __init__(self, field: str, message: str) -> None:
         self.field = field
@@ -99,7 +101,8 @@ class TaskTimeout(PgtasqError):
 
 class WorkerCrashed(PgtasqError):
     """A worker's background loop (heartbeat, flush, rescue, clean, listen) stopped on an
-    error, or returned, so the worker shut down. Raised ``from`` that error, if any.
+    error, or returned, or a claim failed other than on a lost database (``loop`` is then
+    ``"claim"``), so the worker shut down. Raised ``from`` that error, if any.
 
     The worker stopped the way a signal stops it: no more claims, running handlers given
     their shutdown time (none when the heartbeat stopped, as leases would expire meanwhile),

@@ -411,6 +411,24 @@ def test_a_dead_heartbeat_ends_the_process_with_exit_1(
     assert worker_pids(pg_dsn, schema) == set()
 
 
+def test_a_failing_claim_ends_the_process_with_exit_1(
+    pg_dsn: str, app_schema: str, spawn: Spawn
+) -> None:
+    """The claim statement fails for a reason other than a lost database (here the queues
+    table, which only it reads, is dropped under the worker): the worker logs it once with
+    its traceback and exits 1, instead of claiming again and again."""
+    schema = app_schema
+    worker = spawn(pg_dsn, schema)
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute(f"DROP TABLE {schema}.queues")
+    assert worker.wait(10) == 1, worker.log()
+    log = worker.log()
+    assert log.count("the claim loop stopped (raised UndefinedTable") == 1, log
+    assert "Traceback" in log
+    assert "error: the worker stopped: its claim loop raised UndefinedTable" in log
+    assert worker_pids(pg_dsn, schema) == set()
+
+
 @pytest.mark.parametrize(
     "cooperative",
     [

@@ -48,9 +48,10 @@ from pgtasq import (
     TaskNotFound,
     TaskRunning,
     TaskStatus,
+    TaskValidationError,
     _sql,
 )
-from pgtasq.filters import ORDER_FIELDS
+from pgtasq.filters import ID_MAX, ORDER_FIELDS
 from tests.conftest import _drop_schema, count_tasks
 
 Row = dict[str, Any]
@@ -1626,3 +1627,26 @@ def test_list_workers_shows_a_running_consumer(pg_dsn: str, schema: str, client:
         release.set()
         consumer.stop(timeout=10)
     assert client.list_workers() == []
+
+
+BAD_TASK_IDS = [0, -1, ID_MAX + 1, 2**64, "1", 1.0, True, None]
+
+
+@pytest.mark.parametrize("task_id", BAD_TASK_IDS, ids=repr)
+def test_a_bad_task_id_is_refused_before_any_sql(pg_dsn: str, schema: str, task_id: Any) -> None:
+    """Outside tasks.id's range, or not an int: refused in Python, so the caller's transaction
+    stays usable (the server would refuse it with a DataError that aborts it)."""
+    (kept,) = enqueue(pg_dsn, schema, Task("t"))
+    client = Client(schema=schema)
+    with psycopg.connect(pg_dsn) as conn:
+        conn.execute("SELECT 1")  # a transaction of the caller's is open
+        for call in (client.get_task, client.cancel_task, client.retry_task, client.delete_task):
+            with pytest.raises(TaskValidationError, match="task_id: expected a task id") as bad:
+                call(task_id, conn=conn)
+            assert bad.value.field == "task_id"
+            assert conn.info.transaction_status == TransactionStatus.INTRANS
+        assert client.get_task(kept, conn=conn).id == kept
+    with Client(pg_dsn, schema=schema) as own, pytest.raises(TaskValidationError):
+        own.get_task(task_id)
+    with psycopg.connect(pg_dsn) as conn, pytest.raises(TaskNotFound):
+        client.get_task(ID_MAX, conn=conn)  # the largest id is a valid one

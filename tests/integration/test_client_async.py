@@ -30,9 +30,11 @@ from pgtasq import (
     TaskNotFound,
     TaskRunning,
     TaskStatus,
+    TaskValidationError,
 )
 from tests.conftest import count_tasks
 from tests.integration.test_client import (
+    BAD_TASK_IDS,
     CLOSED_PORT_DSN,
     Forwarder,
     all_rows,
@@ -411,3 +413,21 @@ async def test_queues_and_workers(pg_dsn: str, schema: str, aclient: AsyncClient
     assert not any(q.paused for q in await aclient.list_queues())
     history = await aclient.queue_history()
     assert sum(d.processed for d in history) == 3
+
+
+@pytest.mark.parametrize("task_id", BAD_TASK_IDS, ids=repr)
+async def test_a_bad_task_id_is_refused_before_any_sql(
+    pg_dsn: str, schema: str, task_id: Any
+) -> None:
+    (kept,) = enqueue(pg_dsn, schema, Task("t"))
+    client = AsyncClient(schema=schema)
+    async with await psycopg.AsyncConnection.connect(pg_dsn) as conn:
+        await conn.execute("SELECT 1")  # a transaction of the caller's is open
+        for call in (client.get_task, client.cancel_task, client.retry_task, client.delete_task):
+            with pytest.raises(TaskValidationError, match="task_id: expected a task id"):
+                await call(task_id, conn=conn)
+            assert conn.info.transaction_status == TransactionStatus.INTRANS
+        assert (await client.get_task(kept, conn=conn)).id == kept
+    async with AsyncClient(pg_dsn, schema=schema) as own:
+        with pytest.raises(TaskValidationError):
+            await own.get_task(task_id)

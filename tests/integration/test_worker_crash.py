@@ -1,4 +1,5 @@
-"""A background loop of the worker that stops on a bug stops the worker, loudly.
+"""A background loop of the worker that stops on a bug stops the worker, loudly; so does a
+claim that fails for a reason other than a lost database.
 
 Each test breaks one loop on a real PostgreSQL and checks that the worker shuts down within
 seconds (not at the next signal, or never), raises `WorkerCrashed` from the original error,
@@ -10,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import psycopg
 import pytest
+from psycopg.conninfo import make_conninfo
 from psycopg.rows import dict_row
 
 from pgtasq import Consumer, Producer, Task, TaskContext, WorkerCrashed
@@ -179,3 +182,85 @@ def test_run_raises_worker_crashed(
     with pytest.raises(WorkerCrashed) as crashed:
         consumer.run(pg_dsn, handle_signals=False)
     assert isinstance(crashed.value.__cause__, KeyError)
+
+
+def claim_crash_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.levelno == logging.ERROR]
+
+
+# Before the fix the worker spun on, logging without end: the thread method ends even that.
+@pytest.mark.timeout(30, method="thread")
+async def test_a_claim_on_a_missing_table_stops_the_worker_once_handlers_finish(
+    pg_dsn: str, schema: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The queues table, read only by the claim statement, is dropped under a running worker
+    (a downgrade, a restore gone wrong): the worker stops with WorkerCrashed instead of
+    claiming again and again, and the running handler still gets its grace period."""
+    started = asyncio.Event()
+    consumer = consumer_for(schema, concurrency=4, batch_size=1)
+
+    @consumer.task("slow")
+    async def slow(ctx: TaskContext) -> str:
+        started.set()
+        await asyncio.sleep(1.0)
+        return "done"
+
+    (task_id,) = enqueue(pg_dsn, schema, Task("slow"))
+    worker = asyncio.create_task(consumer.arun(pg_dsn))
+    await asyncio.wait_for(started.wait(), STOPS_WITHIN)
+    async with await psycopg.AsyncConnection.connect(pg_dsn, autocommit=True) as c:
+        await c.execute(f"DROP TABLE {schema}.queues")
+    began = time.monotonic()
+    with pytest.raises(WorkerCrashed) as crashed:
+        await asyncio.wait_for(worker, STOPS_WITHIN)
+    assert time.monotonic() - began < 5.0
+    assert crashed.value.loop == "claim"
+    assert "its claim loop raised UndefinedTable" in str(crashed.value)
+    assert isinstance(crashed.value.__cause__, psycopg.errors.UndefinedTable)
+    # Logged once with its traceback: the claim loop did not go on claiming.
+    (record,) = claim_crash_records(caplog)
+    assert "the claim loop stopped (raised UndefinedTable" in record.getMessage()
+    assert record.exc_info is not None and record.exc_info[1] is crashed.value.__cause__
+    (row,) = rows(pg_dsn, schema)
+    assert (row["id"], row["status"], row["result"]) == (task_id, "completed", "done")
+    with psycopg.connect(pg_dsn) as c:
+        assert c.execute(f"SELECT count(*) FROM {schema}.workers").fetchone() == (0,)
+
+
+@pytest.fixture
+def limited_dsn(pg_dsn: str, schema: str) -> Iterator[str]:
+    """A DSN for a login role of this test's own that may use the schema but not read its
+    queues table (which only the claim statement reads)."""
+    role = f"{schema}_worker"
+    with psycopg.connect(pg_dsn, autocommit=True) as c:
+        c.execute(f"CREATE ROLE {role} LOGIN")
+        c.execute(f"GRANT USAGE ON SCHEMA {schema} TO {role}")
+        c.execute(f"GRANT ALL ON ALL TABLES IN SCHEMA {schema} TO {role}")
+        c.execute(f"GRANT ALL ON ALL SEQUENCES IN SCHEMA {schema} TO {role}")
+        c.execute(f"REVOKE ALL ON {schema}.queues FROM {role}")
+    try:
+        yield make_conninfo(pg_dsn, user=role)
+    finally:
+        with psycopg.connect(pg_dsn, autocommit=True) as c:
+            c.execute(f"DROP OWNED BY {role}")
+            c.execute(f"DROP ROLE {role}")
+
+
+@pytest.mark.timeout(30, method="thread")  # as above
+def test_run_raises_worker_crashed_when_claiming_is_not_permitted(
+    limited_dsn: str, caplog: pytest.LogCaptureFixture, schema: str
+) -> None:
+    consumer = consumer_for(schema)
+
+    @consumer.task("t")
+    async def t(ctx: TaskContext) -> None:
+        return None
+
+    began = time.monotonic()
+    with pytest.raises(WorkerCrashed) as crashed:
+        consumer.run(limited_dsn, handle_signals=False)
+    assert time.monotonic() - began < 5.0
+    assert crashed.value.loop == "claim"
+    assert isinstance(crashed.value.__cause__, psycopg.errors.InsufficientPrivilege)
+    (record,) = claim_crash_records(caplog)
+    assert "the claim loop stopped (raised InsufficientPrivilege" in record.getMessage()

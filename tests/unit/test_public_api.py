@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -35,3 +36,20 @@ def test_importing_pgtasq_leaves_sqlalchemy_and_alembic_unloaded() -> None:
         "assert 'sqlalchemy' in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_the_error_tree_in_errors_py_names_every_public_error() -> None:
+    """STYLE 9: the errors form one tree, drawn in the errors.py docstring; a public error
+    missing from the drawing (InvalidFilter was) is a reader's blind spot."""
+    import pgtasq.errors
+
+    drawing = pgtasq.errors.__doc__ or ""
+    public_errors = [
+        name
+        for name in pgtasq.__all__
+        if isinstance(getattr(pgtasq, name), type)
+        and issubclass(getattr(pgtasq, name), pgtasq.PgtasqError)
+    ]
+    assert "InvalidFilter" in public_errors and "WorkerCrashed" in public_errors
+    missing = [name for name in public_errors if not re.search(rf"\b{name}\b", drawing)]
+    assert not missing, f"not in the errors.py tree: {missing}"
