@@ -114,8 +114,9 @@ def insert_arrays(tasks: Sequence[Task], payloads: Sequence[str]) -> dict[str, l
 
 
 def one_params(task: Task, payload: str) -> dict[str, Any]:
-    """The parameters of `task_insert_one`."""
-    return {
+    """The parameters of `task_insert_one`, or of `task_insert_one_keyless` for a task
+    without an idempotency key (that statement has no key parameter)."""
+    params = {
         "queue": task.queue,
         "type": task.type,
         "payload": payload,
@@ -125,9 +126,11 @@ def one_params(task: Task, payload: str) -> dict[str, Any]:
         "max_attempts": task.max_attempts,
         "timeout": None if task.timeout is None else _seconds("timeout", task.timeout),
         "deadline": task.deadline,
-        "idempotency_key": task.idempotency_key,
         "retention": None if task.retention is None else _seconds("retention", task.retention),
     }
+    if task.idempotency_key is not None:
+        params["idempotency_key"] = task.idempotency_key
+    return params
 
 
 def single(stmts: _sql.Statements, batches: Sequence[Batch]) -> Fetch | None:
@@ -148,11 +151,9 @@ def single_info(batches: Sequence[Batch], row: Row | None) -> list[TaskInfo]:
 
 
 def insert_one(stmts: _sql.Statements, task: Task, payload: str) -> Fetch:
-    params = one_params(task, payload)
-    if task.idempotency_key is None:
-        del params["idempotency_key"]
-        return Fetch(stmts.task_insert_one_keyless, params)
-    return Fetch(stmts.task_insert_one, params)
+    keyed = task.idempotency_key is not None
+    stmt = stmts.task_insert_one if keyed else stmts.task_insert_one_keyless
+    return Fetch(stmt, one_params(task, payload))
 
 
 def insert(stmts: _sql.Statements, tasks: Sequence[Task], payloads: Sequence[str]) -> Fetch:
