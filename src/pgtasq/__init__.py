@@ -21,6 +21,7 @@ from pgtasq.consumer import Consumer, Counts
 from pgtasq.context import TaskContext
 from pgtasq.errors import (
     ConfigurationError,
+    DatabaseMisconfigured,
     DatabaseUnavailable,
     DuplicateTask,
     InvalidSchedule,
@@ -54,6 +55,7 @@ __all__ = [
     "Counts",
     "Cursor",
     "DailyStats",
+    "DatabaseMisconfigured",
     "DatabaseUnavailable",
     "DuplicateTask",
     "InvalidFilter",

@@ -45,7 +45,15 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from pgtasq import _sql
-from pgtasq._database import RETRYABLE, Backoff, fetch, short_error
+from pgtasq._database import (
+    RETRYABLE,
+    Backoff,
+    Outage,
+    connect_misconfigured,
+    fetch,
+    misconfigured,
+    short_error,
+)
 from pgtasq._executor import DaemonExecutor, handler_chain, is_async
 from pgtasq._listener import Listener
 from pgtasq._outcomes import Counts, Outcome, OutcomeWriter, error_entry
@@ -61,7 +69,6 @@ from pgtasq._services import (
 )
 from pgtasq.context import ErrorHook, Handler, Middleware, TaskContext, dump_result
 from pgtasq.errors import (
-    ConfigurationError,
     RetryIn,
     SkipRetry,
     TaskTimeout,
@@ -74,6 +81,8 @@ from pgtasq.retry import RetryDelay
 log = logging.getLogger("pgtasq.consumer")
 
 CLAIMS_IN_FLIGHT_MAX = 2
+CONNECT_TIMEOUT = 10.0  # seconds one connection attempt may take before it counts as failed
+OPEN_BACKOFF_CAP = 5.0  # the longest wait between two attempts to reach the database
 
 
 @dataclasses.dataclass(frozen=True)
@@ -197,6 +206,14 @@ class Engine:
     async def run(self, *, burst: bool = False) -> Counts:
         self._wake = asyncio.Event()
         self._force = asyncio.Event()
+        try:
+            registered = await self._open()
+        except BaseException:
+            self._executor.shutdown()
+            raise
+        if not registered:  # stopped while waiting for the database
+            self._executor.shutdown()
+            return self.counts
         self._pool = AsyncConnectionPool(
             self.dsn,
             min_size=1,
@@ -219,9 +236,9 @@ class Engine:
         loops = BackgroundLoops(lambda name: self.request_stop(force=name == "heartbeat"))
         self._loops = loops
         try:
-            await self._open()
-            if self.stopping:
-                return self.counts
+            # Not waiting: a pool whose first connection fails closes for good; the loops
+            # wait for connections and retry on their own if the database went away again.
+            await self._pool.open(wait=False)
             loops.start("heartbeat", self._heartbeat.run())
             loops.start("flush", self._writer.run())
             loops.start("rescue", self._rescuer.run())
@@ -287,26 +304,40 @@ class Engine:
             ),
         )
 
-    async def _open(self) -> None:
-        """Open the pool and register, retrying while the database is unreachable."""
-        backoff = Backoff(cap=10.0)
+    async def _open(self) -> bool:
+        """Register the worker on a connection of its own, waiting while the database is
+        unreachable: False when a stop came first. What no retry can fix (authentication, a
+        schema not migrated, a permission, a read-only server) raises `DatabaseMisconfigured`.
+        """
+        backoff = Backoff(cap=OPEN_BACKOFF_CAP)
+        outage = Outage(log, "worker")
         while not self.stopping:
             try:
-                await self._pool.open(wait=True, timeout=10.0)
-                async with self._pool.connection() as conn:
-                    await fetch(conn, self.stmts.worker_register, self._worker_params)
-                return
-            except psycopg.errors.UndefinedTable as exc:
-                raise ConfigurationError(
-                    f"pgtasq's tables are missing in schema {self.stmts.schema!r}: "
-                    "run `pgtasq migrate` (or pgtasq.migrate()) first"
-                ) from exc
-            except RETRYABLE as exc:
-                delay = backoff.next()
-                log.warning(
-                    "database unavailable (%s); retrying in %.1f s", short_error(exc), delay
+                conn = await asyncio.wait_for(
+                    psycopg.AsyncConnection.connect(self.dsn, autocommit=True), CONNECT_TIMEOUT
                 )
-                await self._sleep_unless_stopping(delay)
+            except (psycopg.Error, asyncio.TimeoutError) as exc:
+                fatal = connect_misconfigured(exc) or misconfigured(exc, self.stmts.schema)
+                if fatal is not None:
+                    raise fatal from None  # psycopg's text may quote the DSN
+                outage.lost(exc)
+                await self._sleep_unless_stopping(backoff.next())
+                continue
+            try:
+                async with conn:
+                    await fetch(conn, self.stmts.worker_register, self._worker_params)
+            except psycopg.Error as exc:
+                fatal = misconfigured(exc, self.stmts.schema)
+                if fatal is not None:
+                    raise fatal from exc
+                if not isinstance(exc, RETRYABLE):
+                    raise
+                outage.lost(exc)
+                await self._sleep_unless_stopping(backoff.next())
+                continue
+            outage.back()
+            return True
+        return False
 
     async def _unregister(self) -> None:
         try:

@@ -3,7 +3,9 @@
 Every option is also an environment variable (shown in ``--help``). Without a DSN the
 commands start an embedded PostgreSQL with its data in ``./.pgtasq/``.
 
-Exit codes: 0 success, 1 operation failed (the message says why), 2 bad usage.
+Exit codes: 0 success, 1 operation failed (the message says why), 2 bad usage, 78 a
+configuration error no retry can fix (a wrong password, a schema not migrated, a missing
+privilege, a read-only server; `pgtasq worker --processes N` does not restart into it).
 """
 
 from __future__ import annotations
@@ -22,10 +24,11 @@ from dataclasses import dataclass
 import click
 import psycopg
 
-from pgtasq import _cli_admin, _embedded, _migrate, _supervisor
+from pgtasq import _cli_admin, _cli_boundary, _embedded, _migrate, _supervisor
 from pgtasq import demo as _demo
+from pgtasq._cli_boundary import EXIT_MISCONFIGURED
 from pgtasq.consumer import Consumer
-from pgtasq.errors import PgtasqError
+from pgtasq.errors import DatabaseMisconfigured, PgtasqError
 from pgtasq.models import TaskInfo
 from pgtasq.scheduler import Scheduler
 from pgtasq.tables import SCHEMA_DEFAULT
@@ -58,9 +61,13 @@ def _fail(message: str) -> None:
 
 @contextlib.contextmanager
 def _errors() -> Iterator[None]:
-    """One line on stderr and exit 1 for the errors a user can act on."""
+    """One line on stderr and exit 1 for the errors a user can act on; exit 78
+    (`EXIT_MISCONFIGURED`) for those no retry can fix."""
     try:
         yield
+    except DatabaseMisconfigured as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_MISCONFIGURED)
     except (PgtasqError, psycopg.OperationalError) as exc:
         _fail(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
 
@@ -301,6 +308,8 @@ def worker(
         consumer.configure(concurrency=concurrency, queues=queues, strict=strict, lease=lease)
         with settings.database(quiet=True) as dsn:
             if processes > 1:
+                schema = settings.schema if settings.schema_given else consumer.schema
+                _cli_boundary.check_database(dsn, schema)
                 child = [sys.executable, "-m", "pgtasq.cli", "worker", app, "--processes", "1"]
                 for flag, value in (
                     ("--concurrency", concurrency),

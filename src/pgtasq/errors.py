@@ -9,6 +9,7 @@
     ├── InvalidFilter (also a ValueError)         a bad TaskFilter argument or queue name
     ├── DuplicateTask                              idempotency key taken (on_conflict="raise")
     ├── DatabaseUnavailable                        no database could be reached
+    ├── DatabaseMisconfigured                      it answered, but no retry can fix it
     ├── TaskLost                                   this worker no longer owns the task
     ├── TaskNotFound                               no task with that id
     ├── TaskRunning                                the task is running (retry, delete)
@@ -77,6 +78,22 @@ class DuplicateTask(PgtasqError):
 
 class DatabaseUnavailable(PgtasqError):
     """The database could not be reached (refused, gone away, or timed out)."""
+
+
+class DatabaseMisconfigured(PgtasqError):
+    """The database answered with an error that no retry can fix; the message names the fix.
+
+    ``reason`` is one of ``"authentication"`` (wrong password, unknown role, no pg_hba.conf
+    entry, no password given), ``"database"`` (the database does not exist), ``"dsn"`` (the
+    DSN cannot be parsed), ``"not_migrated"`` (pgtasq's tables or schema are missing),
+    ``"permission"`` (the role may not use the schema or its tables) or ``"read_only"`` (a
+    standby, or a read-only session). Workers, schedulers and the CLI stop on it (the CLI
+    with exit code 78) instead of retrying, and ``--processes N`` does not restart them.
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        self.reason = reason
+        super().__init__(message)
 
 
 class TaskLost(PgtasqError):

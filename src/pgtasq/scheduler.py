@@ -63,9 +63,9 @@ from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row
 
 from pgtasq import _sql
-from pgtasq._database import RETRYABLE, Backoff, short_error
+from pgtasq._database import RETRYABLE, Backoff, Outage, misconfigured
 from pgtasq._pool import LazyPool
-from pgtasq.errors import ConfigurationError, InvalidSchedule
+from pgtasq.errors import ConfigurationError, DatabaseUnavailable, InvalidSchedule
 from pgtasq.models import IDEMPOTENCY_KEY_MAX_LENGTH, PAYLOAD_MAX_BYTES_DEFAULT, Task, dump_payload
 from pgtasq.producer import Producer
 from pgtasq.tables import SCHEMA_DEFAULT, check_schema_name
@@ -81,6 +81,7 @@ MISSED_DEFAULT: Missed = "skip"
 PROVIDER_INTERVAL_DEFAULT = 60.0
 SLEEP_MAX_DEFAULT = 60.0
 MAX_TICKS_PER_RUN_DEFAULT = 100
+CONNECT_TIMEOUT = 2.0  # seconds one pass waits for the database before backing off
 KEY_PREFIX = "pgtasq-schedule"
 ALIASES = frozenset(
     {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"}
@@ -356,7 +357,7 @@ class Scheduler:
         self._provider = provider
         self._stmts = _sql.statements(schema)
         self._producer = Producer(schema=schema, max_payload_bytes=max_payload_bytes)
-        self._pool = LazyPool(dsn, min_size=1, max_size=2, name="pgtasq-scheduler") if dsn else None
+        self._pool = self._new_pool(dsn) if dsn else None
         self._lock = threading.RLock()
         self._registered: dict[str, _State] = {}
         self._provided: dict[str, _State] = {}
@@ -375,7 +376,14 @@ class Scheduler:
             limit = self.config.max_payload_bytes
             self._producer = Producer(schema=schema, max_payload_bytes=limit)
         if self._pool is None:
-            self._pool = LazyPool(dsn, min_size=1, max_size=2, name="pgtasq-scheduler")
+            self._pool = self._new_pool(dsn)
+
+    @staticmethod
+    def _new_pool(dsn: str) -> LazyPool:
+        # A short open timeout: the loop retries anyway, and stays responsive to `stop`.
+        return LazyPool(
+            dsn, min_size=1, max_size=2, name="pgtasq-scheduler", open_timeout=CONNECT_TIMEOUT
+        )
 
     # -- entries
 
@@ -531,34 +539,41 @@ class Scheduler:
             return self.config.sleep_max
         return max(0.0, min(self.config.sleep_max, (min(wake) - now).total_seconds()))
 
-    def _step(self, backoff: Backoff) -> float:
-        """One pass of the loop; returns how long to sleep."""
+    def _step(self, backoff: Backoff, outage: Outage) -> float:
+        """One pass of the loop; returns how long to sleep.
+
+        A lost database (or one not up yet) is logged once and retried with backoff; what
+        no retry can fix raises `DatabaseMisconfigured`.
+        """
         try:
             self.run_once()
-        except RETRYABLE as exc:
-            delay = backoff.next()
-            log.warning(
-                "scheduler: database unavailable (%s), retry in %.1fs", short_error(exc), delay
-            )
-            return delay
+        except (*RETRYABLE, DatabaseUnavailable, psycopg.Error) as exc:
+            fatal = misconfigured(exc, self.config.schema)
+            if fatal is not None:
+                raise fatal from exc
+            if not isinstance(exc, (*RETRYABLE, DatabaseUnavailable)):
+                raise
+            outage.lost(exc)
+            return backoff.next()
+        outage.back()
         backoff.reset()
         return self.seconds_to_next()
 
     def run(self) -> None:
         """Run until `stop`."""
         self._stop.clear()
-        backoff = Backoff()
+        backoff, outage = Backoff(), Outage(log, "scheduler")
         while not self._stop.is_set():
-            delay = self._step(backoff)
+            delay = self._step(backoff, outage)
             self._wake.wait(delay)
             self._wake.clear()
 
     async def arun(self) -> None:
         """`run` for asyncio: each pass runs in a thread; cancel the task or call `stop`."""
         self._stop.clear()
-        backoff = Backoff()
+        backoff, outage = Backoff(), Outage(log, "scheduler")
         while not self._stop.is_set():
-            delay = await asyncio.to_thread(self._step, backoff)
+            delay = await asyncio.to_thread(self._step, backoff, outage)
             deadline = asyncio.get_running_loop().time() + delay
             while not self._stop.is_set() and not self._wake.is_set():
                 left = deadline - asyncio.get_running_loop().time()
