@@ -67,6 +67,7 @@ from pgtasq._services import (
     Rescuer,
     RescuerConfig,
 )
+from pgtasq._settings import Settings
 from pgtasq.context import ErrorHook, Handler, Middleware, TaskContext, dump_result
 from pgtasq.errors import (
     RetryIn,
@@ -83,26 +84,6 @@ log = logging.getLogger("pgtasq.consumer")
 CLAIMS_IN_FLIGHT_MAX = 2
 CONNECT_TIMEOUT = 10.0  # seconds one connection attempt may take before it counts as failed
 OPEN_BACKOFF_CAP = 5.0  # the longest wait between two attempts to reach the database
-
-
-@dataclasses.dataclass(frozen=True)
-class Settings:
-    """How one consumer process works. Every field has a named default in consumer.py."""
-
-    queues: tuple[tuple[str, int], ...]
-    strict: bool
-    concurrency: int
-    batch_size: int
-    lease: float
-    heartbeat_interval: float
-    poll_interval: float
-    flush_interval: float
-    shutdown_timeout: float
-    rescue_interval: float
-    listen: bool
-    clean_interval: float
-    retention_default: float
-    events: bool
 
 
 def queue_order(

@@ -40,8 +40,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("pgtasq.consumer")
 
 LEASE_DEFAULT = 30.0
+# The longest heartbeat and rescue intervals; a consumer derives shorter ones from a short
+# lease (pgtasq._settings), so that any lease of 1 s or more works with the defaults.
 HEARTBEAT_INTERVAL_DEFAULT = 1.0
-RESCUE_INTERVAL_DEFAULT = 10.0
+RESCUE_INTERVAL_DEFAULT = 1.0
 RESCUE_BATCH_DEFAULT = 1000
 STALE_WORKER_AFTER_DEFAULT = 60.0  # the engine uses max(this, 2 * lease)
 CLEAN_INTERVAL_DEFAULT = 60.0

@@ -5,11 +5,11 @@
     PgtasqError
     ├── TaskValidationError (also a ValueError)   a task, option or task id is bad; names the field
     ├── ConfigurationError (also a ValueError)    a bad schema name, DSN or setting
+    │   └── DatabaseMisconfigured                  the database answered: no retry can fix it
     ├── InvalidSchedule (also a ValueError)       a bad cron expression or time zone
     ├── InvalidFilter (also a ValueError)         a bad TaskFilter argument or queue name
     ├── DuplicateTask                              idempotency key taken (on_conflict="raise")
     ├── DatabaseUnavailable                        no database could be reached
-    ├── DatabaseMisconfigured                      it answered, but no retry can fix it
     ├── TaskLost                                   this worker no longer owns the task
     ├── TaskNotFound                               no task with that id
     ├── TaskRunning                                the task is running (retry, delete)
@@ -80,7 +80,7 @@ class DatabaseUnavailable(PgtasqError):
     """The database could not be reached (refused, gone away, or timed out)."""
 
 
-class DatabaseMisconfigured(PgtasqError):
+class DatabaseMisconfigured(ConfigurationError):
     """The database answered with an error that no retry can fix; the message names the fix.
 
     ``reason`` is one of ``"authentication"`` (wrong password, unknown role, no pg_hba.conf
