@@ -17,6 +17,8 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -28,7 +30,14 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 import pgtasq
-from pgtasq import _embedded
+from pgtasq import (
+    AsyncClient,
+    Client,
+    DatabaseMisconfigured,
+    DatabaseUnavailable,
+    Producer,
+    _embedded,
+)
 from tests.acceptance import worker_app
 from tests.acceptance.test_worker_faults import count_status, enqueue, wait_for
 from tests.conftest import REPO
@@ -92,8 +101,10 @@ class OwnServer:
 
 
 @pytest.fixture(scope="module")
-def own_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OwnServer]:
-    root = tmp_path_factory.mktemp("own-pg")
+def own_server() -> Iterator[OwnServer]:
+    # Not under pytest's basetemp: a pytest session starting meanwhile (as the same user)
+    # sets its root to mode 0700, and the server's own system user loses its way to pgdata.
+    root = Path(tempfile.mkdtemp(prefix="pgtasq-own-pg-"))
     server = OwnServer(root)
     try:
         yield server
@@ -318,3 +329,52 @@ def test_a_read_only_server_ends_worker_and_scheduler_with_one_line(
         proc = run(dsn, schema, *args)
         assert proc.wait(20) == EXIT_CONFIG, proc.log()
         assert_one_error_line(proc.log(), "read-only", "primary")
+
+
+# -- the library: Client, AsyncClient, Producer ---------------------------------------------------
+
+
+async def test_a_wrong_password_raises_at_the_first_use_of_client_and_producer(
+    own: tuple[OwnServer, str],
+) -> None:
+    """At once, naming the fix, without the password; main raised DatabaseUnavailable
+    ("pool initialization incomplete") after the 10 s open timeout."""
+    server, schema = own
+    dsn = server.dsn_as(PASSWORD_ROLE, "wrong")
+    started = time.monotonic()
+    with pytest.raises(DatabaseMisconfigured) as sync_error:
+        with Client(dsn, schema=schema) as client:
+            client.stats()
+    with pytest.raises(DatabaseMisconfigured) as async_error:
+        async with AsyncClient(dsn, schema=schema) as aclient:
+            await aclient.stats()
+    with pytest.raises(DatabaseMisconfigured) as producer_error:
+        with Producer(dsn, schema=schema) as producer:
+            producer.enqueue("t")
+    assert time.monotonic() - started < 8  # three first uses, none waiting out 10 s
+    for caught in (sync_error, async_error, producer_error):
+        assert caught.value.reason == "authentication"
+        assert str(caught.value) == (
+            f'password authentication failed for user "{PASSWORD_ROLE}": '
+            "check the user and password in the DSN"
+        )
+
+
+def test_a_client_used_while_the_server_is_down_works_once_it_is_up(
+    own: tuple[OwnServer, str],
+) -> None:
+    """The first use waits up to connect_timeout; one that gave up leaves the client usable."""
+    server, schema = own
+    server.stop()
+    client = Client(server.dsn, schema=schema, connect_timeout=2)
+    with pytest.raises(DatabaseUnavailable):
+        client.stats()
+    starter = threading.Timer(1.0, server.start)
+    starter.start()
+    try:
+        with Client(server.dsn, schema=schema, connect_timeout=30) as waiting:
+            assert waiting.stats().pending_now == 0  # waited for the server to come up
+        assert client.stats().pending_now == 0
+    finally:
+        starter.join()
+        client.close()
