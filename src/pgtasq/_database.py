@@ -6,8 +6,11 @@ on an async connection."""
 from __future__ import annotations
 
 import logging
+import math
 import random
 import re
+import time
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -99,23 +102,38 @@ def connect_misconfigured(exc: BaseException) -> DatabaseMisconfigured | None:
 
 class Outage:
     """The log lines of a database outage, one per change of state: a WARNING when the
-    database is first found unavailable, an INFO when it answers again."""
+    database is first found unavailable, an INFO when it answers again.
 
-    def __init__(self, logger: logging.Logger, who: str) -> None:
+    Connections that were idle in a pool while the server restarted fail at their next use,
+    just after the database is back: a failure within `RECOVERY_GRACE` seconds of a recovery
+    is logged at DEBUG only and leaves the state alone; if the database is really gone
+    again, the next failure after the grace says so.
+    """
+
+    RECOVERY_GRACE = 5.0
+
+    def __init__(
+        self, logger: logging.Logger, who: str, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._log = logger
         self._who = who
+        self._clock = clock
+        self._back_at = -math.inf
         self.down = False
 
     def lost(self, exc: BaseException) -> None:
-        if not self.down:
-            self.down = True
-            self._log.warning(
-                "%s: database unavailable, retrying (%s)", self._who, short_error(exc)
-            )
+        if self.down:
+            return
+        if self._clock() - self._back_at < self.RECOVERY_GRACE:
+            self._log.debug("%s: failed just after a recovery: %s", self._who, short_error(exc))
+            return
+        self.down = True
+        self._log.warning("%s: database unavailable, retrying (%s)", self._who, short_error(exc))
 
     def back(self) -> None:
         if self.down:
             self.down = False
+            self._back_at = self._clock()
             self._log.info("%s: database available again", self._who)
 
 

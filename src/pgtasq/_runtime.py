@@ -152,6 +152,8 @@ class Engine:
         self._empty_when_idle = False
         self._claims: set[asyncio.Task[None]] = set()
         self._claim_backoff = Backoff()
+        # One log line when the database goes, one when it is back, whichever part notices.
+        self._outage = Outage(log, "worker")
         self._executor = DaemonExecutor(settings.concurrency)
         self._chains = {
             name: handler_chain(fn, middleware, self._executor) for name, fn in handlers.items()
@@ -267,6 +269,7 @@ class Engine:
             held=self._held,
             on_lost=self._lost,
             config=HeartbeatConfig(interval=settings.heartbeat_interval, lease=settings.lease),
+            outage=self._outage,
         )
         self._rescuer = Rescuer(
             pool=self._pool,
@@ -276,6 +279,7 @@ class Engine:
                 interval=settings.rescue_interval,
                 stale_worker_after=max(STALE_WORKER_AFTER_DEFAULT, settings.lease * 2),
             ),
+            outage=self._outage,
         )
         self._cleaner = Cleaner(
             pool=self._pool,
@@ -283,6 +287,7 @@ class Engine:
             config=CleanerConfig(
                 interval=settings.clean_interval, retention_default=settings.retention_default
             ),
+            outage=self._outage,
         )
 
     async def _open(self) -> bool:
@@ -291,7 +296,7 @@ class Engine:
         schema not migrated, a permission, a read-only server) raises `DatabaseMisconfigured`.
         """
         backoff = Backoff(cap=OPEN_BACKOFF_CAP)
-        outage = Outage(log, "worker")
+        outage = self._outage
         while not self.stopping:
             try:
                 conn = await asyncio.wait_for(
@@ -399,10 +404,10 @@ class Engine:
             try:
                 claimed = await self._claim(want)
                 self._claim_backoff.reset()
+                self._outage.back()
             except RETRYABLE as exc:
-                delay = self._claim_backoff.next()
-                log.warning("claim failed (%s); retrying in %.1f s", short_error(exc), delay)
-                await asyncio.sleep(delay)
+                self._outage.lost(exc)
+                await asyncio.sleep(self._claim_backoff.next())
                 self._more = True
                 return
             for info in claimed:

@@ -5,7 +5,8 @@ Each has the shape of every pgtasq service (`Scheduler` too):
 - a frozen config with named defaults (``*_DEFAULT``), checked when built;
 - ``run_once()``: one round, returning what it did as counts; the tests call it directly;
 - ``run()``: a thin loop around it, forever (the `Engine` cancels it): sleep, call, and on a
-  lost database log and try again at the next round;
+  lost database log and try again at the next round (given the worker's `Outage`, the log
+  says once that the database is gone and once that it is back, whichever loop notices);
 - an injectable clock. Every statement takes its time from the database (``now()``), so
   what the Python side reads is only how long to wait: ``sleep`` and the jitter source
   ``rand`` are parameters (``asyncio.sleep`` and ``random.random`` by default).
@@ -29,7 +30,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from pgtasq._database import RETRYABLE, fetch, short_error
+from pgtasq._database import RETRYABLE, Outage, fetch, short_error
 from pgtasq.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -58,6 +59,19 @@ def _check_positive(**values: float) -> None:
     for name, value in values.items():
         if not value > 0:  # also catches NaN
             raise ConfigurationError(f"{name} must be > 0, got {value!r}")
+
+
+def _failed(outage: Outage | None, what: str, exc: BaseException) -> None:
+    """A round lost the database: the worker's `Outage` says so once, or a line per round."""
+    if outage is None:
+        log.warning("%s failed: %s", what, short_error(exc))
+    else:
+        outage.lost(exc)
+
+
+def _succeeded(outage: Outage | None) -> None:
+    if outage is not None:
+        outage.back()
 
 
 def jittered(interval: float, rand: Rand) -> float:
@@ -110,10 +124,12 @@ class Heartbeat:
         on_lost: Callable[[int, datetime], None],
         config: HeartbeatConfig = HeartbeatConfig(),
         sleep: Sleep = asyncio.sleep,
+        outage: Outage | None = None,
     ) -> None:
         self.pool = pool
         self.stmts = stmts
         self.config = config
+        self._outage = outage
         self._worker = dict(worker)  # worker, host, pid, queues, concurrency, metadata
         self._held = held
         self._on_lost = on_lost
@@ -139,7 +155,9 @@ class Heartbeat:
             try:
                 await self.run_once()
             except RETRYABLE as exc:
-                log.warning("heartbeat failed: %s", short_error(exc))
+                _failed(self._outage, "heartbeat", exc)
+            else:
+                _succeeded(self._outage)
 
 
 # -- rescuer ------------------------------------------------------------------------------
@@ -186,10 +204,12 @@ class Rescuer:
         config: RescuerConfig = RescuerConfig(),
         sleep: Sleep = asyncio.sleep,
         rand: Rand = random.random,
+        outage: Outage | None = None,
     ) -> None:
         self.pool = pool
         self.stmts = stmts
         self.config = config
+        self._outage = outage
         self._on_rescued = on_rescued
         self._sleep = sleep
         self._rand = rand
@@ -215,10 +235,12 @@ class Rescuer:
     async def try_once(self) -> RescueCounts | None:
         """`run_once`, logging a lost database instead of raising (then None)."""
         try:
-            return await self.run_once()
+            counts = await self.run_once()
         except RETRYABLE as exc:
-            log.warning("rescue failed: %s", short_error(exc))
+            _failed(self._outage, "rescue", exc)
             return None
+        _succeeded(self._outage)
+        return counts
 
     async def run(self) -> None:
         interval = self.config.interval
@@ -269,10 +291,12 @@ class Cleaner:
         config: CleanerConfig = CleanerConfig(),
         sleep: Sleep = asyncio.sleep,
         rand: Rand = random.random,
+        outage: Outage | None = None,
     ) -> None:
         self.pool = pool
         self.stmts = stmts
         self.config = config
+        self._outage = outage
         self._sleep = sleep
         self._rand = rand
 
@@ -297,7 +321,9 @@ class Cleaner:
             try:
                 await self.run_once()
             except RETRYABLE as exc:
-                log.warning("cleaning failed: %s", short_error(exc))
+                _failed(self._outage, "cleaning", exc)
+            else:
+                _succeeded(self._outage)
             await self._sleep(jittered(interval, self._rand))
 
 

@@ -223,6 +223,31 @@ def test_a_worker_started_while_the_server_is_down_works_once_it_is_up(
     assert worker.wait(15) == 0, worker.log()
 
 
+def test_a_running_worker_logs_an_outage_once_and_its_end_once(
+    own: tuple[OwnServer, str], run: Run
+) -> None:
+    """The server stops under a running worker for a few seconds: heartbeats, claims and
+    rescues all fail meanwhile (every second each), yet the log says so once, and once that
+    the database is back; main logged every failed heartbeat and claim."""
+    server, schema = own
+    worker = run(server.dsn, schema, "worker", APP, "--concurrency", "2")
+    enqueue(server.dsn, schema, 1)
+    wait_for(lambda: count_status(server.dsn, schema, "completed") == 1, 20, "a first task")
+    server.stop()
+    wait_for(lambda: "worker: database unavailable, retrying" in worker.log(), 10, "the line")
+    time.sleep(4)  # a few heartbeats, claims and rescues fail
+    server.start()
+    enqueue(server.dsn, schema, 2)
+    wait_for(lambda: count_status(server.dsn, schema, "completed") == 3, 30, "2 more tasks")
+    wait_for(lambda: "worker: database available again" in worker.log(), 10, "the line")
+    log = worker.log()
+    assert log.count("database unavailable, retrying") == 1, log
+    assert log.count("database available again") == 1, log
+    assert "heartbeat failed" not in log and "claim failed" not in log, log
+    worker.proc.send_signal(signal.SIGTERM)
+    assert worker.wait(15) == 0, worker.log()
+
+
 def test_a_scheduler_started_while_the_server_is_down_works_once_it_is_up(
     own: tuple[OwnServer, str], run: Run
 ) -> None:
