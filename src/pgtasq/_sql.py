@@ -103,18 +103,34 @@ class Statement:
         return text(_PLACEHOLDER.sub(r":\1", self.text))
 
 
-def notify_channel(schema: str) -> str:
-    """The LISTEN/NOTIFY channel of one schema (a plain identifier, at most 63 characters)."""
+# The channels of a schema: one per purpose, ``pgtasq_<purpose>_<schema>``. A schema name is
+# lower-case letters, digits and "_", so a name too long for PostgreSQL's 63-byte limit is
+# replaced by a hash behind "#" (a character no schema name has): a hashed channel never
+# equals a plain one, and the purpose letter sits at a fixed place, so no two schemas and no
+# two purposes ever share a channel.
+CHANNEL_PURPOSES = {"wake": "w", "events": "e"}
+_CHANNEL_MAX = 63
+
+
+def channel_name(purpose: str, schema: str) -> str:
+    """The LISTEN/NOTIFY channel of one purpose (``wake``, ``events``) of one schema."""
     check_schema_name(schema)
-    channel = f"pgtasq_{schema}"
-    if len(channel) > 63:
-        channel = "pgtasq_" + hashlib.sha1(schema.encode()).hexdigest()[:32]
+    head = f"pgtasq_{CHANNEL_PURPOSES[purpose]}"
+    channel = f"{head}_{schema}"
+    if len(channel) > _CHANNEL_MAX:
+        digest = hashlib.sha256(schema.encode()).hexdigest()
+        channel = f"{head}#{digest[: _CHANNEL_MAX - len(head) - 1]}"
     return channel
+
+
+def notify_channel(schema: str) -> str:
+    """The channel that wakes a schema's idle workers (its payload: the queues)."""
+    return channel_name("wake", schema)
 
 
 def events_channel(schema: str) -> str:
     """The channel task events go out on (see `Client.events`)."""
-    return notify_channel(schema)[:56] + "_events"
+    return channel_name("events", schema)
 
 
 # At most this many ids per event notification (NOTIFY payloads are limited to 8000 bytes);
