@@ -51,6 +51,9 @@ INSERT_ARRAYS = (
 COPY_COLUMNS = ("id", "queue", "type", "payload", "priority", "max_attempts")
 COPY_COLUMNS_OPTIONAL = ("run_at", "timeout", "deadline", "retention")
 
+# The idempotency keys of scheduler ticks start with this (see `scheduler.entry_key_prefix`).
+SCHEDULE_KEY_PREFIX = "pgtasq:schedule:"
+
 # A wake-up payload longer than this (PostgreSQL refuses over 8000 bytes) says "*": any queue.
 NOTIFY_PAYLOAD_MAX = 7900
 
@@ -679,9 +682,11 @@ RETURNING id, last_run_at, next_run_at
         f"""
 SELECT id, cron, timezone, task_type, payload::text AS payload, options::text AS options,
        last_run_at, next_run_at, created_at, updated_at,
-       -- the tasks this entry enqueued (their idempotency keys name the entry)
+       -- the tasks this entry enqueued: their keys start with scheduler.entry_key_prefix,
+       -- which names the entry exactly (length-prefixed, so `rep` never matches `rep:eu`)
        coalesce((SELECT array_agg(t.id ORDER BY t.id DESC) FROM {s}.tasks t
-                 WHERE starts_with(t.idempotency_key, 'pgtasq-schedule:' || sc.id || ':')),
+                 WHERE starts_with(t.idempotency_key, '{SCHEDULE_KEY_PREFIX}'
+                                   || char_length(sc.id) || ':' || sc.id || ':')),
                 '{{}}') AS task_ids
 FROM {s}.schedules sc
 WHERE CAST(%(ids)s AS text[]) IS NULL OR id = ANY(CAST(%(ids)s AS text[]))
