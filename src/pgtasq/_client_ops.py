@@ -248,7 +248,22 @@ def bulk(
     if not 1 <= batch_size <= 10_000:
         raise ValueError(f"batch_size must be from 1 to 10000, got {batch_size}")
     stmt, params = _sql.task_bulk(stmts.schema, action, task_filter)
-    return (yield from _in_batches(stmt, {**params, "batch": batch_size}, batch_size, progress))
+    params = {**params, "batch": batch_size, "after": 0}
+    if not task_filter.task_ids:
+        return (yield from _in_batches(stmt, params, batch_size, progress))
+    # By ids: each batch gets only its slice of the sorted ids, so every statement costs
+    # what its slice does, not what the whole list does (which made 60k ids 15x slower
+    # than 20k: each batch looked up every id again).
+    ids = sorted(set(task_filter.task_ids))
+    changed = 0
+    for start in range(0, len(ids), batch_size):
+        rows = yield stmt, {**params, "ids": ids[start : start + batch_size]}
+        changed += len(rows)
+        if progress is not None and rows:
+            progress(changed)
+    if progress is not None and not changed:
+        progress(0)
+    return changed
 
 
 def _in_batches(
@@ -256,9 +271,11 @@ def _in_batches(
 ) -> Op:
     """Run ``stmt`` until a batch changes fewer than ``batch_size`` rows; returns the total.
 
-    ``progress`` gets the running total after each batch that changed rows, so every count
-    once; when nothing at all changed, it gets 0 once. (When the total is a multiple of
-    ``batch_size`` the last batch is empty: it only tells us we are done.)
+    A statement that takes ``after`` (`_sql.task_bulk`) gets the largest id of the previous
+    batch, so it goes on from there. ``progress`` gets the running total after each batch
+    that changed rows, so every count once; when nothing at all changed, it gets 0 once.
+    (When the total is a multiple of ``batch_size`` the last batch is empty: it only tells
+    us we are done.)
     """
     changed = 0
     while True:
@@ -268,6 +285,8 @@ def _in_batches(
             progress(changed)
         if len(rows) < batch_size:
             return changed
+        if "after" in params:
+            params = {**params, "after": max(int(r["id"]) for r in rows)}
 
 
 def list_queues(stmts: _sql.Statements) -> Op:

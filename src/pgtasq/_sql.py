@@ -828,28 +828,35 @@ ORDER BY page.{field} {direction}, page.id {direction}
 
 
 def task_bulk(schema: str, action: str, f: TaskFilter) -> tuple[Statement, dict[str, Any]]:
-    """One batch of a bulk cancel / retry / delete; run it until it changes fewer than %(batch)s."""
+    """One batch of a bulk cancel / retry / delete: the first %(batch)s rows past id %(after)s.
+
+    The caller runs it with ``after`` set to the largest id of the previous batch (keyset),
+    so each batch starts where the last one stopped instead of reading the rows already
+    changed again; a filter by ids gets its ids in sorted slices (``ids``), one per batch.
+    The change reaches its rows by primary key (``= ANY(ARRAY(…))``), never by a scan of
+    the table. Returns the changed ids.
+    """
     where, params = task_filter_where(schema, f)
     batch = (
         f"SELECT id AS batch_id FROM {schema}.tasks WHERE {where} AND {_BULK_FROM_STATES[action]} "
+        "AND id > CAST(%(after)s AS bigint) "
         "ORDER BY id LIMIT CAST(%(batch)s AS int) FOR UPDATE SKIP LOCKED"
     )
+    by_id = "t.id = ANY(ARRAY(SELECT batch_id FROM batch))"
     if action == "delete":
-        change = (
-            f"DELETE FROM {schema}.tasks t USING batch WHERE t.id = batch.batch_id RETURNING t.id"
-        )
+        change = f"DELETE FROM {schema}.tasks t WHERE {by_id} RETURNING t.id"
     elif action == "cancel":
         change = (
             f"UPDATE {schema}.tasks t SET status = 'cancelled', finalized_at = now(), "
             "locked_by = NULL, locked_until = NULL, updated_at = now() "
-            "FROM batch WHERE t.id = batch.batch_id RETURNING t.id"
+            f"WHERE {by_id} RETURNING t.id"
         )
     else:
         change = (
             f"UPDATE {schema}.tasks t SET status = 'pending', finalized_at = NULL, run_at = now(), "
             "updated_at = now(), max_attempts = greatest(t.max_attempts, t.attempts + 1), "
             "locked_by = NULL, locked_until = NULL "
-            "FROM batch WHERE t.id = batch.batch_id RETURNING t.id, t.queue"
+            f"WHERE {by_id} RETURNING t.id, t.queue"
         )
     channel = notify_channel(schema)
     text = (
