@@ -23,7 +23,7 @@ from typing import Any
 
 import click
 
-from pgtasq._client_ops import QueueInfo, WorkerInfo
+from pgtasq._client_ops import Preview, QueueInfo, WorkerInfo
 from pgtasq.models import TaskInfo
 
 PAYLOAD_COLUMN_WIDTH = 40
@@ -55,11 +55,28 @@ def _json_default(value: object) -> object:
 
 
 def _plain(value: object) -> object:
+    if isinstance(value, TaskInfo):
+        return _task_plain(value)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return dataclasses.asdict(value)
     if isinstance(value, list):
         return [_plain(item) for item in value]
     return value
+
+
+def _task_plain(task: TaskInfo) -> dict[str, Any]:
+    """A task as JSON: a value not loaded (a `Preview`) is ``<name>_preview`` (its text) and
+    ``<name>_truncated`` instead of ``<name>``, so it is never taken for the value."""
+    plain = dataclasses.asdict(dataclasses.replace(task, payload=None, result=None))
+    for name in ("payload", "result"):
+        value = getattr(task, name)
+        if isinstance(value, Preview):
+            del plain[name]
+            plain[f"{name}_preview"] = value.text
+            plain[f"{name}_truncated"] = value.truncated
+        else:
+            plain[name] = value
+    return plain
 
 
 def print_json(value: object) -> None:
@@ -85,6 +102,8 @@ def text(value: object) -> str:
         return f"{value.total_seconds():.1f}s"
     if isinstance(value, str):
         return printable(value)
+    if isinstance(value, Preview):
+        return printable(str(value))
     return printable(json.dumps(value, default=_json_default, ensure_ascii=False))
 
 

@@ -33,6 +33,28 @@ BULK_BATCH_DEFAULT = 1000
 
 
 @dataclasses.dataclass(frozen=True)
+class Preview:
+    """A JSON value `list_tasks(full=False)` did not load: the first characters of its JSON
+    text (up to 200), and whether there is more. `get_task` reads the value itself.
+
+    It stands in `TaskInfo.payload` and `TaskInfo.result` (None stays None), so a payload
+    that was not loaded can never be taken for one that was.
+    """
+
+    text: str
+    truncated: bool
+
+    @classmethod
+    def of(cls, text: str) -> Preview:
+        """From a column of `_sql.TASK_COLUMNS_PREVIEW` (one character past the preview)."""
+        limit = _sql.PREVIEW_CHARS
+        return cls(text[:limit], len(text) > limit)
+
+    def __str__(self) -> str:
+        return self.text + ("…" if self.truncated else "")
+
+
+@dataclasses.dataclass(frozen=True)
 class TaskPage:
     """One page of `list_tasks`: the tasks, the total matching the filter, and where the next
     page starts (``next_cursor``, None when this page is the last one)."""
@@ -221,10 +243,10 @@ def _delete_task(stmts: _sql.Statements, task_id: int) -> Op:
     return _changed_or_raise(task_id, rows, {TaskStatus.RUNNING.value: TaskRunning})
 
 
-def list_tasks(stmts: _sql.Statements, task_filter: TaskFilter) -> Op:
-    stmt, params = _sql.task_list(stmts.schema, task_filter)
+def list_tasks(stmts: _sql.Statements, task_filter: TaskFilter, full: bool = True) -> Op:
+    stmt, params = _sql.task_list(stmts.schema, task_filter, full=full)
     rows = yield stmt, params  # one statement: the page and the total from one snapshot
-    tasks = [TaskInfo.from_row(r) for r in rows if r["id"] is not None]
+    tasks = [_task_from_row(r, full) for r in rows if r["id"] is not None]
     cursor = None
     if len(tasks) > task_filter.limit_rows:  # the statement reads one row past the page
         del tasks[task_filter.limit_rows :]
@@ -264,6 +286,18 @@ def bulk(
     if progress is not None and not changed:
         progress(0)
     return changed
+
+
+def _task_from_row(row: Row, full: bool) -> TaskInfo:
+    if full:
+        return TaskInfo.from_row(row)
+    payload, result = row["payload"], row["result"]
+    info = TaskInfo.from_row({**row, "payload": "null", "result": None})
+    return dataclasses.replace(
+        info,
+        payload=Preview.of(payload),
+        result=None if result is None else Preview.of(result),
+    )
 
 
 def _in_batches(

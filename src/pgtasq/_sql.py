@@ -31,6 +31,32 @@ TASK_COLUMNS = """id, queue, type, payload::text AS payload, priority, status::t
     errors::text AS errors, result::text AS result, locked_by, locked_until,
     created_at, updated_at, attempted_at, finalized_at, retention"""
 
+# The row as `list_tasks(full=False)` reads it: the same columns, but of the payload and the
+# result only their first PREVIEW_CHARS + 1 characters of JSON text (the one past says
+# that there is more), and of the errors only the latest, without its traceback. A listing
+# then costs what it shows, whatever the tasks carry.
+PREVIEW_CHARS = 200
+
+
+def _preview_columns() -> str:
+    columns = TASK_COLUMNS
+    for full, light in (
+        ("payload::text AS payload", f"left(payload::text, {PREVIEW_CHARS + 1}) AS payload"),
+        ("result::text AS result", f"left(result::text, {PREVIEW_CHARS + 1}) AS result"),
+        (
+            "errors::text AS errors",
+            "CASE WHEN errors = '[]' THEN '[]' "
+            "ELSE jsonb_build_array((errors -> -1) - 'traceback')::text END AS errors",
+        ),
+    ):
+        if full not in columns:  # TASK_COLUMNS changed: say so at import, not in a listing
+            raise AssertionError(f"TASK_COLUMNS has no {full!r}")
+        columns = columns.replace(full, light)
+    return columns
+
+
+TASK_COLUMNS_PREVIEW = _preview_columns()
+
 # The columns of one enqueue, in the order of the unnest() in task_insert.
 INSERT_ARRAYS = (
     ("queue", "text"),
@@ -794,8 +820,11 @@ def task_filter_where(schema: str, f: TaskFilter) -> tuple[str, dict[str, Any]]:
     return " AND ".join(clauses) or "true", params
 
 
-def task_list(schema: str, f: TaskFilter) -> tuple[Statement, dict[str, Any]]:
+def task_list(schema: str, f: TaskFilter, *, full: bool = True) -> tuple[Statement, dict[str, Any]]:
     """A page of tasks with the count of all the filter selects (ignoring the page).
+
+    ``full=False``: the rows in `TASK_COLUMNS_PREVIEW` (previews of payload and result, the
+    latest error), for a listing that shows a column of each.
 
     One statement, so the page and the total come from one snapshot and agree even while
     other sessions write. Every row carries ``total``; an empty page is one row whose task
@@ -816,7 +845,7 @@ def task_list(schema: str, f: TaskFilter) -> tuple[Statement, dict[str, Any]]:
         params = {**params, "after_value": f.cursor.value, "after_id": f.cursor.id}
     text = f"""
 WITH page AS (
-    SELECT {TASK_COLUMNS} FROM {schema}.tasks WHERE {page_where}
+    SELECT {TASK_COLUMNS if full else TASK_COLUMNS_PREVIEW} FROM {schema}.tasks WHERE {page_where}
     ORDER BY {field} {direction}, id {direction}
     LIMIT {int(f.limit_rows) + 1} OFFSET {int(f.offset_rows)}
 ),
@@ -824,7 +853,7 @@ counted AS (SELECT count(*) AS total FROM {schema}.tasks WHERE {where})
 SELECT counted.total, page.* FROM counted LEFT JOIN page ON true
 ORDER BY page.{field} {direction}, page.id {direction}
 """
-    return Statement("task_list", text), params
+    return Statement("task_list" if full else "task_list_preview", text), params
 
 
 def task_bulk(schema: str, action: str, f: TaskFilter) -> tuple[Statement, dict[str, Any]]:
