@@ -122,13 +122,19 @@ def test_list_schedules_matches_entries_exactly(pg_dsn: str, schema: str) -> Non
         s.register("0 * * * *", Task("rep"), name="rep")
         s.register("0 * * * *", Task("rep.eu"), name="rep:eu")
         s.register("0 * * * *", Task("re"), name="re")
+        s.register("0 * * * *", Task("accent"), name="ré")  # lengths in characters, not bytes
         s.run_once(T0)
         s.run_once(T0 + timedelta(hours=2))
     with Client(pg_dsn, schema=schema) as client:
         listed = {e.id: e.task_ids for e in client.list_schedules()}
         types = {entry: {client.get_task(i).type for i in ids} for entry, ids in listed.items()}
-    assert {entry: len(ids) for entry, ids in listed.items()} == {"re": 2, "rep": 2, "rep:eu": 2}
-    assert types == {"re": {"re"}, "rep": {"rep"}, "rep:eu": {"rep.eu"}}
+    assert {entry: len(ids) for entry, ids in listed.items()} == {
+        "re": 2,
+        "rep": 2,
+        "rep:eu": 2,
+        "ré": 2,
+    }
+    assert types == {"re": {"re"}, "rep": {"rep"}, "rep:eu": {"rep.eu"}, "ré": {"accent"}}
 
 
 def test_invalid_entries_are_refused_before_sql(schema: str) -> None:
