@@ -21,6 +21,7 @@ import click
 import psycopg
 
 from pgtasq import _sql
+from pgtasq._cli_output import printable
 from pgtasq._database import connect_misconfigured, misconfigured
 from pgtasq.errors import DatabaseMisconfigured, DatabaseUnavailable, PgtasqError
 
@@ -44,8 +45,9 @@ class CommandSettings(Protocol):
 
 
 def first_line(exc: BaseException) -> str:
+    """The first line of an error's message, printable on a terminal (it may quote data)."""
     text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    return printable(text.splitlines()[0]) if text else type(exc).__name__
 
 
 @contextlib.contextmanager
@@ -62,7 +64,7 @@ def failures(schema: str | None = None) -> Iterator[None]:
         if fatal is None and isinstance(exc, DatabaseMisconfigured):
             fatal = exc
         if fatal is not None:
-            click.echo(f"error: {fatal}", err=True)
+            click.echo(f"error: {first_line(fatal)}", err=True)
             sys.exit(EXIT_MISCONFIGURED)
         click.echo(f"error: {first_line(exc)}", err=True)
         sys.exit(1)

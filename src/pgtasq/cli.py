@@ -27,6 +27,7 @@ import psycopg
 from pgtasq import _cli_admin, _cli_boundary, _embedded, _migrate, _supervisor
 from pgtasq import demo as _demo
 from pgtasq._cli_boundary import EXIT_MISCONFIGURED
+from pgtasq._cli_output import printable
 from pgtasq.consumer import Consumer
 from pgtasq.errors import ConfigurationError, DatabaseMisconfigured, PgtasqError
 from pgtasq.models import TaskInfo
@@ -55,7 +56,7 @@ class _Settings:
 
 
 def _fail(message: str) -> None:
-    click.echo(f"error: {message}", err=True)
+    click.echo(f"error: {printable(message)}", err=True)
     sys.exit(1)
 
 
@@ -66,7 +67,7 @@ def _errors() -> Iterator[None]:
     try:
         yield
     except DatabaseMisconfigured as exc:
-        click.echo(f"error: {exc}", err=True)
+        click.echo(f"error: {printable(str(exc))}", err=True)
         sys.exit(EXIT_MISCONFIGURED)
     except (PgtasqError, psycopg.OperationalError) as exc:
         _fail(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
@@ -355,7 +356,7 @@ def worker(
     try:
         consumer.configure(**options)
     except ConfigurationError as exc:
-        click.echo(f"error: {exc}", err=True)
+        click.echo(f"error: {printable(str(exc))}", err=True)
         sys.exit(2)
     with _errors():
         with settings.database(quiet=True) as dsn:
