@@ -286,7 +286,20 @@ FROM drawn
     )
     claimed = ", ".join("t." + c.strip() for c in TASK_COLUMNS.replace("\n", " ").split(","))
     # The fence every worker write carries: still running, still ours, same claim.
-    fence = "t.status = 'running' AND t.locked_by = %(worker)s AND t.attempted_at = m.claimed_at"
+    #
+    # Plans that cannot go bad (docs/architecture.md): the tasks a worker holds are reached
+    # by primary key only, one probe per id of its array. "Running" is said as
+    # `locked_until IS NOT NULL` (the same thing, by the CHECK tasks_lease_iff_running),
+    # not as `status = 'running'`, which would let the planner walk the partial
+    # tasks_lease_idx instead: every running row of every worker, rescanning the array for
+    # each, O(running x batch) once the statistics say that nothing runs. No other index
+    # matches these conditions, so the only cheap way to the rows is the id of each element
+    # of the array; and nothing else restricts `t` on its own (no `t.id = ANY(...)`), or the
+    # planner could start from `t` and rescan the array once per row. Held to it by
+    # tests/integration/test_plans.py under generic and custom plans.
+    fence = (
+        "t.locked_until IS NOT NULL AND t.locked_by = %(worker)s AND t.attempted_at = m.claimed_at"
+    )
     mine = (
         "SELECT * FROM unnest(CAST(%(id)s AS bigint[]), CAST(%(claimed_at)s AS timestamptz[])) "
         "AS m(id, claimed_at)"
@@ -309,7 +322,9 @@ claimed AS (
 UPDATE {s}.tasks t
 SET status = 'running', attempts = t.attempts + 1, attempted_at = now(), updated_at = now(),
     locked_by = %(worker)s, locked_until = now() + make_interval(secs => CAST(%(lease)s AS float8))
-FROM ready WHERE t.id = ready.ready_id
+-- by primary key, from the array of what `ready` locked: a join to `ready` would be planned
+-- from LIMIT's row estimate, which a generic plan guesses from the statistics
+WHERE t.id = ANY(ARRAY(SELECT ready_id FROM ready))
 RETURNING {claimed}
 ){worker_event_cte("claimed", "'started'")}
 SELECT * FROM claimed WHERE {emit}
@@ -322,13 +337,10 @@ SELECT * FROM claimed WHERE {emit}
         "task_heartbeat",
         f"""
 WITH mine AS ({mine}),
-owned AS (
-    SELECT t.id FROM {s}.tasks t JOIN mine m ON t.id = m.id WHERE {fence}
-),
 due AS (
     -- SKIP LOCKED: a row a handler's own transaction holds (ctx.complete, not yet committed)
     -- must not stall the heartbeat of every other task; it is extended on a later tick.
-    SELECT t.id FROM {s}.tasks t JOIN mine m ON t.id = m.id
+    SELECT t.id FROM mine m JOIN {s}.tasks t ON t.id = m.id
     WHERE {fence}
       AND t.locked_until < now() + make_interval(secs => CAST(%(lease)s AS float8) / 3 * 2)
     FOR UPDATE OF t SKIP LOCKED
@@ -336,7 +348,6 @@ due AS (
 extended AS (
     UPDATE {s}.tasks t SET locked_until = now() + make_interval(secs => CAST(%(lease)s AS float8))
     FROM due WHERE t.id = due.id
-    RETURNING t.id
 ),
 alive AS (
     INSERT INTO {s}.workers (id, host, pid, queues, concurrency, metadata)
@@ -344,9 +355,10 @@ alive AS (
             CAST(%(metadata)s AS jsonb))
     ON CONFLICT (id) DO UPDATE SET heartbeat_at = now()
 )
+-- Not ours in the statement's snapshot. (A row `due` extends passed the fence in that
+-- same snapshot first, so it is never reported.)
 SELECT m.id FROM mine m
-WHERE NOT EXISTS (SELECT FROM owned o WHERE o.id = m.id)
-  AND NOT EXISTS (SELECT FROM extended e WHERE e.id = m.id)
+WHERE NOT EXISTS (SELECT FROM {s}.tasks t WHERE t.id = m.id AND {fence})
 """,
     )
     # Record many outcomes in one statement. status: completed | failed | pending (retry).
@@ -424,7 +436,7 @@ SET status = CASE WHEN t.attempts >= t.max_attempts THEN 'failed'
         'lease expired: worker ' || coalesce(t.locked_by, '?') || ' stopped heartbeating')),
     finalized_at = CASE WHEN t.attempts >= t.max_attempts THEN now() END,
     run_at = now(), locked_by = NULL, locked_until = NULL, updated_at = now()
-FROM expired WHERE t.id = expired.expired_id
+WHERE t.id = ANY(ARRAY(SELECT expired_id FROM expired))  -- by primary key, as in task_claim
 RETURNING t.id, t.queue, t.status::text AS status, true AS counted
 ),
 {daily_stats}{worker_event_cte("done", outcome_kind)}
@@ -611,7 +623,9 @@ batch AS (
     LIMIT CAST(%(batch)s AS int)
     FOR UPDATE SKIP LOCKED
 )
-DELETE FROM {s}.tasks t USING batch WHERE t.id = batch.batch_id RETURNING t.id
+DELETE FROM {s}.tasks t
+WHERE t.id = ANY(ARRAY(SELECT batch_id FROM batch))  -- by primary key, as in task_claim
+RETURNING t.id
 """,
     )
     stats_snapshot = Statement(
