@@ -120,6 +120,28 @@ def queue_order(
     return order
 
 
+def unrecorded_max(concurrency: int) -> int:
+    """The most tasks a worker holds claimed and not yet recorded (backpressure).
+
+    Running handlers (at most ``concurrency``), claims under way, and finished tasks whose
+    outcome waits to be written (up to ``concurrency`` of them beyond the running ones).
+    """
+    return 2 * concurrency
+
+
+def claim_room(*, concurrency: int, running: int, reserved: int, unwritten: int) -> int:
+    """How many tasks a new claim may take now.
+
+    Free handler slots, less the outcomes queued beyond what `unrecorded_max` allows: when
+    outcome writes fall behind, the worker stops claiming until they catch up, so a slow
+    database makes it slower instead of piling up running rows whose leases then run out.
+    """
+    return min(
+        concurrency - running - reserved,
+        unrecorded_max(concurrency) - running - reserved - unwritten,
+    )
+
+
 @dataclasses.dataclass
 class _Running:
     ctx: TaskContext
@@ -212,6 +234,7 @@ class Engine:
             worker_id=self.worker_id,
             counts=self.counts,
             flush_interval=self.settings.flush_interval,
+            on_written=self._wake.set,  # room to claim again (see claim_room)
         )
         self._start_services()
         # A loop that stops stops the worker as a signal does; with no heartbeat, leases run
@@ -334,7 +357,8 @@ class Engine:
 
         Two claims overlap the database's work on one with Python's on the other's rows.
         Capacity is reserved when a claim starts, so running + reserved never exceeds
-        the concurrency.
+        the concurrency, and running + reserved + outcomes not yet written never exceeds
+        `unrecorded_max` (`claim_room`).
         """
         settings = self.settings
         low_water = max(1, min(settings.batch_size, settings.concurrency) // 2)
@@ -365,7 +389,12 @@ class Engine:
     def _issue_claims(self, low_water: int) -> None:
         settings = self.settings
         while self._more and self._in_flight < CLAIMS_IN_FLIGHT_MAX and not self.stopping:
-            free = settings.concurrency - len(self.running) - self._reserved
+            free = claim_room(
+                concurrency=settings.concurrency,
+                running=len(self.running),
+                reserved=self._reserved,
+                unwritten=len(self._writer.unflushed),
+            )
             want = min(free, settings.batch_size)
             busy = bool(self.running) or self._in_flight > 0
             if want <= 0 or (busy and want < low_water):
