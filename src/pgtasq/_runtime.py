@@ -34,7 +34,6 @@ import inspect
 import json
 import logging
 import os
-import random
 import socket
 import uuid
 from collections.abc import Callable, Sequence
@@ -45,6 +44,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from pgtasq import _sql
+from pgtasq._claims import PROBE_QUEUES_MIN, claim_room, queue_order
 from pgtasq._database import RETRYABLE, Backoff, fetch, short_error
 from pgtasq._executor import DaemonExecutor, handler_chain, is_async
 from pgtasq._listener import Listener
@@ -94,52 +94,6 @@ class Settings:
     clean_interval: float
     retention_default: float
     events: bool
-
-
-def queue_order(
-    queues: Sequence[tuple[str, int]], strict: bool, rand: Callable[[], float] = random.random
-) -> list[str]:
-    """The order to claim from queues in, for one claim.
-
-    Strict: highest weight first, always. Weighted: a weighted draw without replacement, so
-    with weights 6/3/1 each queue comes first 60/30/10 % of the time and none starves.
-    """
-    if strict or len(queues) == 1:
-        return [name for name, _ in sorted(queues, key=lambda q: -q[1])]
-    remaining = list(queues)
-    order = []
-    while remaining:
-        pick = rand() * sum(weight for _, weight in remaining)
-        index = len(remaining) - 1
-        for i, (_, weight) in enumerate(remaining):
-            pick -= weight
-            if pick < 0:
-                index = i
-                break
-        order.append(remaining.pop(index)[0])
-    return order
-
-
-def unrecorded_max(concurrency: int) -> int:
-    """The most tasks a worker holds claimed and not yet recorded (backpressure).
-
-    Running handlers (at most ``concurrency``), claims under way, and finished tasks whose
-    outcome waits to be written (up to ``concurrency`` of them beyond the running ones).
-    """
-    return 2 * concurrency
-
-
-def claim_room(*, concurrency: int, running: int, reserved: int, unwritten: int) -> int:
-    """How many tasks a new claim may take now.
-
-    Free handler slots, less the outcomes queued beyond what `unrecorded_max` allows: when
-    outcome writes fall behind, the worker stops claiming until they catch up, so a slow
-    database makes it slower instead of piling up running rows whose leases then run out.
-    """
-    return min(
-        concurrency - running - reserved,
-        unrecorded_max(concurrency) - running - reserved - unwritten,
-    )
 
 
 @dataclasses.dataclass
@@ -441,8 +395,13 @@ class Engine:
 
     async def _claim(self, limit: int) -> list[TaskInfo]:
         rows: list[dict[str, Any]] = []
+        order = queue_order(self.settings.queues, self.settings.strict)
         async with self._pool.connection() as conn:
-            for queue in queue_order(self.settings.queues, self.settings.strict):
+            if len(order) >= PROBE_QUEUES_MIN:
+                probe = {"queues": order, "types": self.types}
+                ready = {row["name"] for row in await fetch(conn, self.stmts.queue_ready, probe)}
+                order = [queue for queue in order if queue in ready]
+            for queue in order:
                 params = {
                     "queue": queue,
                     "types": self.types,

@@ -152,6 +152,7 @@ class Statements:
     task_select_many: Statement
     task_count_by_status: Statement
     task_claim: Statement
+    queue_ready: Statement
     task_heartbeat: Statement
     task_finish_many: Statement
     task_release_many: Statement
@@ -328,6 +329,27 @@ WHERE t.id = ANY(ARRAY(SELECT ready_id FROM ready))
 RETURNING {claimed}
 ){worker_event_cte("claimed", "'started'")}
 SELECT * FROM claimed WHERE {emit}
+""",
+    )
+    # Which of a worker's queues have a task it can run now (and are not paused): one
+    # statement instead of one claim per queue, so that an idle worker on many queues polls
+    # cheaply. One probe per queue through tasks_claim_idx (LATERAL with LIMIT: never a
+    # join over every pending row), each stopping at the first ready row, as the claim does.
+    queue_ready = Statement(
+        "queue_ready",
+        f"""
+SELECT q.name FROM unnest(CAST(%(queues)s AS text[])) AS q(name)
+CROSS JOIN LATERAL (
+    SELECT 1 FROM {s}.tasks t
+    WHERE t.status = 'pending' AND t.queue = q.name AND t.run_at <= now()
+      AND t.type = ANY(CAST(%(types)s AS text[]))
+    -- the claim's order, which only tasks_claim_idx gives without a sort: without it, a
+    -- LIMIT 1 may be planned as a sequential scan "that stops at the first match", which
+    -- on an empty queue reads the whole table
+    ORDER BY t.priority DESC, t.run_at, t.id
+    LIMIT 1
+) ready
+WHERE NOT EXISTS (SELECT FROM {s}.queues p WHERE p.name = q.name AND p.paused)
 """,
     )
     # Once a tick: extend the leases that are due (a third of the lease used), refresh the
@@ -698,6 +720,7 @@ ORDER BY id
         task_select_many=task_select_many,
         task_count_by_status=task_count_by_status,
         task_claim=task_claim,
+        queue_ready=queue_ready,
         task_heartbeat=task_heartbeat,
         task_finish_many=task_finish_many,
         task_release_many=task_release_many,

@@ -100,6 +100,9 @@ def _params(name: str, ids: list[int], claimed_at: list[datetime]) -> dict[str, 
     return {
         "task_claim": {"queue": "q0", "types": ["t"], "limit": BATCH, "worker": WORKER,
                        "lease": 30.0},
+        # the worker's queues: three with a backlog, the others empty
+        "queue_ready": {"queues": ["q0", "q1", "q2"] + [f"e{i}" for i in range(BATCH - 3)],
+                        "types": ["t"]},
         # a lease so long that every lease is due: the heartbeat extends the whole batch
         "task_heartbeat": {**mine, **worker, "lease": 86400.0},
         "task_finish_many": {**mine, "status": ["completed"] * n, "delay": [0.0] * n,
@@ -168,6 +171,7 @@ def describe(node: dict[str, Any]) -> str:
     "name",
     [
         "task_claim",
+        "queue_ready",
         "task_heartbeat",
         "task_finish_many",
         "task_release_many",
@@ -204,3 +208,5 @@ def test_worker_statement_touches_only_its_batch(
     changed = plan["Actual Rows"] if name != "task_heartbeat" else None
     if name in ("task_finish_many", "task_release_many", "task_claim"):
         assert changed == BATCH  # the statement did its work
+    if name == "queue_ready":
+        assert changed == 3

@@ -8,8 +8,8 @@ import random
 import pytest
 
 from pgtasq import ConfigurationError, Consumer
+from pgtasq._claims import claim_room, queue_order, unrecorded_max
 from pgtasq._listener import relevant
-from pgtasq._runtime import claim_room, queue_order, unrecorded_max
 from pgtasq.consumer import parse_queues
 from pgtasq.retry import exponential_backoff
 
