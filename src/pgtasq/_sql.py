@@ -417,6 +417,7 @@ SELECT id, queue, status FROM done WHERE {emit}
 """,
     )
     # Graceful shutdown: hand unfinished tasks back, the attempt not counted, and wake others.
+    # They keep their run_at and priority, so they are claimed before tasks enqueued since.
     task_release_many = Statement(
         "task_release_many",
         f"""
@@ -424,7 +425,7 @@ WITH mine AS ({mine}),
 released AS (
     UPDATE {s}.tasks t
     SET status = 'pending', attempts = t.attempts - 1, locked_by = NULL, locked_until = NULL,
-        run_at = now(), updated_at = now()
+        updated_at = now()  -- run_at and priority kept: the task keeps its place in line
     FROM mine m
     WHERE t.id = m.id AND {fence}
     RETURNING t.id, t.queue
@@ -457,7 +458,8 @@ SET status = CASE WHEN t.attempts >= t.max_attempts THEN 'failed'
         'message',
         'lease expired: worker ' || coalesce(t.locked_by, '?') || ' stopped heartbeating')),
     finalized_at = CASE WHEN t.attempts >= t.max_attempts THEN now() END,
-    run_at = now(), locked_by = NULL, locked_until = NULL, updated_at = now()
+    -- run_at and priority kept: the task keeps its place in line, ahead of later arrivals
+    locked_by = NULL, locked_until = NULL, updated_at = now()
 WHERE t.id = ANY(ARRAY(SELECT expired_id FROM expired))  -- by primary key, as in task_claim
 RETURNING t.id, t.queue, t.status::text AS status, true AS counted
 ),

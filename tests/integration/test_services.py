@@ -132,6 +132,34 @@ async def test_rescue_takes_every_batch_and_stale_workers(
     assert [row["id"] for row in execute(pg_dsn, f"SELECT id FROM {schema}.workers")] == ["alive"]
 
 
+@pytest.mark.parametrize("how", ["rescued", "released"])
+async def test_rescued_and_released_tasks_keep_their_place(
+    pg_dsn: str, schema: str, pool: AsyncConnectionPool[Any], how: str
+) -> None:
+    stmts = _sql.statements(schema)
+    [first] = enqueue(pg_dsn, schema, Task("t", priority=5))
+    make_running(pg_dsn, schema, [first], "-1 second")
+    before = tasks(pg_dsn, schema)[first]
+    backlog = enqueue(pg_dsn, schema, *[Task("t", priority=5) for _ in range(20)])
+    if how == "rescued":
+        assert (await Rescuer(pool=pool, stmts=stmts).run_once()).rescued == 1
+    else:
+        params = {"worker": "ghost", "id": [first], "claimed_at": [before["attempted_at"]]}
+        async with pool.connection() as conn:
+            assert await fetch(conn, stmts.task_release_many, params) == [{"id": first}]
+    after = tasks(pg_dsn, schema)[first]
+    assert (after["status"], after["run_at"], after["priority"]) == (
+        "pending",
+        before["run_at"],
+        5,
+    )
+    # The next claim takes it, before the tasks enqueued after it.
+    claim = {"queue": "default", "types": ["t"], "limit": 1, "worker": WORKER, "lease": 30.0}
+    async with pool.connection() as conn:
+        [claimed] = await fetch(conn, stmts.task_claim, claim)
+    assert claimed["id"] == first and first not in backlog
+
+
 # -- cleaner ------------------------------------------------------------------------------
 
 
