@@ -631,24 +631,52 @@ SELECT w.id, w.host, w.pid, w.queues::text AS queues, w.concurrency, w.started_a
 FROM {s}.workers w ORDER BY w.host, w.pid, w.id
 """,
     )
-    # Finished tasks past their retention (or the default), oldest first, one batch. The
-    # advisory lock lets one cleaner at a time work; the others find nothing to do.
+    # Finished tasks past their retention (or the default), oldest first, up to %(batch)s
+    # of each kind. The advisory lock lets one cleaner at a time work; the others find
+    # nothing to do. Each kind is one index range, so a round costs what it deletes, not
+    # the history (docs/architecture.md, "Plans that cannot go bad"): rows without a
+    # retention of their own, from tasks_finalized_idx; rows with one, from
+    # tasks_retention_idx, one range per distinct retention (`kept` skips from one to the
+    # next through the index). A cut-off never goes past 1000 years back, so no stored
+    # retention can overflow it.
+    cutoff = "now() - least({}, interval '1000 years')"
     task_clean = Statement(
         "task_clean",
         f"""
-WITH lock AS (SELECT pg_try_advisory_xact_lock(hashtext('pgtasq.clean.{s}')) AS got),
-batch AS (
-    SELECT id AS batch_id FROM {s}.tasks
-    WHERE finalized_at IS NOT NULL
-      AND finalized_at < now() - coalesce(
-          retention, make_interval(secs => CAST(%(retention)s AS float8)))
+WITH RECURSIVE lock AS (SELECT pg_try_advisory_xact_lock(hashtext('pgtasq.clean.{s}')) AS got),
+kept AS (
+    (SELECT retention FROM {s}.tasks
+     WHERE finalized_at IS NOT NULL AND retention IS NOT NULL AND (SELECT got FROM lock)
+     ORDER BY retention LIMIT 1)
+    UNION ALL
+    SELECT (SELECT t.retention FROM {s}.tasks t
+            WHERE t.finalized_at IS NOT NULL AND t.retention > kept.retention
+            ORDER BY t.retention LIMIT 1)
+    FROM kept WHERE kept.retention IS NOT NULL
+),
+by_default AS (
+    SELECT id FROM {s}.tasks
+    WHERE finalized_at IS NOT NULL AND retention IS NULL
+      AND finalized_at < {cutoff.format("make_interval(secs => CAST(%(retention)s AS float8))")}
       AND (SELECT got FROM lock)
     ORDER BY finalized_at
     LIMIT CAST(%(batch)s AS int)
     FOR UPDATE SKIP LOCKED
+),
+by_own AS (
+    SELECT due.id FROM kept CROSS JOIN LATERAL (
+        SELECT t.id FROM {s}.tasks t
+        WHERE t.finalized_at IS NOT NULL AND t.retention = kept.retention
+          AND t.finalized_at < {cutoff.format("kept.retention")}
+        ORDER BY t.finalized_at
+        LIMIT CAST(%(batch)s AS int)
+        FOR UPDATE OF t SKIP LOCKED
+    ) due
+    WHERE kept.retention IS NOT NULL
+    LIMIT CAST(%(batch)s AS int)
 )
 DELETE FROM {s}.tasks t
-WHERE t.id = ANY(ARRAY(SELECT batch_id FROM batch))  -- by primary key, as in task_claim
+WHERE t.id = ANY(ARRAY(SELECT id FROM by_default UNION ALL SELECT id FROM by_own))
 RETURNING t.id
 """,
     )

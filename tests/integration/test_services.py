@@ -184,6 +184,28 @@ async def test_cleaner_deletes_only_rows_past_retention(
     assert set(tasks(pg_dsn, schema)) == {kept, pending}
 
 
+async def test_cleaner_honours_each_rows_own_retention(
+    pg_dsn: str, schema: str, pool: AsyncConnectionPool[Any]
+) -> None:
+    short = enqueue(
+        pg_dsn, schema, *[Task("t", retention=timedelta(minutes=1 + i % 3)) for i in range(6)]
+    )
+    long = enqueue(pg_dsn, schema, *[Task("t", retention=timedelta(hours=2)) for _ in range(2)])
+    default = enqueue(pg_dsn, schema, Task("t"))
+    finish(pg_dsn, schema, [*short, *long, *default], "1 hour")
+    cleaner = Cleaner(pool=pool, stmts=_sql.statements(schema), config=CleanerConfig(batch=2))
+
+    # three distinct retentions of a minute or more, each with rows past it
+    assert await cleaner.run_once() == CleanCounts(deleted=6)
+    assert set(tasks(pg_dsn, schema)) == {*long, *default}
+    finish(pg_dsn, schema, long, "3 hours")
+    # a stored retention as long as an interval holds: no cut-off overflows, nothing due
+    execute(pg_dsn, f"UPDATE {schema}.tasks SET retention = interval '2000000 years' "
+            "WHERE id = %s", (default[0],))  # fmt: skip
+    assert await cleaner.run_once() == CleanCounts(deleted=2)
+    assert set(tasks(pg_dsn, schema)) == set(default)
+
+
 async def test_cleaner_leaves_the_work_to_the_one_holding_the_lock(
     pg_dsn: str, schema: str, pool: AsyncConnectionPool[Any]
 ) -> None:
