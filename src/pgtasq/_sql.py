@@ -289,21 +289,23 @@ FROM drawn
     # The fence every worker write carries: still running, still ours, same claim.
     #
     # Plans that cannot go bad (docs/architecture.md): the tasks a worker holds are reached
-    # by primary key only, one probe per id of its array. "Running" is said as
-    # `locked_until IS NOT NULL` (the same thing, by the CHECK tasks_lease_iff_running),
-    # not as `status = 'running'`, which would let the planner walk the partial
-    # tasks_lease_idx instead: every running row of every worker, rescanning the array for
-    # each, O(running x batch) once the statistics say that nothing runs. No other index
-    # matches these conditions, so the only cheap way to the rows is the id of each element
-    # of the array; and nothing else restricts `t` on its own (no `t.id = ANY(...)`), or the
-    # planner could start from `t` and rescan the array once per row. Held to it by
-    # tests/integration/test_plans.py under generic and custom plans.
-    fence = (
-        "t.locked_until IS NOT NULL AND t.locked_by = %(worker)s AND t.attempted_at = m.claimed_at"
-    )
+    # by primary key only, one probe per element of its array, whatever the statistics say.
+    # So every condition of the fence compares the row with a column of the array's
+    # MATERIALIZED CTE (`m.running`, `m.worker`, `m.claimed_at`), never with a constant:
+    # a condition on the tasks table alone (`t.status = 'running'`, `t.locked_by = $1`)
+    # would be estimated from statistics that say nothing runs, and the planner would then
+    # start from the tasks table (tasks_lease_idx, or a sequential scan "for one row") and
+    # rescan the array for every row: O(running x batch), or O(table + batch^2), seconds per
+    # statement. With every condition a join condition, the tasks table has no cheap access
+    # of its own, and the only plan that is not a scan of the whole table is one primary-key
+    # probe per element. tests/integration/test_plans.py holds every worker statement to it,
+    # under generic and custom plans.
+    fence = "t.status = m.running AND t.locked_by = m.worker AND t.attempted_at = m.claimed_at"
+    # The array's own columns, then the fence's.
+    fenced = f"CAST(%(worker)s AS text) AS worker, CAST('running' AS {s}.task_status) AS running"
     mine = (
-        "SELECT * FROM unnest(CAST(%(id)s AS bigint[]), CAST(%(claimed_at)s AS timestamptz[])) "
-        "AS m(id, claimed_at)"
+        f"SELECT m.*, {fenced} FROM unnest(CAST(%(id)s AS bigint[]), "
+        "CAST(%(claimed_at)s AS timestamptz[])) AS m(id, claimed_at)"
     )
     # Claim up to `limit` ready rows of one queue, in claim order, skipping rows other
     # workers hold. Walks tasks_claim_idx; a paused queue yields nothing.
@@ -358,13 +360,15 @@ WHERE NOT EXISTS (SELECT FROM {s}.queues p WHERE p.name = q.name AND p.paused)
     task_heartbeat = Statement(
         "task_heartbeat",
         f"""
-WITH mine AS ({mine}),
+WITH mine AS MATERIALIZED (
+    SELECT *, now() + make_interval(secs => CAST(%(lease)s AS float8) / 3 * 2) AS due_before
+    FROM ({mine}) m
+),
 due AS (
     -- SKIP LOCKED: a row a handler's own transaction holds (ctx.complete, not yet committed)
     -- must not stall the heartbeat of every other task; it is extended on a later tick.
     SELECT t.id FROM mine m JOIN {s}.tasks t ON t.id = m.id
-    WHERE {fence}
-      AND t.locked_until < now() + make_interval(secs => CAST(%(lease)s AS float8) / 3 * 2)
+    WHERE {fence} AND t.locked_until < m.due_before
     FOR UPDATE OF t SKIP LOCKED
 ),
 extended AS (
@@ -388,8 +392,8 @@ WHERE NOT EXISTS (SELECT FROM {s}.tasks t WHERE t.id = m.id AND {fence})
     task_finish_many = Statement(
         "task_finish_many",
         f"""
-WITH m AS (
-    SELECT * FROM unnest(
+WITH m AS MATERIALIZED (
+    SELECT m.*, {fenced} FROM unnest(
         CAST(%(id)s AS bigint[]), CAST(%(claimed_at)s AS timestamptz[]),
         CAST(%(status)s AS text[]), CAST(%(delay)s AS float8[]), CAST(%(refund)s AS int[]),
         CAST(%(error)s AS text[]), CAST(%(result)s AS text[])
@@ -421,7 +425,7 @@ SELECT id, queue, status FROM done WHERE {emit}
     task_release_many = Statement(
         "task_release_many",
         f"""
-WITH mine AS ({mine}),
+WITH mine AS MATERIALIZED ({mine}),
 released AS (
     UPDATE {s}.tasks t
     SET status = 'pending', attempts = t.attempts - 1, locked_by = NULL, locked_until = NULL,

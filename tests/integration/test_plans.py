@@ -33,6 +33,8 @@ KEPT_OWN_RETENTION = 5_000  # finished rows with a retention of their own, not d
 DUE_OWN_RETENTION = 40  # finished rows past a retention of their own
 BATCH = 100  # what this worker claims and records at once
 WORKER = "plans-test:1:me"
+BIG_BATCH = 5_000  # as many as one outcome statement takes (FLUSH_MAX_ROWS)
+BIG_WORKER = "plans-test:2:big"
 # A node may touch each row of the batch a few times (the CTEs, the join, the update).
 TOUCHED_MAX = 4 * BATCH
 
@@ -41,8 +43,9 @@ _PLACEHOLDER = re.compile(r"%\((\w+)\)s")
 
 
 @pytest.fixture(scope="module")
-def table(pg_dsn: str) -> Iterator[tuple[str, list[int], list[datetime]]]:
-    """A migrated schema with history, analyzed, then a batch claimed by WORKER."""
+def table(pg_dsn: str) -> Iterator[tuple[str, dict[str, tuple[list[int], list[datetime]]]]]:
+    """A migrated schema with history, analyzed, then a batch claimed by WORKER and a large
+    one by BIG_WORKER: the schema, and worker -> (ids, claim times)."""
     schema = "t_" + uuid.uuid4().hex[:12]
     pgtasq.migrate(pg_dsn, schema=schema)
     s = schema
@@ -96,20 +99,27 @@ def table(pg_dsn: str) -> Iterator[tuple[str, list[int], list[datetime]]]:
                    now() - interval '1 minute'
             FROM generate_series(1, {EXPIRED}) g"""
         )
-        params = {"queue": "q1", "types": ["t"], "limit": BATCH, "worker": WORKER, "lease": 30.0}
-        rows = conn.execute(_sql.statements(s).task_claim.text, params).fetchall()
-        assert len(rows) == BATCH
-        claimed = conn.execute(
-            f"SELECT id, attempted_at FROM {s}.tasks WHERE locked_by = %s ORDER BY id", [WORKER]
-        ).fetchall()
-    yield schema, [r[0] for r in claimed], [r[1] for r in claimed]
+        held = {}
+        for worker, queue, size in ((WORKER, "q1", BATCH), (BIG_WORKER, "q2", BIG_BATCH)):
+            params = {"queue": queue, "types": ["t"], "limit": size, "worker": worker,
+                      "lease": 30.0}  # fmt: skip
+            rows = conn.execute(_sql.statements(s).task_claim.text, params).fetchall()
+            assert len(rows) == size
+            claimed = conn.execute(
+                f"SELECT id, attempted_at FROM {s}.tasks WHERE locked_by = %s ORDER BY id",
+                [worker],
+            ).fetchall()
+            held[worker] = ([r[0] for r in claimed], [r[1] for r in claimed])
+    yield schema, held
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
 
 
-def _params(name: str, ids: list[int], claimed_at: list[datetime]) -> dict[str, Any]:
+def _params(
+    name: str, ids: list[int], claimed_at: list[datetime], worker_id: str = WORKER
+) -> dict[str, Any]:
     n = len(ids)
-    mine = {"worker": WORKER, "id": ids, "claimed_at": claimed_at}
+    mine = {"worker": worker_id, "id": ids, "claimed_at": claimed_at}
     worker = {"host": "h", "pid": 1, "queues": "{}", "concurrency": BATCH, "metadata": "{}"}
     return {
         "task_claim": {"queue": "q0", "types": ["t"], "limit": BATCH, "worker": WORKER,
@@ -195,12 +205,13 @@ def describe(node: dict[str, Any]) -> str:
 )
 def test_worker_statement_touches_only_its_batch(
     pg_dsn: str,
-    table: tuple[str, list[int], list[datetime]],
+    table: tuple[str, dict[str, tuple[list[int], list[datetime]]]],
     name: str,
     mode: str,
     events: bool,
 ) -> None:
-    schema, ids, claimed_at = table
+    schema, held = table
+    ids, claimed_at = held[WORKER]
     stmt = getattr(_sql.statements(schema, worker_events=events), name)
     with psycopg.connect(pg_dsn) as conn:
         plan = explain(conn, stmt.text, _params(name, ids, claimed_at), mode)
@@ -221,3 +232,30 @@ def test_worker_statement_touches_only_its_batch(
         assert changed == EXPIRED
     if name == "task_clean":
         assert changed == DUE_FOR_CLEANING + DUE_OWN_RETENTION
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("name", ["task_heartbeat", "task_finish_many", "task_release_many"])
+def test_large_batches_stay_linear(
+    pg_dsn: str,
+    table: tuple[str, dict[str, tuple[list[int], list[datetime]]]],
+    name: str,
+    mode: str,
+) -> None:
+    """With as many ids as a statement takes, the planner may prefer one pass over the
+    table to thousands of probes (this table is only some 45 times the batch), a choice its
+    costs make correctly. What it must never do is rescan the array once per row of the
+    table: O(table + batch), never O(table x batch) or O(batch^2)."""
+    schema, held = table
+    ids, claimed_at = held[BIG_WORKER]
+    stmt = getattr(_sql.statements(schema), name)
+    with psycopg.connect(pg_dsn) as conn:
+        rows = conn.execute(f"SELECT count(*) FROM {schema}.tasks").fetchone()
+        assert rows is not None
+        plan = explain(conn, stmt.text, _params(name, ids, claimed_at, BIG_WORKER), mode)
+        conn.rollback()
+    limit = 4 * BIG_BATCH + rows[0]
+    problems = [describe(node) for node in nodes(plan) if touched(node) > limit]
+    assert not problems, f"{name} under {mode}:\n" + "\n".join(problems)
+    if name != "task_heartbeat":
+        assert plan["Actual Rows"] == BIG_BATCH
