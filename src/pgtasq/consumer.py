@@ -23,8 +23,9 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from pgtasq._claims import queue_order
 from pgtasq._outcomes import Counts
-from pgtasq._runtime import Engine, queue_order
+from pgtasq._runtime import Engine
 from pgtasq._services import CLEAN_INTERVAL_DEFAULT, LEASE_DEFAULT, RETENTION_DEFAULT
 from pgtasq._settings import Queues, Settings
 from pgtasq.context import ErrorHook, Handler, Middleware, TaskContext
