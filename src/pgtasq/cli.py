@@ -380,6 +380,8 @@ def worker(
                 consumer.schema = settings.schema
             sched = _load_scheduler(scheduler_app) if scheduler_app else None
             if sched is not None:
+                # Checked first, so that what no retry fixes is one line, not a thread's too.
+                _cli_boundary.check_database(dsn, consumer.schema)
                 sched.bind(dsn, schema=consumer.schema)
                 sched.start()
             try:

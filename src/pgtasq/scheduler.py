@@ -73,7 +73,12 @@ from psycopg.rows import dict_row
 from pgtasq import _sql
 from pgtasq._database import RETRYABLE, Backoff, Outage, misconfigured
 from pgtasq._pool import LazyPool
-from pgtasq.errors import ConfigurationError, DatabaseUnavailable, InvalidSchedule
+from pgtasq.errors import (
+    ConfigurationError,
+    DatabaseMisconfigured,
+    DatabaseUnavailable,
+    InvalidSchedule,
+)
 from pgtasq.models import (
     IDEMPOTENCY_KEY_MAX_LENGTH,
     PAYLOAD_MAX_BYTES_DEFAULT,
@@ -619,12 +624,21 @@ class Scheduler:
             self._wake.clear()
 
     def start(self) -> None:
-        """Run in a daemon thread."""
+        """Run in a daemon thread. If the database cannot be used as configured
+        (`DatabaseMisconfigured`), the thread logs why at ERROR and ends."""
         if self._thread is not None and self._thread.is_alive():
             return
         self._stop.clear()
-        self._thread = threading.Thread(target=self.run, name="pgtasq-scheduler", daemon=True)
+        self._thread = threading.Thread(
+            target=self._run_in_thread, name="pgtasq-scheduler", daemon=True
+        )
         self._thread.start()
+
+    def _run_in_thread(self) -> None:
+        try:
+            self.run()
+        except DatabaseMisconfigured as exc:
+            log.error("scheduler stopped: %s", exc)
 
     def stop(self, timeout: float | None = None) -> None:
         """Stop the loop (after its current pass) and wait for the thread of `start`."""

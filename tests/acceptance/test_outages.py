@@ -312,7 +312,7 @@ def test_a_wrong_password_ends_worker_scheduler_and_cli_with_one_line(
 def test_an_unmigrated_schema_ends_the_worker_and_its_supervisor(
     pg_dsn: str, fresh_schema: str, run: Run
 ) -> None:
-    for args in ((), ("--processes", "2")):
+    for args in ((), ("--processes", "2"), ("--scheduler", SCHEDULER_APP)):
         worker = run(pg_dsn, fresh_schema, "worker", APP, *args)
         assert worker.wait(20) == EXIT_CONFIG, worker.log()
         log = worker.log()
