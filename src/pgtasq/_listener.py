@@ -27,13 +27,17 @@ RECONNECT_BACKOFF_CAP = 10.0
 
 
 def relevant(payload: str, queues: Collection[str]) -> bool:
-    """Whether a notification's payload (a JSON list of queue names, or ``"*"``) names one
-    of ``queues``. Anything else wakes the worker too, and nothing raises (anyone may NOTIFY
-    the channel): better a claim for nothing than a task left waiting for the next poll."""
+    """Whether a notification's payload names one of ``queues``: a JSON object whose
+    ``queues`` is a list of queue names or ``"*"`` (see `_sql._wake`), or a bare list of
+    names. Anything else wakes the worker too, and nothing raises
+    (anyone may NOTIFY the channel): better a claim for nothing than a task left waiting
+    for the next poll."""
     try:
         names = json.loads(payload)
     except (ValueError, RecursionError):  # not JSON; nested too deep for the parser
         return True
+    if isinstance(names, dict):
+        names = names.get("queues")
     if not isinstance(names, list):
         return True
     return any(not isinstance(name, str) or name in queues for name in names)

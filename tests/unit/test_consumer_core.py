@@ -102,6 +102,10 @@ def test_which_notifications_wake_the_worker() -> None:
     # Not a list of queue names (a "*", someone else's payload): wake up, to be safe.
     assert relevant("*", mine)
     assert relevant('{"queue": "other"}', mine)
+    # The wake-up as pgtasq sends it: an object whose queues are a list or "*".
+    assert relevant('{"queues": ["mail"], "count": 1, "ids": [1]}', mine)
+    assert not relevant('{"queues": ["other"], "count": 1, "ids": [1]}', mine)
+    assert relevant('{"queues": "*", "count": 900, "ids": []}', mine)
     assert relevant("", mine)
 
 
