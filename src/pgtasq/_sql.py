@@ -123,6 +123,24 @@ class Statement:
         return text(_PLACEHOLDER.sub(r":\1", self.text))
 
 
+# The worker's own bookkeeping (claims, heartbeats, outcomes, rescue, clean) does not wait
+# for fsync. Sent in the same pipeline as each of its statements, before the one Sync that
+# ends their implicit transaction: the setting is local to that transaction, so nothing is
+# left on the connection (a transaction-mode PgBouncer would hand it to other clients).
+# Safe under at-least-once delivery: if PostgreSQL crashes, the last few claims or outcomes
+# may be forgotten, and those tasks run again.
+worker_settings_local = Statement(
+    "worker_settings_local", "SELECT set_config('synchronous_commit', 'off', true)"
+)
+
+
+# A worker's check that LISTEN works on its connection: a NOTIFY from another connection
+# that must come back (through PgBouncer in transaction mode it never does).
+listen_probe = Statement(
+    "listen_probe", "SELECT pg_notify(CAST(%(channel)s AS text), CAST(%(payload)s AS text))"
+)
+
+
 def notify_channel(schema: str) -> str:
     """The LISTEN/NOTIFY channel of one schema (a plain identifier, at most 63 characters)."""
     check_schema_name(schema)

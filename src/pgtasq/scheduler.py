@@ -343,6 +343,7 @@ class Scheduler:
         sleep_max: float = SLEEP_MAX_DEFAULT,
         max_ticks_per_run: int = MAX_TICKS_PER_RUN_DEFAULT,
         max_payload_bytes: int = PAYLOAD_MAX_BYTES_DEFAULT,
+        prepare: bool = True,
     ) -> None:
         self.config = SchedulerConfig(
             schema=schema,
@@ -356,7 +357,8 @@ class Scheduler:
         self._provider = provider
         self._stmts = _sql.statements(schema)
         self._producer = Producer(schema=schema, max_payload_bytes=max_payload_bytes)
-        self._pool = LazyPool(dsn, min_size=1, max_size=2, name="pgtasq-scheduler") if dsn else None
+        self._prepare = prepare
+        self._pool = self._new_pool(dsn) if dsn else None
         self._lock = threading.RLock()
         self._registered: dict[str, _State] = {}
         self._provided: dict[str, _State] = {}
@@ -375,7 +377,10 @@ class Scheduler:
             limit = self.config.max_payload_bytes
             self._producer = Producer(schema=schema, max_payload_bytes=limit)
         if self._pool is None:
-            self._pool = LazyPool(dsn, min_size=1, max_size=2, name="pgtasq-scheduler")
+            self._pool = self._new_pool(dsn)
+
+    def _new_pool(self, dsn: str) -> LazyPool:
+        return LazyPool(dsn, min_size=1, max_size=2, name="pgtasq-scheduler", prepare=self._prepare)
 
     # -- entries
 
