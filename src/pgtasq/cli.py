@@ -201,6 +201,16 @@ _log_level_option = click.option(
 )
 
 
+_prepare_option = click.option(
+    "--prepare/--no-prepare",
+    default=True,
+    envvar="PGTASQ_PREPARE",
+    show_envvar=True,
+    help="Server-side prepared statements; --no-prepare for PgBouncer before 1.21 "
+    "(or without max_prepared_statements).",
+)
+
+
 def _setup_logging(level: str) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -208,8 +218,9 @@ def _setup_logging(level: str) -> None:
 @cli.command()
 @click.argument("app", envvar="PGTASQ_SCHEDULER_APP")
 @_log_level_option
+@_prepare_option
 @click.pass_obj
-def scheduler(settings: _Settings, app: str, log_level: str) -> None:
+def scheduler(settings: _Settings, app: str, log_level: str, prepare: bool) -> None:
     """Run the cron entries of APP (module:scheduler) until SIGINT/SIGTERM.
 
     Run as many as you like: each tick of each entry is enqueued once.
@@ -217,7 +228,7 @@ def scheduler(settings: _Settings, app: str, log_level: str) -> None:
     _setup_logging(log_level)
     sched = _load_scheduler(app)
     with _errors(), settings.database(quiet=True) as dsn:
-        sched.bind(dsn, schema=settings.schema if settings.schema_given else None)
+        sched.bind(dsn, schema=settings.schema if settings.schema_given else None, prepare=prepare)
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: sched.stop(timeout=0))
         sched.run()
@@ -275,6 +286,14 @@ def scheduler(settings: _Settings, app: str, log_level: str) -> None:
     show_envvar=True,
     help="Also run this module:scheduler's cron entries in the worker process.",
 )
+@click.option(
+    "--listen-dsn",
+    envvar="PGTASQ_LISTEN_DSN",
+    show_envvar=True,
+    help="A direct connection (not through PgBouncer) for LISTEN [default: --dsn; through a "
+    "transaction-mode PgBouncer the worker then polls].",
+)
+@_prepare_option
 @_log_level_option
 @click.pass_obj
 def worker(
@@ -287,6 +306,8 @@ def worker(
     lease: float | None,
     burst: bool,
     scheduler_app: str | None,
+    listen_dsn: str | None,
+    prepare: bool,
     log_level: str,
 ) -> None:
     """Run the handlers of APP (module:consumer) until SIGINT/SIGTERM.
@@ -298,7 +319,14 @@ def worker(
     _setup_logging(log_level)
     consumer = _load_consumer(app)
     with _errors():
-        consumer.configure(concurrency=concurrency, queues=queues, strict=strict, lease=lease)
+        consumer.configure(
+            concurrency=concurrency,
+            queues=queues,
+            strict=strict,
+            lease=lease,
+            listen_dsn=listen_dsn,
+            prepare=None if prepare else False,
+        )
         with settings.database(quiet=True) as dsn:
             if processes > 1:
                 child = [sys.executable, "-m", "pgtasq.cli", "worker", app, "--processes", "1"]
@@ -312,8 +340,12 @@ def worker(
                         child += [flag, str(value)]
                 if strict is not None:
                     child.append("--strict" if strict else "--weighted")
+                if not prepare:
+                    child.append("--no-prepare")
                 child += ["--log-level", log_level] + (["--burst"] if burst else [])
                 env = {**os.environ, "PGTASQ_DSN": dsn}
+                if listen_dsn:  # in the environment, not on command lines others can read
+                    env["PGTASQ_LISTEN_DSN"] = listen_dsn
                 if settings.schema_given:
                     env["PGTASQ_SCHEMA"] = settings.schema
                 sys.exit(_supervisor.supervise(child, processes, env, burst=burst))
@@ -321,7 +353,7 @@ def worker(
                 consumer.schema = settings.schema
             sched = _load_scheduler(scheduler_app) if scheduler_app else None
             if sched is not None:
-                sched.bind(dsn, schema=consumer.schema)
+                sched.bind(dsn, schema=consumer.schema, prepare=prepare)
                 sched.start()
             try:
                 counts = consumer.run(dsn, burst=burst)

@@ -368,9 +368,11 @@ class Scheduler:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def bind(self, dsn: str, *, schema: str | None = None) -> None:
+    def bind(self, dsn: str, *, schema: str | None = None, prepare: bool | None = None) -> None:
         """Give a scheduler built without a DSN one, and optionally another schema (the CLI's
-        --dsn and --schema). Call it before running."""
+        --dsn and --schema) or ``prepare`` setting (--no-prepare). Call it before running."""
+        if prepare is not None:
+            self._prepare = prepare
         if schema is not None and schema != self.config.schema:
             self.config = dataclasses.replace(self.config, schema=schema)
             self._stmts = _sql.statements(schema)

@@ -8,12 +8,15 @@ prepared on one server connection would be missing on the next.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -26,7 +29,7 @@ import psycopg
 import pytest
 
 from pgtasq import Client, Consumer, Producer, Scheduler, Task, TaskContext, TaskFilter, _sql
-from tests.conftest import count_tasks
+from tests.conftest import REPO, count_tasks
 
 POOL_SIZE = 2
 
@@ -280,3 +283,47 @@ def _wait(check: object, timeout: float = 20.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("timed out")
         time.sleep(0.05)
+
+
+# The worker the CLI tests run: polls every 30 s, so a quick start proves a wake-up.
+cli_consumer = Consumer(poll_interval=30.0)
+
+
+@cli_consumer.task("ok")
+def _cli_ok(ctx: TaskContext) -> None: ...
+
+
+def _cli(bouncer: str, schema: str, *args: str) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PGTASQ_")}
+    return subprocess.Popen(
+        [
+            *(sys.executable, "-m", "pgtasq.cli", "--dsn", bouncer, "--schema", schema),
+            *("worker", "tests.integration.test_pgbouncer:cli_consumer", *args),
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_cli_worker_through_the_bouncer(pg_dsn: str, schema: str, bouncer: str) -> None:
+    with Producer(pg_dsn, schema=schema) as producer:
+        producer.enqueue_many([Task("ok")] * 40)
+    burst = _cli(bouncer, schema, "--no-prepare", "--burst")
+    out, err = burst.communicate(timeout=60)
+    assert burst.returncode == 0, err
+    assert json.loads(out.splitlines()[-1])["completed"] == 40
+
+    worker = _cli(bouncer, schema, "--no-prepare", "--listen-dsn", pg_dsn)
+    try:
+        _wait(lambda: _listening(pg_dsn, schema))
+        with Producer(bouncer, schema=schema, prepare=False) as producer:
+            late = producer.enqueue("ok")
+        _wait(lambda: count_tasks(pg_dsn, schema, id=late.id, status="completed") == 1, 10)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        out, err = worker.communicate(timeout=60)
+    assert worker.returncode == 0, err
+    assert "LISTEN gets no notif" not in err
