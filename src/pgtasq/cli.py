@@ -1,7 +1,8 @@
 """The ``pgtasq`` command: a thin shell over the library, with no logic of its own.
 
 Every option is also an environment variable (shown in ``--help``). Without a DSN the
-commands start an embedded PostgreSQL with its data in ``./.pgtasq/``.
+commands start an embedded PostgreSQL with its data in the project's ``.pgtasq/`` (see
+`pgtasq._embedded.find_home`); ``pgtasq dev`` shows and stops it.
 
 Exit codes: 0 success, 1 operation failed (the message says why), 2 bad usage.
 """
@@ -18,11 +19,12 @@ import signal
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import click
 import psycopg
 
-from pgtasq import _cli_admin, _embedded, _migrate, _supervisor
+from pgtasq import _cli_admin, _cli_dev, _embedded, _migrate, _supervisor
 from pgtasq import demo as _demo
 from pgtasq.consumer import Consumer
 from pgtasq.errors import PgtasqError
@@ -35,8 +37,12 @@ from pgtasq.tables import SCHEMA_DEFAULT
 class _Settings:
     dsn: str | None
     schema: str
-    data_dir: str
+    data_dir: str | None
     schema_given: bool = False
+
+    def home(self) -> Path:
+        """Where the embedded server keeps its data: --data-dir, else the project's."""
+        return _embedded.find_home() if self.data_dir is None else Path(self.data_dir).resolve()
 
     @contextlib.contextmanager
     def database(self, *, quiet: bool = False) -> Iterator[str]:
@@ -44,9 +50,10 @@ class _Settings:
         if self.dsn:
             yield self.dsn
             return
+        home = self.home()
         if not quiet:
-            click.echo(f"No DSN given: using the embedded PostgreSQL in {self.data_dir}/", err=True)
-        server = _embedded.start(self.data_dir)
+            click.echo(f"No DSN given: using the embedded PostgreSQL in {home}/", err=True)
+        server = _embedded.start(home)
         with server:
             yield str(server.get_uri())
 
@@ -81,14 +88,15 @@ def _errors() -> Iterator[None]:
 )
 @click.option(
     "--data-dir",
-    envvar="PGTASQ_DATA_DIR",
+    envvar=["PGTASQ_HOME", "PGTASQ_DATA_DIR"],
     show_envvar=True,
-    default=str(_embedded.DATA_DIR_DEFAULT),
-    help="Where the embedded server keeps its data.",
+    default=None,
+    help="Where the embedded server keeps its data [default: the nearest .pgtasq/ folder "
+    "here or above, else .pgtasq/ at the project root (pyproject.toml, .git), else here].",
 )
 @click.version_option(package_name="pgtasq")
 @click.pass_context
-def cli(ctx: click.Context, dsn: str | None, schema: str, data_dir: str) -> None:
+def cli(ctx: click.Context, dsn: str | None, schema: str, data_dir: str | None) -> None:
     """pgtasq: a PostgreSQL task queue."""
     given = ctx.get_parameter_source("schema") != click.core.ParameterSource.DEFAULT
     ctx.obj = _Settings(dsn=dsn, schema=schema, data_dir=data_dir, schema_given=given)
@@ -366,6 +374,7 @@ def worker(
 
 for _command in _cli_admin.COMMANDS:  # tasks, queues, workers, enqueue
     cli.add_command(_command)
+cli.add_command(_cli_dev.dev)
 
 
 def main() -> None:
