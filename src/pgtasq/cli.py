@@ -26,6 +26,7 @@ import psycopg
 
 from pgtasq import _cli_admin, _cli_dev, _embedded, _migrate, _supervisor
 from pgtasq import demo as _demo
+from pgtasq._cli_output import printable
 from pgtasq.consumer import Consumer
 from pgtasq.errors import PgtasqError
 from pgtasq.models import TaskInfo
@@ -59,7 +60,7 @@ class _Settings:
 
 
 def _fail(message: str) -> None:
-    click.echo(f"error: {message}", err=True)
+    click.echo(f"error: {printable(message)}", err=True)
     sys.exit(1)
 
 
