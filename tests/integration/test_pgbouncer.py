@@ -293,8 +293,10 @@ cli_consumer = Consumer(poll_interval=30.0)
 def _cli_ok(ctx: TaskContext) -> None: ...
 
 
-def _cli(bouncer: str, schema: str, *args: str) -> subprocess.Popen[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PGTASQ_")}
+def _cli(
+    bouncer: str, schema: str, *args: str, env: dict[str, str] | None = None
+) -> subprocess.Popen[str]:
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("PGTASQ_")}, **(env or {})}
     return subprocess.Popen(
         [
             *(sys.executable, "-m", "pgtasq.cli", "--dsn", bouncer, "--schema", schema),
@@ -310,11 +312,11 @@ def _cli(bouncer: str, schema: str, *args: str) -> subprocess.Popen[str]:
 
 def test_cli_worker_through_the_bouncer(pg_dsn: str, schema: str, bouncer: str) -> None:
     with Producer(pg_dsn, schema=schema) as producer:
-        producer.enqueue_many([Task("ok")] * 40)
-    burst = _cli(bouncer, schema, "--no-prepare", "--burst")
+        producer.enqueue_many([Task("ok")] * 100)
+    burst = _cli(bouncer, schema, "--burst", env={"PGTASQ_PREPARE": "false"})
     out, err = burst.communicate(timeout=60)
     assert burst.returncode == 0, err
-    assert json.loads(out.splitlines()[-1])["completed"] == 40
+    assert json.loads(out.splitlines()[-1])["completed"] == 100
 
     worker = _cli(bouncer, schema, "--no-prepare", "--listen-dsn", pg_dsn)
     try:
