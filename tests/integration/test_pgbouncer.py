@@ -8,6 +8,7 @@ prepared on one server connection would be missing on the next.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -28,7 +29,18 @@ from typing import Any
 import psycopg
 import pytest
 
-from pgtasq import Client, Consumer, Producer, Scheduler, Task, TaskContext, TaskFilter, _sql
+from pgtasq import (
+    AsyncClient,
+    AsyncProducer,
+    Client,
+    Consumer,
+    Producer,
+    Scheduler,
+    Task,
+    TaskContext,
+    TaskFilter,
+    _sql,
+)
 from tests.conftest import REPO, count_tasks
 
 POOL_SIZE = 2
@@ -329,3 +341,21 @@ def test_cli_worker_through_the_bouncer(pg_dsn: str, schema: str, bouncer: str) 
         out, err = worker.communicate(timeout=60)
     assert worker.returncode == 0, err
     assert "LISTEN gets no notif" not in err
+
+
+async def test_async_producer_and_client_through_the_bouncer(
+    pg_dsn: str, schema: str, bouncer: str
+) -> None:
+    async def produce(n: int) -> None:
+        async with AsyncProducer(bouncer, schema=schema, prepare=False) as producer:
+            for i in range(10):
+                await producer.enqueue("ok", i, queue=f"a{n}")
+            await producer.enqueue_many([Task("ok", queue=f"a{n}")] * 10)
+
+    await asyncio.gather(*(produce(n) for n in range(8)))
+    async with AsyncClient(bouncer, schema=schema, prepare=False) as client:
+        for n in range(8):
+            page = await client.list_tasks(TaskFilter().queues(f"a{n}"))
+            assert page.total == 20
+            assert await client.cancel_tasks(TaskFilter().queues(f"a{n}"), batch_size=3) == 20
+    assert count_tasks(pg_dsn, schema, status="cancelled") == 160
