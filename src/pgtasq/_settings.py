@@ -92,6 +92,18 @@ def _count(name: str, value: object, maximum: int) -> int:
     return value
 
 
+def _flag(name: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigurationError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
+def _listen_dsn(value: object) -> str | None:
+    if value is not None and (not isinstance(value, str) or not value):
+        raise ConfigurationError("listen_dsn must be a non-empty DSN string, or None")
+    return value
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
     """How one consumer process works; build it with `build`, which checks every value."""
@@ -110,6 +122,8 @@ class Settings:
     clean_interval: float
     retention_default: float
     events: bool
+    listen_dsn: str | None
+    prepare: bool
 
     @classmethod
     def build(
@@ -153,5 +167,7 @@ class Settings:
             retention_default=_seconds("retention_default", options.pop("retention_default")),
             listen=bool(options.pop("listen")),
             events=bool(options.pop("events")),
+            listen_dsn=_listen_dsn(options.pop("listen_dsn")),
+            prepare=_flag("prepare", options.pop("prepare")),
             **options,  # nothing left: an unknown option is a TypeError here
         )

@@ -67,6 +67,8 @@ class Consumer:
         clean_interval: float = CLEAN_INTERVAL_DEFAULT,
         retention_default: float = RETENTION_DEFAULT,
         events: bool = False,
+        listen_dsn: str | None = None,
+        prepare: bool = True,
         on_error: ErrorHook | None = None,
         is_failure: Callable[[BaseException], bool] = lambda exc: True,
         retry_delay: RetryDelay = default_retry_delay,
@@ -94,6 +96,8 @@ class Consumer:
             "clean_interval": clean_interval,
             "retention_default": retention_default,
             "events": events,
+            "listen_dsn": listen_dsn,
+            "prepare": prepare,
         }
         self.settings = Settings.build(**self._options)
         self._engine: Engine | None = None
