@@ -16,7 +16,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any, Literal, NamedTuple
 
@@ -267,18 +267,6 @@ def copy_run_at(task: Task, now: datetime) -> datetime:
     return now
 
 
-def encodable(texts: Iterable[str]) -> bool:
-    """Whether these strings can be sent as UTF-8 (no lone surrogates)."""
-    text = "".join(texts)
-    if text.isascii():
-        return True
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def copy_chunks(
     tasks: Sequence[Task],
     payloads: Sequence[str],
@@ -332,10 +320,8 @@ def copy_steps(stmts: _sql.Statements, batch: Batch, on_conflict: OnConflict) ->
     tasks, payloads = batch.tasks, batch.payloads
     queues = sorted({t.queue for t in tasks})
     types = {t.type for t in tasks}
-    if not encodable([*payloads, *queues, *types]):
-        # COPY would fail halfway, breaking the caller's transaction; task_insert fails
-        # while psycopg encodes its parameters, before anything is sent.
-        return (yield from insert_steps(stmts, batch, on_conflict))
+    # Every name and payload is valid UTF-8 (Task and dump_payload refuse lone surrogates),
+    # so COPY never fails halfway on the text.
     names = {name: copy_text(name) for name in (*queues, *types)}
     columns = copy_columns(tasks)
     (row,) = yield Fetch(stmts.task_insert_copy_ids, {"count": len(tasks), "queues": queues})

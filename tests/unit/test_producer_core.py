@@ -184,10 +184,11 @@ def test_copy_uses_every_id_when_they_are_not_consecutive() -> None:
     assert isinstance(done, Done) and [i.id for i in done.infos] == [7, 9]
 
 
-def test_copy_falls_back_to_unnest_for_text_utf8_cannot_carry() -> None:
-    tasks = [Task("a", "lone \udc80 surrogate"), Task("b")]
-    step = resume(enqueue_steps(STMTS, plan(tasks, 1000, 10), "return", copy=True), None)
-    assert isinstance(step, Fetch) and step.stmt is STMTS.task_insert
+def test_text_utf8_cannot_carry_is_refused_before_any_step() -> None:
+    """COPY would fail halfway on it, breaking the caller's transaction: refused in plan."""
+    with pytest.raises(TaskValidationError) as caught:
+        plan([Task("a", "lone \udc80 surrogate"), Task("b")], 1000, 10)
+    assert caught.value.field == "payload"
 
 
 def test_copy_text_escapes_what_copy_would_read_as_structure() -> None:
