@@ -18,10 +18,12 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
+import pgtasq
 from pgtasq import (
     AsyncClient,
     AsyncProducer,
     Client,
+    ConfigurationError,
     Consumer,
     InvalidFilter,
     PgtasqError,
@@ -31,7 +33,13 @@ from pgtasq import (
     TaskFilter,
     TaskValidationError,
 )
-from pgtasq._limits import DURATION_MAX_SECONDS, PAYLOAD_MAX_DEPTH, TIMESTAMP_MAX, TIMESTAMP_MIN
+from pgtasq._limits import (
+    DURATION_MAX_SECONDS,
+    PAYLOAD_MAX_DEPTH,
+    SQL_KEYWORDS_NOT_UNRESERVED,
+    TIMESTAMP_MAX,
+    TIMESTAMP_MIN,
+)
 from tests.conftest import count_tasks
 
 UTC = timezone.utc
@@ -301,3 +309,26 @@ def test_accepted_extremes_are_stored_run_and_read_back_in_any_time_zone(
         assert client.get_task(early.id).result == deep
         assert client.clean(retention=DURATION_MAX_SECONDS) >= 1  # the 1 µs retention one
         assert client.clean(retention=1e-6) == 0
+
+
+def test_the_keyword_list_is_the_servers(conn: psycopg.Connection[Any]) -> None:
+    """Every keyword this server does not let name a schema unquoted is in our list, and no
+    unreserved one is (it would refuse a good name)."""
+    rows = conn.execute("SELECT word, catcode FROM pg_get_keywords()").fetchall()
+    not_unreserved = {word for word, catcode in rows if catcode != "U"}
+    unreserved = {word for word, catcode in rows if catcode == "U"}
+    assert not_unreserved <= SQL_KEYWORDS_NOT_UNRESERVED
+    assert not unreserved & SQL_KEYWORDS_NOT_UNRESERVED
+
+
+@pytest.mark.parametrize("schema", ["information_schema", "pg_catalog", "user", "pgtasq\n"])
+def test_migrate_refuses_a_system_or_keyword_schema(pg_dsn: str, schema: str) -> None:
+    """Before: tables were created inside information_schema, and a second migrate crashed."""
+    with pytest.raises(ConfigurationError, match="schema name"):
+        pgtasq.migrate(pg_dsn, schema=schema)
+    with psycopg.connect(pg_dsn) as conn:
+        found = conn.execute(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = %s AND tablename = 'tasks'",
+            [schema],
+        ).fetchone()
+    assert found == (0,)
