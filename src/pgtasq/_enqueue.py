@@ -103,14 +103,21 @@ def insert_arrays(tasks: Sequence[Task], payloads: Sequence[str]) -> dict[str, l
         "type": [t.type for t in tasks],
         "payload": list(payloads),
         "priority": [t.priority for t in tasks],
-        "run_at": [t.run_at for t in tasks],
+        "run_at": [utc(t.run_at) for t in tasks],
         "delay": delay,
         "max_attempts": [t.max_attempts for t in tasks],
         "timeout": timeout,
-        "deadline": [t.deadline for t in tasks],
+        "deadline": [utc(t.deadline) for t in tasks],
         "idempotency_key": [t.idempotency_key for t in tasks],
         "retention": retention,
     }
+
+
+def utc(value: datetime | None) -> datetime | None:
+    """An aware datetime in UTC: PostgreSQL's text input refuses offsets past ±15:59 and
+    fractional seconds in an offset, both of which Python allows (psycopg converts them
+    itself, psycopg2 and COPY's text do not)."""
+    return None if value is None else value.astimezone(timezone.utc)
 
 
 def one_params(task: Task, payload: str) -> dict[str, Any]:
@@ -121,11 +128,11 @@ def one_params(task: Task, payload: str) -> dict[str, Any]:
         "type": task.type,
         "payload": payload,
         "priority": task.priority,
-        "run_at": task.run_at,
+        "run_at": utc(task.run_at),
         "delay": None if task.delay is None else _seconds("delay", task.delay),
         "max_attempts": task.max_attempts,
         "timeout": None if task.timeout is None else _seconds("timeout", task.timeout),
-        "deadline": task.deadline,
+        "deadline": utc(task.deadline),
         "retention": None if task.retention is None else _seconds("retention", task.retention),
     }
     if task.idempotency_key is not None:
@@ -232,7 +239,7 @@ def copy_text(value: str) -> str:
 
 
 def copy_timestamp(value: datetime | None) -> str:
-    return "\\N" if value is None else value.isoformat()
+    return "\\N" if value is None else value.astimezone(timezone.utc).isoformat()
 
 
 def copy_interval(value: timedelta | None) -> str:

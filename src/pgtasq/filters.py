@@ -178,8 +178,9 @@ class TaskFilter:
     """Selects tasks; see the module docstring.
 
     Build it with its methods. Built from its fields (or with ``dataclasses.replace``) it is
-    checked the same way, with the same messages; sequences become tuples and `TaskStatus`
-    members their values, so equal filters compare equal however they were built.
+    checked the same way, with the same messages; sequences become tuples, `TaskStatus`
+    members their values and datetimes UTC (PostgreSQL's text input refuses some offsets
+    Python allows), so equal filters compare equal however they were built.
     """
 
     state_names: tuple[str, ...] = ()
@@ -206,12 +207,17 @@ class TaskFilter:
             object.__setattr__(self, name, value)
         if self.created_from is not None:
             _aware("created_after", self.created_from)
+            object.__setattr__(self, "created_from", self.created_from.astimezone(timezone.utc))
         if self.created_until is not None:
             _aware("created_before", self.created_until)
+            object.__setattr__(self, "created_until", self.created_until.astimezone(timezone.utc))
         _order(self.order_field, self.order_direction)
         _limit(self.limit_rows)
         _offset(self.offset_rows)
         _cursor(self.cursor, self.order_field)
+        if self.cursor is not None and isinstance(self.cursor.value, datetime):
+            utc = Cursor(self.cursor.value.astimezone(timezone.utc), self.cursor.id)
+            object.__setattr__(self, "cursor", utc)
         if self.cursor is not None and self.offset_rows:
             raise InvalidFilter(_BOTH.format("after"))
 

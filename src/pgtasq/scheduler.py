@@ -136,7 +136,8 @@ def check_timezone(name: str) -> ZoneInfo:
     _check_text("timezone", name)
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
+    except (ZoneInfoNotFoundError, ValueError, OSError) as exc:
+        # OSError: zoneinfo looks the name up as a file (a name too long for one, a folder)
         raise InvalidSchedule("timezone", name, "unknown time zone") from exc
 
 

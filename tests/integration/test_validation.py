@@ -263,6 +263,32 @@ async def test_client_refuses_before_any_sql(
     await _still_usable(caller, pg_dsn, schema)
 
 
+_ODD = timezone(-timedelta(hours=23, minutes=22, seconds=19, microseconds=996968))
+
+
+async def test_utc_offsets_postgresql_text_refuses_are_stored(
+    caller: Caller, pg_dsn: str, schema: str
+) -> None:
+    """Python allows offsets past ±15:59 and with fractions of a second; PostgreSQL's text
+    input does not (COPY and psycopg2 sent them as text and aborted the transaction)."""
+    run_at = datetime(2020, 1, 1, tzinfo=_ODD)
+    deadline = datetime(2999, 1, 1, tzinfo=timezone(timedelta(hours=17)))
+    one = await caller.enqueue("t", run_at=run_at, deadline=deadline)
+    many = await caller.enqueue_many(
+        lambda: [Task("a", run_at=run_at), Task("b", deadline=deadline), Task("c")]
+    )
+    page = await caller.client_call(
+        "list_tasks", TaskFilter().created_after(datetime(2000, 1, 1, tzinfo=_ODD)).limit(10)
+    )
+    assert page.total == 4
+    await caller.commit()
+    with Client(pg_dsn, schema=schema) as client:
+        assert client.get_task(one.id).run_at == run_at
+        assert client.get_task(one.id).deadline == deadline
+        assert client.get_task(many[0].id).run_at == run_at
+        assert client.get_task(many[1].id).deadline == deadline
+
+
 async def test_the_text_backslash_u0000_is_stored(caller: Caller, pg_dsn: str, schema: str) -> None:
     """The six characters \\u0000 are ordinary text (only a NUL character is refused)."""
     payload = {"text": "\\u0000", "\\u0000": ["\\\\u0000", "a\\u0000b"]}

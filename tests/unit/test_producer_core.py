@@ -22,6 +22,7 @@ from pgtasq._enqueue import (
     copy_interval,
     copy_run_at,
     copy_text,
+    copy_timestamp,
     enqueue_steps,
     match,
     may_raise,
@@ -242,10 +243,18 @@ def test_copy_rows_with_every_option() -> None:
     names = {n: n for n in ("a", "b", "default")}
     (text,) = copy_chunks(tasks, batch.payloads, [1, 2], columns, run_ats, names)
     assert text.split("\n")[:2] == [
-        f"1\tdefault\ta\tnull\t0\t5\t{run_ats[0].isoformat()}\t30.000000 seconds"
-        f"\t{T0.isoformat()}\t3600.000000 seconds",
-        f"2\tdefault\tb\tnull\t-3\t9\t{run_ats[1].isoformat()}\t\\N\t\\N\t\\N",
+        f"1\tdefault\ta\tnull\t0\t5\t{run_ats[0].astimezone(utc).isoformat()}"
+        f"\t30.000000 seconds\t{T0.isoformat()}\t3600.000000 seconds",
+        f"2\tdefault\tb\tnull\t-3\t9\t{run_ats[1].astimezone(utc).isoformat()}\t\\N\t\\N\t\\N",
     ]
+
+
+def test_copy_sends_times_in_utc() -> None:
+    """PostgreSQL's text input refuses offsets past ±15:59 and fractions of a second in an
+    offset; Python allows both (found by the property tests: COPY aborted the transaction)."""
+    odd = timezone(-timedelta(hours=23, minutes=22, seconds=19, microseconds=996968))
+    deadline = datetime(263, 8, 16, 20, 29, 13, 642, tzinfo=odd)
+    assert copy_timestamp(deadline) == "0263-08-17T19:51:32.997610+00:00"
 
 
 def test_atomic_and_savepoint() -> None:
