@@ -31,6 +31,32 @@ TASK_COLUMNS = """id, queue, type, payload::text AS payload, priority, status::t
     errors::text AS errors, result::text AS result, locked_by, locked_until,
     created_at, updated_at, attempted_at, finalized_at, retention"""
 
+# The row as `list_tasks(full=False)` reads it: the same columns, but of the payload and the
+# result only their first PREVIEW_CHARS + 1 characters of JSON text (the one past says
+# that there is more), and of the errors only the latest, without its traceback. A listing
+# then costs what it shows, whatever the tasks carry.
+PREVIEW_CHARS = 200
+
+
+def _preview_columns() -> str:
+    columns = TASK_COLUMNS
+    for full, light in (
+        ("payload::text AS payload", f"left(payload::text, {PREVIEW_CHARS + 1}) AS payload"),
+        ("result::text AS result", f"left(result::text, {PREVIEW_CHARS + 1}) AS result"),
+        (
+            "errors::text AS errors",
+            "CASE WHEN errors = '[]' THEN '[]' "
+            "ELSE jsonb_build_array((errors -> -1) - 'traceback')::text END AS errors",
+        ),
+    ):
+        if full not in columns:  # TASK_COLUMNS changed: say so at import, not in a listing
+            raise AssertionError(f"TASK_COLUMNS has no {full!r}")
+        columns = columns.replace(full, light)
+    return columns
+
+
+TASK_COLUMNS_PREVIEW = _preview_columns()
+
 # The columns of one enqueue, in the order of the unnest() in task_insert.
 INSERT_ARRAYS = (
     ("queue", "text"),
@@ -50,6 +76,9 @@ INSERT_ARRAYS = (
 # batch sets them (a column left out costs the server nothing: its default is now() or NULL).
 COPY_COLUMNS = ("id", "queue", "type", "payload", "priority", "max_attempts")
 COPY_COLUMNS_OPTIONAL = ("run_at", "timeout", "deadline", "retention")
+
+# The idempotency keys of scheduler ticks start with this (see `scheduler.entry_key_prefix`).
+SCHEDULE_KEY_PREFIX = "pgtasq:schedule:"
 
 # A wake-up payload longer than this (PostgreSQL refuses over 8000 bytes) says "*": any queue.
 NOTIFY_PAYLOAD_MAX = 7900
@@ -103,18 +132,34 @@ class Statement:
         return text(_PLACEHOLDER.sub(r":\1", self.text))
 
 
-def notify_channel(schema: str) -> str:
-    """The LISTEN/NOTIFY channel of one schema (a plain identifier, at most 63 characters)."""
+# The channels of a schema: one per purpose, ``pgtasq_<purpose>_<schema>``. A schema name is
+# lower-case letters, digits and "_", so a name too long for PostgreSQL's 63-byte limit is
+# replaced by a hash behind "#" (a character no schema name has): a hashed channel never
+# equals a plain one, and the purpose letter sits at a fixed place, so no two schemas and no
+# two purposes ever share a channel.
+CHANNEL_PURPOSES = {"wake": "w", "events": "e"}
+_CHANNEL_MAX = 63
+
+
+def channel_name(purpose: str, schema: str) -> str:
+    """The LISTEN/NOTIFY channel of one purpose (``wake``, ``events``) of one schema."""
     check_schema_name(schema)
-    channel = f"pgtasq_{schema}"
-    if len(channel) > 63:
-        channel = "pgtasq_" + hashlib.sha1(schema.encode()).hexdigest()[:32]
+    head = f"pgtasq_{CHANNEL_PURPOSES[purpose]}"
+    channel = f"{head}_{schema}"
+    if len(channel) > _CHANNEL_MAX:
+        digest = hashlib.sha256(schema.encode()).hexdigest()
+        channel = f"{head}#{digest[: _CHANNEL_MAX - len(head) - 1]}"
     return channel
+
+
+def notify_channel(schema: str) -> str:
+    """The channel that wakes a schema's idle workers (its payload: the queues)."""
+    return channel_name("wake", schema)
 
 
 def events_channel(schema: str) -> str:
     """The channel task events go out on (see `Client.events`)."""
-    return notify_channel(schema)[:56] + "_events"
+    return channel_name("events", schema)
 
 
 # At most this many ids per event notification (NOTIFY payloads are limited to 8000 bytes);
@@ -152,6 +197,7 @@ class Statements:
     task_select_many: Statement
     task_count_by_status: Statement
     task_claim: Statement
+    queue_ready: Statement
     task_heartbeat: Statement
     task_finish_many: Statement
     task_release_many: Statement
@@ -286,10 +332,25 @@ FROM drawn
     )
     claimed = ", ".join("t." + c.strip() for c in TASK_COLUMNS.replace("\n", " ").split(","))
     # The fence every worker write carries: still running, still ours, same claim.
-    fence = "t.status = 'running' AND t.locked_by = %(worker)s AND t.attempted_at = m.claimed_at"
+    #
+    # Plans that cannot go bad (docs/architecture.md): the tasks a worker holds are reached
+    # by primary key only, one probe per element of its array, whatever the statistics say.
+    # So every condition of the fence compares the row with a column of the array's
+    # MATERIALIZED CTE (`m.running`, `m.worker`, `m.claimed_at`), never with a constant:
+    # a condition on the tasks table alone (`t.status = 'running'`, `t.locked_by = $1`)
+    # would be estimated from statistics that say nothing runs, and the planner would then
+    # start from the tasks table (tasks_lease_idx, or a sequential scan "for one row") and
+    # rescan the array for every row: O(running x batch), or O(table + batch^2), seconds per
+    # statement. With every condition a join condition, the tasks table has no cheap access
+    # of its own, and the only plan that is not a scan of the whole table is one primary-key
+    # probe per element. tests/integration/test_plans.py holds every worker statement to it,
+    # under generic and custom plans.
+    fence = "t.status = m.running AND t.locked_by = m.worker AND t.attempted_at = m.claimed_at"
+    # The array's own columns, then the fence's.
+    fenced = f"CAST(%(worker)s AS text) AS worker, CAST('running' AS {s}.task_status) AS running"
     mine = (
-        "SELECT * FROM unnest(CAST(%(id)s AS bigint[]), CAST(%(claimed_at)s AS timestamptz[])) "
-        "AS m(id, claimed_at)"
+        f"SELECT m.*, {fenced} FROM unnest(CAST(%(id)s AS bigint[]), "
+        "CAST(%(claimed_at)s AS timestamptz[])) AS m(id, claimed_at)"
     )
     # Claim up to `limit` ready rows of one queue, in claim order, skipping rows other
     # workers hold. Walks tasks_claim_idx; a paused queue yields nothing.
@@ -309,10 +370,33 @@ claimed AS (
 UPDATE {s}.tasks t
 SET status = 'running', attempts = t.attempts + 1, attempted_at = now(), updated_at = now(),
     locked_by = %(worker)s, locked_until = now() + make_interval(secs => CAST(%(lease)s AS float8))
-FROM ready WHERE t.id = ready.ready_id
+-- by primary key, from the array of what `ready` locked: a join to `ready` would be planned
+-- from LIMIT's row estimate, which a generic plan guesses from the statistics
+WHERE t.id = ANY(ARRAY(SELECT ready_id FROM ready))
 RETURNING {claimed}
 ){worker_event_cte("claimed", "'started'")}
 SELECT * FROM claimed WHERE {emit}
+""",
+    )
+    # Which of a worker's queues have a task it can run now (and are not paused): one
+    # statement instead of one claim per queue, so that an idle worker on many queues polls
+    # cheaply. One probe per queue through tasks_claim_idx (LATERAL with LIMIT: never a
+    # join over every pending row), each stopping at the first ready row, as the claim does.
+    queue_ready = Statement(
+        "queue_ready",
+        f"""
+SELECT q.name FROM unnest(CAST(%(queues)s AS text[])) AS q(name)
+CROSS JOIN LATERAL (
+    SELECT 1 FROM {s}.tasks t
+    WHERE t.status = 'pending' AND t.queue = q.name AND t.run_at <= now()
+      AND t.type = ANY(CAST(%(types)s AS text[]))
+    -- the claim's order, which only tasks_claim_idx gives without a sort: without it, a
+    -- LIMIT 1 may be planned as a sequential scan "that stops at the first match", which
+    -- on an empty queue reads the whole table
+    ORDER BY t.priority DESC, t.run_at, t.id
+    LIMIT 1
+) ready
+WHERE NOT EXISTS (SELECT FROM {s}.queues p WHERE p.name = q.name AND p.paused)
 """,
     )
     # Once a tick: extend the leases that are due (a third of the lease used), refresh the
@@ -321,22 +405,20 @@ SELECT * FROM claimed WHERE {emit}
     task_heartbeat = Statement(
         "task_heartbeat",
         f"""
-WITH mine AS ({mine}),
-owned AS (
-    SELECT t.id FROM {s}.tasks t JOIN mine m ON t.id = m.id WHERE {fence}
+WITH mine AS MATERIALIZED (
+    SELECT *, now() + make_interval(secs => CAST(%(lease)s AS float8) / 3 * 2) AS due_before
+    FROM ({mine}) m
 ),
 due AS (
     -- SKIP LOCKED: a row a handler's own transaction holds (ctx.complete, not yet committed)
     -- must not stall the heartbeat of every other task; it is extended on a later tick.
-    SELECT t.id FROM {s}.tasks t JOIN mine m ON t.id = m.id
-    WHERE {fence}
-      AND t.locked_until < now() + make_interval(secs => CAST(%(lease)s AS float8) / 3 * 2)
+    SELECT t.id FROM mine m JOIN {s}.tasks t ON t.id = m.id
+    WHERE {fence} AND t.locked_until < m.due_before
     FOR UPDATE OF t SKIP LOCKED
 ),
 extended AS (
     UPDATE {s}.tasks t SET locked_until = now() + make_interval(secs => CAST(%(lease)s AS float8))
     FROM due WHERE t.id = due.id
-    RETURNING t.id
 ),
 alive AS (
     INSERT INTO {s}.workers (id, host, pid, queues, concurrency, metadata)
@@ -344,9 +426,10 @@ alive AS (
             CAST(%(metadata)s AS jsonb))
     ON CONFLICT (id) DO UPDATE SET heartbeat_at = now()
 )
+-- Not ours in the statement's snapshot. (A row `due` extends passed the fence in that
+-- same snapshot first, so it is never reported.)
 SELECT m.id FROM mine m
-WHERE NOT EXISTS (SELECT FROM owned o WHERE o.id = m.id)
-  AND NOT EXISTS (SELECT FROM extended e WHERE e.id = m.id)
+WHERE NOT EXISTS (SELECT FROM {s}.tasks t WHERE t.id = m.id AND {fence})
 """,
     )
     # Record many outcomes in one statement. status: completed | failed | pending (retry).
@@ -354,8 +437,8 @@ WHERE NOT EXISTS (SELECT FROM owned o WHERE o.id = m.id)
     task_finish_many = Statement(
         "task_finish_many",
         f"""
-WITH m AS (
-    SELECT * FROM unnest(
+WITH m AS MATERIALIZED (
+    SELECT m.*, {fenced} FROM unnest(
         CAST(%(id)s AS bigint[]), CAST(%(claimed_at)s AS timestamptz[]),
         CAST(%(status)s AS text[]), CAST(%(delay)s AS float8[]), CAST(%(refund)s AS int[]),
         CAST(%(error)s AS text[]), CAST(%(result)s AS text[])
@@ -383,14 +466,15 @@ SELECT id, queue, status FROM done WHERE {emit}
 """,
     )
     # Graceful shutdown: hand unfinished tasks back, the attempt not counted, and wake others.
+    # They keep their run_at and priority, so they are claimed before tasks enqueued since.
     task_release_many = Statement(
         "task_release_many",
         f"""
-WITH mine AS ({mine}),
+WITH mine AS MATERIALIZED ({mine}),
 released AS (
     UPDATE {s}.tasks t
     SET status = 'pending', attempts = t.attempts - 1, locked_by = NULL, locked_until = NULL,
-        run_at = now(), updated_at = now()
+        updated_at = now()  -- run_at and priority kept: the task keeps its place in line
     FROM mine m
     WHERE t.id = m.id AND {fence}
     RETURNING t.id, t.queue
@@ -423,8 +507,9 @@ SET status = CASE WHEN t.attempts >= t.max_attempts THEN 'failed'
         'message',
         'lease expired: worker ' || coalesce(t.locked_by, '?') || ' stopped heartbeating')),
     finalized_at = CASE WHEN t.attempts >= t.max_attempts THEN now() END,
-    run_at = now(), locked_by = NULL, locked_until = NULL, updated_at = now()
-FROM expired WHERE t.id = expired.expired_id
+    -- run_at and priority kept: the task keeps its place in line, ahead of later arrivals
+    locked_by = NULL, locked_until = NULL, updated_at = now()
+WHERE t.id = ANY(ARRAY(SELECT expired_id FROM expired))  -- by primary key, as in task_claim
 RETURNING t.id, t.queue, t.status::text AS status, true AS counted
 ),
 {daily_stats}{worker_event_cte("done", outcome_kind)}
@@ -595,23 +680,53 @@ SELECT w.id, w.host, w.pid, w.queues::text AS queues, w.concurrency, w.started_a
 FROM {s}.workers w ORDER BY w.host, w.pid, w.id
 """,
     )
-    # Finished tasks past their retention (or the default), oldest first, one batch. The
-    # advisory lock lets one cleaner at a time work; the others find nothing to do.
+    # Finished tasks past their retention (or the default), oldest first, up to %(batch)s
+    # of each kind. The advisory lock lets one cleaner at a time work; the others find
+    # nothing to do. Each kind is one index range, so a round costs what it deletes, not
+    # the history (docs/architecture.md, "Plans that cannot go bad"): rows without a
+    # retention of their own, from tasks_finalized_idx; rows with one, from
+    # tasks_retention_idx, one range per distinct retention (`kept` skips from one to the
+    # next through the index). A cut-off never goes past 1000 years back, so no stored
+    # retention can overflow it.
+    cutoff = "now() - least({}, interval '1000 years')"
     task_clean = Statement(
         "task_clean",
         f"""
-WITH lock AS (SELECT pg_try_advisory_xact_lock(hashtext('pgtasq.clean.{s}')) AS got),
-batch AS (
-    SELECT id AS batch_id FROM {s}.tasks
-    WHERE finalized_at IS NOT NULL
-      AND finalized_at < now() - coalesce(
-          retention, make_interval(secs => CAST(%(retention)s AS float8)))
+WITH RECURSIVE lock AS (SELECT pg_try_advisory_xact_lock(hashtext('pgtasq.clean.{s}')) AS got),
+kept AS (
+    (SELECT retention FROM {s}.tasks
+     WHERE finalized_at IS NOT NULL AND retention IS NOT NULL AND (SELECT got FROM lock)
+     ORDER BY retention LIMIT 1)
+    UNION ALL
+    SELECT (SELECT t.retention FROM {s}.tasks t
+            WHERE t.finalized_at IS NOT NULL AND t.retention > kept.retention
+            ORDER BY t.retention LIMIT 1)
+    FROM kept WHERE kept.retention IS NOT NULL
+),
+by_default AS (
+    SELECT id FROM {s}.tasks
+    WHERE finalized_at IS NOT NULL AND retention IS NULL
+      AND finalized_at < {cutoff.format("make_interval(secs => CAST(%(retention)s AS float8))")}
       AND (SELECT got FROM lock)
     ORDER BY finalized_at
     LIMIT CAST(%(batch)s AS int)
     FOR UPDATE SKIP LOCKED
+),
+by_own AS (
+    SELECT due.id FROM kept CROSS JOIN LATERAL (
+        SELECT t.id FROM {s}.tasks t
+        WHERE t.finalized_at IS NOT NULL AND t.retention = kept.retention
+          AND t.finalized_at < {cutoff.format("kept.retention")}
+        ORDER BY t.finalized_at
+        LIMIT CAST(%(batch)s AS int)
+        FOR UPDATE OF t SKIP LOCKED
+    ) due
+    WHERE kept.retention IS NOT NULL
+    LIMIT CAST(%(batch)s AS int)
 )
-DELETE FROM {s}.tasks t USING batch WHERE t.id = batch.batch_id RETURNING t.id
+DELETE FROM {s}.tasks t
+WHERE t.id = ANY(ARRAY(SELECT id FROM by_default UNION ALL SELECT id FROM by_own))
+RETURNING t.id
 """,
     )
     stats_snapshot = Statement(
@@ -663,9 +778,11 @@ RETURNING id, last_run_at, next_run_at
         f"""
 SELECT id, cron, timezone, task_type, payload::text AS payload, options::text AS options,
        last_run_at, next_run_at, created_at, updated_at,
-       -- the tasks this entry enqueued (their idempotency keys name the entry)
+       -- the tasks this entry enqueued: their keys start with scheduler.entry_key_prefix,
+       -- which names the entry exactly (length-prefixed, so `rep` never matches `rep:eu`)
        coalesce((SELECT array_agg(t.id ORDER BY t.id DESC) FROM {s}.tasks t
-                 WHERE starts_with(t.idempotency_key, 'pgtasq-schedule:' || sc.id || ':')),
+                 WHERE starts_with(t.idempotency_key, '{SCHEDULE_KEY_PREFIX}'
+                                   || char_length(sc.id) || ':' || sc.id || ':')),
                 '{{}}') AS task_ids
 FROM {s}.schedules sc
 WHERE CAST(%(ids)s AS text[]) IS NULL OR id = ANY(CAST(%(ids)s AS text[]))
@@ -684,6 +801,7 @@ ORDER BY id
         task_select_many=task_select_many,
         task_count_by_status=task_count_by_status,
         task_claim=task_claim,
+        queue_ready=queue_ready,
         task_heartbeat=task_heartbeat,
         task_finish_many=task_finish_many,
         task_release_many=task_release_many,
@@ -773,8 +891,11 @@ def task_filter_where(schema: str, f: TaskFilter) -> tuple[str, dict[str, Any]]:
     return " AND ".join(clauses) or "true", params
 
 
-def task_list(schema: str, f: TaskFilter) -> tuple[Statement, dict[str, Any]]:
+def task_list(schema: str, f: TaskFilter, *, full: bool = True) -> tuple[Statement, dict[str, Any]]:
     """A page of tasks with the count of all the filter selects (ignoring the page).
+
+    ``full=False``: the rows in `TASK_COLUMNS_PREVIEW` (previews of payload and result, the
+    latest error), for a listing that shows a column of each.
 
     One statement, so the page and the total come from one snapshot and agree even while
     other sessions write. Every row carries ``total``; an empty page is one row whose task
@@ -795,7 +916,7 @@ def task_list(schema: str, f: TaskFilter) -> tuple[Statement, dict[str, Any]]:
         params = {**params, "after_value": f.cursor.value, "after_id": f.cursor.id}
     text = f"""
 WITH page AS (
-    SELECT {TASK_COLUMNS} FROM {schema}.tasks WHERE {page_where}
+    SELECT {TASK_COLUMNS if full else TASK_COLUMNS_PREVIEW} FROM {schema}.tasks WHERE {page_where}
     ORDER BY {field} {direction}, id {direction}
     LIMIT {int(f.limit_rows) + 1} OFFSET {int(f.offset_rows)}
 ),
@@ -803,32 +924,39 @@ counted AS (SELECT count(*) AS total FROM {schema}.tasks WHERE {where})
 SELECT counted.total, page.* FROM counted LEFT JOIN page ON true
 ORDER BY page.{field} {direction}, page.id {direction}
 """
-    return Statement("task_list", text), params
+    return Statement("task_list" if full else "task_list_preview", text), params
 
 
 def task_bulk(schema: str, action: str, f: TaskFilter) -> tuple[Statement, dict[str, Any]]:
-    """One batch of a bulk cancel / retry / delete; run it until it changes fewer than %(batch)s."""
+    """One batch of a bulk cancel / retry / delete: the first %(batch)s rows past id %(after)s.
+
+    The caller runs it with ``after`` set to the largest id of the previous batch (keyset),
+    so each batch starts where the last one stopped instead of reading the rows already
+    changed again; a filter by ids gets its ids in sorted slices (``ids``), one per batch.
+    The change reaches its rows by primary key (``= ANY(ARRAY(…))``), never by a scan of
+    the table. Returns the changed ids.
+    """
     where, params = task_filter_where(schema, f)
     batch = (
         f"SELECT id AS batch_id FROM {schema}.tasks WHERE {where} AND {_BULK_FROM_STATES[action]} "
+        "AND id > CAST(%(after)s AS bigint) "
         "ORDER BY id LIMIT CAST(%(batch)s AS int) FOR UPDATE SKIP LOCKED"
     )
+    by_id = "t.id = ANY(ARRAY(SELECT batch_id FROM batch))"
     if action == "delete":
-        change = (
-            f"DELETE FROM {schema}.tasks t USING batch WHERE t.id = batch.batch_id RETURNING t.id"
-        )
+        change = f"DELETE FROM {schema}.tasks t WHERE {by_id} RETURNING t.id"
     elif action == "cancel":
         change = (
             f"UPDATE {schema}.tasks t SET status = 'cancelled', finalized_at = now(), "
             "locked_by = NULL, locked_until = NULL, updated_at = now() "
-            "FROM batch WHERE t.id = batch.batch_id RETURNING t.id"
+            f"WHERE {by_id} RETURNING t.id"
         )
     else:
         change = (
             f"UPDATE {schema}.tasks t SET status = 'pending', finalized_at = NULL, run_at = now(), "
             "updated_at = now(), max_attempts = greatest(t.max_attempts, t.attempts + 1), "
             "locked_by = NULL, locked_until = NULL "
-            "FROM batch WHERE t.id = batch.batch_id RETURNING t.id, t.queue"
+            f"WHERE {by_id} RETURNING t.id, t.queue"
         )
     channel = notify_channel(schema)
     text = (
