@@ -109,3 +109,12 @@ def test_schemas_postgresql_keeps_for_itself_are_one_error_line(
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: schema name "), out.stderr
     assert repr(schema) in lines[0] and not out.stdout
+
+
+def test_a_payload_nested_past_pythons_limit_is_a_usage_error_not_a_traceback() -> None:
+    deep = "[" * 5000 + "]" * 5000
+    out = pgtasq(
+        "enqueue", "t", "--payload", deep, env={"PGTASQ_DSN": "postgresql://x@127.0.0.1:1/x"}
+    )
+    assert out.returncode == 2, out.stderr
+    assert "nested too deeply" in out.stderr and "Traceback" not in out.stderr
