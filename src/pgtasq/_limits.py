@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timezone
+from itertools import accumulate
 
 # -- names and numbers (the CHECK constraints of the tables use the same constants) ----------
 
@@ -140,20 +141,21 @@ def timestamp_problem(value: datetime) -> str | None:
 # A NUL character inside a JSON string is the escape \u0000 after an even number of
 # backslashes (the encoder writes a backslash as \\); the text "\u0000" is \\u0000.
 _JSON_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
-_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _JSON_BRACKETS = re.compile(r"[\[\]{}]")
+_DEPTH_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
 
 
 def json_depth(text: str) -> int:
-    """How deeply arrays and objects nest in a JSON text (0 for a scalar)."""
-    depth = deepest = 0
-    for bracket in _JSON_BRACKETS.findall(_JSON_STRING.sub("", text)):
-        if bracket in "[{":
-            depth += 1
-            deepest = max(deepest, depth)
-        else:
-            depth -= 1
-    return deepest
+    """How deeply arrays and objects nest in a JSON text (0 for a scalar).
+
+    Strings are cut out first (their brackets are not nesting): escaped backslashes, then
+    escaped quotes, are dropped, and every other piece between quotes is outside a string.
+    All of it runs in C; the Python loop of a plain scan cost more than the encoding.
+    """
+    unescaped = text.replace("\\\\", "").replace('\\"', "")
+    outside = "".join(unescaped.split('"')[::2])
+    brackets = _JSON_BRACKETS.findall(outside)
+    return max(accumulate(map(_DEPTH_STEP.__getitem__, brackets)), default=0)
 
 
 def json_problem(text: str) -> str | None:
