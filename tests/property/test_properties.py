@@ -52,7 +52,7 @@ from pgtasq import (
     TaskStatus,
     TaskValidationError,
 )
-from pgtasq._limits import PAYLOAD_MAX_DEPTH
+from pgtasq._limits import PAYLOAD_MAX_DEPTH, json_depth
 from pgtasq.filters import ORDER_FIELDS, STATES
 from pgtasq.models import dump_payload
 
@@ -403,6 +403,25 @@ def test_payload_nul_check_is_exact(text: str) -> None:
         assert "\x00" not in text
     else:
         assert "\x00" in text or "surrogate" in refused.message
+
+
+def _depth(value: Any) -> int:
+    if isinstance(value, list):
+        return 1 + max(map(_depth, value), default=0)
+    if isinstance(value, dict):
+        return 1 + max(map(_depth, value.values()), default=0)
+    return 0
+
+
+@PURE
+@given(st.one_of(json_values, deep_json(good=True)), st.booleans())
+@example(["\\", '"[', '\\"{'], False)  # brackets, quotes and backslashes inside strings
+def test_json_depth_counts_nesting_not_brackets_in_strings(value: Any, ascii: bool) -> None:
+    try:
+        text = json.dumps(value, ensure_ascii=ascii)
+    except ValueError:  # more digits than int->str allows
+        return
+    assert json_depth(text) == _depth(value)
 
 
 @PURE
