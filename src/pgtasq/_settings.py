@@ -21,6 +21,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from pgtasq._limits import duration_problem, text_problem
 from pgtasq._services import HEARTBEAT_INTERVAL_DEFAULT, RESCUE_INTERVAL_DEFAULT
 from pgtasq.errors import ConfigurationError
 from pgtasq.models import NAME_MAX_LENGTH
@@ -60,7 +61,7 @@ def parse_queues(queues: Queues) -> tuple[tuple[str, int], ...]:
         raise ConfigurationError("a consumer needs at least one queue")
     seen: set[str] = set()
     for name, weight in items:
-        if not name or len(name) > NAME_MAX_LENGTH:
+        if not name or len(name) > NAME_MAX_LENGTH or text_problem(name) is not None:
             raise ConfigurationError(f"invalid queue name {name!r}")
         if not isinstance(weight, int) or isinstance(weight, bool) or weight < 1:
             raise ConfigurationError(
@@ -83,6 +84,9 @@ def _seconds(name: str, value: object, *, minimum: float = 0.0, zero: bool = Fal
     if not ok:
         bound = f">= {minimum:g}" if zero or minimum > 0 else f"> {minimum:g}"
         raise ConfigurationError(f"{name} must be a number of seconds {bound}, got {value!r}")
+    problem = None if value == 0 else duration_problem(value)  # at most 100 years
+    if problem is not None:
+        raise ConfigurationError(f"{name} {problem}")
     return float(value)  # type: ignore[arg-type]
 
 

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pgtasq._claims import queue_order
+from pgtasq._limits import text_problem
 from pgtasq._outcomes import Counts
 from pgtasq._runtime import Engine
 from pgtasq._services import CLEAN_INTERVAL_DEFAULT, LEASE_DEFAULT, RETENTION_DEFAULT
@@ -120,7 +121,12 @@ class Consumer:
 
     def register(self, task_type: str, handler: Handler) -> None:
         """Run ``handler(ctx)`` for tasks of ``task_type``."""
-        if not isinstance(task_type, str) or not task_type or len(task_type) > NAME_MAX_LENGTH:
+        if (
+            not isinstance(task_type, str)
+            or not task_type
+            or len(task_type) > NAME_MAX_LENGTH
+            or text_problem(task_type) is not None
+        ):
             raise ConfigurationError(f"invalid task type {task_type!r}")
         if not callable(handler):
             raise TypeError(f"handler for {task_type!r} is not callable")
