@@ -45,10 +45,11 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from pgtasq import _sql
-from pgtasq._database import RETRYABLE, Backoff, fetch, short_error
+from pgtasq._database import RETRYABLE, Backoff, LogOnce, fetch, short_error
 from pgtasq._executor import DaemonExecutor, handler_chain, is_async
 from pgtasq._listener import Listener
-from pgtasq._outcomes import Counts, Outcome, OutcomeWriter, error_entry
+from pgtasq._outcomes import Counts, Outcome, OutcomeWriter, RecordMaker, clamp_delay
+from pgtasq._records import note_entry
 from pgtasq._services import (
     STALE_WORKER_AFTER_DEFAULT,
     BackgroundLoops,
@@ -59,7 +60,7 @@ from pgtasq._services import (
     Rescuer,
     RescuerConfig,
 )
-from pgtasq.context import ErrorHook, Handler, Middleware, TaskContext, dump_result
+from pgtasq.context import ErrorHook, Handler, Middleware, TaskContext
 from pgtasq.errors import (
     ConfigurationError,
     RetryIn,
@@ -94,6 +95,7 @@ class Settings:
     clean_interval: float
     retention_default: float
     events: bool
+    result_max_bytes: int
 
 
 def queue_order(
@@ -125,6 +127,7 @@ class _Running:
     ctx: TaskContext
     task: asyncio.Task[None] | None = None
     cancel_reason: str | None = None  # lost | shutdown | timeout
+    finishing: bool = False  # the handler is done: its outcome is being made, not cancelled
 
 
 class Engine:
@@ -163,6 +166,8 @@ class Engine:
         self._claims: set[asyncio.Task[None]] = set()
         self._claim_backoff = Backoff()
         self._executor = DaemonExecutor(settings.concurrency)
+        self._records = RecordMaker(settings.result_max_bytes)
+        self._log_once = LogOnce(log)
         self._chains = {
             name: handler_chain(fn, middleware, self._executor) for name, fn in handlers.items()
         }
@@ -254,6 +259,7 @@ class Engine:
             await self._unregister()
             await self._pool.close()
             self._executor.shutdown()
+            self._records.close()
             log.info("worker %s stopped: %s", self.worker_id, self.counts)
         if loops.crashed is not None:
             name, how, error = loops.crashed
@@ -449,7 +455,7 @@ class Engine:
         if entry.cancel_reason is None:
             entry.cancel_reason = reason
         entry.ctx.cancelled.set()
-        if entry.task is not None:
+        if entry.task is not None and not entry.finishing:
             entry.task.cancel()
 
     async def _execute(self, entry: _Running) -> None:
@@ -457,6 +463,7 @@ class Engine:
         info = ctx.info
         limit = self._time_limit(info)
         if limit == 0.0 and info.deadline is not None:
+            entry.finishing = True
             try:
                 await self._failed(ctx, SkipRetry(f"deadline {info.deadline.isoformat()} passed"))
             finally:
@@ -472,27 +479,25 @@ class Engine:
         try:
             result = await self._chains[info.type](ctx)
         except asyncio.CancelledError:
+            entry.finishing = True
             if entry.cancel_reason == "timeout":
                 await self._failed(ctx, TaskTimeout(info.id, limit or 0.0))
             elif entry.cancel_reason != "lost":
                 self._writer.record(Outcome(info.id, ctx.claimed_at, "release"))
             # lost: someone else owns the task now; write nothing.
         except RetryIn as exc:
-            self._writer.record(
-                Outcome(info.id, ctx.claimed_at, "pending", delay=exc.delay, refund=1)
-            )
+            entry.finishing = True
+            delay = clamp_delay(exc.delay, self._warn_delay)
+            self._writer.record(Outcome(info.id, ctx.claimed_at, "pending", delay=delay, refund=1))
         except Exception as exc:
+            entry.finishing = True
             await self._failed(ctx, exc)
         else:
-            if entry.cancel_reason == "lost" or ctx.completed_in_transaction:
-                pass
-            else:
-                try:
-                    self._writer.record(
-                        Outcome(info.id, ctx.claimed_at, "completed", result=dump_result(result))
-                    )
-                except TaskValidationError as exc:
-                    await self._failed(ctx, exc)
+            entry.finishing = True
+            if timer is not None:
+                timer.cancel()  # the handler finished in time, however long storing takes
+            if entry.cancel_reason != "lost" and not ctx.completed_in_transaction:
+                await self._completed(entry, result)
         finally:
             if timer is not None:
                 timer.cancel()
@@ -500,22 +505,57 @@ class Engine:
                 del self.running[info.id]
             self._wake.set()
 
-    async def _failed(self, ctx: TaskContext, exc: BaseException) -> None:
+    async def _completed(self, entry: _Running, result: Any) -> None:
+        """Record a returned result, made safe to store; one that cannot be stored fails
+        the task at once (running it again would return it again)."""
+        ctx = entry.ctx
+        info = ctx.info
+        prepared = await self._records.result(result)
+        if entry.cancel_reason == "lost":
+            return
+        if prepared.error is not None:
+            await self._failed(ctx, TaskValidationError("result", prepared.error), final=True)
+            return
+        note = None
+        if prepared.note is not None:
+            note = json.dumps(note_entry(info.attempts, "ResultSanitized", prepared.note))
+        self._writer.record(
+            Outcome(
+                info.id,
+                ctx.claimed_at,
+                "completed",
+                result=prepared.text,
+                error=note,
+                attempt=info.attempts,
+            )
+        )
+
+    def _warn_delay(self, message: str) -> None:
+        self._log_once("delay", logging.WARNING, "%s (logged once)", message)
+
+    async def _failed(self, ctx: TaskContext, exc: BaseException, *, final: bool = False) -> None:
         info = ctx.info
         await self._call_error_hook(ctx, exc)
-        error = json.dumps(error_entry(info, exc), default=str)
+        error = await self._records.error(info.attempts, exc)
         past_deadline = info.deadline is not None and info.deadline <= datetime.now(timezone.utc)
-        if isinstance(exc, SkipRetry) or (isinstance(exc, TaskTimeout) and past_deadline):
-            self._writer.record(Outcome(info.id, ctx.claimed_at, "failed", error=error))
+        final = final or isinstance(exc, SkipRetry)
+        if final or (isinstance(exc, TaskTimeout) and past_deadline):
+            self._record_failed(ctx, error)
             return
         counts = self._safe_is_failure(exc)
         if counts and info.attempts >= info.max_attempts:
-            self._writer.record(Outcome(info.id, ctx.claimed_at, "failed", error=error))
+            self._record_failed(ctx, error)
             return
         try:
-            delay = max(0.0, float(self.retry_delay(info, exc)))
-        except Exception:
-            log.exception("retry_delay raised for task %s; retrying in 1 s", info.id)
+            delay = clamp_delay(float(self.retry_delay(info, exc)), self._warn_delay)
+        except Exception as hook_error:
+            self._log_once(
+                "retry_delay",
+                logging.ERROR,
+                "retry_delay raised %s for task %s; retrying in 1 s (logged once)",
+                type(hook_error).__name__,
+                info.id,
+            )
             delay = 1.0
         self._writer.record(
             Outcome(
@@ -525,7 +565,14 @@ class Engine:
                 delay=delay,
                 refund=0 if counts else 1,
                 error=error,
+                attempt=info.attempts,
             )
+        )
+
+    def _record_failed(self, ctx: TaskContext, error: str) -> None:
+        info = ctx.info
+        self._writer.record(
+            Outcome(info.id, ctx.claimed_at, "failed", error=error, attempt=info.attempts)
         )
 
     def _safe_is_failure(self, exc: BaseException) -> bool:

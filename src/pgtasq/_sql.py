@@ -51,6 +51,47 @@ INSERT_ARRAYS = (
 COPY_COLUMNS = ("id", "queue", "type", "payload", "priority", "max_attempts")
 COPY_COLUMNS_OPTIONAL = ("run_at", "timeout", "deadline", "retention")
 
+# Durations added to now() (a lease, a retry's backoff) are clamped to this in the statement
+# itself: whatever a handler, a setting or a stored row says, the sum stays a timestamp that
+# PostgreSQL and Python can hold (make_interval() and timestamp arithmetic raise on overflow).
+SECONDS_MAX = 10 * 365 * 86400.0  # ten years
+# Retentions beyond this keep a task "forever": the cleaner's cut-off now() - retention must
+# stay a valid timestamp, however large a stored retention is.
+RETENTION_CUTOFF_MAX = "interval '1000 years'"
+# The `errors` history a task keeps: the first attempt's entry and the latest ERRORS_KEPT - 1.
+# When entries were dropped, the second entry carries "dropped_before": how many.
+ERRORS_KEPT = 20
+
+
+def _seconds(value: str, cap: float = SECONDS_MAX) -> str:
+    """``make_interval`` of ``value`` seconds (float8), clamped to 0..cap (NaN: cap)."""
+    return f"make_interval(secs => least(greatest({value}, 0), {cap!r}))"
+
+
+def _errors_append(entry: str) -> str:
+    """``t.errors`` with ``entry`` (a jsonb object) appended, bounded to `ERRORS_KEPT`
+    entries: the first one, then the latest, the first of which says how many were dropped
+    before it (``dropped_before``, counted across every trim). Total on whatever a row holds:
+    a non-array ``errors`` becomes the first entry of an array, a non-object entry is wrapped.
+    """
+    k = ERRORS_KEPT
+    before = "a -> 1 -> 'dropped_before'"
+    return f"""(
+        SELECT CASE WHEN n <= {k} THEN a ELSE
+            jsonb_build_array(a -> 0, CASE WHEN jsonb_typeof(c) = 'object' THEN c || d
+                                      ELSE jsonb_build_object('entry', c) || d END)
+            || jsonb_path_query_array(a, '$[$from to last]',
+                                      jsonb_build_object('from', n - {k - 2}))
+        END
+        FROM (SELECT a, n, a -> (n - {k - 1}) AS c, jsonb_build_object('dropped_before',
+                CASE WHEN jsonb_typeof({before}) = 'number' THEN ({before})::numeric ELSE 0 END
+                + (n - {k})) AS d
+              FROM (SELECT a, jsonb_array_length(a) AS n
+                    FROM (SELECT t.errors || jsonb_build_array({entry}) AS a) appended) counted
+        ) trimmed
+    )"""
+
+
 # A wake-up payload longer than this (PostgreSQL refuses over 8000 bytes) says "*": any queue.
 NOTIFY_PAYLOAD_MAX = 7900
 
@@ -308,7 +349,7 @@ WITH ready AS (
 claimed AS (
 UPDATE {s}.tasks t
 SET status = 'running', attempts = t.attempts + 1, attempted_at = now(), updated_at = now(),
-    locked_by = %(worker)s, locked_until = now() + make_interval(secs => CAST(%(lease)s AS float8))
+    locked_by = %(worker)s, locked_until = now() + {_seconds("CAST(%(lease)s AS float8)")}
 FROM ready WHERE t.id = ready.ready_id
 RETURNING {claimed}
 ){worker_event_cte("claimed", "'started'")}
@@ -330,11 +371,11 @@ due AS (
     -- must not stall the heartbeat of every other task; it is extended on a later tick.
     SELECT t.id FROM {s}.tasks t JOIN mine m ON t.id = m.id
     WHERE {fence}
-      AND t.locked_until < now() + make_interval(secs => CAST(%(lease)s AS float8) / 3 * 2)
+      AND t.locked_until < now() + {_seconds("CAST(%(lease)s AS float8) / 3 * 2")}
     FOR UPDATE OF t SKIP LOCKED
 ),
 extended AS (
-    UPDATE {s}.tasks t SET locked_until = now() + make_interval(secs => CAST(%(lease)s AS float8))
+    UPDATE {s}.tasks t SET locked_until = now() + {_seconds("CAST(%(lease)s AS float8)")}
     FROM due WHERE t.id = due.id
     RETURNING t.id
 ),
@@ -348,6 +389,12 @@ SELECT m.id FROM mine m
 WHERE NOT EXISTS (SELECT FROM owned o WHERE o.id = m.id)
   AND NOT EXISTS (SELECT FROM extended e WHERE e.id = m.id)
 """,
+    )
+    finish_errors = _errors_append("jsonb_set(m.error::jsonb, '{at}', to_jsonb(now()))")
+    rescue_errors = _errors_append(
+        "jsonb_build_object('attempt', t.attempts, 'at', now(), 'error', 'LeaseExpired', "
+        "'message', 'lease expired: worker ' || coalesce(t.locked_by, '?') "
+        "|| ' stopped heartbeating')"
     )
     # Record many outcomes in one statement. status: completed | failed | pending (retry).
     # refund 1 gives the attempt back (RetryIn, errors that are not failures).
@@ -365,11 +412,10 @@ done AS (
 UPDATE {s}.tasks t
 SET status = m.status::{s}.task_status,
     run_at = CASE WHEN m.status = 'pending'
-                  THEN now() + make_interval(secs => m.delay) ELSE t.run_at END,
+                  THEN now() + {_seconds("m.delay")} ELSE t.run_at END,
     attempts = t.attempts - m.refund,
     errors = CASE WHEN m.error IS NULL THEN t.errors
-                  ELSE t.errors || jsonb_build_array(
-                      jsonb_set(m.error::jsonb, '{{at}}', to_jsonb(now()))) END,
+                  ELSE {finish_errors} END,
     result = CASE WHEN m.result IS NULL THEN t.result ELSE m.result::jsonb END,
     locked_by = NULL, locked_until = NULL,
     finalized_at = CASE WHEN m.status = 'pending' THEN NULL ELSE now() END,
@@ -418,10 +464,7 @@ done AS (
 UPDATE {s}.tasks t
 SET status = CASE WHEN t.attempts >= t.max_attempts THEN 'failed'
                   ELSE 'pending' END::{s}.task_status,
-    errors = t.errors || jsonb_build_array(jsonb_build_object(
-        'attempt', t.attempts, 'at', now(), 'error', 'LeaseExpired',
-        'message',
-        'lease expired: worker ' || coalesce(t.locked_by, '?') || ' stopped heartbeating')),
+    errors = {rescue_errors},
     finalized_at = CASE WHEN t.attempts >= t.max_attempts THEN now() END,
     run_at = now(), locked_by = NULL, locked_until = NULL, updated_at = now()
 FROM expired WHERE t.id = expired.expired_id
@@ -446,7 +489,7 @@ ON CONFLICT (id) DO UPDATE SET heartbeat_at = now()
     worker_delete_stale = Statement(
         "worker_delete_stale",
         f"DELETE FROM {s}.workers WHERE heartbeat_at < "
-        "now() - make_interval(secs => CAST(%(older_than)s AS float8)) RETURNING id",
+        f"now() - {_seconds('CAST(%(older_than)s AS float8)')} RETURNING id",
     )
     listen = Statement("listen", f'LISTEN "{channel}"')
 
@@ -604,8 +647,9 @@ WITH lock AS (SELECT pg_try_advisory_xact_lock(hashtext('pgtasq.clean.{s}')) AS 
 batch AS (
     SELECT id AS batch_id FROM {s}.tasks
     WHERE finalized_at IS NOT NULL
-      AND finalized_at < now() - coalesce(
-          retention, make_interval(secs => CAST(%(retention)s AS float8)))
+      AND finalized_at < now() - least(
+          coalesce(retention, {_seconds("CAST(%(retention)s AS float8)", 3.2e10)}),
+          {RETENTION_CUTOFF_MAX})
       AND (SELECT got FROM lock)
     ORDER BY finalized_at
     LIMIT CAST(%(batch)s AS int)

@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from pgtasq._outcomes import Counts
+from pgtasq._records import RESULT_MAX_BYTES_DEFAULT, RESULT_MAX_BYTES_LIMIT
 from pgtasq._runtime import Engine, Settings, queue_order
 from pgtasq._services import (
     CLEAN_INTERVAL_DEFAULT,
@@ -109,6 +110,7 @@ class Consumer:
         clean_interval: float = CLEAN_INTERVAL_DEFAULT,
         retention_default: float = RETENTION_DEFAULT,
         events: bool = False,
+        result_max_bytes: int = RESULT_MAX_BYTES_DEFAULT,
         on_error: ErrorHook | None = None,
         is_failure: Callable[[BaseException], bool] = lambda exc: True,
         retry_delay: RetryDelay = default_retry_delay,
@@ -135,6 +137,7 @@ class Consumer:
             clean_interval=clean_interval,
             retention_default=retention_default,
             events=events,
+            result_max_bytes=result_max_bytes,
         )
         self._engine: Engine | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -160,6 +163,16 @@ class Consumer:
             "retention_default",
         ):
             _positive(name, options[name])
+        max_bytes = options["result_max_bytes"]
+        if (
+            not isinstance(max_bytes, int)
+            or isinstance(max_bytes, bool)
+            or not 1 <= max_bytes <= RESULT_MAX_BYTES_LIMIT
+        ):
+            raise ConfigurationError(
+                f"result_max_bytes must be an integer from 1 to {RESULT_MAX_BYTES_LIMIT}, "
+                f"got {max_bytes!r}"
+            )
         if options["shutdown_timeout"] < 0:
             raise ConfigurationError("shutdown_timeout must be >= 0")
         if options["heartbeat_interval"] >= options["lease"] / 2:
