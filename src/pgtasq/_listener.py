@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import psycopg
 
-from pgtasq._database import RETRYABLE, Backoff, short_error
+from pgtasq._database import RETRYABLE, Backoff, LogOnce, short_error
 
 if TYPE_CHECKING:
     from pgtasq import _sql
@@ -45,7 +45,9 @@ class Listener:
     missed, and ``on_notified()`` for each notification about one of ``queues``.
 
     After ``max(poll_interval, 5 s)`` without a notification it sends ``SELECT 1``, so a
-    dead connection is found and replaced.
+    dead connection is found and replaced. A payload the connection cannot decode (anyone
+    may NOTIFY; on a ``SQL_ASCII`` database any bytes) wakes the worker like any other and
+    is logged once.
     """
 
     def __init__(
@@ -64,6 +66,7 @@ class Listener:
         self.check_every = max(poll_interval, CHECK_EVERY_MIN)
         self._on_connected = on_connected
         self._on_notified = on_notified
+        self._log_once = LogOnce(log)
 
     async def run(self) -> None:
         backoff = Backoff(cap=RECONNECT_BACKOFF_CAP)
@@ -75,9 +78,20 @@ class Listener:
                     backoff.reset()
                     self._on_connected()
                     while True:
-                        async for note in conn.notifies(timeout=self.check_every):
-                            if relevant(note.payload, self.queues):
-                                self._on_notified()
+                        try:
+                            async for note in conn.notifies(timeout=self.check_every):
+                                if relevant(note.payload, self.queues):
+                                    self._on_notified()
+                        except UnicodeDecodeError as exc:
+                            self._log_once(
+                                "decode",
+                                logging.WARNING,
+                                "listener: a notification could not be decoded (%s); "
+                                "woken anyway (logged once)",
+                                short_error(exc),
+                            )
+                            self._on_notified()
+                            continue
                         await conn.execute("SELECT 1")  # is the connection still alive?
             except RETRYABLE as exc:
                 delay = backoff.next()

@@ -71,23 +71,25 @@ def _seconds(value: str, cap: float = SECONDS_MAX) -> str:
 def _errors_append(entry: str) -> str:
     """``t.errors`` with ``entry`` (a jsonb object) appended, bounded to `ERRORS_KEPT`
     entries: the first one, then the latest, the first of which says how many were dropped
-    before it (``dropped_before``, counted across every trim). Total on whatever a row holds:
-    a non-array ``errors`` becomes the first entry of an array, a non-object entry is wrapped.
+    before it (``dropped_before``, counted across every trim). Trimmed before appending, so
+    a history at jsonb's size limit still takes the entry. Total on whatever a row holds:
+    a non-array ``errors`` becomes the first entry of an array, a non-object one is wrapped.
     """
     k = ERRORS_KEPT
     before = "a -> 1 -> 'dropped_before'"
     return f"""(
-        SELECT CASE WHEN n <= {k} THEN a ELSE
+        SELECT CASE WHEN m < {k} THEN a ELSE
             jsonb_build_array(a -> 0, CASE WHEN jsonb_typeof(c) = 'object' THEN c || d
                                       ELSE jsonb_build_object('entry', c) || d END)
             || jsonb_path_query_array(a, '$[$from to last]',
-                                      jsonb_build_object('from', n - {k - 2}))
-        END
-        FROM (SELECT a, n, a -> (n - {k - 1}) AS c, jsonb_build_object('dropped_before',
+                                      jsonb_build_object('from', m - {k - 3}))
+        END || jsonb_build_array({entry})
+        FROM (SELECT a, m, a -> (m - {k - 2}) AS c, jsonb_build_object('dropped_before',
                 CASE WHEN jsonb_typeof({before}) = 'number' THEN ({before})::numeric ELSE 0 END
-                + (n - {k})) AS d
-              FROM (SELECT a, jsonb_array_length(a) AS n
-                    FROM (SELECT t.errors || jsonb_build_array({entry}) AS a) appended) counted
+                + (m - {k - 1})) AS d
+              FROM (SELECT a, jsonb_array_length(a) AS m
+                    FROM (SELECT CASE WHEN jsonb_typeof(t.errors) = 'array' THEN t.errors
+                                 ELSE jsonb_build_array(t.errors) END AS a) arrayed) counted
         ) trimmed
     )"""
 
