@@ -206,7 +206,8 @@ def _safe(compute: Any, fallback: Any) -> Any:
 def _clean(text: str, limit: int, what: str, notes: list[str], *, tail: bool = False) -> str:
     """``text`` as plain str, cut to ``limit`` characters, without lone surrogates or NUL
     (which jsonb cannot hold: NUL becomes the visible ``\\x00``)."""
-    text = str.__str__(text)  # a str subclass's methods are the exception's author's code
+    # str.__str__: a str subclass's own methods are the exception's author's code
+    text = str.__str__(text).replace("\x00", "\\x00")
     if len(text) > limit:
         if what:
             notes.append(f"{what} cut from {len(text)} to {limit} characters")
@@ -214,4 +215,4 @@ def _clean(text: str, limit: int, what: str, notes: list[str], *, tail: bool = F
     text, surrogates = _SURROGATE.subn("\ufffd", text)
     if surrogates:
         notes.append(f"{what or 'error'}: {surrogates} lone surrogate(s) replaced by U+FFFD")
-    return text.replace("\x00", "\\x00")
+    return text
