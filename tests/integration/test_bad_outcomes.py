@@ -23,10 +23,11 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
 
 from pgtasq import Client, Consumer, Counts, Producer, RetryIn, Task, TaskContext, _sql
 from pgtasq._listener import Listener
-from pgtasq._outcomes import RecordMaker
+from pgtasq._outcomes import Outcome, OutcomeWriter, RecordMaker
 from pgtasq._records import RESULT_DEPTH_MAX, Prepared
 from pgtasq._services import Cleaner, Heartbeat, Rescuer
 
@@ -271,6 +272,43 @@ def test_a_refused_outcome_fails_only_its_task(
     assert len(messages(caplog, "refused its outcome", logging.ERROR)) == 1
 
 
+def test_an_outcome_refused_even_as_a_failure_is_left_to_the_rescuer(
+    pg_dsn: str, schema: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """When the database refuses the failure written in place of a refused outcome too, the
+    writer gives up on that one task (logged once, counted lost, no longer held) instead of
+    trying forever; its lease runs out and the rescuer takes it back."""
+    poison: list[int] = []
+    real_params = OutcomeWriter._finish_params
+
+    def corrupting(self: OutcomeWriter, batch: list[Outcome]) -> dict[str, Any]:
+        for outcome in batch:
+            if outcome.id in poison:
+                outcome.error = "{not json"
+        return real_params(self, batch)
+
+    monkeypatch.setattr(OutcomeWriter, "_finish_params", corrupting)
+    consumer = fast(schema, lease=1.0, heartbeat_interval=0.2, batch_size=10, concurrency=10)
+    consumer.register("t", lambda ctx: ctx.payload)
+    ids = enqueue(pg_dsn, schema, *[Task("t", i) for i in range(5)])
+    poison.append(ids[2])
+    with caplog.at_level(logging.ERROR, logger="pgtasq.consumer"):
+        counts = burst(consumer, pg_dsn)
+    assert (counts.completed, counts.lost) == (4, 1)
+    assert len(messages(caplog, "and its failure too", logging.ERROR)) == 1
+    left = rows(pg_dsn, schema)[2]
+    assert left["status"] == "running"
+    time.sleep(1.2)  # no heartbeat extends it: the lease runs out
+
+    async def rescue() -> int:
+        async with AsyncConnectionPool(pg_dsn, kwargs={"autocommit": True}) as pool:
+            return (await Rescuer(pool=pool, stmts=_sql.statements(schema)).run_once()).rescued
+
+    assert asyncio.run(rescue()) == 1
+    again = rows(pg_dsn, schema)[2]
+    assert again["status"] == "pending" and again["errors"][-1]["error"] == "LeaseExpired"
+
+
 # -- the errors history -----------------------------------------------------------------------
 
 
@@ -312,8 +350,6 @@ async def test_the_rescuer_keeps_the_errors_history_bounded_on_any_stored_value(
             "WHERE id = %s",
             (errors, task_id),
         )
-    from psycopg_pool import AsyncConnectionPool
-
     async with AsyncConnectionPool(pg_dsn, kwargs={"autocommit": True}) as pool:
         rescued = await Rescuer(pool=pool, stmts=_sql.statements(schema)).run_once()
     assert rescued.rescued == 3
