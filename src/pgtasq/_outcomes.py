@@ -26,14 +26,8 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 
 from pgtasq._database import RETRYABLE, Backoff, LogOnce, fetch, is_data_error, short_error
-from pgtasq._executor import DaemonExecutor
 from pgtasq._records import (
-    INLINE_BUDGET,
-    Prepared,
-    dump_entry,
-    error_entry,
     error_text,
-    prepare_result,
 )
 from pgtasq._sql import SECONDS_MAX
 
@@ -93,51 +87,6 @@ class Outcome:
 
     def __post_init__(self) -> None:
         self.delay = clamp_delay(self.delay)
-
-
-class RecordMaker:
-    """Turns a handler's result or exception into what its row can store, off the event
-    loop (on threads of its own) when that is more than a few fields of work.
-
-    A result walks `prepare_result` on the loop with a small budget first; the rest, and
-    every error entry (formatting a traceback, calling ``str(exc)``: the exception's own
-    code), run on a thread. Whatever does not finish within ``patience`` seconds is given up
-    for a stand-in (the thread, which cannot be stopped, is a daemon).
-    """
-
-    def __init__(self, result_max_bytes: int, patience: float = 10.0) -> None:
-        self.result_max_bytes = result_max_bytes
-        self.patience = patience
-        self._threads = DaemonExecutor(2)
-
-    async def result(self, value: Any) -> Prepared:
-        prepared = prepare_result(value, self.result_max_bytes, INLINE_BUDGET)
-        if prepared is not None:
-            return prepared
-        done = await self._off_loop(prepare_result, value, self.result_max_bytes)
-        if done is None:
-            return Prepared(error=f"could not be checked within {self.patience:g} s")
-        assert isinstance(done, Prepared)
-        return done
-
-    async def error(self, attempt: int, exc: BaseException, note: str | None = None) -> str:
-        text = await self._off_loop(error_text, attempt, exc, note)
-        if isinstance(text, str):
-            return text
-        name = type(exc).__name__
-        entry = error_entry(attempt, OutcomeRejected(f"a {name} could not be formatted"))
-        entry["note"] = f"formatting the {name} took longer than {self.patience:g} s"
-        return dump_entry(entry)
-
-    async def _off_loop(self, fn: Callable[..., Any], *args: Any) -> Any:
-        future = asyncio.get_running_loop().run_in_executor(self._threads, fn, *args)
-        try:
-            return await asyncio.wait_for(future, self.patience)
-        except asyncio.TimeoutError:
-            return None
-
-    def close(self) -> None:
-        self._threads.shutdown()
 
 
 class OutcomeWriter:

@@ -16,7 +16,8 @@ megabytes, exceptions whose ``__str__`` raises. The rules:
   length, and cleaned of what jsonb cannot hold; a ``note`` says what was changed.
 
 `prepare_result` takes a ``budget`` of nodes: the worker calls it on the event loop with a
-small budget (most results are a few fields) and, when that is not enough, again in a thread.
+small budget (most results are a few fields) and, when that is not enough or the result
+holds anything but plain JSON types (a subclass may run code of its own), in a thread.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ ERROR_NAME_MAX_CHARS = 200
 _SURROGATE = re.compile("[\ud800-\udfff]")
 # A JSON escape of NUL, not preceded by an escaped backslash (the text `\\u0000` is fine).
 _JSON_NUL = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
-_SCALARS = (str, int, float, bool, type(None))
+_PLAIN = frozenset({str, int, float, bool, type(None), dict, list, tuple})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,8 +102,8 @@ def _check(value: Any, max_bytes: int, budget: int | None) -> str | None:
     while stack:
         item, depth = stack.pop()
         nodes += 1
-        if budget is not None and nodes > budget:
-            return _OVER_BUDGET
+        if budget is not None and (nodes > budget or type(item) not in _PLAIN):
+            return _OVER_BUDGET  # a subclass may run its own code: not on the event loop
         if isinstance(item, str):
             size += len(item) + 3
         elif isinstance(item, bool) or item is None:

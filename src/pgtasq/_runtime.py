@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import inspect
 import json
 import logging
 import os
@@ -45,11 +44,11 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from pgtasq import _sql
-from pgtasq._database import RETRYABLE, Backoff, LogOnce, fetch, short_error
+from pgtasq._database import RETRYABLE, Backoff, fetch, short_error
 from pgtasq._executor import DaemonExecutor, handler_chain, is_async
+from pgtasq._finishing import Finisher, RecordMaker
 from pgtasq._listener import Listener
-from pgtasq._outcomes import Counts, Outcome, OutcomeWriter, RecordMaker, clamp_delay
-from pgtasq._records import note_entry
+from pgtasq._outcomes import Counts, Outcome, OutcomeWriter
 from pgtasq._services import (
     STALE_WORKER_AFTER_DEFAULT,
     BackgroundLoops,
@@ -66,7 +65,6 @@ from pgtasq.errors import (
     RetryIn,
     SkipRetry,
     TaskTimeout,
-    TaskValidationError,
     WorkerCrashed,
 )
 from pgtasq.models import TaskInfo
@@ -167,7 +165,6 @@ class Engine:
         self._claim_backoff = Backoff()
         self._executor = DaemonExecutor(settings.concurrency)
         self._records = RecordMaker(settings.result_max_bytes)
-        self._log_once = LogOnce(log)
         self._chains = {
             name: handler_chain(fn, middleware, self._executor) for name, fn in handlers.items()
         }
@@ -185,6 +182,7 @@ class Engine:
         self._force: asyncio.Event
         self._pool: AsyncConnectionPool[Any]
         self._writer: OutcomeWriter
+        self._finisher: Finisher
         self._loops: BackgroundLoops
         self._heartbeat: Heartbeat
         self._rescuer: Rescuer
@@ -217,6 +215,13 @@ class Engine:
             worker_id=self.worker_id,
             counts=self.counts,
             flush_interval=self.settings.flush_interval,
+        )
+        self._finisher = Finisher(
+            writer=self._writer,
+            records=self._records,
+            on_error=self.on_error,
+            is_failure=self.is_failure,
+            retry_delay=self.retry_delay,
         )
         self._start_services()
         # A loop that stops stops the worker as a signal does; with no heartbeat, leases run
@@ -431,7 +436,13 @@ class Engine:
                 if len(rows) >= limit:
                     break
         self.counts.claimed += len(rows)
-        return [TaskInfo.from_row(row) for row in rows]
+        infos = []
+        for row in rows:
+            try:
+                infos.append(TaskInfo.from_row(row))
+            except Exception as exc:  # a payload nested too deep for Python's parser, …
+                self._finisher.unreadable(row, exc)
+        return infos
 
     def _start(self, info: TaskInfo) -> None:
         ctx = TaskContext(
@@ -465,7 +476,8 @@ class Engine:
         if limit == 0.0 and info.deadline is not None:
             entry.finishing = True
             try:
-                await self._failed(ctx, SkipRetry(f"deadline {info.deadline.isoformat()} passed"))
+                passed = SkipRetry(f"deadline {info.deadline.isoformat()} passed")
+                await self._finisher.failed(ctx, passed)
             finally:
                 if self.running.get(info.id) is entry:
                     del self.running[info.id]
@@ -481,118 +493,28 @@ class Engine:
         except asyncio.CancelledError:
             entry.finishing = True
             if entry.cancel_reason == "timeout":
-                await self._failed(ctx, TaskTimeout(info.id, limit or 0.0))
+                await self._finisher.failed(ctx, TaskTimeout(info.id, limit or 0.0))
             elif entry.cancel_reason != "lost":
                 self._writer.record(Outcome(info.id, ctx.claimed_at, "release"))
             # lost: someone else owns the task now; write nothing.
         except RetryIn as exc:
             entry.finishing = True
-            delay = clamp_delay(exc.delay, self._warn_delay)
-            self._writer.record(Outcome(info.id, ctx.claimed_at, "pending", delay=delay, refund=1))
+            self._finisher.retry_in(ctx, exc)
         except Exception as exc:
             entry.finishing = True
-            await self._failed(ctx, exc)
+            await self._finisher.failed(ctx, exc)
         else:
             entry.finishing = True
             if timer is not None:
                 timer.cancel()  # the handler finished in time, however long storing takes
             if entry.cancel_reason != "lost" and not ctx.completed_in_transaction:
-                await self._completed(entry, result)
+                await self._finisher.completed(ctx, result, lambda: entry.cancel_reason == "lost")
         finally:
             if timer is not None:
                 timer.cancel()
             if self.running.get(info.id) is entry:  # not a newer claim of the same task
                 del self.running[info.id]
             self._wake.set()
-
-    async def _completed(self, entry: _Running, result: Any) -> None:
-        """Record a returned result, made safe to store; one that cannot be stored fails
-        the task at once (running it again would return it again)."""
-        ctx = entry.ctx
-        info = ctx.info
-        prepared = await self._records.result(result)
-        if entry.cancel_reason == "lost":
-            return
-        if prepared.error is not None:
-            await self._failed(ctx, TaskValidationError("result", prepared.error), final=True)
-            return
-        note = None
-        if prepared.note is not None:
-            note = json.dumps(note_entry(info.attempts, "ResultSanitized", prepared.note))
-        self._writer.record(
-            Outcome(
-                info.id,
-                ctx.claimed_at,
-                "completed",
-                result=prepared.text,
-                error=note,
-                attempt=info.attempts,
-            )
-        )
-
-    def _warn_delay(self, message: str) -> None:
-        self._log_once("delay", logging.WARNING, "%s (logged once)", message)
-
-    async def _failed(self, ctx: TaskContext, exc: BaseException, *, final: bool = False) -> None:
-        info = ctx.info
-        await self._call_error_hook(ctx, exc)
-        error = await self._records.error(info.attempts, exc)
-        past_deadline = info.deadline is not None and info.deadline <= datetime.now(timezone.utc)
-        final = final or isinstance(exc, SkipRetry)
-        if final or (isinstance(exc, TaskTimeout) and past_deadline):
-            self._record_failed(ctx, error)
-            return
-        counts = self._safe_is_failure(exc)
-        if counts and info.attempts >= info.max_attempts:
-            self._record_failed(ctx, error)
-            return
-        try:
-            delay = clamp_delay(float(self.retry_delay(info, exc)), self._warn_delay)
-        except Exception as hook_error:
-            self._log_once(
-                "retry_delay",
-                logging.ERROR,
-                "retry_delay raised %s for task %s; retrying in 1 s (logged once)",
-                type(hook_error).__name__,
-                info.id,
-            )
-            delay = 1.0
-        self._writer.record(
-            Outcome(
-                info.id,
-                ctx.claimed_at,
-                "pending",
-                delay=delay,
-                refund=0 if counts else 1,
-                error=error,
-                attempt=info.attempts,
-            )
-        )
-
-    def _record_failed(self, ctx: TaskContext, error: str) -> None:
-        info = ctx.info
-        self._writer.record(
-            Outcome(info.id, ctx.claimed_at, "failed", error=error, attempt=info.attempts)
-        )
-
-    def _safe_is_failure(self, exc: BaseException) -> bool:
-        if isinstance(exc, TaskTimeout):
-            return True
-        try:
-            return bool(self.is_failure(exc))
-        except Exception:
-            log.exception("is_failure raised; counting the error as a failure")
-            return True
-
-    async def _call_error_hook(self, ctx: TaskContext, exc: BaseException) -> None:
-        if self.on_error is None:
-            return
-        try:
-            outcome = self.on_error(ctx, exc)
-            if inspect.isawaitable(outcome):
-                await outcome
-        except Exception:
-            log.exception("on_error hook raised for task %s", ctx.id)
 
     # -- shutdown -----------------------------------------------------------------------
 

@@ -94,6 +94,30 @@ def _errors_append(entry: str) -> str:
     )"""
 
 
+# What a worker reads of a task's own limits is clamped to what Python can load: a deadline of
+# 'infinity' or after year 9999, an interval past timedelta's range (or PostgreSQL 17's
+# infinite ones, which psycopg reads as 0) would fail the claim after it took the rows.
+_DEADLINE_MAX = "timestamptz '9999-12-30 00:00:00+00'"
+_DEADLINE_MIN = "timestamptz '0001-01-03 00:00:00+00'"
+_INTERVAL_MAX = "interval '1000 years'"
+
+
+def _loadable(columns: str) -> str:
+    """``columns`` (`TASK_COLUMNS` with the ``t.`` prefix) with the task's deadline, timeout
+    and retention clamped (NULL stays NULL)."""
+    clamps = {
+        "t.deadline": f"CASE WHEN t.deadline > {_DEADLINE_MAX} THEN {_DEADLINE_MAX} "
+        f"WHEN t.deadline < {_DEADLINE_MIN} THEN {_DEADLINE_MIN} ELSE t.deadline END",
+        "t.timeout": f"CASE WHEN t.timeout > {_INTERVAL_MAX} THEN {_INTERVAL_MAX} "
+        "ELSE t.timeout END",
+        "t.retention": f"CASE WHEN t.retention > {_INTERVAL_MAX} THEN {_INTERVAL_MAX} "
+        "ELSE t.retention END",
+    }
+    names = [c.strip() for c in columns.split(",")]
+    assert set(clamps) <= set(names), "TASK_COLUMNS changed: update _loadable"
+    return ", ".join(f"{clamps[c]} AS {c[2:]}" if c in clamps else c for c in names)
+
+
 # A wake-up payload longer than this (PostgreSQL refuses over 8000 bytes) says "*": any queue.
 NOTIFY_PAYLOAD_MAX = 7900
 
@@ -328,6 +352,7 @@ FROM drawn
         "GROUP BY status ORDER BY status",
     )
     claimed = ", ".join("t." + c.strip() for c in TASK_COLUMNS.replace("\n", " ").split(","))
+    claimed_loadable = _loadable(claimed)
     # The fence every worker write carries: still running, still ours, same claim.
     fence = "t.status = 'running' AND t.locked_by = %(worker)s AND t.attempted_at = m.claimed_at"
     mine = (
@@ -353,7 +378,7 @@ UPDATE {s}.tasks t
 SET status = 'running', attempts = t.attempts + 1, attempted_at = now(), updated_at = now(),
     locked_by = %(worker)s, locked_until = now() + {_seconds("CAST(%(lease)s AS float8)")}
 FROM ready WHERE t.id = ready.ready_id
-RETURNING {claimed}
+RETURNING {claimed_loadable}
 ){worker_event_cte("claimed", "'started'")}
 SELECT * FROM claimed WHERE {emit}
 """,

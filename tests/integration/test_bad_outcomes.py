@@ -26,8 +26,9 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from pgtasq import Client, Consumer, Counts, Producer, RetryIn, Task, TaskContext, _sql
+from pgtasq._finishing import RecordMaker
 from pgtasq._listener import Listener
-from pgtasq._outcomes import Outcome, OutcomeWriter, RecordMaker
+from pgtasq._outcomes import Outcome, OutcomeWriter
 from pgtasq._records import RESULT_DEPTH_MAX, Prepared
 from pgtasq._services import Cleaner, Heartbeat, Rescuer
 
@@ -421,6 +422,39 @@ def test_a_huge_lease_or_retry_delay_is_clamped(
             assert timedelta(days=3640) < row["run_at"] - now < timedelta(days=3660)
     # inf went to ten years for "fails" too; the clamp is reported once for the worker
     assert len(messages(caplog, "retry delay of", logging.WARNING)) == 1
+
+
+def test_stored_limits_python_cannot_load_do_not_stop_the_claim(pg_dsn: str, schema: str) -> None:
+    """Before: a deadline of 'infinity' (or after year 9999) made the claim fail while
+    reading the rows it had taken (WorkerCrashed, on every worker in turn); so would a
+    timeout beyond timedelta's range, and a payload nested deeper than Python's parser
+    goes. Now the limits are read clamped, and a row that still cannot be read fails alone."""
+    ids = enqueue(pg_dsn, schema, *[Task("t", i, max_attempts=3) for i in range(4)])
+    execute(pg_dsn, f"UPDATE {schema}.tasks SET deadline = 'infinity' WHERE id = %s", (ids[0],))
+    execute(
+        pg_dsn,
+        f"UPDATE {schema}.tasks SET timeout = interval '100000000 years', "
+        "retention = interval '100000000 years' WHERE id = %s",
+        (ids[1],),
+    )
+    execute(
+        pg_dsn,
+        f"UPDATE {schema}.tasks SET payload = (repeat('[', 5000) || repeat(']', 5000))::jsonb "
+        "WHERE id = %s",
+        (ids[2],),
+    )
+    consumer = fast(schema)
+    consumer.register("t", lambda ctx: "ran")
+    counts = burst(consumer, pg_dsn)
+    assert (counts.completed, counts.failed) == (3, 1)
+    with psycopg.connect(pg_dsn) as c, c.cursor(row_factory=dict_row) as cur:
+        done = cur.execute(  # not the limits: psycopg cannot read them either
+            f"SELECT status::text AS status, attempts, errors FROM {schema}.tasks ORDER BY id"
+        ).fetchall()
+    assert [r["status"] for r in done] == ["completed", "completed", "failed", "completed"]
+    [entry] = done[2]["errors"]
+    assert entry["error"] == "TaskValidationError" and "row: cannot be read" in entry["message"]
+    assert done[2]["attempts"] == 1
 
 
 def test_outcome_statement_clamps_any_delay(pg_dsn: str, schema: str) -> None:

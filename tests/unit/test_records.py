@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import logging
 import math
+import threading
 from typing import Any
 
 import psycopg
 import pytest
 
 from pgtasq._database import LogOnce, is_data_error
+from pgtasq._finishing import RecordMaker
 from pgtasq._outcomes import DELAY_MAX, clamp_delay
 from pgtasq._records import (
     MESSAGE_MAX_CHARS,
@@ -170,3 +172,53 @@ def test_log_once(caplog: pytest.LogCaptureFixture) -> None:
         (logging.DEBUG, "problem a"),
         (logging.ERROR, "problem b"),
     ]
+
+
+async def test_record_maker_gives_up_on_what_hangs() -> None:
+    """An exception whose __str__ never returns, a container whose items() never returns:
+    the outcome is made anyway after ``patience`` (the daemon thread is left behind)."""
+    release = threading.Event()
+
+    class Hanging(Exception):
+        def __str__(self) -> str:
+            release.wait(30)
+            return "late"
+
+    class HangingDict(dict[str, Any]):
+        def items(self) -> Any:
+            release.wait(30)
+            return super().items()
+
+    maker = RecordMaker(1 << 20, patience=0.2)
+    try:
+        entry = json.loads(await maker.error(2, Hanging()))
+        assert entry["attempt"] == 2 and entry["error"] == "OutcomeRejected"
+        assert "could not be formatted" in entry["message"]
+        assert "took longer than 0.2 s" in entry["note"]
+        big = HangingDict({str(i): i for i in range(1000)})  # over the loop's budget
+        prepared = await maker.result(big)
+        assert prepared.error == "could not be checked within 0.2 s"
+    finally:
+        release.set()
+        maker.close()
+
+
+async def test_record_maker_checks_big_results_off_the_loop() -> None:
+    maker = RecordMaker(1 << 20)
+    loop_thread = threading.get_ident()
+    seen: list[int] = []
+    real = RecordMaker._off_loop
+
+    async def spy(self: RecordMaker, fn: Any, *args: Any) -> Any:
+        seen.append(fn.__name__.__len__())
+        return await real(self, lambda *a: (seen.append(threading.get_ident()), fn(*a))[1], *args)
+
+    try:
+        assert (await maker.result({"small": 1})).text == '{"small":1}'
+        RecordMaker._off_loop = spy  # type: ignore[method-assign]
+        prepared = await maker.result(list(range(10_000)))
+        assert prepared.text is not None and prepared.text.startswith("[0,1,2")
+        assert seen and seen[-1] != loop_thread
+    finally:
+        RecordMaker._off_loop = real  # type: ignore[method-assign]
+        maker.close()
