@@ -29,7 +29,6 @@ from pgtasq._database import RETRYABLE, Backoff, LogOnce, fetch, is_data_error, 
 from pgtasq._records import (
     error_text,
 )
-from pgtasq._sql import SECONDS_MAX
 
 if TYPE_CHECKING:
     from psycopg_pool import AsyncConnectionPool
@@ -39,7 +38,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("pgtasq.consumer")
 
 FLUSH_MAX_ROWS = 5000
-DELAY_MAX = SECONDS_MAX  # ten years: a larger (or infinite) delay would not be stored
+DELAY_MAX = 10 * 365 * 86400.0  # ten years: a retry later than that is a mistake
 
 
 @dataclasses.dataclass
