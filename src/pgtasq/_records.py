@@ -26,6 +26,7 @@ import dataclasses
 import json
 import re
 import traceback
+from collections.abc import Iterable
 from typing import Any
 
 RESULT_MAX_BYTES_DEFAULT = 1024 * 1024  # 1 MiB of JSON (UTF-8)
@@ -76,8 +77,9 @@ def _prepare(value: Any, max_bytes: int, budget: int | None) -> Prepared | None:
         text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError, RecursionError) as exc:
         return Prepared(error=f"is not JSON-serialisable: {_short(exc)}")
-    text, surrogates = _SURROGATE.subn("\ufffd", text)
-    nuls = 0
+    surrogates = nuls = 0
+    if not text.isascii():
+        text, surrogates = _SURROGATE.subn("\ufffd", text)
     if "\\u0000" in text:
         text, nuls = _JSON_NUL.subn("\\1\ufffd", text)
     size = len(text.encode())
@@ -94,39 +96,69 @@ def _check(value: Any, max_bytes: int, budget: int | None) -> str | None:
 
     Walks it iteratively and counts a lower bound of its encoded size (each string's
     characters, each number's digits, one separator per item), so it stops after at most
-    about ``max_bytes`` nodes whatever the value holds (a cycle shows as too deep).
+    about ``max_bytes`` nodes whatever the value holds (a cycle shows as too deep). Only
+    containers go on the stack; the scalars in them are counted where they are met.
     """
-    size = 0
-    nodes = 0
+    scalar = _scalar_size(value)
+    if scalar is not None:
+        if budget is not None and type(value) not in _PLAIN:
+            return _OVER_BUDGET
+        return _too_large("is larger than that", max_bytes) if scalar > max_bytes else None
+    size = nodes = 0
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()
-        nodes += 1
-        if budget is not None and (nodes > budget or type(item) not in _PLAIN):
+        if budget is not None and type(item) not in _PLAIN:
             return _OVER_BUDGET  # a subclass may run its own code: not on the event loop
-        if isinstance(item, str):
-            size += len(item) + 3
-        elif isinstance(item, bool) or item is None:
-            size += 5
-        elif isinstance(item, int):
-            size += max(1, (item.bit_length() * 3) // 10) + 1
-        elif isinstance(item, float):
-            size += 4
-        elif isinstance(item, (dict, list, tuple)):
-            if depth > RESULT_DEPTH_MAX:
-                return f"is nested deeper than {RESULT_DEPTH_MAX} levels (or refers to itself)"
-            size += 2 + len(item)
-            if isinstance(item, dict):
-                for key, member in item.items():
-                    stack.append((member, depth + 1))
-                    if isinstance(key, str):
-                        size += len(key) + 3
-            else:
-                stack.extend((member, depth + 1) for member in item)
-        else:
+        if not isinstance(item, (dict, list, tuple)):
             size += 1  # not JSON: the encoder says so
+            continue
+        if depth > RESULT_DEPTH_MAX:
+            return f"is nested deeper than {RESULT_DEPTH_MAX} levels (or refers to itself)"
+        nodes += 1 + len(item)
+        if budget is not None and nodes > budget:
+            return _OVER_BUDGET
+        size += 2 + len(item)
         if size > max_bytes:
             return _too_large("is larger than that", max_bytes)
+        members: Iterable[Any] = item
+        if isinstance(item, dict):
+            for key in item:
+                if isinstance(key, str):
+                    size += len(key) + 3
+                    if size > max_bytes:
+                        return _too_large("is larger than that", max_bytes)
+            members = item.values()
+        for member in members:
+            # exact types first: the common case, and no subclass code on the loop
+            kind = type(member)
+            if kind is str:
+                size += len(member) + 3
+                if size > max_bytes:  # stop at the cap, not at the end of a long list
+                    return _too_large("is larger than that", max_bytes)
+            elif kind is int:
+                size += (member.bit_length() * 3) // 10 + 2
+                if size > max_bytes:
+                    return _too_large("is larger than that", max_bytes)
+            elif kind is float or kind is bool or member is None:
+                size += 5
+            else:
+                stack.append((member, depth + 1))
+        if size > max_bytes:
+            return _too_large("is larger than that", max_bytes)
+    return None
+
+
+def _scalar_size(value: Any) -> int | None:
+    """A lower bound of a scalar's encoded size, or None for anything else."""
+    if isinstance(value, str):
+        return len(value) + 2
+    if isinstance(value, bool) or value is None:
+        return 4
+    if isinstance(value, int):
+        return (value.bit_length() * 3) // 10 + 1
+    if isinstance(value, float):
+        return 3
     return None
 
 
