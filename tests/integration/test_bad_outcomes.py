@@ -163,6 +163,25 @@ def test_an_exception_whose_str_raises_is_recorded(pg_dsn: str, schema: str) -> 
         assert "str() of this" in entry["message"] and entry["note"] == "str(exc) raised"
 
 
+def test_complete_in_the_handlers_transaction_stores_a_safe_result(
+    pg_dsn: str, schema: str
+) -> None:
+    """ctx.complete(conn, result) takes the same care: before, the lone surrogate raised
+    UnicodeEncodeError inside the handler's own transaction."""
+    consumer = fast(schema)
+
+    @consumer.task("t")
+    def t(ctx: TaskContext) -> None:
+        with psycopg.connect(pg_dsn) as conn:
+            ctx.complete(conn, result={"text": "cut \ud83d", "nul": "a\x00b"})
+
+    enqueue(pg_dsn, schema, Task("t", max_attempts=1))
+    assert burst(consumer, pg_dsn).completed == 0  # completed in the handler's transaction
+    (row,) = rows(pg_dsn, schema)
+    assert row["status"] == "completed"
+    assert row["result"] == {"text": "cut \ufffd", "nul": "a\ufffdb"}
+
+
 def test_results_that_cannot_be_stored_fail_at_once_with_a_clear_error(
     pg_dsn: str, schema: str
 ) -> None:
