@@ -24,9 +24,10 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from pgtasq._claims import queue_order
 from pgtasq._outcomes import Counts
 from pgtasq._records import RESULT_MAX_BYTES_DEFAULT, RESULT_MAX_BYTES_LIMIT
-from pgtasq._runtime import Engine, Settings, queue_order
+from pgtasq._runtime import Engine, Settings
 from pgtasq._services import (
     CLEAN_INTERVAL_DEFAULT,
     HEARTBEAT_INTERVAL_DEFAULT,
