@@ -26,6 +26,7 @@ from pgtasq._records import (
     dump_entry,
     error_entry,
     error_text,
+    formats_quickly,
     note_entry,
     prepare_result,
 )
@@ -42,9 +43,10 @@ class RecordMaker:
     """Turns a handler's result or exception into what its row can store, off the event
     loop (on threads of its own) when that is more than a few fields of work.
 
-    A result walks `prepare_result` on the loop with a small budget first; the rest, and
-    every error entry (formatting a traceback, calling ``str(exc)``: the exception's own
-    code), run on a thread. Whatever does not finish within ``patience`` seconds is given up
+    A result walks `prepare_result` on the loop with a small budget first; an error entry
+    is made on the loop when `formats_quickly` says so. The rest (a large result, an
+    exception whose ``str()`` is its author's code or whose traceback is long) runs on a
+    thread. Whatever does not finish within ``patience`` seconds is given up
     for a stand-in (the thread, which cannot be stopped, is a daemon).
     """
 
@@ -64,6 +66,8 @@ class RecordMaker:
         return done
 
     async def error(self, attempt: int, exc: BaseException, note: str | None = None) -> str:
+        if formats_quickly(exc):  # most errors: a few microseconds, no thread hop
+            return error_text(attempt, exc, note)
         text = await self._off_loop(error_text, attempt, exc, note)
         if isinstance(text, str):
             return text

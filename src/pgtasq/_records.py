@@ -22,6 +22,7 @@ holds anything but plain JSON types (a subclass may run code of its own), in a t
 
 from __future__ import annotations
 
+import builtins
 import dataclasses
 import json
 import re
@@ -211,6 +212,58 @@ def error_entry(attempt: int, exc: BaseException, note: str | None = None) -> di
     if notes:
         entry["note"] = "; ".join(notes)
     return entry
+
+
+def formats_quickly(exc: BaseException) -> bool:
+    """Whether formatting ``exc`` runs no code of its author's and little of any: each
+    exception of its chain (a few at most) is a plain one (``__str__`` of a built-in class,
+    arguments that are short strings or numbers, no notes) with a short traceback. The worker
+    formats those on the event loop; anything else goes to a thread."""
+    seen = 0
+    current: BaseException | None = exc
+    while current is not None:
+        seen += 1
+        if seen > _QUICK_CHAIN_MAX or isinstance(current, _GROUPS):
+            return False
+        if not _plain_class(type(current)):
+            return False
+        if getattr(current, "__notes__", None) is not None:
+            return False
+        size = 0
+        for arg in current.args:
+            kind = type(arg)
+            if kind is str:
+                size += len(arg)
+            elif kind is not int and kind is not float and arg is not None:
+                return False
+        if size > MESSAGE_MAX_CHARS:
+            return False
+        frames = 0
+        tb = current.__traceback__
+        while tb is not None:
+            frames += 1
+            if frames > _QUICK_FRAMES_MAX:
+                return False
+            tb = tb.tb_next
+        current = current.__cause__ or (
+            None if current.__suppress_context__ else current.__context__
+        )
+    return True
+
+
+_QUICK_CHAIN_MAX = 4
+_QUICK_FRAMES_MAX = 50
+# What formatting an exception calls on it: none of these may be its author's code.
+_HOOKS = ("__str__", "__repr__", "__getattr__", "__getattribute__")
+_GROUPS = tuple(g for g in [getattr(builtins, "BaseExceptionGroup", None)] if g is not None)
+
+
+def _plain_class(cls: type) -> bool:
+    """No class of ``cls``'s lineage but the built-in ones defines a formatting hook."""
+    return all(
+        klass.__module__ == "builtins" or not any(hook in vars(klass) for hook in _HOOKS)
+        for klass in cls.__mro__
+    )
 
 
 def error_text(attempt: int, exc: BaseException, note: str | None = None) -> str:

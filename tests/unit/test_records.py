@@ -21,6 +21,7 @@ from pgtasq._records import (
     Prepared,
     error_entry,
     error_text,
+    formats_quickly,
     prepare_result,
 )
 
@@ -222,3 +223,59 @@ async def test_record_maker_checks_big_results_off_the_loop() -> None:
     finally:
         RecordMaker._off_loop = real  # type: ignore[method-assign]
         maker.close()
+
+
+class _Plain(Exception):
+    pass
+
+
+class _OwnStr(Exception):
+    def __str__(self) -> str:
+        return "mine"
+
+
+class _OwnGetattr(Exception):
+    def __getattr__(self, name: str) -> Any:
+        raise AttributeError(name)
+
+
+def _deep(n: int) -> BaseException:
+    def down(k: int) -> None:
+        if k == 0:
+            raise ValueError("deep")
+        down(k - 1)
+
+    try:
+        down(n)
+    except ValueError as exc:
+        return exc
+    raise AssertionError("unreachable")
+
+
+def _chained() -> BaseException:
+    try:
+        try:
+            raise KeyError("inner")
+        except KeyError as inner:
+            raise _OwnStr() from inner
+    except _OwnStr as outer:
+        return outer
+
+
+@pytest.mark.parametrize(
+    ("exc", "quick"),
+    [
+        (raised(ValueError("boom")), True),
+        (raised(_Plain("plain subclass", 3)), True),
+        (raised(OSError(2, "No such file")), True),
+        (raised(_OwnStr()), False),  # its author's __str__: on a thread
+        (raised(_OwnGetattr()), False),
+        (raised(ValueError(object())), False),  # str(arg) would call the object's code
+        (raised(ValueError("x" * (MESSAGE_MAX_CHARS + 1))), False),
+        (_deep(100), False),  # a long traceback
+        (_chained(), False),  # anywhere in the chain
+    ],
+)
+def test_which_errors_are_formatted_on_the_loop(exc: BaseException, quick: bool) -> None:
+    assert formats_quickly(exc) is quick
+    assert json.loads(error_text(1, exc))["attempt"] == 1  # and both ways work
