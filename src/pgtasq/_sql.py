@@ -436,7 +436,8 @@ WITH ready AS (
 ),
 claimed AS (
 UPDATE {s}.tasks t
-SET status = 'running', attempts = t.attempts + 1, attempted_at = now(), updated_at = now(),
+SET status = 'running', attempted_at = now(), updated_at = now(),
+    attempts = least(t.attempts, 2147483646) + 1,  -- an int: total on any stored count
     locked_by = %(worker)s, locked_until = now() + {_seconds("CAST(%(lease)s AS float8)")}
 -- by primary key, from the array of what `ready` locked: a join to `ready` would be planned
 -- from LIMIT's row estimate, which a generic plan guesses from the statistics
@@ -523,7 +524,7 @@ UPDATE {s}.tasks t
 SET status = m.status::{s}.task_status,
     run_at = CASE WHEN m.status = 'pending'
                   THEN now() + {_seconds("m.delay")} ELSE t.run_at END,
-    attempts = t.attempts - m.refund,
+    attempts = greatest(t.attempts - m.refund, 0),  -- total on any stored count
     errors = CASE WHEN m.error IS NULL THEN t.errors
                   ELSE {finish_errors} END,
     result = CASE WHEN m.result IS NULL THEN t.result ELSE m.result::jsonb END,
@@ -546,7 +547,8 @@ SELECT id, queue, status FROM done WHERE {emit}
 WITH mine AS MATERIALIZED ({mine}),
 released AS (
     UPDATE {s}.tasks t
-    SET status = 'pending', attempts = t.attempts - 1, locked_by = NULL, locked_until = NULL,
+    SET status = 'pending', attempts = greatest(t.attempts - 1, 0),
+        locked_by = NULL, locked_until = NULL,
         updated_at = now()  -- run_at and priority kept: the task keeps its place in line
     FROM mine m
     WHERE t.id = m.id AND {fence}

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
@@ -474,6 +475,50 @@ def test_stored_limits_python_cannot_load_do_not_stop_the_claim(pg_dsn: str, sch
     [entry] = done[2]["errors"]
     assert entry["error"] == "TaskValidationError" and "row: cannot be read" in entry["message"]
     assert done[2]["attempts"] == 1
+
+
+def test_stored_attempt_counts_cannot_break_a_claim_a_retry_or_a_release(
+    pg_dsn: str, schema: str
+) -> None:
+    """Before: a row whose attempts were at int's maximum made every claim fail (integer
+    out of range: WorkerCrashed on every worker); one whose attempts were 0 while running
+    made the outcome of RetryIn (attempt given back) or of a release violate the CHECK, and
+    the flush failed on every retry, holding back every outcome behind it."""
+    top, zero = enqueue(pg_dsn, schema, Task("t", max_attempts=3), Task("t", max_attempts=3))
+    execute(pg_dsn, f"UPDATE {schema}.tasks SET attempts = 2147483647 WHERE id = %s", (top,))
+    consumer = fast(schema)
+
+    @consumer.task("t")
+    def t(ctx: TaskContext) -> None:
+        if ctx.id == zero:  # as if someone reset the count under the running task
+            execute(pg_dsn, f"UPDATE {schema}.tasks SET attempts = 0 WHERE id = %s", (zero,))
+            raise RetryIn(3600)
+
+    counts = burst(consumer, pg_dsn)
+    assert (counts.claimed, counts.completed, counts.retried, counts.lost) == (2, 1, 1, 0)
+    first, second = rows(pg_dsn, schema)
+    assert (first["status"], first["attempts"]) == ("completed", 2147483647)
+    assert (second["status"], second["attempts"]) == ("pending", 0)
+
+    # a release (shutdown) of a running task whose count was reset
+    execute(pg_dsn, f"UPDATE {schema}.tasks SET run_at = now() WHERE id = %s", (zero,))
+    started = threading.Event()
+    holder = fast(schema, shutdown_timeout=0.1)
+
+    @holder.task("t")
+    def hold(ctx: TaskContext) -> None:
+        execute(pg_dsn, f"UPDATE {schema}.tasks SET attempts = 0 WHERE id = %s", (zero,))
+        started.set()
+        ctx.cancelled.wait(10)
+
+    holder.start(pg_dsn)
+    assert started.wait(10)
+    counts = holder.stop(timeout=15)  # raised the CHECK violation before
+    assert counts is not None and counts.released == 1
+    assert (rows(pg_dsn, schema)[1]["status"], rows(pg_dsn, schema)[1]["attempts"]) == (
+        "pending",
+        0,
+    )
 
 
 def test_outcome_statement_clamps_any_delay(pg_dsn: str, schema: str) -> None:
