@@ -154,7 +154,9 @@ class OutcomeWriter:
             async with self.pool.connection() as conn:
                 written = 0
                 if finish:
-                    rows = await self._finish(conn, finish)
+                    rows = await self._write(
+                        conn, self.stmts.task_finish_many, self._finish_params, finish
+                    )
                     written += len(rows)
                     for row in rows:
                         status = row["status"]
@@ -165,12 +167,9 @@ class OutcomeWriter:
                         else:
                             self.counts.retried += 1
                 if release:
-                    params = {
-                        "worker": self.worker_id,
-                        "id": [o.id for o in release],
-                        "claimed_at": [o.claimed_at for o in release],
-                    }
-                    rows = await fetch(conn, self.stmts.task_release_many, params)
+                    rows = await self._write(
+                        conn, self.stmts.task_release_many, self._release_params, release
+                    )
                     written += len(rows)
                     self.counts.released += len(rows)
             self.counts.lost += len(batch) - written
@@ -180,25 +179,41 @@ class OutcomeWriter:
             if self._on_written is not None:
                 self._on_written()
 
-    async def _finish(
-        self, conn: psycopg.AsyncConnection[Any], batch: list[Outcome]
+    async def _write(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        stmt: _sql.Statement,
+        params: Callable[[list[Outcome]], dict[str, Any]],
+        batch: list[Outcome],
     ) -> list[dict[str, Any]]:
-        """`task_finish_many` for ``batch``; on a data error, each half on its own."""
+        """``stmt`` for ``batch``; on a data error, each half on its own, down to the one
+        outcome the database refuses (`_reject`)."""
         try:
-            return await fetch(conn, self.stmts.task_finish_many, self._finish_params(batch))
+            return await fetch(conn, stmt, params(batch))
         except Exception as exc:
             if not is_data_error(exc):
                 raise
             if len(batch) == 1:
                 return await self._reject(conn, batch[0], exc)
             half = len(batch) // 2
-            first = await self._finish(conn, batch[:half])
-            return first + await self._finish(conn, batch[half:])
+            first = await self._write(conn, stmt, params, batch[:half])
+            return first + await self._write(conn, stmt, params, batch[half:])
 
     async def _reject(
         self, conn: psycopg.AsyncConnection[Any], outcome: Outcome, exc: BaseException
     ) -> list[dict[str, Any]]:
-        """Fail the task whose outcome the database refused, with an entry saying why."""
+        """Fail the task whose outcome the database refused, with an entry saying why (a
+        refused release is given up: its lease runs out and the rescuer takes it back)."""
+        if outcome.status == "release":
+            self._log_once(
+                f"reject:{outcome.id}",
+                logging.ERROR,
+                "task %s: PostgreSQL refused to hand it back (%s); its lease will expire and "
+                "the rescuer will take it back",
+                outcome.id,
+                short_error(exc),
+            )
+            return []
         why = f"PostgreSQL refused this {outcome.status} outcome: {short_error(exc)}"
         record = error_text(outcome.attempt, OutcomeRejected(why))
         failed = Outcome(outcome.id, outcome.claimed_at, "failed", error=record)
@@ -223,6 +238,13 @@ class OutcomeWriter:
             short_error(exc),
         )
         return rows
+
+    def _release_params(self, batch: list[Outcome]) -> dict[str, Any]:
+        return {
+            "worker": self.worker_id,
+            "id": [o.id for o in batch],
+            "claimed_at": [o.claimed_at for o in batch],
+        }
 
     def _finish_params(self, batch: list[Outcome]) -> dict[str, Any]:
         # Array parameters as PostgreSQL array literals: on our own psycopg connections this

@@ -330,6 +330,48 @@ def test_an_outcome_refused_even_as_a_failure_is_left_to_the_rescuer(
     assert again["status"] == "pending" and again["errors"][-1]["error"] == "LeaseExpired"
 
 
+def test_a_refused_release_does_not_hold_back_the_others(
+    pg_dsn: str, schema: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """At shutdown, a hand-back the database refuses (injected: a claim time it cannot
+    parse) is given up alone, logged once; the other tasks are handed back."""
+    poison: list[int] = []
+    real_params = OutcomeWriter._release_params
+
+    def corrupting(self: OutcomeWriter, batch: list[Outcome]) -> dict[str, Any]:
+        params = real_params(self, batch)
+        params["claimed_at"] = [
+            "not a time" if o.id in poison else stamp
+            for o, stamp in zip(batch, params["claimed_at"], strict=True)
+        ]
+        return params
+
+    monkeypatch.setattr(OutcomeWriter, "_release_params", corrupting)
+    started = threading.Semaphore(0)
+    consumer = fast(schema, shutdown_timeout=0.1, concurrency=4)
+
+    @consumer.task("t")
+    def hold(ctx: TaskContext) -> None:
+        started.release()
+        ctx.cancelled.wait(10)
+
+    ids = enqueue(pg_dsn, schema, *[Task("t") for _ in range(4)])
+    poison.append(ids[1])
+    with caplog.at_level(logging.ERROR, logger="pgtasq.consumer"):
+        consumer.start(pg_dsn)
+        for _ in ids:
+            assert started.acquire(timeout=10)
+        counts = consumer.stop(timeout=15)
+    assert counts is not None and (counts.released, counts.lost) == (3, 1)
+    assert [r["status"] for r in rows(pg_dsn, schema)] == [
+        "pending",
+        "running",
+        "pending",
+        "pending",
+    ]
+    assert len(messages(caplog, "refused to hand it back", logging.ERROR)) == 1
+
+
 # -- the errors history -----------------------------------------------------------------------
 
 
