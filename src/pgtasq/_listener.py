@@ -24,6 +24,7 @@ log = logging.getLogger("pgtasq.consumer")
 CHECK_EVERY_MIN = 5.0  # seconds without a notification before `SELECT 1` checks the connection
 RECONNECT_BACKOFF_CAP = 10.0
 PROBE_TIMEOUT = 3.0  # seconds for the listener's own NOTIFY to come back
+PROBE_ATTEMPTS = 3  # probes sent when undecodable notifications got in the way
 PROBE_KEY = "pgtasq_probe"
 
 
@@ -101,14 +102,7 @@ class Listener:
                                 if relevant(note.payload, self.queues):
                                     self._on_notified()
                         except UnicodeDecodeError as exc:
-                            self._log_once(
-                                "decode",
-                                logging.WARNING,
-                                "listener: a notification could not be decoded (%s); "
-                                "woken anyway (logged once)",
-                                short_error(exc),
-                            )
-                            self._on_notified()
+                            self._undecodable(exc)
                             continue
                         await conn.execute("SELECT 1")  # is the connection still alive?
             except RETRYABLE as exc:
@@ -128,14 +122,33 @@ class Listener:
         await asyncio.get_running_loop().create_future()  # polling only, until cancelled
 
     async def _probe(self, conn: psycopg.AsyncConnection[Any]) -> bool:
-        """Whether a NOTIFY sent from another connection reaches ``conn``'s LISTEN."""
-        payload = json.dumps({PROBE_KEY: uuid.uuid4().hex})
-        params = {"channel": self.stmts.channel, "payload": payload}
-        async with await psycopg.AsyncConnection.connect(self.dsn, autocommit=True) as other:
-            await other.execute(_sql.listen_probe.text, params)
-        async for note in conn.notifies(timeout=PROBE_TIMEOUT):
-            if note.payload == payload:
-                return True
-            if relevant(note.payload, self.queues):
-                self._on_notified()
+        """Whether a NOTIFY sent from another connection reaches ``conn``'s LISTEN.
+
+        A notification that cannot be decoded makes psycopg drop the others that came with
+        it, the probe's own perhaps: then the probe is sent again (a few times at most).
+        """
+        for _ in range(PROBE_ATTEMPTS):
+            payload = json.dumps({PROBE_KEY: uuid.uuid4().hex})
+            params = {"channel": self.stmts.channel, "payload": payload}
+            async with await psycopg.AsyncConnection.connect(self.dsn, autocommit=True) as other:
+                await other.execute(_sql.listen_probe.text, params)
+            try:
+                async for note in conn.notifies(timeout=PROBE_TIMEOUT):
+                    if note.payload == payload:
+                        return True
+                    if relevant(note.payload, self.queues):
+                        self._on_notified()
+                return False
+            except UnicodeDecodeError as exc:
+                self._undecodable(exc)
         return False
+
+    def _undecodable(self, exc: UnicodeDecodeError) -> None:
+        """A notification whose payload cannot be decoded: a wake-up like any other."""
+        self._log_once(
+            "decode",
+            logging.WARNING,
+            "listener: a notification could not be decoded (%s); woken anyway (logged once)",
+            short_error(exc),
+        )
+        self._on_notified()

@@ -649,39 +649,57 @@ def ascii_dsn(pg_dsn: str) -> Iterator[str]:
 
 
 async def test_a_notification_the_listener_cannot_decode_does_not_stop_it(
-    ascii_dsn: str, caplog: pytest.LogCaptureFixture
+    ascii_dsn: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Before: UnicodeDecodeError ended the listen loop, and with it the worker."""
+    """Before: UnicodeDecodeError ended the listen loop, and with it the worker. Now such
+    a notification wakes the worker like any other, while the listener checks that LISTEN
+    works (its probe) and afterwards, and is logged once."""
     stmts = _sql.statements("pgtasq")
-    connected = asyncio.Event()
+    probed = asyncio.Event()
     woken: list[float] = []
+
+    async def notify(payload: str | bytes) -> None:
+        async with await psycopg.AsyncConnection.connect(ascii_dsn, autocommit=True) as c:
+            await c.execute(
+                "SELECT pg_notify(%s, convert_from(%s::bytea, 'SQL_ASCII'))",
+                (stmts.channel, payload),
+            )
+
+    real_probe = Listener._probe
+
+    async def probe(self: Listener, conn: Any) -> bool:
+        await notify("\\xff")  # queued ahead of the probe's own notification
+        try:
+            return await real_probe(self, conn)
+        finally:
+            probed.set()
+
+    monkeypatch.setattr(Listener, "_probe", probe)
     listener = Listener(
         dsn=ascii_dsn,
         stmts=stmts,
         queues=["default"],
         poll_interval=30.0,
-        on_connected=connected.set,
+        on_connected=lambda: None,
         on_notified=lambda: woken.append(time.monotonic()),
     )
     with caplog.at_level(logging.WARNING, logger="pgtasq.consumer"):
         loop = asyncio.create_task(listener.run())
         try:
-            await asyncio.wait_for(connected.wait(), 10)
-            async with await psycopg.AsyncConnection.connect(ascii_dsn, autocommit=True) as c:
-                for payload in ("\\xff", "\\xfe", '["default"]'):
-                    await c.execute(
-                        "SELECT pg_notify(%s, convert_from(%s::bytea, 'SQL_ASCII'))",
-                        (stmts.channel, payload.encode() if payload[0] == "[" else payload),
-                    )
-                    # apart: psycopg drops the rest of a batch it failed to decode (the
-                    # wake-up given for the failure covers them)
-                    await asyncio.sleep(0.3)
+            await asyncio.wait_for(probed.wait(), 10)
+            assert len(woken) == 1  # the undecodable one, during the probe
+            for payload in ("\\xfe", b'["default"]'):
+                await notify(payload)
+                # apart: psycopg drops the rest of a batch it failed to decode (the
+                # wake-up given for the failure covers them)
+                await asyncio.sleep(0.3)
             for _ in range(100):
                 if len(woken) >= 3 or loop.done():
                     break
                 await asyncio.sleep(0.05)
             assert not loop.done(), loop  # still listening
-            assert len(woken) == 3  # each undecodable one woke the worker, as any would
+            assert len(woken) == 3
+            assert "LISTEN gets no notifications" not in caplog.text  # the probe succeeded
         finally:
             loop.cancel()
             await asyncio.gather(loop, return_exceptions=True)
