@@ -30,9 +30,11 @@ import traceback
 from collections.abc import Iterable
 from typing import Any
 
+from pgtasq._limits import PAYLOAD_MAX_DEPTH
+
 RESULT_MAX_BYTES_DEFAULT = 1024 * 1024  # 1 MiB of JSON (UTF-8)
 RESULT_MAX_BYTES_LIMIT = 128 * 1024 * 1024  # a jsonb value holds at most ~255 MB
-RESULT_DEPTH_MAX = 128  # nesting levels of arrays and objects, as for payloads
+RESULT_DEPTH_MAX = PAYLOAD_MAX_DEPTH  # nesting levels of arrays and objects, as for payloads
 INLINE_BUDGET = 256  # nodes the event loop may walk itself; larger results go to a thread
 MESSAGE_MAX_CHARS = 2000  # an error entry keeps the head of the message...
 TRACEBACK_MAX_CHARS = 4000  # ...and the tail of the traceback

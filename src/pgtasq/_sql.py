@@ -15,6 +15,7 @@ import hashlib
 import re
 from typing import TYPE_CHECKING, Any
 
+from pgtasq._limits import DURATION_MAX_SECONDS, TIMESTAMP_MAX, TIMESTAMP_MIN
 from pgtasq.tables import TASKS_ID_SEQUENCE, check_schema_name
 
 if TYPE_CHECKING:
@@ -80,7 +81,7 @@ COPY_COLUMNS_OPTIONAL = ("run_at", "timeout", "deadline", "retention")
 # Durations added to now() (a lease, a retry's backoff) are clamped to this in the statement
 # itself: whatever a handler, a setting or a stored row says, the sum stays a timestamp that
 # PostgreSQL and Python can hold (make_interval() and timestamp arithmetic raise on overflow).
-SECONDS_MAX = 3_155_760_000.0  # 100 years: the longest duration pgtasq accepts anywhere
+SECONDS_MAX = DURATION_MAX_SECONDS  # 100 years: the longest duration pgtasq accepts anywhere
 # Retentions beyond this keep a task "forever": the cleaner's cut-off now() - retention must
 # stay a valid timestamp, however large a stored retention is.
 RETENTION_CUTOFF_MAX = "interval '1000 years'"
@@ -123,8 +124,8 @@ def _errors_append(entry: str) -> str:
 # What a worker reads of a task's own limits is clamped to what Python can load: a deadline of
 # 'infinity' or after year 9999, an interval past timedelta's range (or PostgreSQL 17's
 # infinite ones, which psycopg reads as 0) would fail the claim after it took the rows.
-_DEADLINE_MAX = "timestamptz '9999-12-30 00:00:00+00'"
-_DEADLINE_MIN = "timestamptz '0001-01-02 00:00:00+00'"
+_DEADLINE_MAX = f"timestamptz '{TIMESTAMP_MAX.isoformat()}'"
+_DEADLINE_MIN = f"timestamptz '{TIMESTAMP_MIN.isoformat()}'"
 _INTERVAL_MAX = "interval '1000 years'"
 
 

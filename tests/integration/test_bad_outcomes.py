@@ -454,16 +454,16 @@ def test_a_huge_stored_retention_does_not_stop_the_cleaner(
         counts = consumer.stop(timeout=15)  # raised WorkerCrashed before
     assert counts is not None and counts.completed == 1
     with Client(pg_dsn, schema=schema) as client:
-        assert client.clean(retention=1e300) == 0  # and the Client's clean, with any default
+        assert client.clean() == 0  # and the Client's clean
 
 
-def test_a_huge_lease_or_retry_delay_is_clamped(
+def test_a_huge_retry_delay_is_clamped_and_said_once(
     pg_dsn: str, schema: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A lease past the calendar made every claim fail (WorkerCrashed); a retry delay that
-    is infinite or NaN is clamped, and said once."""
+    """A retry delay that is infinite, NaN or negative (from retry_delay or RetryIn) is
+    clamped, and said once (before: silently)."""
     delays = iter([math.inf, math.nan, -5.0])
-    consumer = fast(schema, lease=1e12, retry_delay=lambda info, exc: next(delays))
+    consumer = fast(schema, retry_delay=lambda info, exc: next(delays))
 
     @consumer.task("fails")
     def fails(ctx: TaskContext) -> None:
@@ -561,6 +561,31 @@ def test_stored_attempt_counts_cannot_break_a_claim_a_retry_or_a_release(
         "pending",
         0,
     )
+
+
+def test_worker_statements_clamp_any_lease(pg_dsn: str, schema: str) -> None:
+    """The Consumer refuses a lease over 100 years (pgtasq._limits); the statements clamp
+    one anyway (raw callers, other clients). Before: a lease past the calendar made every
+    claim fail with DatetimeFieldOverflow (WorkerCrashed) and every heartbeat too."""
+    enqueue(pg_dsn, schema, Task("t"))
+    stmts = _sql.statements(schema)
+    with psycopg.connect(pg_dsn, autocommit=True) as c, c.cursor(row_factory=dict_row) as cur:
+        lease = {"worker": "w", "lease": 1e300}
+        (claimed,) = cur.execute(
+            stmts.task_claim.text, {**lease, "queue": "default", "types": ["t"], "limit": 1}
+        ).fetchall()
+        assert claimed["locked_until"] < datetime.now(timezone.utc) + timedelta(days=36530)
+        beat = {
+            **lease,
+            "id": [claimed["id"]],
+            "claimed_at": [claimed["attempted_at"]],
+            "host": "h",
+            "pid": 1,
+            "queues": "{}",
+            "concurrency": 1,
+            "metadata": "{}",
+        }
+        assert cur.execute(stmts.task_heartbeat.text, beat).fetchall() == []  # still ours
 
 
 def test_outcome_statement_clamps_any_delay(pg_dsn: str, schema: str) -> None:
