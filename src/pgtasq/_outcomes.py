@@ -26,9 +26,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 
 from pgtasq._database import RETRYABLE, Backoff, LogOnce, fetch, is_data_error, short_error
-from pgtasq._records import (
-    error_text,
-)
+from pgtasq._records import error_text
 
 if TYPE_CHECKING:
     from psycopg_pool import AsyncConnectionPool
