@@ -6,7 +6,12 @@ Each has the shape of every pgtasq service (`Scheduler` too):
 - ``run_once()``: one round, returning what it did as counts; the tests call it directly;
 - ``run()``: a thin loop around it, forever (the `Engine` cancels it): sleep, call, and on a
   lost database log and try again at the next round (given the worker's `Outage`, the log
-  says once that the database is gone and once that it is back, whichever loop notices);
+  says once that the database is gone and once that it is back, whichever loop notices). A
+  data error (the database refusing what a row holds or what the round sends: see
+  `_database.is_data_error`) does not stop the loop either: it is logged once, and the next
+  round runs as usual (`survive`). The statements are written so that no stored value can
+  make them fail; this is the net under that promise. Anything else (a bug, a missing
+  table) ends the loop, and the worker;
 - an injectable clock. Every statement takes its time from the database (``now()``), so
   what the Python side reads is only how long to wait: ``sleep`` and the jitter source
   ``rand`` are parameters (``asyncio.sleep`` and ``random.random`` by default).
@@ -30,7 +35,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from pgtasq._database import RETRYABLE, Outage, fetch, short_error
+from pgtasq._database import RETRYABLE, LogOnce, Outage, fetch, is_data_error, short_error
 from pgtasq._limits import duration_problem
 from pgtasq.errors import ConfigurationError
 
@@ -64,12 +69,29 @@ def _check_positive(**values: float) -> None:
             raise ConfigurationError(f"{name} {problem}")
 
 
-def _failed(outage: Outage | None, what: str, exc: BaseException) -> None:
-    """A round lost the database: the worker's `Outage` says so once, or a line per round."""
-    if outage is None:
-        log.warning("%s failed: %s", what, short_error(exc))
+_log_once = LogOnce(log)
+
+
+def survive(loop: str, exc: Exception, outage: Outage | None = None) -> None:
+    """What a service loop does with an error from its round: log it and go on when the
+    database is away (through the worker's `Outage`: once per outage) or refused the data
+    (once per kind of refusal), else raise it."""
+    if is_data_error(exc):
+        _log_once(
+            f"{loop}:{short_error(exc)}",
+            logging.ERROR,
+            "%s: the database refused the data of this round (%s); carrying on "
+            "(logged once per error)",
+            loop,
+            short_error(exc),
+        )
+    elif isinstance(exc, RETRYABLE):
+        if outage is None:
+            log.warning("%s failed: %s", loop, short_error(exc))
+        else:
+            outage.lost(exc)
     else:
-        outage.lost(exc)
+        raise exc
 
 
 def _succeeded(outage: Outage | None) -> None:
@@ -157,8 +179,8 @@ class Heartbeat:
             await self._sleep(self.config.interval)
             try:
                 await self.run_once()
-            except RETRYABLE as exc:
-                _failed(self._outage, "heartbeat", exc)
+            except Exception as exc:
+                survive("heartbeat", exc, self._outage)
             else:
                 _succeeded(self._outage)
 
@@ -236,11 +258,12 @@ class Rescuer:
         return RescueCounts(rescued=rescued, failed=failed, stale_workers=len(stale))
 
     async def try_once(self) -> RescueCounts | None:
-        """`run_once`, logging a lost database instead of raising (then None)."""
+        """`run_once`, logging a lost database or a data error instead of raising (then
+        None)."""
         try:
             counts = await self.run_once()
-        except RETRYABLE as exc:
-            _failed(self._outage, "rescue", exc)
+        except Exception as exc:
+            survive("rescue", exc, self._outage)
             return None
         _succeeded(self._outage)
         return counts
@@ -323,8 +346,8 @@ class Cleaner:
         while True:
             try:
                 await self.run_once()
-            except RETRYABLE as exc:
-                _failed(self._outage, "cleaning", exc)
+            except Exception as exc:
+                survive("cleaning", exc, self._outage)
             else:
                 _succeeded(self._outage)
             await self._sleep(jittered(interval, self._rand))

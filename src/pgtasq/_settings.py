@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pgtasq._limits import duration_problem, text_problem
+from pgtasq._records import RESULT_MAX_BYTES_LIMIT
 from pgtasq._services import HEARTBEAT_INTERVAL_DEFAULT, RESCUE_INTERVAL_DEFAULT
 from pgtasq.errors import ConfigurationError
 from pgtasq.models import NAME_MAX_LENGTH
@@ -126,6 +127,7 @@ class Settings:
     clean_interval: float
     retention_default: float
     events: bool
+    result_max_bytes: int
     listen_dsn: str | None
     prepare: bool
 
@@ -171,6 +173,9 @@ class Settings:
             retention_default=_seconds("retention_default", options.pop("retention_default")),
             listen=bool(options.pop("listen")),
             events=bool(options.pop("events")),
+            result_max_bytes=_count(
+                "result_max_bytes", options.pop("result_max_bytes"), RESULT_MAX_BYTES_LIMIT
+            ),
             listen_dsn=_listen_dsn(options.pop("listen_dsn")),
             prepare=_flag("prepare", options.pop("prepare")),
             **options,  # nothing left: an unknown option is a TypeError here

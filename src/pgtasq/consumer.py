@@ -26,6 +26,7 @@ from typing import Any
 from pgtasq._claims import queue_order
 from pgtasq._limits import text_problem
 from pgtasq._outcomes import Counts
+from pgtasq._records import RESULT_MAX_BYTES_DEFAULT
 from pgtasq._runtime import Engine
 from pgtasq._services import CLEAN_INTERVAL_DEFAULT, LEASE_DEFAULT, RETENTION_DEFAULT
 from pgtasq._settings import Queues, Settings
@@ -68,6 +69,7 @@ class Consumer:
         clean_interval: float = CLEAN_INTERVAL_DEFAULT,
         retention_default: float = RETENTION_DEFAULT,
         events: bool = False,
+        result_max_bytes: int = RESULT_MAX_BYTES_DEFAULT,
         listen_dsn: str | None = None,
         prepare: bool = True,
         on_error: ErrorHook | None = None,
@@ -97,6 +99,7 @@ class Consumer:
             "clean_interval": clean_interval,
             "retention_default": retention_default,
             "events": events,
+            "result_max_bytes": result_max_bytes,
             "listen_dsn": listen_dsn,
             "prepare": prepare,
         }
