@@ -53,9 +53,9 @@ def as_json(out: subprocess.CompletedProcess[str]) -> Any:
     return json.loads(ok(out))
 
 
-def failed(out: subprocess.CompletedProcess[str], message: str) -> None:
-    """Exit code 1 and one ``error:`` line on stderr that contains ``message``."""
-    assert out.returncode == 1, (out.stdout, out.stderr)
+def failed(out: subprocess.CompletedProcess[str], message: str, code: int = 1) -> None:
+    """Exit code ``code`` and one ``error:`` line on stderr that contains ``message``."""
+    assert out.returncode == code, (out.stdout, out.stderr)
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), out.stderr
     assert message in lines[0]
@@ -337,7 +337,9 @@ def test_database_errors_are_one_line(fresh_schema: str, pg_dsn: str) -> None:
     failed(pgtasq("--dsn", UNREACHABLE, "tasks", "list"), "cannot connect to PostgreSQL")
     failed(pgtasq("--dsn", UNREACHABLE, "enqueue", "x"), "cannot connect to PostgreSQL")
     not_migrated = pgtasq("--dsn", pg_dsn, "--schema", fresh_schema, "queues", "list")
-    failed(not_migrated, f"(has `pgtasq migrate` run for schema {fresh_schema}?)")
+    fix = f'schema "{fresh_schema}" is not migrated (relation "{fresh_schema}.tasks" does not '
+    failed(not_migrated, fix, code=78)
+    assert not_migrated.stderr.rstrip().endswith(f"run pgtasq --schema {fresh_schema} migrate")
 
 
 def test_embedded_server_without_dsn(tmp_path: Path) -> None:
