@@ -121,6 +121,11 @@ def prepare(
         add_history(conn, schema, history)
         add_backlog(conn, schema, backlog, backlog_kind)
         if history or backlog:
+            if conn.info.server_version >= 150000:
+                # A backend reports its row counts at most once a second: flush them now, or
+                # the inserts could arrive after the VACUUM and count as not vacuumed yet.
+                conn.execute("SELECT pg_stat_force_next_flush()")
+                conn.execute("SELECT 1")
             vacuum_analyze(conn, schema)
         counts = counts_by_status(conn, schema)
     return {

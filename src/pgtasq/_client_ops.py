@@ -21,7 +21,15 @@ from pgtasq.errors import (
     TaskRunning,
     TaskValidationError,
 )
-from pgtasq.filters import ID_MAX, Cursor, InvalidFilter, TaskFilter
+from pgtasq.filters import (
+    COUNT_EXACT_MAX,
+    ID_MAX,
+    CountMode,
+    Cursor,
+    InvalidFilter,
+    TaskFilter,
+    check_count,
+)
 from pgtasq.models import NAME_MAX_LENGTH, TaskInfo, TaskStatus
 
 Row = Mapping[str, Any]
@@ -35,11 +43,17 @@ BULK_BATCH_DEFAULT = 1000
 @dataclasses.dataclass(frozen=True)
 class TaskPage:
     """One page of `list_tasks`: the tasks, the total matching the filter, and where the next
-    page starts (``next_cursor``, None when this page is the last one)."""
+    page starts (``next_cursor``, None when this page is the last one).
+
+    ``total`` is exact when ``total_exact``; otherwise (more than `COUNT_EXACT_MAX` tasks
+    match, and the count was ``auto``) it is the planner's estimate, at least
+    ``COUNT_EXACT_MAX + 1``. It is None when the count was ``none``.
+    """
 
     tasks: list[TaskInfo]
-    total: int
+    total: int | None
     next_cursor: Cursor | None
+    total_exact: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -221,8 +235,14 @@ def _delete_task(stmts: _sql.Statements, task_id: int) -> Op:
     return _changed_or_raise(task_id, rows, {TaskStatus.RUNNING.value: TaskRunning})
 
 
-def list_tasks(stmts: _sql.Statements, task_filter: TaskFilter) -> Op:
-    stmt, params = _sql.task_list(stmts.schema, task_filter)
+def list_tasks(stmts: _sql.Statements, task_filter: TaskFilter, count: CountMode) -> Op:
+    """A page, and its total as ``count`` asks (see `pgtasq.filters.CountMode`)."""
+    return _list_tasks(stmts, task_filter, check_count(count))
+
+
+def _list_tasks(stmts: _sql.Statements, task_filter: TaskFilter, count: CountMode) -> Op:
+    sql_count = "capped" if count == "auto" else count
+    stmt, params = _sql.task_list(stmts.schema, task_filter, sql_count)
     rows = yield stmt, params  # one statement: the page and the total from one snapshot
     tasks = [TaskInfo.from_row(r) for r in rows if r["id"] is not None]
     cursor = None
@@ -230,7 +250,23 @@ def list_tasks(stmts: _sql.Statements, task_filter: TaskFilter) -> Op:
         del tasks[task_filter.limit_rows :]
         last = tasks[-1]
         cursor = Cursor(getattr(last, task_filter.order_field), last.id)
-    return TaskPage(tasks=tasks, total=int(rows[0]["total"]), next_cursor=cursor)
+    total = rows[0]["total"]
+    if total is None:
+        return TaskPage(tasks=tasks, total=None, next_cursor=cursor, total_exact=False)
+    if count == "auto" and total > COUNT_EXACT_MAX:
+        # More than the exact count reads: the planner's estimate, never below what we saw.
+        stmt, params = _sql.task_count_estimate(stmts.schema, task_filter)
+        plan = (yield stmt, params)[0]["QUERY PLAN"]
+        if isinstance(plan, str):  # json, as text on some connections
+            plan = _loads(plan)
+        estimate = int(plan[0]["Plan"]["Plan Rows"])
+        return TaskPage(
+            tasks=tasks,
+            total=max(estimate, COUNT_EXACT_MAX + 1),
+            next_cursor=cursor,
+            total_exact=False,
+        )
+    return TaskPage(tasks=tasks, total=int(total), next_cursor=cursor)
 
 
 def bulk(

@@ -47,7 +47,7 @@ from pgtasq._pool import (
     check_connect_timeout,
 )
 from pgtasq.errors import ConfigurationError
-from pgtasq.filters import TaskFilter
+from pgtasq.filters import COUNT_MODE_DEFAULT, CountMode, TaskFilter
 from pgtasq.models import TaskInfo
 from pgtasq.tables import SCHEMA_DEFAULT, check_schema_name
 
@@ -112,8 +112,17 @@ class Client:
         result: TaskInfo = self._run(ops.get_task(self._stmts, task_id), conn)
         return result
 
-    def list_tasks(self, task_filter: TaskFilter | None = None, *, conn: object = None) -> TaskPage:
-        result: TaskPage = self._run(ops.list_tasks(self._stmts, task_filter or TaskFilter()), conn)
+    def list_tasks(
+        self,
+        task_filter: TaskFilter | None = None,
+        *,
+        count: CountMode = COUNT_MODE_DEFAULT,
+        conn: object = None,
+    ) -> TaskPage:
+        """A page of the tasks the filter selects, and their total as ``count`` asks: "auto"
+        (exact up to 10 000, then an estimate), "exact" or "none" (see `TaskPage`)."""
+        op = ops.list_tasks(self._stmts, task_filter or TaskFilter(), count)
+        result: TaskPage = self._run(op, conn)
         return result
 
     def cancel_task(self, task_id: int, *, conn: object = None) -> TaskInfo:
@@ -278,9 +287,14 @@ class AsyncClient:
         return result
 
     async def list_tasks(
-        self, task_filter: TaskFilter | None = None, *, conn: object = None
+        self,
+        task_filter: TaskFilter | None = None,
+        *,
+        count: CountMode = COUNT_MODE_DEFAULT,
+        conn: object = None,
     ) -> TaskPage:
-        op = ops.list_tasks(self._stmts, task_filter or TaskFilter())
+        """As `Client.list_tasks`."""
+        op = ops.list_tasks(self._stmts, task_filter or TaskFilter(), count)
         result: TaskPage = await self._run(op, conn)
         return result
 
