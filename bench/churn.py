@@ -6,7 +6,8 @@
 Steps, on a schema of its own (dropped and re-migrated):
 1. H finished rows of history (default 100 000; see realtable.py), VACUUM ANALYZE.
 2. N no-op tasks enqueued; the claim probed (below): "before".
-3. One worker process with default settings drains them (as run.py's drain).
+3. One worker process with default settings drains them (as run.py's drain). With --rounds R,
+   steps 2-4 run R times on the same table (the dead rows of one round stay for the next).
 4. The claim probed on the now-empty queue ("after drain"), twice: the first probe meets the
    dead index entries the drain left, and marks those it can as dead for the next one.
 5. With --wait-autovacuum S: wait up to S seconds for autovacuum to vacuum the table, then
@@ -17,7 +18,8 @@ A probe is the claim's row search, ``SELECT id … WHERE status = 'pending' AND 
 run_at <= now() ORDER BY priority DESC, run_at, id LIMIT 100 FOR UPDATE SKIP LOCKED``, under
 EXPLAIN (ANALYZE, BUFFERS) in a transaction that is rolled back: its time and the buffers it
 touched. Each stage also reports pg_stat_user_tables (dead and live rows, updates, HOT
-updates, autovacuum runs) and the size of tasks_claim_idx.
+updates, autovacuum runs; estimates), the dead rows pgstattuple counts (exact; the script
+creates the extension where it may) and the size of tasks_claim_idx.
 
 Prints one JSON line on stdout and a table on stderr. Keep N at 100 000 or less on a shared
 machine (the drain takes seconds; the history build a few more).
@@ -77,11 +79,28 @@ def table_stats(conn: psycopg.Connection[Any], schema: str) -> dict[str, Any]:
     return {k: int(v) for k, v in row.items()}
 
 
+def exact_dead(conn: psycopg.Connection[Any], schema: str) -> int | None:
+    """Dead row versions in the table, counted by pgstattuple (None where it is missing)."""
+    try:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS pgstattuple")
+    except psycopg.Error:
+        return None
+    row = conn.execute(
+        "SELECT dead_tuple_count FROM pgstattuple(%s::regclass)", (f"{schema}.tasks",)
+    ).fetchone()
+    return int(row[0]) if row else None
+
+
 def stage(conn: psycopg.Connection[Any], schema: str, name: str) -> dict[str, Any]:
     out: dict[str, Any] = {"stage": name, **table_stats(conn, schema)}
+    out["dead_exact"] = exact_dead(conn, schema)
     out["probe"] = probe(conn, schema)
     out["probe_again"] = probe(conn, schema)
     return out
+
+
+def _cell(value: object) -> str:
+    return "-" if value is None else str(value)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--schema", default="pgtasq_churn", help="dropped and re-created")
     ap.add_argument("--wait-autovacuum", type=float, default=0.0, metavar="SECONDS")
     ap.add_argument("--vacuum", action="store_true", help="then VACUUM and probe again")
+    ap.add_argument("--rounds", type=int, default=1, help="enqueue and drain N this many times")
     ap.add_argument(
         "--plan-cache-mode",
         choices=tuple(run.PLAN_CACHE_MODES),
@@ -104,8 +124,8 @@ def main(argv: list[str] | None = None) -> int:
         help="RESET the tasks table's autovacuum settings (migration pgtasq_0002) first",
     )
     a = ap.parse_args(argv)
-    if a.n < 1 or a.history < 0:
-        ap.error("-n must be >= 1 and --history >= 0")
+    if a.n < 1 or a.history < 0 or a.rounds < 1:
+        ap.error("-n and --rounds must be >= 1, --history >= 0")
 
     run.reset_schema(a.dsn, a.schema)
     if a.server_defaults:
@@ -126,17 +146,22 @@ def main(argv: list[str] | None = None) -> int:
             "naptime": settings[1],
             "reloptions": settings[2],
         }
-        with run.Producer(a.dsn, schema=a.schema) as producer:
-            for first in range(0, a.n, 5000):
-                producer.enqueue_many([run.Task("noop", {}) for _ in range(min(5000, a.n - first))])
-        result["stages"].append(stage(conn, a.schema, "before"))
         if a.plan_cache_mode != "auto":
             mode = run.PLAN_CACHE_MODES[a.plan_cache_mode]
             os.environ["PGOPTIONS"] = f"{os.environ.get('PGOPTIONS', '')} -c plan_cache_mode={mode}"
         result["plan_cache_mode"] = a.plan_cache_mode
-        drained = run.drain(a.dsn, a.schema, 0, processes=1)
-        result["drain"] = {k: drained[k] for k in ("done", "seconds", "jobs_per_s")}
-        result["stages"].append(stage(conn, a.schema, "after drain"))
+        result["drains"] = []
+        for round_ in range(1, a.rounds + 1):
+            with run.Producer(a.dsn, schema=a.schema) as producer:
+                for first in range(0, a.n, 5000):
+                    batch = [run.Task("noop", {}) for _ in range(min(5000, a.n - first))]
+                    producer.enqueue_many(batch)
+            if round_ == 1:
+                result["stages"].append(stage(conn, a.schema, "before"))
+            drained = run.drain(a.dsn, a.schema, 0, processes=1)
+            result["drains"].append({k: drained[k] for k in ("done", "seconds", "jobs_per_s")})
+            suffix = f" {round_}" if a.rounds > 1 else ""
+            result["stages"].append(stage(conn, a.schema, f"after drain{suffix}"))
         if a.wait_autovacuum > 0:
             before = result["stages"][-1]["autovacuum_count"]
             began = time.monotonic()
@@ -150,20 +175,23 @@ def main(argv: list[str] | None = None) -> int:
             result["stages"].append(stage(conn, a.schema, "after VACUUM"))
     print(json.dumps(result))
     head = (
-        f"{'stage':34} {'dead':>8} {'live':>8} {'upd':>8} {'hot':>5} {'autovac':>7} "
+        f"{'stage':34} {'dead':>8} {'pgstattuple':>11} {'live':>8} {'upd':>8} {'hot':>5} "
+        f"{'autovac':>7} "
         f"{'claim idx':>10} {'probe ms':>9} {'bufs':>6} {'again ms':>9} {'bufs':>6}"
     )
     print(head, file=sys.stderr)
     for s in result["stages"]:
         print(
-            f"{s['stage']:34} {s['n_dead_tup']:8} {s['n_live_tup']:8} {s['n_tup_upd']:8} "
+            f"{s['stage']:34} {s['n_dead_tup']:8} {_cell(s['dead_exact']):>11} "
+            f"{s['n_live_tup']:8} {s['n_tup_upd']:8} "
             f"{s['n_tup_hot_upd']:5} {s['autovacuum_count']:7} "
             f"{s['claim_idx_bytes'] / 1024:8.0f} kB {s['probe']['ms']:9.3f} "
             f"{s['probe']['buffers']:6} {s['probe_again']['ms']:9.3f} "
             f"{s['probe_again']['buffers']:6}",
             file=sys.stderr,
         )
-    print(f"drain: {result['drain']['jobs_per_s']:.0f} tasks/s", file=sys.stderr)
+    rates = ", ".join(f"{d['jobs_per_s']:.0f}" for d in result["drains"])
+    print(f"drain: {rates} tasks/s", file=sys.stderr)
     return 0
 
 
