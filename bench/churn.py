@@ -171,8 +171,10 @@ def main(argv: list[str] | None = None) -> int:
             waited = round(time.monotonic() - began, 1)
             result["stages"].append(stage(conn, a.schema, f"after autovacuum wait ({waited} s)"))
         if a.vacuum:
+            began = time.perf_counter()
             conn.execute(f"VACUUM {a.schema}.tasks".encode())
-            result["stages"].append(stage(conn, a.schema, "after VACUUM"))
+            took = time.perf_counter() - began
+            result["stages"].append(stage(conn, a.schema, f"after VACUUM ({took:.2f} s)"))
     print(json.dumps(result))
     head = (
         f"{'stage':34} {'dead':>8} {'pgstattuple':>11} {'live':>8} {'upd':>8} {'hot':>5} "
