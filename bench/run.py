@@ -1,11 +1,11 @@
-"""pgtasq's runner for ../shared/bench/compare.py: one workload, one JSON line on stdout.
+"""pgtasq's runner for compare.py (beside it): one workload, one JSON line on stdout.
 
     python bench/run.py --dsn DSN --workload enqueue1|enqueueB|drain|drainH|latency -n N
                         [-b B] [--schema S] [--processes P] [--rate R]
                         [--history H] [--backlog K [--backlog-kind KIND]]
                         [--plan-cache-mode auto|generic|custom]
 
-The workloads mirror the peers' (../shared/bench/peers/):
+The workloads mirror the peers' (peers/):
   enqueue1  N tasks, one API call (one autocommit statement) each, on the producer's pool
   enqueueB  N tasks through ``enqueue_many`` in batches of B; building the Tasks is timed
   drain     a backlog of N no-op tasks, P worker processes (default 1) with default
