@@ -153,10 +153,8 @@ def tasks() -> None:
     """List, show, cancel, retry and delete tasks."""
 
 
-def _total(page: TaskPage, *, hint: bool = True) -> str:
-    if page.total_exact:
-        return f"{page.total}"
-    return f"about {page.total}" + (" (an estimate; --count counts them)" if hint else "")
+def _total(page: TaskPage) -> str:
+    return f"{page.total}" if page.total_exact else f"about {page.total}"
 
 
 @tasks.command("list")
@@ -204,6 +202,7 @@ def tasks_list(
         more = f"; next page: --after {cursor}"
     click.echo(
         f"({len(page.tasks)} of {_total(page)} tasks"
+        + ("" if page.total_exact else " (an estimate; --count counts them)")
         + (f", from offset {first}" if first else "")
         + more
         + ")"
@@ -265,7 +264,7 @@ def _change_all(
     with connection(settings) as conn:
         client = Client(schema=settings.schema)
         if not confirmed:
-            matching = _total(client.list_tasks(task_filter.limit(1), conn=conn), hint=False)
+            matching = _total(client.list_tasks(task_filter.limit(1), conn=conn))
             raise click.UsageError(
                 f"this deletes every task the filters select ({matching} now); add --yes to confirm"
             )

@@ -120,7 +120,7 @@ class Client:
         conn: object = None,
     ) -> TaskPage:
         """A page of the tasks the filter selects, and their total as ``count`` asks: "auto"
-        (exact up to 10 000, then an estimate), "exact" or "none" (see `TaskPage`)."""
+        (exact up to 1 000, then an estimate), "exact" or "none" (see `TaskPage`)."""
         op = ops.list_tasks(self._stmts, task_filter or TaskFilter(), count)
         result: TaskPage = self._run(op, conn)
         return result

@@ -38,7 +38,7 @@ Direction = Literal["asc", "desc"]
 CountMode = Literal["auto", "exact", "none"]
 COUNT_MODES: tuple[CountMode, ...] = ("auto", "exact", "none")
 COUNT_MODE_DEFAULT: CountMode = "auto"
-COUNT_EXACT_MAX = 10_000
+COUNT_EXACT_MAX = 1000
 
 
 class InvalidFilter(PgtasqError, ValueError):

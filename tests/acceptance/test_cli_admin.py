@@ -21,6 +21,7 @@ import pytest
 
 from pgtasq import Consumer, Producer, SkipRetry, Task, TaskContext
 from pgtasq._cli_admin import COMMANDS
+from pgtasq.filters import COUNT_EXACT_MAX
 from tests.acceptance.test_cli import pgtasq
 from tests.conftest import count_tasks
 
@@ -193,6 +194,23 @@ def test_tasks_list_pages_with_after(
             assert last.endswith(f"; next page: --after {cursors[len(human) // 3 - 1]})")
     assert human == expected
     assert last == "(1 of 7 tasks)"
+
+
+def test_tasks_list_estimates_a_large_total_and_counts_on_request(
+    run: Callable[..., Any], producer: Producer
+) -> None:
+    n = COUNT_EXACT_MAX + 100
+    producer.enqueue_many([Task("job", i) for i in range(n)])
+    last = ok(run("tasks", "list", "--limit=1")).strip().splitlines()[-1]
+    assert last.startswith("(1 of about ")
+    assert " tasks (an estimate; --count counts them); next page: --after " in last
+    counted = ok(run("tasks", "list", "--limit=1", "--count")).strip().splitlines()[-1]
+    assert counted.startswith(f"(1 of {n} tasks; next page: --after ")
+    page = as_json(run("tasks", "list", "--limit=1", "--json"))
+    assert page["total_exact"] is False and page["total"] > COUNT_EXACT_MAX
+    env = {"PGTASQ_TASKS_LIST_COUNT": "1"}
+    exact = as_json(run("tasks", "list", "--limit=1", "--json", env=env))
+    assert (exact["total"], exact["total_exact"]) == (n, True)
 
 
 @pytest.mark.parametrize(
