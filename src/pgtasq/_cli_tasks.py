@@ -168,19 +168,38 @@ def _total(page: TaskPage) -> str:
     help=f"Count every matching task (by default: exact up to {COUNT_EXACT_MAX}, "
     "then the planner's estimate).",
 )
+@click.option(
+    "--full",
+    is_flag=True,
+    envvar="PGTASQ_TASKS_LIST_FULL",
+    show_envvar=True,
+    help="With --json: whole payloads, results and errors, instead of the first 200 "
+    "characters of payload and result (payload_preview, result_preview) and the latest error.",
+)
 @json_option
 @click.pass_obj
 def tasks_list(
-    settings: CommandSettings, task_filter: TaskFilter, exact_count: bool, as_json: bool
+    settings: CommandSettings,
+    task_filter: TaskFilter,
+    exact_count: bool,
+    full: bool,
+    as_json: bool,
 ) -> None:
     """List the tasks the filters select (all of them without filters), a page at a time.
 
-    The next page: --after the cursor the page ends with (--offset works too, slower on
-    large tables). --json prints {"tasks": [...], "total", "total_exact", "next_cursor"}.
+    Reads only what it prints: previews of payloads and results (`tasks get` shows a whole
+    task), unless --json --full. The next page: --after the cursor the page ends with
+    (--offset works too, slower on large tables). --json prints {"tasks": [...], "total",
+    "total_exact", "next_cursor"}.
     """
     with connection(settings) as conn:
         client = Client(schema=settings.schema)
-        page = client.list_tasks(task_filter, count="exact" if exact_count else "auto", conn=conn)
+        page = client.list_tasks(
+            task_filter,
+            count="exact" if exact_count else "auto",
+            conn=conn,
+            full=full and as_json,
+        )
     cursor = page.next_cursor.to_text() if page.next_cursor is not None else None
     if as_json:
         output.print_json(

@@ -24,6 +24,7 @@ import psycopg
 
 from pgtasq import _cli_admin, _embedded, _migrate, _supervisor
 from pgtasq import demo as _demo
+from pgtasq._cli_output import printable
 from pgtasq.consumer import Consumer
 from pgtasq.errors import PgtasqError
 from pgtasq.models import TaskInfo
@@ -52,7 +53,7 @@ class _Settings:
 
 
 def _fail(message: str) -> None:
-    click.echo(f"error: {message}", err=True)
+    click.echo(f"error: {printable(message)}", err=True)
     sys.exit(1)
 
 

@@ -29,6 +29,7 @@ from pgtasq import _client_ops as ops
 from pgtasq import _sql
 from pgtasq._client_ops import (
     DailyStats,
+    Preview,
     Progress,
     QueueInfo,
     ScheduleInfo,
@@ -55,6 +56,7 @@ __all__ = [
     "AsyncClient",
     "Client",
     "DailyStats",
+    "Preview",
     "QueueInfo",
     "ScheduleInfo",
     "Stats",
@@ -118,10 +120,17 @@ class Client:
         *,
         count: CountMode = COUNT_MODE_DEFAULT,
         conn: object = None,
+        full: bool = True,
     ) -> TaskPage:
-        """A page of the tasks the filter selects, and their total as ``count`` asks: "auto"
-        (exact up to 1 000, then an estimate), "exact" or "none" (see `TaskPage`)."""
-        op = ops.list_tasks(self._stmts, task_filter or TaskFilter(), count)
+        """A page of the tasks the filter selects, and how many it selects in all.
+
+        The total as ``count`` asks: "auto" (exact up to 1 000, then the planner's estimate),
+        "exact" or "none" (see `TaskPage`). ``full=False`` reads what a listing shows and no
+        more: ``payload`` and ``result`` are a `Preview` (the first 200 characters of their
+        JSON) and ``errors`` holds the latest error only, without its traceback; `get_task`
+        reads the whole row.
+        """
+        op = ops.list_tasks(self._stmts, task_filter or TaskFilter(), count, full)
         result: TaskPage = self._run(op, conn)
         return result
 
@@ -292,9 +301,10 @@ class AsyncClient:
         *,
         count: CountMode = COUNT_MODE_DEFAULT,
         conn: object = None,
+        full: bool = True,
     ) -> TaskPage:
-        """As `Client.list_tasks`."""
-        op = ops.list_tasks(self._stmts, task_filter or TaskFilter(), count)
+        """See `Client.list_tasks`."""
+        op = ops.list_tasks(self._stmts, task_filter or TaskFilter(), count, full)
         result: TaskPage = await self._run(op, conn)
         return result
 
