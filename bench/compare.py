@@ -170,13 +170,9 @@ def summary_lines(results: dict[str, dict[str, list[dict[str, Any]]]]) -> list[s
             extra = ""
             if workload == "latency":
                 extra = f" (p99 median {median_of(rs, 'p99_ms') or 0:.2f} ms)"
-            failed = (
-                sum(r.get("table_after", {}).get("failed", 0) for r in rs)
-                if name == "pgtasq"
-                else 0
-            )
+            failed = sum(measured_failures(r) for r in rs)
             if failed:
-                extra += f" ({failed} tasks failed)"
+                extra += f" ({failed} measured tasks failed)"
             lines.append(
                 f"{workload:10} {name:16} {med:10.1f} {min(values):10.1f} {max(values):10.1f}  "
                 f"{unit}{extra}"
@@ -198,7 +194,8 @@ def summary_lines(results: dict[str, dict[str, list[dict[str, Any]]]]) -> list[s
             parts.append(f"{ours / m['procrastinate']:.1f}x procrastinate")
         if m.get("floor"):
             parts.append(f"{100 * ours / m['floor']:.0f}% of the raw-SQL floor")
-        lines.append(f"{workload}: pgtasq {ours:.0f} jobs/s = " + ", ".join(parts))
+        if parts:
+            lines.append(f"{workload}: pgtasq {ours:.0f} jobs/s = " + ", ".join(parts))
     for name, with_history in medians.get("drainH", {}).items():
         empty = medians.get("drain", {}).get(name)
         if empty:
@@ -233,12 +230,12 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(
             f"unknown workloads {unknown}" if unknown else "--rounds >= 1, -n and --history >= 0"
         )
-    table = runners(a.python, peers_python(cache_dir(a.cache_dir)))
-    if a.only:
-        keep = set(a.only.split(","))
-        if keep - set(table):
-            ap.error(f"unknown runners {sorted(keep - set(table))}; known: {', '.join(table)}")
-        table = {k: v for k, v in table.items() if k in keep}
+    known = list(runners("", ""))
+    keep = set(a.only.split(",")) if a.only else set(known)
+    if keep - set(known):
+        ap.error(f"unknown runners {sorted(keep - set(known))}; known: {', '.join(known)}")
+    peers = peers_python(cache_dir(a.cache_dir)) if keep - {"pgtasq"} else ""
+    table = {k: v for k, v in runners(a.python, peers).items() if k in keep}
     dsns = {name: database_dsn(a.dsn, f"pgtasq_bench_{name}") for name in table}
 
     results: dict[str, dict[str, list[dict[str, Any]]]] = {}
