@@ -34,7 +34,6 @@ import inspect
 import json
 import logging
 import os
-import random
 import socket
 import uuid
 from collections.abc import Callable, Sequence
@@ -45,10 +44,12 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from pgtasq import _sql
+from pgtasq._claims import PROBE_QUEUES_MIN, claim_room, queue_order
 from pgtasq._database import RETRYABLE, Backoff, fetch, short_error
 from pgtasq._executor import DaemonExecutor, handler_chain, is_async
 from pgtasq._listener import Listener
 from pgtasq._outcomes import Counts, Outcome, OutcomeWriter, error_entry
+from pgtasq._pool import connection_kwargs
 from pgtasq._services import (
     STALE_WORKER_AFTER_DEFAULT,
     BackgroundLoops,
@@ -94,30 +95,8 @@ class Settings:
     clean_interval: float
     retention_default: float
     events: bool
-
-
-def queue_order(
-    queues: Sequence[tuple[str, int]], strict: bool, rand: Callable[[], float] = random.random
-) -> list[str]:
-    """The order to claim from queues in, for one claim.
-
-    Strict: highest weight first, always. Weighted: a weighted draw without replacement, so
-    with weights 6/3/1 each queue comes first 60/30/10 % of the time and none starves.
-    """
-    if strict or len(queues) == 1:
-        return [name for name, _ in sorted(queues, key=lambda q: -q[1])]
-    remaining = list(queues)
-    order = []
-    while remaining:
-        pick = rand() * sum(weight for _, weight in remaining)
-        index = len(remaining) - 1
-        for i, (_, weight) in enumerate(remaining):
-            pick -= weight
-            if pick < 0:
-                index = i
-                break
-        order.append(remaining.pop(index)[0])
-    return order
+    listen_dsn: str | None
+    prepare: bool
 
 
 @dataclasses.dataclass
@@ -203,8 +182,7 @@ class Engine:
             max_size=4,
             open=False,
             name="pgtasq-worker",
-            kwargs={"autocommit": True},
-            configure=_configure_worker_connection,
+            kwargs=connection_kwargs(prepare=self.settings.prepare),
         )
         self._writer = OutcomeWriter(
             pool=self._pool,
@@ -212,6 +190,7 @@ class Engine:
             worker_id=self.worker_id,
             counts=self.counts,
             flush_interval=self.settings.flush_interval,
+            on_written=self._wake.set,  # room to claim again (see claim_room)
         )
         self._start_services()
         # A loop that stops stops the worker as a signal does; with no heartbeat, leases run
@@ -228,7 +207,7 @@ class Engine:
             loops.start("clean", self._cleaner.run())
             if self.settings.listen and not burst:
                 listener = Listener(
-                    dsn=self.dsn,
+                    dsn=self.settings.listen_dsn or self.dsn,
                     stmts=self.stmts,
                     queues=self.queue_names,
                     poll_interval=self.settings.poll_interval,
@@ -334,7 +313,8 @@ class Engine:
 
         Two claims overlap the database's work on one with Python's on the other's rows.
         Capacity is reserved when a claim starts, so running + reserved never exceeds
-        the concurrency.
+        the concurrency, and running + reserved + outcomes not yet written never exceeds
+        `unrecorded_max` (`claim_room`).
         """
         settings = self.settings
         low_water = max(1, min(settings.batch_size, settings.concurrency) // 2)
@@ -365,7 +345,12 @@ class Engine:
     def _issue_claims(self, low_water: int) -> None:
         settings = self.settings
         while self._more and self._in_flight < CLAIMS_IN_FLIGHT_MAX and not self.stopping:
-            free = settings.concurrency - len(self.running) - self._reserved
+            free = claim_room(
+                concurrency=settings.concurrency,
+                running=len(self.running),
+                reserved=self._reserved,
+                unwritten=len(self._writer.unflushed),
+            )
             want = min(free, settings.batch_size)
             busy = bool(self.running) or self._in_flight > 0
             if want <= 0 or (busy and want < low_water):
@@ -412,8 +397,13 @@ class Engine:
 
     async def _claim(self, limit: int) -> list[TaskInfo]:
         rows: list[dict[str, Any]] = []
+        order = queue_order(self.settings.queues, self.settings.strict)
         async with self._pool.connection() as conn:
-            for queue in queue_order(self.settings.queues, self.settings.strict):
+            if len(order) >= PROBE_QUEUES_MIN:
+                probe = {"queues": order, "types": self.types}
+                ready = {row["name"] for row in await fetch(conn, self.stmts.queue_ready, probe)}
+                order = [queue for queue in order if queue in ready]
+            for queue in order:
                 params = {
                     "queue": queue,
                     "types": self.types,
@@ -593,14 +583,3 @@ class Engine:
     def _rescued(self, count: int) -> None:
         self.counts.rescued += count
         self._more_ready()
-
-
-async def _configure_worker_connection(conn: psycopg.AsyncConnection[Any]) -> None:
-    """The worker's own bookkeeping (claims, heartbeats, outcomes) does not wait for fsync.
-
-    Safe under at-least-once delivery: if PostgreSQL crashes, the last few claims or outcomes
-    may be forgotten, and those tasks run again. Enqueues (the producer's or yours) and a
-    completion made in the handler's own transaction (`TaskContext.complete`) keep the
-    server's setting.
-    """
-    await conn.execute("SET synchronous_commit TO off")

@@ -78,18 +78,37 @@ INSERT_ARRAYS = (
 COPY_COLUMNS = ("id", "queue", "type", "payload", "priority", "max_attempts")
 COPY_COLUMNS_OPTIONAL = ("run_at", "timeout", "deadline", "retention")
 
+# At most this many ids per event notification (NOTIFY payloads are limited to 8000 bytes);
+# "count" always says how many tasks the event covers.
+EVENT_IDS_MAX = 300
+# A wake-up's queue list longer than this says "*" (any queue) instead: with EVENT_IDS_MAX
+# ids of up to 20 characters the payload stays under NOTIFY's 8000 bytes.
+NOTIFY_QUEUES_MAX = 1500
 # The idempotency keys of scheduler ticks start with this (see `scheduler.entry_key_prefix`).
 SCHEDULE_KEY_PREFIX = "pgtasq:schedule:"
 
-# A wake-up payload longer than this (PostgreSQL refuses over 8000 bytes) says "*": any queue.
-NOTIFY_PAYLOAD_MAX = 7900
 
-
-def _wake(channel: str, queues_json: str) -> str:
-    """The wake-up NOTIFY: the queues as a JSON array, or "*" when that would be too long."""
+def _wake(channel: str, queues: str, count: str, ids: str) -> str:
+    """The wake-up NOTIFY, which is also the ``enqueued`` event: a JSON object with the queues
+    (a JSON array, or "*" when it would be too long), how many tasks and their first ids.
+    ``queues`` and ``ids`` are json expressions, ``count`` an integer one. Each statement's
+    payload names its own ids, so PostgreSQL never folds two statements' wake-ups into one
+    (it drops identical notifications of one transaction) and the counts add up."""
     return (
-        f"pg_notify('{channel}', CASE WHEN octet_length({queues_json}) <= {NOTIFY_PAYLOAD_MAX} "
-        f"""THEN {queues_json} ELSE '"*"' END)"""
+        f"pg_notify('{channel}', json_build_object("
+        f"'queues', CASE WHEN octet_length(CAST({queues} AS text)) <= {NOTIFY_QUEUES_MAX} "
+        f"""THEN {queues} ELSE '"*"'::json END, 'count', {count}, 'ids', {ids})::text)"""
+    )
+
+
+_FIRST_IDS = f"to_json((array_agg(id ORDER BY id))[1:{EVENT_IDS_MAX}])"
+
+
+def _wake_rows(channel: str, source: str) -> str:
+    """The wake-up for the rows (id, queue) of ``source``: one per statement, none for no rows."""
+    return (
+        f"SELECT {_wake(channel, 'json_agg(DISTINCT queue)', 'count(*)', _FIRST_IDS)} "
+        f"FROM {source} HAVING count(*) > 0"
     )
 
 
@@ -116,7 +135,7 @@ VALUES (
     {key_value}make_interval(secs => CAST(%(retention)s AS float8)))
 {_ON_KEY_CONFLICT if keyed else ""}
 RETURNING id, {"idempotency_key, " if keyed else ""}run_at, created_at,
-          pg_notify('{channel}', json_build_array(queue)::text) AS notified
+          {_wake(channel, "json_build_array(queue)", "1", "json_build_array(id)")} AS notified
 """
 
 
@@ -131,6 +150,24 @@ class Statement:
         from sqlalchemy import text
 
         return text(_PLACEHOLDER.sub(r":\1", self.text))
+
+
+# The worker's own bookkeeping (claims, heartbeats, outcomes, rescue, clean) does not wait
+# for fsync. Sent in the same pipeline as each of its statements, before the one Sync that
+# ends their implicit transaction: the setting is local to that transaction, so nothing is
+# left on the connection (a transaction-mode PgBouncer would hand it to other clients).
+# Safe under at-least-once delivery: if PostgreSQL crashes, the last few claims or outcomes
+# may be forgotten, and those tasks run again.
+worker_settings_local = Statement(
+    "worker_settings_local", "SELECT set_config('synchronous_commit', 'off', true)"
+)
+
+
+# A worker's check that LISTEN works on its connection: a NOTIFY from another connection
+# that must come back (through PgBouncer in transaction mode it never does).
+listen_probe = Statement(
+    "listen_probe", "SELECT pg_notify(CAST(%(channel)s AS text), CAST(%(payload)s AS text))"
+)
 
 
 # The channels of a schema: one per purpose, ``pgtasq_<purpose>_<schema>``. A schema name is
@@ -163,11 +200,6 @@ def events_channel(schema: str) -> str:
     return channel_name("events", schema)
 
 
-# At most this many ids per event notification (NOTIFY payloads are limited to 8000 bytes);
-# "count" always says how many tasks the event covers.
-EVENT_IDS_MAX = 300
-
-
 def _events_cte(channel: str, source: str, kind: str) -> str:
     """A CTE sending one notification per kind of event among ``source``'s rows."""
     return f"""events AS (
@@ -198,6 +230,7 @@ class Statements:
     task_select_many: Statement
     task_count_by_status: Statement
     task_claim: Statement
+    queue_ready: Statement
     task_heartbeat: Statement
     task_finish_many: Statement
     task_release_many: Statement
@@ -275,11 +308,7 @@ inserted AS (
     {_ON_KEY_CONFLICT}
     RETURNING id, queue, idempotency_key, run_at, created_at
 ),
-woken AS (
-    SELECT {_wake(channel, "json_agg(DISTINCT queue)::text")}
-    FROM inserted
-    HAVING count(*) > 0
-)
+woken AS ({_wake_rows(channel, "inserted")})
 SELECT id, idempotency_key, run_at, created_at
 FROM inserted LEFT JOIN woken ON true
 """,
@@ -297,6 +326,12 @@ FROM inserted LEFT JOIN woken ON true
     # row in order, and the NOTIFY for the rows to come, delivered at commit. The ids are
     # usually consecutive; then only the first is sent back (parsing 1000 ids costs the
     # client more than drawing them costs the server), else all of them.
+    copy_wake = _wake(
+        channel,
+        "to_json(CAST(%(queues)s AS text[]))",
+        "cardinality(ids)",
+        f"to_json(ids[1:{EVENT_IDS_MAX}])",
+    )
     task_insert_copy_ids = Statement(
         "task_insert_copy_ids",
         f"""
@@ -307,7 +342,7 @@ WITH drawn AS (
 SELECT now() AS now, ids[1] AS first_id,
        CASE WHEN ids[cardinality(ids)] - ids[1] + 1 = cardinality(ids) THEN NULL
             ELSE ids END AS ids,
-       {_wake(channel, "to_json(CAST(%(queues)s AS text[]))::text")} AS notified
+       {copy_wake} AS notified
 FROM drawn
 """,
     )
@@ -332,10 +367,25 @@ FROM drawn
     )
     claimed = ", ".join("t." + c.strip() for c in TASK_COLUMNS.replace("\n", " ").split(","))
     # The fence every worker write carries: still running, still ours, same claim.
-    fence = "t.status = 'running' AND t.locked_by = %(worker)s AND t.attempted_at = m.claimed_at"
+    #
+    # Plans that cannot go bad (docs/architecture.md): the tasks a worker holds are reached
+    # by primary key only, one probe per element of its array, whatever the statistics say.
+    # So every condition of the fence compares the row with a column of the array's
+    # MATERIALIZED CTE (`m.running`, `m.worker`, `m.claimed_at`), never with a constant:
+    # a condition on the tasks table alone (`t.status = 'running'`, `t.locked_by = $1`)
+    # would be estimated from statistics that say nothing runs, and the planner would then
+    # start from the tasks table (tasks_lease_idx, or a sequential scan "for one row") and
+    # rescan the array for every row: O(running x batch), or O(table + batch^2), seconds per
+    # statement. With every condition a join condition, the tasks table has no cheap access
+    # of its own, and the only plan that is not a scan of the whole table is one primary-key
+    # probe per element. tests/integration/test_plans.py holds every worker statement to it,
+    # under generic and custom plans.
+    fence = "t.status = m.running AND t.locked_by = m.worker AND t.attempted_at = m.claimed_at"
+    # The array's own columns, then the fence's.
+    fenced = f"CAST(%(worker)s AS text) AS worker, CAST('running' AS {s}.task_status) AS running"
     mine = (
-        "SELECT * FROM unnest(CAST(%(id)s AS bigint[]), CAST(%(claimed_at)s AS timestamptz[])) "
-        "AS m(id, claimed_at)"
+        f"SELECT m.*, {fenced} FROM unnest(CAST(%(id)s AS bigint[]), "
+        "CAST(%(claimed_at)s AS timestamptz[])) AS m(id, claimed_at)"
     )
     # Claim up to `limit` ready rows of one queue, in claim order, skipping rows other
     # workers hold. Walks tasks_claim_idx; a paused queue yields nothing.
@@ -355,10 +405,33 @@ claimed AS (
 UPDATE {s}.tasks t
 SET status = 'running', attempts = t.attempts + 1, attempted_at = now(), updated_at = now(),
     locked_by = %(worker)s, locked_until = now() + make_interval(secs => CAST(%(lease)s AS float8))
-FROM ready WHERE t.id = ready.ready_id
+-- by primary key, from the array of what `ready` locked: a join to `ready` would be planned
+-- from LIMIT's row estimate, which a generic plan guesses from the statistics
+WHERE t.id = ANY(ARRAY(SELECT ready_id FROM ready))
 RETURNING {claimed}
 ){worker_event_cte("claimed", "'started'")}
 SELECT * FROM claimed WHERE {emit}
+""",
+    )
+    # Which of a worker's queues have a task it can run now (and are not paused): one
+    # statement instead of one claim per queue, so that an idle worker on many queues polls
+    # cheaply. One probe per queue through tasks_claim_idx (LATERAL with LIMIT: never a
+    # join over every pending row), each stopping at the first ready row, as the claim does.
+    queue_ready = Statement(
+        "queue_ready",
+        f"""
+SELECT q.name FROM unnest(CAST(%(queues)s AS text[])) AS q(name)
+CROSS JOIN LATERAL (
+    SELECT 1 FROM {s}.tasks t
+    WHERE t.status = 'pending' AND t.queue = q.name AND t.run_at <= now()
+      AND t.type = ANY(CAST(%(types)s AS text[]))
+    -- the claim's order, which only tasks_claim_idx gives without a sort: without it, a
+    -- LIMIT 1 may be planned as a sequential scan "that stops at the first match", which
+    -- on an empty queue reads the whole table
+    ORDER BY t.priority DESC, t.run_at, t.id
+    LIMIT 1
+) ready
+WHERE NOT EXISTS (SELECT FROM {s}.queues p WHERE p.name = q.name AND p.paused)
 """,
     )
     # Once a tick: extend the leases that are due (a third of the lease used), refresh the
@@ -367,22 +440,20 @@ SELECT * FROM claimed WHERE {emit}
     task_heartbeat = Statement(
         "task_heartbeat",
         f"""
-WITH mine AS ({mine}),
-owned AS (
-    SELECT t.id FROM {s}.tasks t JOIN mine m ON t.id = m.id WHERE {fence}
+WITH mine AS MATERIALIZED (
+    SELECT *, now() + make_interval(secs => CAST(%(lease)s AS float8) / 3 * 2) AS due_before
+    FROM ({mine}) m
 ),
 due AS (
     -- SKIP LOCKED: a row a handler's own transaction holds (ctx.complete, not yet committed)
     -- must not stall the heartbeat of every other task; it is extended on a later tick.
-    SELECT t.id FROM {s}.tasks t JOIN mine m ON t.id = m.id
-    WHERE {fence}
-      AND t.locked_until < now() + make_interval(secs => CAST(%(lease)s AS float8) / 3 * 2)
+    SELECT t.id FROM mine m JOIN {s}.tasks t ON t.id = m.id
+    WHERE {fence} AND t.locked_until < m.due_before
     FOR UPDATE OF t SKIP LOCKED
 ),
 extended AS (
     UPDATE {s}.tasks t SET locked_until = now() + make_interval(secs => CAST(%(lease)s AS float8))
     FROM due WHERE t.id = due.id
-    RETURNING t.id
 ),
 alive AS (
     INSERT INTO {s}.workers (id, host, pid, queues, concurrency, metadata)
@@ -390,9 +461,10 @@ alive AS (
             CAST(%(metadata)s AS jsonb))
     ON CONFLICT (id) DO UPDATE SET heartbeat_at = now()
 )
+-- Not ours in the statement's snapshot. (A row `due` extends passed the fence in that
+-- same snapshot first, so it is never reported.)
 SELECT m.id FROM mine m
-WHERE NOT EXISTS (SELECT FROM owned o WHERE o.id = m.id)
-  AND NOT EXISTS (SELECT FROM extended e WHERE e.id = m.id)
+WHERE NOT EXISTS (SELECT FROM {s}.tasks t WHERE t.id = m.id AND {fence})
 """,
     )
     # Record many outcomes in one statement. status: completed | failed | pending (retry).
@@ -400,8 +472,8 @@ WHERE NOT EXISTS (SELECT FROM owned o WHERE o.id = m.id)
     task_finish_many = Statement(
         "task_finish_many",
         f"""
-WITH m AS (
-    SELECT * FROM unnest(
+WITH m AS MATERIALIZED (
+    SELECT m.*, {fenced} FROM unnest(
         CAST(%(id)s AS bigint[]), CAST(%(claimed_at)s AS timestamptz[]),
         CAST(%(status)s AS text[]), CAST(%(delay)s AS float8[]), CAST(%(refund)s AS int[]),
         CAST(%(error)s AS text[]), CAST(%(result)s AS text[])
@@ -429,22 +501,20 @@ SELECT id, queue, status FROM done WHERE {emit}
 """,
     )
     # Graceful shutdown: hand unfinished tasks back, the attempt not counted, and wake others.
+    # They keep their run_at and priority, so they are claimed before tasks enqueued since.
     task_release_many = Statement(
         "task_release_many",
         f"""
-WITH mine AS ({mine}),
+WITH mine AS MATERIALIZED ({mine}),
 released AS (
     UPDATE {s}.tasks t
     SET status = 'pending', attempts = t.attempts - 1, locked_by = NULL, locked_until = NULL,
-        run_at = now(), updated_at = now()
+        updated_at = now()  -- run_at and priority kept: the task keeps its place in line
     FROM mine m
     WHERE t.id = m.id AND {fence}
     RETURNING t.id, t.queue
 ),
-woken AS (
-    SELECT {_wake(channel, "json_agg(DISTINCT queue)::text")} FROM released
-    HAVING count(*) > 0
-)
+woken AS ({_wake_rows(channel, "released")})
 SELECT id FROM released LEFT JOIN woken ON true
 """,
     )
@@ -469,8 +539,9 @@ SET status = CASE WHEN t.attempts >= t.max_attempts THEN 'failed'
         'message',
         'lease expired: worker ' || coalesce(t.locked_by, '?') || ' stopped heartbeating')),
     finalized_at = CASE WHEN t.attempts >= t.max_attempts THEN now() END,
-    run_at = now(), locked_by = NULL, locked_until = NULL, updated_at = now()
-FROM expired WHERE t.id = expired.expired_id
+    -- run_at and priority kept: the task keeps its place in line, ahead of later arrivals
+    locked_by = NULL, locked_until = NULL, updated_at = now()
+WHERE t.id = ANY(ARRAY(SELECT expired_id FROM expired))  -- by primary key, as in task_claim
 RETURNING t.id, t.queue, t.status::text AS status, true AS counted
 ),
 {daily_stats}{worker_event_cte("done", outcome_kind)}
@@ -548,9 +619,7 @@ changed AS (
     WHERE t.id = target.id AND target.before IN ('failed', 'cancelled')
     RETURNING {claimed}
 ),
-woken AS (
-    SELECT {_wake(channel, "json_agg(queue)::text")} FROM changed HAVING count(*) > 0
-)
+woken AS ({_wake_rows(channel, "changed")})
 {reported}
 LEFT JOIN woken ON true
 """,
@@ -563,8 +632,10 @@ changed AS (
     DELETE FROM {s}.tasks t USING target
     WHERE t.id = target.id AND target.before <> 'running'
     RETURNING {claimed}
-)
+),
+{_events_cte(events, "changed", "'deleted'")}
 {reported}
+WHERE {_EMIT}
 """,
     )
     queue_list = Statement(
@@ -572,8 +643,12 @@ changed AS (
         f"""
 WITH counts AS (
     SELECT queue AS name,
-        count(*) FILTER (WHERE status = 'pending' AND run_at <= now()) AS pending,
-        count(*) FILTER (WHERE status = 'pending' AND run_at > now()) AS scheduled,
+        -- each pending task counted once: retry (after a failed attempt, due or not), else
+        -- scheduled (run_at in the future), else pending (ready now)
+        count(*) FILTER (WHERE status = 'pending' AND attempts = 0 AND run_at <= now())
+            AS pending,
+        count(*) FILTER (WHERE status = 'pending' AND attempts = 0 AND run_at > now())
+            AS scheduled,
         count(*) FILTER (WHERE status = 'pending' AND attempts > 0) AS retry,
         count(*) FILTER (WHERE status = 'running') AS running,
         count(*) FILTER (WHERE status = 'completed') AS completed,
@@ -641,23 +716,53 @@ SELECT w.id, w.host, w.pid, w.queues::text AS queues, w.concurrency, w.started_a
 FROM {s}.workers w ORDER BY w.host, w.pid, w.id
 """,
     )
-    # Finished tasks past their retention (or the default), oldest first, one batch. The
-    # advisory lock lets one cleaner at a time work; the others find nothing to do.
+    # Finished tasks past their retention (or the default), oldest first, up to %(batch)s
+    # of each kind. The advisory lock lets one cleaner at a time work; the others find
+    # nothing to do. Each kind is one index range, so a round costs what it deletes, not
+    # the history (docs/architecture.md, "Plans that cannot go bad"): rows without a
+    # retention of their own, from tasks_finalized_idx; rows with one, from
+    # tasks_retention_idx, one range per distinct retention (`kept` skips from one to the
+    # next through the index). A cut-off never goes past 1000 years back, so no stored
+    # retention can overflow it.
+    cutoff = "now() - least({}, interval '1000 years')"
     task_clean = Statement(
         "task_clean",
         f"""
-WITH lock AS (SELECT pg_try_advisory_xact_lock(hashtext('pgtasq.clean.{s}')) AS got),
-batch AS (
-    SELECT id AS batch_id FROM {s}.tasks
-    WHERE finalized_at IS NOT NULL
-      AND finalized_at < now() - coalesce(
-          retention, make_interval(secs => CAST(%(retention)s AS float8)))
+WITH RECURSIVE lock AS (SELECT pg_try_advisory_xact_lock(hashtext('pgtasq.clean.{s}')) AS got),
+kept AS (
+    (SELECT retention FROM {s}.tasks
+     WHERE finalized_at IS NOT NULL AND retention IS NOT NULL AND (SELECT got FROM lock)
+     ORDER BY retention LIMIT 1)
+    UNION ALL
+    SELECT (SELECT t.retention FROM {s}.tasks t
+            WHERE t.finalized_at IS NOT NULL AND t.retention > kept.retention
+            ORDER BY t.retention LIMIT 1)
+    FROM kept WHERE kept.retention IS NOT NULL
+),
+by_default AS (
+    SELECT id FROM {s}.tasks
+    WHERE finalized_at IS NOT NULL AND retention IS NULL
+      AND finalized_at < {cutoff.format("make_interval(secs => CAST(%(retention)s AS float8))")}
       AND (SELECT got FROM lock)
     ORDER BY finalized_at
     LIMIT CAST(%(batch)s AS int)
     FOR UPDATE SKIP LOCKED
+),
+by_own AS (
+    SELECT due.id FROM kept CROSS JOIN LATERAL (
+        SELECT t.id FROM {s}.tasks t
+        WHERE t.finalized_at IS NOT NULL AND t.retention = kept.retention
+          AND t.finalized_at < {cutoff.format("kept.retention")}
+        ORDER BY t.finalized_at
+        LIMIT CAST(%(batch)s AS int)
+        FOR UPDATE OF t SKIP LOCKED
+    ) due
+    WHERE kept.retention IS NOT NULL
+    LIMIT CAST(%(batch)s AS int)
 )
-DELETE FROM {s}.tasks t USING batch WHERE t.id = batch.batch_id RETURNING t.id
+DELETE FROM {s}.tasks t
+WHERE t.id = ANY(ARRAY(SELECT id FROM by_default UNION ALL SELECT id FROM by_own))
+RETURNING t.id
 """,
     )
     stats_snapshot = Statement(
@@ -732,6 +837,7 @@ ORDER BY id
         task_select_many=task_select_many,
         task_count_by_status=task_count_by_status,
         task_claim=task_claim,
+        queue_ready=queue_ready,
         task_heartbeat=task_heartbeat,
         task_finish_many=task_finish_many,
         task_release_many=task_release_many,
@@ -912,9 +1018,9 @@ def task_bulk(schema: str, action: str, f: TaskFilter) -> tuple[Statement, dict[
         )
     channel = notify_channel(schema)
     text = (
-        f"WITH batch AS ({batch}), changed AS ({change}), woken AS ("
-        f"SELECT {_wake(channel, 'json_agg(DISTINCT queue)::text')} FROM changed "
-        "HAVING count(*) > 0) SELECT changed.id FROM changed LEFT JOIN woken ON true"
+        f"WITH batch AS ({batch}), changed AS ({change}), "
+        f"woken AS ({_wake_rows(channel, 'changed')}) "
+        "SELECT changed.id FROM changed LEFT JOIN woken ON true"
         if action == "retry"
         else f"WITH batch AS ({batch}), changed AS ({change}), "
         + _events_cte(

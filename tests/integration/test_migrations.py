@@ -15,7 +15,7 @@ import pgtasq
 from pgtasq import TaskStatus, tables
 from pgtasq._migrate import migrations_path, sqlalchemy_url
 
-HEAD = "pgtasq_0002"
+HEAD = "pgtasq_0003"
 
 
 def _tables(dsn: str, schema: str) -> set[str]:
@@ -182,9 +182,18 @@ def test_indexes_exist(pg_dsn: str, schema: str) -> None:
     # Partial: keyless rows (most of them) never touch it; ON CONFLICT names the predicate.
     assert defs["tasks_idempotency_key_key"].startswith("CREATE UNIQUE INDEX")
     assert "WHERE (idempotency_key IS NOT NULL)" in defs["tasks_idempotency_key_key"]
+    # The cleaner's: rows without a retention of their own by age, rows with one by
+    # (retention, age); every finished row is in exactly one of them.
+    assert (
+        "WHERE ((finalized_at IS NOT NULL) AND (retention IS NULL))" in defs["tasks_finalized_idx"]
+    )
+    assert (
+        "(retention, finalized_at) WHERE ((finalized_at IS NOT NULL) AND (retention IS NOT NULL))"
+        in defs["tasks_retention_idx"]
+    )
     assert set(defs) == {
         "tasks_pkey", "tasks_claim_idx", "tasks_lease_idx", "tasks_finalized_idx",
-        "tasks_idempotency_key_key",
+        "tasks_retention_idx", "tasks_idempotency_key_key",
     }  # fmt: skip
 
 

@@ -8,8 +8,8 @@ import random
 import pytest
 
 from pgtasq import ConfigurationError, Consumer
+from pgtasq._claims import claim_room, queue_order, unrecorded_max
 from pgtasq._listener import relevant
-from pgtasq._runtime import queue_order
 from pgtasq.consumer import parse_queues
 from pgtasq.retry import exponential_backoff
 
@@ -50,6 +50,30 @@ def test_weighted_order_follows_weights() -> None:
     assert firsts["low"] / 20_000 == pytest.approx(0.1, abs=0.02)
     every = queue_order((("a", 1), ("b", 1), ("c", 1)), False, rng.random)
     assert sorted(every) == ["a", "b", "c"]
+
+
+@pytest.mark.parametrize(
+    ("running", "reserved", "unwritten", "room"),
+    [
+        (0, 0, 0, 10),  # idle: a full claim
+        (4, 3, 0, 3),  # free handler slots
+        (4, 3, 10, 3),  # outcomes queued within the allowance: no effect
+        (4, 3, 12, 1),  # beyond it: claim less
+        (0, 0, 20, 0),  # writes far behind: claim nothing, even with every slot free
+        (0, 0, 25, -5),
+        (10, 0, 0, 0),
+    ],
+)
+def test_claim_room_stops_claiming_when_outcomes_fall_behind(
+    running: int, reserved: int, unwritten: int, room: int
+) -> None:
+    assert (
+        claim_room(concurrency=10, running=running, reserved=reserved, unwritten=unwritten) == room
+    )
+    # whatever is claimed within the room keeps the worker within its bound
+    assert running + reserved + unwritten + max(room, 0) <= max(
+        unrecorded_max(10), running + reserved + unwritten
+    )
 
 
 def test_backoff_grows_with_jitter_and_cap() -> None:
@@ -102,6 +126,12 @@ def test_which_notifications_wake_the_worker() -> None:
     # Not a list of queue names (a "*", someone else's payload): wake up, to be safe.
     assert relevant("*", mine)
     assert relevant('{"queue": "other"}', mine)
+    # The wake-up as pgtasq sends it: an object whose queues are a list or "*".
+    assert relevant('{"queues": ["mail"], "count": 1, "ids": [1]}', mine)
+    assert not relevant('{"queues": ["other"], "count": 1, "ids": [1]}', mine)
+    assert relevant('{"queues": "*", "count": 900, "ids": []}', mine)
+    # Another worker checking that its LISTEN works: nothing to claim.
+    assert not relevant('{"pgtasq_probe": "3f2a"}', mine)
     assert relevant("", mine)
 
 
@@ -123,3 +153,29 @@ def test_odd_notifications_wake_the_worker_and_never_raise(
     payload: str, queues: set[str] | frozenset[str]
 ) -> None:
     assert relevant(payload, queues) is True
+
+
+def test_prepare_and_listen_dsn_are_checked_before_running() -> None:
+    with pytest.raises(ConfigurationError, match="prepare must be True or False"):
+        Consumer(prepare="no")  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="listen_dsn"):
+        Consumer(listen_dsn="")
+    consumer = Consumer(prepare=False, listen_dsn="postgresql://direct/db")
+    assert (consumer.settings.prepare, consumer.settings.listen_dsn) == (
+        False,
+        "postgresql://direct/db",
+    )
+    consumer.configure(prepare=None, listen_dsn=None)  # None: keep what the app said
+    assert (consumer.settings.prepare, consumer.settings.listen_dsn) == (
+        False,
+        "postgresql://direct/db",
+    )
+
+
+def test_pooled_connections_never_prepare_when_asked() -> None:
+    from pgtasq._pool import connection_kwargs
+
+    assert connection_kwargs(prepare=True) == {"autocommit": True}
+    assert connection_kwargs(prepare=False) == {"autocommit": True, "prepare_threshold": None}
+    with pytest.raises(ConfigurationError):
+        connection_kwargs(prepare=0)  # type: ignore[arg-type]
