@@ -52,7 +52,7 @@ from pgtasq._pool import (
     check_connect_timeout,
 )
 from pgtasq.errors import ConfigurationError
-from pgtasq.filters import TaskFilter
+from pgtasq.filters import COUNT_MODE_DEFAULT, CountMode, TaskFilter
 from pgtasq.models import TaskInfo
 from pgtasq.tables import SCHEMA_DEFAULT, check_schema_name
 
@@ -125,15 +125,22 @@ class Client:
         return result
 
     def list_tasks(
-        self, task_filter: TaskFilter | None = None, *, conn: object = None, full: bool = True
+        self,
+        task_filter: TaskFilter | None = None,
+        *,
+        count: CountMode = COUNT_MODE_DEFAULT,
+        conn: object = None,
+        full: bool = True,
     ) -> TaskPage:
         """A page of the tasks the filter selects, and how many it selects in all.
 
-        ``full=False`` reads what a listing shows and no more: ``payload`` and ``result``
-        are a `Preview` (the first 200 characters of their JSON) and ``errors`` holds the
-        latest error only, without its traceback; `get_task` reads the whole row.
+        The total as ``count`` asks: "auto" (exact up to 1 000, then the planner's estimate),
+        "exact" or "none" (see `TaskPage`). ``full=False`` reads what a listing shows and no
+        more: ``payload`` and ``result`` are a `Preview` (the first 200 characters of their
+        JSON) and ``errors`` holds the latest error only, without its traceback; `get_task`
+        reads the whole row.
         """
-        op = ops.list_tasks(self._stmts, task_filter or TaskFilter(), full)
+        op = ops.list_tasks(self._stmts, task_filter or TaskFilter(), count, full)
         result: TaskPage = self._run(op, conn)
         return result
 
@@ -312,10 +319,15 @@ class AsyncClient:
         return result
 
     async def list_tasks(
-        self, task_filter: TaskFilter | None = None, *, conn: object = None, full: bool = True
+        self,
+        task_filter: TaskFilter | None = None,
+        *,
+        count: CountMode = COUNT_MODE_DEFAULT,
+        conn: object = None,
+        full: bool = True,
     ) -> TaskPage:
         """See `Client.list_tasks`."""
-        op = ops.list_tasks(self._stmts, task_filter or TaskFilter(), full)
+        op = ops.list_tasks(self._stmts, task_filter or TaskFilter(), count, full)
         result: TaskPage = await self._run(op, conn)
         return result
 
