@@ -194,13 +194,11 @@ async def fetch(
 ) -> list[dict[str, Any]]:
     """Run one of the worker's statements on an autocommit connection of its pool.
 
-    The statement and `_sql.worker_settings_local` go in one pipeline with one Sync: one
-    round trip, one implicit transaction, so the setting applies to this statement's commit
-    and ends with it. No session state is left behind (PgBouncer in transaction mode)."""
+    The hot statements carry their own transaction-local `synchronous_commit = off`
+    (`_sql.ASYNC_COMMIT`): no session state is left behind (PgBouncer in transaction mode)
+    and no extra message is sent."""
     async with conn.cursor(row_factory=dict_row) as cur:
-        async with conn.pipeline():
-            await conn.execute(_sql.worker_settings_local.text)
-            await cur.execute(stmt.text, params)
+        await cur.execute(stmt.text, params)
         return await cur.fetchall() if cur.description is not None else []
 
 

@@ -115,7 +115,9 @@ class TaskContext:
         `TaskLost` when this worker no longer owns the task: let it propagate, so your
         transaction rolls back.
         """
-        rows = sync_runner(conn).fetch(self._stmts.task_finish_many, self._finish_params(result))
+        rows = sync_runner(conn).fetch(
+            self._stmts.task_finish_many_in_tx, self._finish_params(result)
+        )
         if not rows:
             raise TaskLost(self.info.id)
         self.completed_in_transaction = True
@@ -123,7 +125,7 @@ class TaskContext:
     async def acomplete(self, conn: object, result: Any = None) -> None:
         """`complete` for async connections (psycopg AsyncConnection, SQLAlchemy async)."""
         params = await asyncio.to_thread(self._finish_params, result)  # off the loop
-        rows = await async_runner(conn).fetch(self._stmts.task_finish_many, params)
+        rows = await async_runner(conn).fetch(self._stmts.task_finish_many_in_tx, params)
         if not rows:
             raise TaskLost(self.info.id)
         self.completed_in_transaction = True
