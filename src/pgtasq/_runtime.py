@@ -35,6 +35,7 @@ import json
 import logging
 import os
 import socket
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
@@ -48,6 +49,7 @@ from pgtasq._claims import PROBE_QUEUES_MIN, claim_room, queue_order
 from pgtasq._database import RETRYABLE, Backoff, fetch, short_error
 from pgtasq._executor import DaemonExecutor, handler_chain, is_async
 from pgtasq._listener import Listener
+from pgtasq._observe import Recorder
 from pgtasq._outcomes import Counts, Outcome, OutcomeWriter, error_entry
 from pgtasq._services import (
     STALE_WORKER_AFTER_DEFAULT,
@@ -74,6 +76,13 @@ from pgtasq.retry import RetryDelay
 log = logging.getLogger("pgtasq.consumer")
 
 CLAIMS_IN_FLIGHT_MAX = 2
+# Outcome.status -> the outcome label of the worker's metrics
+_OUTCOME_NAMES = {
+    "completed": "completed",
+    "failed": "failed",
+    "pending": "retried",
+    "release": "released",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,6 +110,7 @@ class _Running:
     ctx: TaskContext
     task: asyncio.Task[None] | None = None
     cancel_reason: str | None = None  # lost | shutdown | timeout
+    started: float = 0.0  # time.perf_counter() at the start, when metrics are on
 
 
 class Engine:
@@ -117,8 +127,10 @@ class Engine:
         on_error: ErrorHook | None,
         is_failure: Callable[[BaseException], bool],
         retry_delay: RetryDelay,
+        metrics: Recorder | None = None,
     ) -> None:
         self.dsn = dsn
+        self.metrics = metrics or Recorder()  # the base class records nothing
         self.settings = settings
         self.stmts = _sql.statements(schema, worker_events=settings.events)
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -189,6 +201,8 @@ class Engine:
             counts=self.counts,
             flush_interval=self.settings.flush_interval,
             on_written=self._wake.set,  # room to claim again (see claim_room)
+            metrics=self.metrics,
+            on_record=self._observe_outcome if self.metrics.enabled else None,
         )
         self._start_services()
         # A loop that stops stops the worker as a signal does; with no heartbeat, leases run
@@ -199,6 +213,7 @@ class Engine:
             await self._open()
             if self.stopping:
                 return self.counts
+            self._observe_slots()
             loops.start("heartbeat", self._heartbeat.run())
             loops.start("flush", self._writer.run())
             loops.start("rescue", self._rescuer.run())
@@ -370,7 +385,9 @@ class Engine:
             try:
                 claimed = await self._claim(want)
                 self._claim_backoff.reset()
+                self.metrics.database_ok()
             except RETRYABLE as exc:
+                self.metrics.database_error("claim")
                 delay = self._claim_backoff.next()
                 log.warning("claim failed (%s); retrying in %.1f s", short_error(exc), delay)
                 await asyncio.sleep(delay)
@@ -413,6 +430,7 @@ class Engine:
                 if len(rows) >= limit:
                     break
         self.counts.claimed += len(rows)
+        self.metrics.claimed(len(rows))
         return [TaskInfo.from_row(row) for row in rows]
 
     def _start(self, info: TaskInfo) -> None:
@@ -421,6 +439,11 @@ class Engine:
         )
         entry = _Running(ctx)
         self.running[info.id] = entry
+        if self.metrics.enabled:
+            entry.started = time.perf_counter()
+            wait = (ctx.claimed_at - info.run_at).total_seconds()
+            self.metrics.task_started(info.queue, info.type, wait)
+            self._observe_slots()
         entry.task = asyncio.create_task(self._execute(entry))
 
     # -- running one task ---------------------------------------------------------------
@@ -486,6 +509,9 @@ class Engine:
                 timer.cancel()
             if self.running.get(info.id) is entry:  # not a newer claim of the same task
                 del self.running[info.id]
+            if self.metrics.enabled:
+                self.metrics.task_ended(info.queue, info.type, time.perf_counter() - entry.started)
+                self._observe_slots()
             self._wake.set()
 
     async def _failed(self, ctx: TaskContext, exc: BaseException) -> None:
@@ -576,10 +602,22 @@ class Engine:
         # Only the claim we asked about: the task may have been claimed again since.
         if entry is not None and entry.ctx.claimed_at == claimed_at:
             log.warning("task %s was cancelled or taken away; cancelling its handler", task_id)
+            self.metrics.task_outcome(entry.ctx.info.queue, entry.ctx.info.type, "cancelled")
             self._cancel(entry, "lost")
+
+    def _observe_outcome(self, outcome: Outcome) -> None:
+        entry = self.running.get(outcome.id)  # still there: recorded before the handler ends
+        if entry is not None:
+            info = entry.ctx.info
+            self.metrics.task_outcome(info.queue, info.type, _OUTCOME_NAMES[outcome.status])
+
+    def _observe_slots(self) -> None:
+        running = len(self.running)
+        self.metrics.slots(running, max(0, self.settings.concurrency - running))
 
     def _rescued(self, count: int) -> None:
         self.counts.rescued += count
+        self.metrics.tasks_rescued(count)
         self._more_ready()
 
 

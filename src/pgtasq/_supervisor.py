@@ -11,7 +11,7 @@ import logging
 import signal
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import FrameType
 
 log = logging.getLogger("pgtasq.supervisor")
@@ -20,8 +20,17 @@ YOUNG_DEATH_SECONDS = 5.0
 RESTART_PAUSE_MAX = 30.0
 
 
-def supervise(command: Sequence[str], processes: int, env: dict[str, str], *, burst: bool) -> int:
-    """Run ``processes`` copies of ``command``; return the exit code for the parent."""
+def supervise(
+    command: Sequence[str],
+    processes: int,
+    env: dict[str, str],
+    *,
+    burst: bool,
+    on_exit: Callable[[int], None] | None = None,
+) -> int:
+    """Run ``processes`` copies of ``command``; return the exit code for the parent.
+
+    ``on_exit(pid)`` is called for each child that ended (the metrics forget its gauges)."""
     children: dict[int, tuple[subprocess.Popen[bytes], float]] = {}
     pauses: dict[int, float] = {}
     signals = 0
@@ -49,6 +58,8 @@ def supervise(command: Sequence[str], processes: int, env: dict[str, str], *, bu
                 if code is None:
                     continue
                 del children[slot]
+                if on_exit is not None:
+                    on_exit(child.pid)
                 if signals or (burst and code == 0):
                     worst = worst or code
                     continue

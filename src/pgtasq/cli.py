@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import click
 import psycopg
 
-from pgtasq import _cli_admin, _embedded, _migrate, _supervisor
+from pgtasq import _cli_admin, _cli_observe, _embedded, _migrate, _supervisor
 from pgtasq import demo as _demo
 from pgtasq._cli_output import printable
 from pgtasq.consumer import Consumer
@@ -276,6 +276,8 @@ def scheduler(settings: _Settings, app: str, log_level: str) -> None:
     show_envvar=True,
     help="Also run this module:scheduler's cron entries in the worker process.",
 )
+@_cli_observe.metrics_port_options
+@click.option("--metrics-child", is_flag=True, hidden=True)  # a child of --processes N
 @_log_level_option
 @click.pass_obj
 def worker(
@@ -288,6 +290,9 @@ def worker(
     lease: float | None,
     burst: bool,
     scheduler_app: str | None,
+    metrics_port: int | None,
+    metrics_host: str,
+    metrics_child: bool,
     log_level: str,
 ) -> None:
     """Run the handlers of APP (module:consumer) until SIGINT/SIGTERM.
@@ -314,10 +319,17 @@ def worker(
                 if strict is not None:
                     child.append("--strict" if strict else "--weighted")
                 child += ["--log-level", log_level] + (["--burst"] if burst else [])
+                child += ["--metrics-child"] if metrics_port is not None else []
                 env = {**os.environ, "PGTASQ_DSN": dsn}
                 if settings.schema_given:
                     env["PGTASQ_SCHEMA"] = settings.schema
-                sys.exit(_supervisor.supervise(child, processes, env, burst=burst))
+                with _cli_observe.supervisor_metrics(
+                    dsn=dsn, schema=settings.schema, host=metrics_host, port=metrics_port, env=env
+                ) as on_exit:
+                    code = _supervisor.supervise(
+                        child, processes, env, burst=burst, on_exit=on_exit
+                    )
+                sys.exit(code)
             if settings.schema_given:
                 consumer.schema = settings.schema
             sched = _load_scheduler(scheduler_app) if scheduler_app else None
@@ -325,7 +337,15 @@ def worker(
                 sched.bind(dsn, schema=consumer.schema)
                 sched.start()
             try:
-                counts = consumer.run(dsn, burst=burst)
+                with _cli_observe.worker_metrics(
+                    consumer,
+                    dsn=dsn,
+                    schema=consumer.schema,
+                    host=metrics_host,
+                    port=metrics_port,
+                    child=metrics_child,
+                ):
+                    counts = consumer.run(dsn, burst=burst)
             finally:
                 if sched is not None:
                     sched.close()
@@ -333,7 +353,7 @@ def worker(
             click.echo(json.dumps(dataclasses.asdict(counts)))
 
 
-for _command in _cli_admin.COMMANDS:  # tasks, queues, workers, enqueue
+for _command in (*_cli_admin.COMMANDS, *_cli_observe.COMMANDS):  # tasks, queues, …, health
     cli.add_command(_command)
 
 

@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from pgtasq._claims import queue_order
+from pgtasq._observe import Recorder
 from pgtasq._outcomes import Counts
 from pgtasq._runtime import Engine, Settings
 from pgtasq._services import (
@@ -113,6 +114,7 @@ class Consumer:
         on_error: ErrorHook | None = None,
         is_failure: Callable[[BaseException], bool] = lambda exc: True,
         retry_delay: RetryDelay = default_retry_delay,
+        metrics: Recorder | None = None,
     ) -> None:
         self.dsn = dsn
         self.schema = check_schema_name(schema)
@@ -121,6 +123,7 @@ class Consumer:
         self.on_error = on_error
         self.is_failure = is_failure
         self.retry_delay = retry_delay
+        self.metrics = metrics  # pgtasq.metrics.WorkerMetrics(): count what the worker does
         self.settings = self._settings(
             queues=queues,
             strict=strict,
@@ -223,6 +226,7 @@ class Consumer:
             on_error=self.on_error,
             is_failure=self.is_failure,
             retry_delay=self.retry_delay,
+            metrics=self.metrics,
         )
 
     async def arun(self, dsn: str | None = None, *, burst: bool = False) -> Counts:
