@@ -1,7 +1,7 @@
 """pgtasq's runner for ../shared/bench/compare.py: one workload, one JSON line on stdout.
 
     python bench/run.py --dsn DSN --workload enqueue1|enqueueB|drain|latency -n N
-                        [-b B] [--schema S] [--processes P] [--rate R]
+                        [-b B] [--schema S] [--processes P] [--rate R] [--metrics]
 
 The workloads mirror the peers' (../shared/bench/peers/):
   enqueue1  N tasks, one API call (one autocommit statement) each, on the producer's pool
@@ -56,8 +56,15 @@ def enqueue_batches(producer: Producer, n: int, batch: int) -> float:
     return time.perf_counter() - start
 
 
-def _drain_process(dsn: str, schema: str, start: Any, done: Any) -> None:
-    consumer = Consumer(schema=schema)  # default settings
+def _drain_process(dsn: str, schema: str, start: Any, done: Any, metrics: bool = False) -> None:
+    recorder = None
+    if metrics:  # --metrics: the worker's Prometheus metrics on (in a registry of its own)
+        from prometheus_client import CollectorRegistry
+
+        from pgtasq.metrics import WorkerMetrics
+
+        recorder = WorkerMetrics(CollectorRegistry())
+    consumer = Consumer(schema=schema, metrics=recorder)  # default settings
 
     @consumer.task("noop")
     async def noop(ctx: TaskContext) -> None:
@@ -69,14 +76,14 @@ def _drain_process(dsn: str, schema: str, start: Any, done: Any) -> None:
     done.put((counts.completed, rss_mb))
 
 
-def drain(dsn: str, schema: str, n: int, processes: int) -> dict[str, Any]:
+def drain(dsn: str, schema: str, n: int, processes: int, metrics: bool = False) -> dict[str, Any]:
     with Producer(dsn, schema=schema) as producer:
         for first in range(0, n, 5000):
             producer.enqueue_many([Task("noop", {}) for _ in range(min(5000, n - first))])
     ctx = multiprocessing.get_context("spawn")
     start, done = ctx.Event(), ctx.Queue()
     procs = [
-        ctx.Process(target=_drain_process, args=(dsn, schema, start, done))
+        ctx.Process(target=_drain_process, args=(dsn, schema, start, done, metrics))
         for _ in range(processes)
     ]
     for proc in procs:
@@ -93,7 +100,7 @@ def drain(dsn: str, schema: str, n: int, processes: int) -> dict[str, Any]:
         "done": completed,
         "seconds": seconds,
         "jobs_per_s": completed / seconds,
-        "settings": {"processes": processes, "defaults": True},
+        "settings": {"processes": processes, "defaults": True, "metrics": metrics},
         "rss_mb_max": round(max(r for _, r in results), 1),
     }
 
@@ -139,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--schema", default="pgtasq_bench", help="dropped and re-created each run")
     ap.add_argument("--processes", type=int, default=1, help="worker processes for drain")
     ap.add_argument("--rate", type=float, default=100.0, help="tasks per second for latency")
+    ap.add_argument("--metrics", action="store_true", help="drain with worker metrics on")
     a = ap.parse_args(argv)
 
     result: dict[str, Any] = {"workload": a.workload, "n": a.n}
@@ -149,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
 
     reset_schema(a.dsn, a.schema)
     if a.workload == "drain":
-        result.update(drain(a.dsn, a.schema, a.n, a.processes))
+        result.update(drain(a.dsn, a.schema, a.n, a.processes, a.metrics))
         print(json.dumps(result))
         return 0
     if a.workload == "latency":

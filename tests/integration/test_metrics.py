@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import socket
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -292,3 +293,37 @@ def test_worker_metrics_cap_label_values(limit: int) -> None:
     }
     assert queues == {f"q{i}" for i in range(limit)} | {"other"}
     assert value(samples, "pgtasq_worker_tasks_started_total", queue="other", type="t") == 4 - limit
+
+
+def test_grafana_dashboard_uses_only_our_metrics(pg_dsn: str, schema: str) -> None:
+    from tests.conftest import REPO
+
+    registry = CollectorRegistry()
+    metrics = WorkerMetrics(registry)  # one event of each kind: every labelled series present
+    metrics.task_started("q", "t", 0.1)
+    metrics.task_ended("q", "t", 0.1)
+    metrics.task_outcome("q", "t", "completed")
+    metrics.database_error("claim")
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute(
+            f"INSERT INTO {schema}.workers (id, host, pid, queues, concurrency)"
+            " VALUES ('w1', 'h', 1, '{}', 1)"
+        )
+        conn.execute(
+            f"INSERT INTO {schema}.schedules (id, cron, timezone, task_type, payload, options,"
+            " last_run_at, next_run_at) VALUES ('s', '* * * * *', 'UTC', 'a', 'null', '{}',"
+            " now(), now())"
+        )
+        conn.execute(f"INSERT INTO {schema}.queues (name, paused) VALUES ('q', false)")
+    registry.register(DatabaseCollector(pg_dsn, schema=schema))
+    ours = set(parse(registry).keys())
+    names = {name for name, _ in ours}
+    dashboard = json.loads((REPO / "docs" / "grafana-dashboard.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    used = {m for e in exprs for m in re.findall(r"\bpgtasq_[a-z_]+", e)}
+    assert len(used) >= 15
+    assert used <= names, used - names
+    doc = (REPO / "docs" / "observability.md").read_text()
+    families = {re.sub(r"_(bucket|sum|count)$", "", n) for n in names if not n.endswith("_created")}
+    missing = {f for f in families if f"`{f}`" not in doc}
+    assert not missing, f"not documented in docs/observability.md: {missing}"
