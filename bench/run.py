@@ -22,6 +22,7 @@ import multiprocessing
 import resource
 import statistics
 import sys
+import threading
 import time
 from typing import Any
 
@@ -56,6 +57,13 @@ def enqueue_batches(producer: Producer, n: int, batch: int) -> float:
     return time.perf_counter() - start
 
 
+def _scrape_every_second(recorder: Any) -> None:
+    """What a scrape costs the worker (metrics applied), far more often than Prometheus does."""
+    while True:
+        time.sleep(1.0)
+        recorder.apply()
+
+
 def _drain_process(dsn: str, schema: str, start: Any, done: Any, metrics: bool = False) -> None:
     recorder = None
     if metrics:  # --metrics: the worker's Prometheus metrics on (in a registry of its own)
@@ -64,6 +72,8 @@ def _drain_process(dsn: str, schema: str, start: Any, done: Any, metrics: bool =
         from pgtasq.metrics import WorkerMetrics
 
         recorder = WorkerMetrics(CollectorRegistry())
+        scrape = threading.Thread(target=_scrape_every_second, args=(recorder,), daemon=True)
+        scrape.start()
     consumer = Consumer(schema=schema, metrics=recorder)  # default settings
 
     @consumer.task("noop")

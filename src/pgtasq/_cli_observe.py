@@ -213,15 +213,15 @@ def worker_metrics(
         yield
         return
     metrics = _import_metrics()
-    consumer.metrics = metrics.WorkerMetrics()
-    if child:
-        yield
-        return
-    server = _serve(metrics.make_wsgi_app(dsn=dsn, schema=schema), host, port or 0)
+    recorder = consumer.metrics = metrics.WorkerMetrics()
+    app = metrics.make_wsgi_app(dsn=dsn, schema=schema)
+    server = None if child or port is None else _serve(app, host, port)
     try:
         yield
     finally:
-        server.shutdown()
+        recorder.apply()  # the last events, for the supervisor's last scrapes
+        if server is not None:
+            server.shutdown()
 
 
 @contextlib.contextmanager

@@ -12,6 +12,8 @@ under `OTHER_LABEL`.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 LABEL_VALUES_MAX_DEFAULT = 200
 OTHER_LABEL = "other"
 
@@ -21,8 +23,8 @@ class Recorder:
 
     enabled = False
 
-    def task_started(self, queue: str, task_type: str, wait: float) -> None:
-        """A handler starts; ``wait``: seconds from the task's run_at to its claim."""
+    def task_started(self, queue: str, task_type: str, run_at: datetime, claimed: datetime) -> None:
+        """A handler starts: the task was due at ``run_at`` and claimed at ``claimed``."""
 
     def task_ended(self, queue: str, task_type: str, seconds: float) -> None:
         """A handler returned, raised or was cancelled after ``seconds``."""
@@ -38,7 +40,7 @@ class Recorder:
         """One claim returned ``count`` tasks."""
 
     def slots(self, running: int, free: int) -> None:
-        """Handlers running now, and free handler slots."""
+        """Handlers running now, and free handler slots (called often: keep it cheap)."""
 
     def flushed(self, seconds: float, count: int) -> None:
         """One flush wrote ``count`` outcomes in ``seconds``."""
@@ -48,6 +50,9 @@ class Recorder:
 
     def database_ok(self) -> None:
         """A claim reached the database."""
+
+    def apply(self) -> None:
+        """Bring the metrics up to date with the events recorded so far (batched recorders)."""
 
 
 class LabelCap:

@@ -441,8 +441,7 @@ class Engine:
         self.running[info.id] = entry
         if self.metrics.enabled:
             entry.started = time.perf_counter()
-            wait = (ctx.claimed_at - info.run_at).total_seconds()
-            self.metrics.task_started(info.queue, info.type, wait)
+            self.metrics.task_started(info.queue, info.type, info.run_at, ctx.claimed_at)
             self._observe_slots()
         entry.task = asyncio.create_task(self._execute(entry))
 

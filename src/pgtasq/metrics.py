@@ -20,11 +20,15 @@ Labels are the queue and the task type only, each capped (`LabelCap`): past
 from __future__ import annotations
 
 import asyncio
+import bisect
+import collections
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime
 from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -98,8 +102,14 @@ class WorkerMetrics(Recorder):
         self._queue = LabelCap(label_values_max)
         self._type = LabelCap(label_values_max)
         self._series: dict[tuple[str, str], _TaskSeries] = {}
+        self._events: collections.deque[tuple[int, str, str, Any, Any]] = collections.deque()
+        self._apply_lock = threading.Lock()
+        self._slots = self._slots_applied = (0, 0)
+        self._db_up = True
         labels = ("queue", "type")
         r = registry
+        if r is not None:
+            r.register(_ApplyBeforeCollect(self))
         self.started = Counter(
             "pgtasq_worker_tasks_started", "Handlers started.", labels, registry=r
         )
@@ -166,6 +176,10 @@ class WorkerMetrics(Recorder):
             multiprocess_mode="livemin",
         )
         self.db_up.set(1)
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # another process serves the files
+            threading.Thread(
+                target=self._apply_every_second, name="pgtasq-metrics-apply", daemon=True
+            ).start()
 
     def _of(self, queue: str, task_type: str) -> _TaskSeries:
         series = self._series.get((queue, task_type))
@@ -176,36 +190,129 @@ class WorkerMetrics(Recorder):
                 series = self._series[key] = _TaskSeries(self, *key)
         return series
 
-    def task_started(self, queue: str, task_type: str, wait: float) -> None:
-        series = self._of(queue, task_type)
-        series.started.inc()
-        series.wait.observe(max(0.0, wait))
+    # The hot path only appends to a deque (thread-safe, a fraction of a microsecond);
+    # `apply` moves the events into prometheus-client's objects, whose every update takes a
+    # lock: before each scrape of this process, and once a second in multiprocess mode,
+    # where another process serves the files.
+
+    def task_started(self, queue: str, task_type: str, run_at: datetime, claimed: datetime) -> None:
+        self._events.append((_STARTED, queue, task_type, run_at, claimed))
 
     def task_ended(self, queue: str, task_type: str, seconds: float) -> None:
-        self._of(queue, task_type).duration.observe(seconds)
+        self._events.append((_ENDED, queue, task_type, seconds, None))
 
     def task_outcome(self, queue: str, task_type: str, outcome: str) -> None:
-        self._of(queue, task_type).outcomes[outcome].inc()
+        self._events.append((_OUTCOME, queue, task_type, outcome, None))
 
     def tasks_rescued(self, count: int) -> None:
         self.rescued.inc(count)
 
     def claimed(self, count: int) -> None:
-        self.claim_size.observe(count)
+        self._events.append((_CLAIMED, "", "", count, None))
 
     def slots(self, running: int, free: int) -> None:
-        self.running.set(running)
-        self.free.set(free)
+        self._slots = (running, free)
 
     def flushed(self, seconds: float, count: int) -> None:
-        self.flush.observe(seconds)
+        self._events.append((_FLUSHED, "", "", seconds, None))
 
     def database_error(self, operation: str) -> None:
         self.db_errors.labels(operation).inc()
+        self._db_up = False
         self.db_up.set(0)
 
     def database_ok(self) -> None:
-        self.db_up.set(1)
+        if not self._db_up:
+            self._db_up = True
+            self.db_up.set(1)
+
+    def apply(self) -> None:
+        """Move the events recorded so far into the metrics, added up first: one update
+        per series and bucket, not one per event."""
+        with self._apply_lock:
+            counts: dict[Any, float] = collections.defaultdict(float)
+            observed: dict[Any, _Observed] = {}
+            events = self._events
+            while events:
+                kind, queue, task_type, value, claimed = events.popleft()
+                if kind == _STARTED:
+                    series = self._of(queue, task_type)
+                    counts[series.started] += 1
+                    wait = max(0.0, (claimed - value).total_seconds())
+                    _observe(observed, series.wait, WAIT_BUCKETS, wait)
+                elif kind == _ENDED:
+                    _observe(observed, self._of(queue, task_type).duration, DURATION_BUCKETS, value)
+                elif kind == _OUTCOME:
+                    counts[self._of(queue, task_type).outcomes[value]] += 1
+                elif kind == _CLAIMED:
+                    _observe(observed, self.claim_size, CLAIM_BUCKETS, value)
+                else:
+                    _observe(observed, self.flush, FLUSH_BUCKETS, value)
+            for counter, amount in counts.items():
+                counter.inc(amount)
+            for histogram, batch in observed.items():
+                batch.add_to(histogram)
+            if self._slots != self._slots_applied:
+                self._slots_applied = running_free = self._slots
+                self.running.set(running_free[0])
+                self.free.set(running_free[1])
+
+    def _apply_every_second(self) -> None:
+        while True:
+            time.sleep(1.0)
+            try:
+                self.apply()
+            except Exception:  # pragma: no cover - a bug: say so, keep counting
+                log.exception("applying worker metrics failed")
+
+
+_STARTED, _ENDED, _OUTCOME, _CLAIMED, _FLUSHED = range(5)
+
+
+class _Observed:
+    """Observations of one histogram, added up: the sum and the count per bucket."""
+
+    __slots__ = ("buckets", "sum", "values")
+
+    def __init__(self, size: int) -> None:
+        self.sum = 0.0
+        self.buckets = [0] * size
+        self.values: list[float] = []
+
+    def add_to(self, histogram: Any) -> None:
+        # prometheus-client's Histogram has no "observe n values" call: add to its bucket
+        # and sum values directly where they are as we know them, one observe each if not.
+        buckets, total = getattr(histogram, "_buckets", None), getattr(histogram, "_sum", None)
+        if buckets is None or total is None or len(buckets) != len(self.buckets):
+            for value in self.values:
+                histogram.observe(value)
+            return
+        total.inc(self.sum)
+        for bucket, count in zip(buckets, self.buckets, strict=True):
+            if count:
+                bucket.inc(count)
+
+
+def _observe(
+    observed: dict[Any, _Observed], histogram: Any, bounds: tuple[float, ...], value: float
+) -> None:
+    batch = observed.get(histogram)
+    if batch is None:
+        batch = observed[histogram] = _Observed(len(bounds) + 1)  # + the +Inf bucket
+    batch.sum += value
+    batch.buckets[bisect.bisect_left(bounds, value)] += 1
+    batch.values.append(value)
+
+
+class _ApplyBeforeCollect(Collector):
+    """Registered before the worker's metrics: a scrape first applies what is pending."""
+
+    def __init__(self, metrics: WorkerMetrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterable[Metric]:
+        self._metrics.apply()
+        return []
 
 
 # -- the database collector -----------------------------------------------------------------

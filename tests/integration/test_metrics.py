@@ -283,7 +283,8 @@ def test_worker_metrics_cap_label_values(limit: int) -> None:
     registry = CollectorRegistry()
     metrics = WorkerMetrics(registry, label_values_max=limit)
     for i in range(4):
-        metrics.task_started(f"q{i}", "t", 0.0)
+        now = datetime.now(timezone.utc)
+        metrics.task_started(f"q{i}", "t", now, now)
         metrics.task_outcome(f"q{i}", "t", "completed")
     samples = parse(registry)
     queues = {
@@ -300,7 +301,8 @@ def test_grafana_dashboard_uses_only_our_metrics(pg_dsn: str, schema: str) -> No
 
     registry = CollectorRegistry()
     metrics = WorkerMetrics(registry)  # one event of each kind: every labelled series present
-    metrics.task_started("q", "t", 0.1)
+    now = datetime.now(timezone.utc)
+    metrics.task_started("q", "t", now, now)
     metrics.task_ended("q", "t", 0.1)
     metrics.task_outcome("q", "t", "completed")
     metrics.database_error("claim")
@@ -327,3 +329,33 @@ def test_grafana_dashboard_uses_only_our_metrics(pg_dsn: str, schema: str) -> No
     families = {re.sub(r"_(bucket|sum|count)$", "", n) for n in names if not n.endswith("_created")}
     missing = {f for f in families if f"`{f}`" not in doc}
     assert not missing, f"not documented in docs/observability.md: {missing}"
+
+
+def test_worker_metrics_batches_match_plain_observations() -> None:
+    """`apply` adds events up before updating the histograms: same result as one observe
+    per value (bucket edges included)."""
+    from prometheus_client import Histogram
+
+    from pgtasq.metrics import DURATION_BUCKETS
+
+    registry, plain_registry = CollectorRegistry(), CollectorRegistry()
+    metrics = WorkerMetrics(registry)
+    plain = Histogram(
+        "pgtasq_worker_task_duration_seconds",
+        "same",
+        ("queue", "type"),
+        buckets=DURATION_BUCKETS,
+        registry=plain_registry,
+    )
+    values = [0.0, 0.005, 0.0051, 0.3, 1.0, 59.0, 60.0, 7200.0, 0.004]
+    for v in values:
+        metrics.task_ended("q", "t", v)
+        plain.labels("q", "t").observe(v)
+    metrics.apply()
+    metrics.task_ended("q", "t", 0.5)  # a second batch adds to the first
+    plain.labels("q", "t").observe(0.5)
+    ours = {
+        k: v for k, v in parse(registry).items() if "duration" in k[0] and "created" not in k[0]
+    }
+    theirs = {k: v for k, v in parse(plain_registry).items() if "created" not in k[0]}
+    assert ours == theirs
