@@ -20,6 +20,15 @@ POOL_MAX_SIZE_DEFAULT = 10
 POOL_OPEN_TIMEOUT_DEFAULT = 10.0  # seconds the first use waits for a first connection
 
 
+def connection_kwargs(*, prepare: bool) -> dict[str, Any]:
+    """The keyword arguments of pgtasq's pooled connections. ``prepare=False``: never use
+    server-side prepared statements (psycopg prepares a statement run 5 times on one
+    connection), for PgBouncer before 1.21, or later without ``max_prepared_statements``."""
+    if not isinstance(prepare, bool):
+        raise ConfigurationError(f"prepare must be True or False, got {prepare!r}")
+    return {"autocommit": True} if prepare else {"autocommit": True, "prepare_threshold": None}
+
+
 def check_connect_timeout(value: object) -> float:
     """``connect_timeout`` as seconds, or a ConfigurationError (before any connection)."""
     if (
@@ -61,8 +70,10 @@ class LazyPool:
         max_size: int,
         name: str,
         open_timeout: float = POOL_OPEN_TIMEOUT_DEFAULT,
+        prepare: bool = True,
     ) -> None:
         self.dsn = dsn
+        self._kwargs = connection_kwargs(prepare=prepare)
         self._open_timeout = check_connect_timeout(open_timeout)
         self._min_size = min_size
         self._max_size = max_size
@@ -82,7 +93,7 @@ class LazyPool:
                         max_size=self._max_size,
                         open=False,
                         name=self._name,
-                        kwargs={"autocommit": True},
+                        kwargs=self._kwargs,
                     )
                     try:
                         pool.open(wait=True, timeout=self._open_timeout)
@@ -111,8 +122,10 @@ class AsyncLazyPool:
         max_size: int,
         name: str,
         open_timeout: float = POOL_OPEN_TIMEOUT_DEFAULT,
+        prepare: bool = True,
     ) -> None:
         self.dsn = dsn
+        self._kwargs = connection_kwargs(prepare=prepare)
         self._open_timeout = check_connect_timeout(open_timeout)
         self._min_size = min_size
         self._max_size = max_size
@@ -132,7 +145,7 @@ class AsyncLazyPool:
                         max_size=self._max_size,
                         open=False,
                         name=self._name,
-                        kwargs={"autocommit": True},
+                        kwargs=self._kwargs,
                     )
                     try:
                         await pool.open(wait=True, timeout=self._open_timeout)

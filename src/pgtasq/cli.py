@@ -1,7 +1,8 @@
 """The ``pgtasq`` command: a thin shell over the library, with no logic of its own.
 
 Every option is also an environment variable (shown in ``--help``). Without a DSN the
-commands start an embedded PostgreSQL with its data in ``./.pgtasq/``.
+commands start an embedded PostgreSQL with its data in the project's ``.pgtasq/`` (see
+`pgtasq._embedded.find_home`); ``pgtasq dev`` shows and stops it.
 
 Exit codes: 0 success, 1 operation failed (the message says why), 2 bad usage.
 """
@@ -18,11 +19,12 @@ import signal
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import click
 import psycopg
 
-from pgtasq import _cli_admin, _cli_observe, _embedded, _migrate, _supervisor
+from pgtasq import _cli_admin, _cli_dev, _cli_observe, _embedded, _migrate, _supervisor
 from pgtasq import demo as _demo
 from pgtasq._cli_output import printable
 from pgtasq.consumer import Consumer
@@ -36,8 +38,12 @@ from pgtasq.tables import SCHEMA_DEFAULT
 class _Settings:
     dsn: str | None
     schema: str
-    data_dir: str
+    data_dir: str | None
     schema_given: bool = False
+
+    def home(self) -> Path:
+        """Where the embedded server keeps its data: --data-dir, else the project's."""
+        return _embedded.find_home() if self.data_dir is None else Path(self.data_dir).resolve()
 
     @contextlib.contextmanager
     def database(self, *, quiet: bool = False) -> Iterator[str]:
@@ -45,9 +51,10 @@ class _Settings:
         if self.dsn:
             yield self.dsn
             return
+        home = self.home()
         if not quiet:
-            click.echo(f"No DSN given: using the embedded PostgreSQL in {self.data_dir}/", err=True)
-        server = _embedded.start(self.data_dir)
+            click.echo(f"No DSN given: using the embedded PostgreSQL in {home}/", err=True)
+        server = _embedded.start(home)
         with server:
             yield str(server.get_uri())
 
@@ -82,14 +89,15 @@ def _errors() -> Iterator[None]:
 )
 @click.option(
     "--data-dir",
-    envvar="PGTASQ_DATA_DIR",
+    envvar=["PGTASQ_HOME", "PGTASQ_DATA_DIR"],
     show_envvar=True,
-    default=str(_embedded.DATA_DIR_DEFAULT),
-    help="Where the embedded server keeps its data.",
+    default=None,
+    help="Where the embedded server keeps its data [default: the nearest .pgtasq/ folder "
+    "here or above, else .pgtasq/ at the project root (pyproject.toml, .git), else here].",
 )
 @click.version_option(package_name="pgtasq")
 @click.pass_context
-def cli(ctx: click.Context, dsn: str | None, schema: str, data_dir: str) -> None:
+def cli(ctx: click.Context, dsn: str | None, schema: str, data_dir: str | None) -> None:
     """pgtasq: a PostgreSQL task queue."""
     given = ctx.get_parameter_source("schema") != click.core.ParameterSource.DEFAULT
     ctx.obj = _Settings(dsn=dsn, schema=schema, data_dir=data_dir, schema_given=given)
@@ -202,6 +210,16 @@ _log_level_option = click.option(
 )
 
 
+_prepare_option = click.option(
+    "--prepare/--no-prepare",
+    default=True,
+    envvar="PGTASQ_PREPARE",
+    show_envvar=True,
+    help="Server-side prepared statements; --no-prepare for PgBouncer before 1.21 "
+    "(or without max_prepared_statements).",
+)
+
+
 def _setup_logging(level: str) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -209,8 +227,9 @@ def _setup_logging(level: str) -> None:
 @cli.command()
 @click.argument("app", envvar="PGTASQ_SCHEDULER_APP")
 @_log_level_option
+@_prepare_option
 @click.pass_obj
-def scheduler(settings: _Settings, app: str, log_level: str) -> None:
+def scheduler(settings: _Settings, app: str, log_level: str, prepare: bool) -> None:
     """Run the cron entries of APP (module:scheduler) until SIGINT/SIGTERM.
 
     Run as many as you like: each tick of each entry is enqueued once.
@@ -218,7 +237,7 @@ def scheduler(settings: _Settings, app: str, log_level: str) -> None:
     _setup_logging(log_level)
     sched = _load_scheduler(app)
     with _errors(), settings.database(quiet=True) as dsn:
-        sched.bind(dsn, schema=settings.schema if settings.schema_given else None)
+        sched.bind(dsn, schema=settings.schema if settings.schema_given else None, prepare=prepare)
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: sched.stop(timeout=0))
         sched.run()
@@ -276,6 +295,14 @@ def scheduler(settings: _Settings, app: str, log_level: str) -> None:
     show_envvar=True,
     help="Also run this module:scheduler's cron entries in the worker process.",
 )
+@click.option(
+    "--listen-dsn",
+    envvar="PGTASQ_LISTEN_DSN",
+    show_envvar=True,
+    help="A direct connection (not through PgBouncer) for LISTEN [default: --dsn; through a "
+    "transaction-mode PgBouncer the worker then polls].",
+)
+@_prepare_option
 @_cli_observe.metrics_port_options
 @click.option("--metrics-child", is_flag=True, hidden=True)  # a child of --processes N
 @_log_level_option
@@ -290,6 +317,8 @@ def worker(
     lease: float | None,
     burst: bool,
     scheduler_app: str | None,
+    listen_dsn: str | None,
+    prepare: bool,
     metrics_port: int | None,
     metrics_host: str,
     metrics_child: bool,
@@ -304,7 +333,14 @@ def worker(
     _setup_logging(log_level)
     consumer = _load_consumer(app)
     with _errors():
-        consumer.configure(concurrency=concurrency, queues=queues, strict=strict, lease=lease)
+        consumer.configure(
+            concurrency=concurrency,
+            queues=queues,
+            strict=strict,
+            lease=lease,
+            listen_dsn=listen_dsn,
+            prepare=None if prepare else False,
+        )
         with settings.database(quiet=True) as dsn:
             if processes > 1:
                 child = [sys.executable, "-m", "pgtasq.cli", "worker", app, "--processes", "1"]
@@ -318,9 +354,13 @@ def worker(
                         child += [flag, str(value)]
                 if strict is not None:
                     child.append("--strict" if strict else "--weighted")
+                if not prepare:
+                    child.append("--no-prepare")
                 child += ["--log-level", log_level] + (["--burst"] if burst else [])
                 child += ["--metrics-child"] if metrics_port is not None else []
                 env = {**os.environ, "PGTASQ_DSN": dsn}
+                if listen_dsn:  # in the environment, not on command lines others can read
+                    env["PGTASQ_LISTEN_DSN"] = listen_dsn
                 if settings.schema_given:
                     env["PGTASQ_SCHEMA"] = settings.schema
                 with _cli_observe.supervisor_metrics(
@@ -334,7 +374,7 @@ def worker(
                 consumer.schema = settings.schema
             sched = _load_scheduler(scheduler_app) if scheduler_app else None
             if sched is not None:
-                sched.bind(dsn, schema=consumer.schema)
+                sched.bind(dsn, schema=consumer.schema, prepare=prepare)
                 sched.start()
             try:
                 with _cli_observe.worker_metrics(
@@ -355,6 +395,7 @@ def worker(
 
 for _command in (*_cli_admin.COMMANDS, *_cli_observe.COMMANDS):  # tasks, queues, …, health
     cli.add_command(_command)
+cli.add_command(_cli_dev.dev)
 
 
 def main() -> None:
