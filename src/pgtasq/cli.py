@@ -31,7 +31,7 @@ from pgtasq.consumer import Consumer
 from pgtasq.errors import PgtasqError
 from pgtasq.models import TaskInfo
 from pgtasq.scheduler import Scheduler
-from pgtasq.tables import SCHEMA_DEFAULT
+from pgtasq.tables import SCHEMA_DEFAULT, check_schema_name
 
 
 @dataclass
@@ -100,6 +100,8 @@ def _errors() -> Iterator[None]:
 def cli(ctx: click.Context, dsn: str | None, schema: str, data_dir: str | None) -> None:
     """pgtasq: a PostgreSQL task queue."""
     given = ctx.get_parameter_source("schema") != click.core.ParameterSource.DEFAULT
+    with _errors():
+        check_schema_name(schema)  # every command's: one error line, before anything runs
     ctx.obj = _Settings(dsn=dsn, schema=schema, data_dir=data_dir, schema_given=given)
 
 
