@@ -24,6 +24,7 @@ import click
 from pgtasq import _health
 from pgtasq._cli_boundary import CommandSettings, failures, json_option
 from pgtasq._cli_output import printable
+from pgtasq._limits import text_problem
 
 if TYPE_CHECKING:
     from pgtasq.consumer import Consumer
@@ -79,6 +80,8 @@ def health(
     """
     if (queue is None) != (max_pending_age is None):
         raise click.UsageError("--queue and --max-pending-age go together")
+    if queue is not None and (problem := text_problem(queue)):
+        raise click.UsageError(f"--queue {problem}")
     with failures(settings.schema), settings.database(quiet=True) as dsn:
         checks = _health.run_checks(
             dsn,

@@ -300,3 +300,10 @@ def test_health_queue_needs_max_age(pg_dsn: str, schema: str) -> None:
     done = pgtasq(pg_dsn, schema, "health", "--queue", "q1")
     assert done.returncode == 2
     assert "--queue and --max-pending-age go together" in done.stderr
+
+
+def test_health_refuses_a_queue_name_postgresql_cannot_hold(pg_dsn: str, schema: str) -> None:
+    done = pgtasq(pg_dsn, schema, "health", "--queue", "a\udc80b", "--max-pending-age", "1")
+    assert done.returncode == 2
+    assert "--queue is not valid UTF-8" in done.stderr
+    assert "Traceback" not in done.stderr
