@@ -125,14 +125,14 @@ def metrics_port_options(f: click.decorators.FC) -> click.decorators.FC:
     "--port",
     default=METRICS_PORT_DEFAULT,
     type=click.IntRange(1, 65535),
-    envvar="PGTASQ_METRICS_PORT",
+    envvar="PGTASQ_EXPORTER_PORT",
     show_envvar=True,
     help="Port to serve on.",
 )
 @click.option(
     "--host",
     default=METRICS_HOST_DEFAULT,
-    envvar="PGTASQ_METRICS_HOST",
+    envvar="PGTASQ_EXPORTER_HOST",
     show_envvar=True,
     help="Address to listen on (0.0.0.0: every interface).",
 )
@@ -140,7 +140,7 @@ def metrics_port_options(f: click.decorators.FC) -> click.decorators.FC:
     "--cache-seconds",
     default=10.0,
     type=click.FloatRange(min=0),
-    envvar="PGTASQ_METRICS_CACHE_SECONDS",
+    envvar="PGTASQ_EXPORTER_CACHE_SECONDS",
     show_envvar=True,
     help="Query the database at most once per this many seconds, however often scraped.",
 )
@@ -148,7 +148,7 @@ def metrics_port_options(f: click.decorators.FC) -> click.decorators.FC:
     "--worker-alive",
     default=60.0,
     type=click.FloatRange(min=0, min_open=True),
-    envvar="PGTASQ_METRICS_WORKER_ALIVE",
+    envvar="PGTASQ_EXPORTER_WORKER_ALIVE",
     show_envvar=True,
     help="A worker counts as alive with a heartbeat at most this many seconds old.",
 )
