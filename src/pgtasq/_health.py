@@ -29,6 +29,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from pgtasq import _sql
+from pgtasq._cli_boundary import first_line  # printable, and redacted where it can be
 from pgtasq._cli_output import printable
 
 EXIT_DATABASE = 3
@@ -62,11 +63,6 @@ def head_revisions() -> frozenset[str]:
     return frozenset(ScriptDirectory(str(migrations_path())).get_heads())
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return printable(text.splitlines()[0]) if text else type(exc).__name__
-
-
 def run_checks(
     dsn: str,
     *,
@@ -82,12 +78,12 @@ def run_checks(
     try:
         conn = psycopg.connect(dsn, autocommit=True, connect_timeout=max(1, round(connect_timeout)))
     except psycopg.Error as exc:
-        return [Check("database", False, f"cannot connect: {_first_line(exc)}", EXIT_DATABASE)]
+        return [Check("database", False, f"cannot connect: {first_line(exc)}", EXIT_DATABASE)]
     with conn:
         try:
             conn.execute("SELECT 1")
         except psycopg.Error as exc:
-            return [Check("database", False, f"no answer: {_first_line(exc)}", EXIT_DATABASE)]
+            return [Check("database", False, f"no answer: {first_line(exc)}", EXIT_DATABASE)]
         checks.append(Check("database", True, "answers", EXIT_DATABASE))
         try:
             row = _one(conn, stmts.schema_version, {})
