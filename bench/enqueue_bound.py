@@ -11,7 +11,7 @@ in batches of B on one connection of a fresh schema:
   protocol   no Task, no TaskInfo: pgtasq's own statements only (``task_insert_copy_ids``,
              then COPY of rows formatted before the clock starts, then COMMIT), which is
              the least the server and the wire need for pgtasq's table
-  floor      (with --floor PATH, the raw-SQL floor's runner from ../shared/bench/peers)
+  floor      (with --floor PATH, the raw-SQL floor's runner, bench/peers/floor_run.py)
              COPY into the floor's own narrow table, as compare.py runs it
 
 The difference api - protocol is the Python work per task (building and validating the
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-n", type=int, default=100_000)
     ap.add_argument("-b", "--batch", type=int, default=1000)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--floor", default="", help="path of the floor's runner (limit_run.py)")
+    ap.add_argument("--floor", default="", help="path of the floor's runner (peers/floor_run.py)")
     a = ap.parse_args(argv)
 
     reset(a.dsn)

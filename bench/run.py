@@ -1,16 +1,32 @@
-"""pgtasq's runner for ../shared/bench/compare.py: one workload, one JSON line on stdout.
+"""pgtasq's runner for compare.py (beside it): one workload, one JSON line on stdout.
 
-    python bench/run.py --dsn DSN --workload enqueue1|enqueueB|drain|latency -n N
+    python bench/run.py --dsn DSN --workload enqueue1|enqueueB|drain|drainH|latency -n N
                         [-b B] [--schema S] [--processes P] [--rate R] [--metrics]
+                        [--history H] [--backlog K [--backlog-kind KIND]]
+                        [--plan-cache-mode auto|generic|custom]
 
-The workloads mirror the peers' (../shared/bench/peers/):
+The workloads mirror the peers' (peers/):
   enqueue1  N tasks, one API call (one autocommit statement) each, on the producer's pool
   enqueueB  N tasks through ``enqueue_many`` in batches of B; building the Tasks is timed
   drain     a backlog of N no-op tasks, P worker processes (default 1) with default
             settings, timed from the start signal until every task is completed
   latency   an idle worker; N tasks enqueued at R/s (default 100) from the same event loop;
             time from just before the enqueue call to the handler's start (p50/p95/p99)
-Each run drops and re-migrates its own schema, so every run starts from an empty table.
+  drainH    the drain with --history 1000000 unless --history is given (compare.py sends
+            ``--workload drain --history H``; both spellings work)
+Each run drops and re-migrates its own schema, so every run starts from an empty table;
+then, before anything is timed (see realtable.py):
+  --history H   H finished rows (completed, failed, cancelled; 4 queues, 5 types, 7 days)
+  --backlog K   K pending rows that are not part of the measured work: ready in a queue the
+                worker does not serve, or due in a day in the drained queue (--backlog-kind
+                queue|scheduled|mixed, default mixed: half each)
+and, when either is given, VACUUM ANALYZE, so the planner has statistics as autovacuum would
+have given it. The measured tasks are enqueued after that, as in the peers' runners.
+--plan-cache-mode generic|custom sets plan_cache_mode (force_generic_plan/force_custom_plan)
+for every session the runner opens after the setup (PGOPTIONS), so both plan kinds can be
+measured; auto (the default) leaves the server's setting.
+The JSON line reports history, backlog, the plan cache mode, and for the drain the tasks by
+status afterwards (every measured task must end completed).
 """
 
 from __future__ import annotations
@@ -19,6 +35,7 @@ import argparse
 import asyncio
 import json
 import multiprocessing
+import os
 import resource
 import statistics
 import sys
@@ -32,7 +49,16 @@ from psycopg import sql
 import pgtasq
 from pgtasq import AsyncProducer, Consumer, Producer, Task, TaskContext
 
-WORKLOADS = ("enqueue1", "enqueueB", "drain", "latency")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import realtable  # beside this script
+
+WORKLOADS = ("enqueue1", "enqueueB", "drain", "drainH", "latency")
+DRAINH_HISTORY_DEFAULT = 1_000_000
+PLAN_CACHE_MODES = {
+    "auto": "auto",
+    "generic": "force_generic_plan",
+    "custom": "force_custom_plan",
+}
 
 
 def reset_schema(dsn: str, schema: str) -> None:
@@ -106,12 +132,15 @@ def drain(dsn: str, schema: str, n: int, processes: int, metrics: bool = False) 
     for proc in procs:
         proc.join()
     completed = sum(c for c, _ in results)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        table_after = realtable.counts_by_status(conn, schema)
     return {
         "done": completed,
         "seconds": seconds,
         "jobs_per_s": completed / seconds,
         "settings": {"processes": processes, "defaults": True, "metrics": metrics},
         "rss_mb_max": round(max(r for _, r in results), 1),
+        "table_after": table_after,
     }
 
 
@@ -157,16 +186,55 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--processes", type=int, default=1, help="worker processes for drain")
     ap.add_argument("--rate", type=float, default=100.0, help="tasks per second for latency")
     ap.add_argument("--metrics", action="store_true", help="drain with worker metrics on")
+    ap.add_argument(
+        "--history",
+        type=int,
+        default=None,
+        help="finished rows written (then VACUUM ANALYZE) before timing; default 0, "
+        f"{DRAINH_HISTORY_DEFAULT} for drainH",
+    )
+    ap.add_argument(
+        "--backlog", type=int, default=0, help="pending rows that are not part of the work"
+    )
+    ap.add_argument("--backlog-kind", choices=realtable.BACKLOG_KINDS, default="mixed")
+    ap.add_argument(
+        "--plan-cache-mode",
+        choices=tuple(PLAN_CACHE_MODES),
+        default="auto",
+        help="plan_cache_mode of the timed sessions (generic: force_generic_plan, ...)",
+    )
     a = ap.parse_args(argv)
 
-    result: dict[str, Any] = {"workload": a.workload, "n": a.n}
+    workload = "drain" if a.workload == "drainH" else a.workload
+    history = a.history
+    if history is None:
+        history = DRAINH_HISTORY_DEFAULT if a.workload == "drainH" else 0
+    result: dict[str, Any] = {"workload": workload, "n": a.n}
     if a.n < 1 or a.batch < 1 or a.processes < 1 or a.rate <= 0:
-        result["error"] = "-n and -b must be >= 1"
+        result["error"] = "-n, -b and --processes must be >= 1, --rate > 0"
+        print(json.dumps(result))
+        return 2
+    if history < 0 or a.backlog < 0:
+        result["error"] = "--history and --backlog must be >= 0"
         print(json.dumps(result))
         return 2
 
     reset_schema(a.dsn, a.schema)
-    if a.workload == "drain":
+    setup_began = time.perf_counter()
+    result.update(
+        realtable.prepare(
+            a.dsn, a.schema, history=history, backlog=a.backlog, backlog_kind=a.backlog_kind
+        )
+    )
+    result["setup_s"] = round(time.perf_counter() - setup_began, 2)
+    mode = PLAN_CACHE_MODES[a.plan_cache_mode]
+    if a.plan_cache_mode != "auto":
+        # libpq reads PGOPTIONS on every connect: the pools and the spawned workers inherit it.
+        os.environ["PGOPTIONS"] = os.environ.get("PGOPTIONS", "") + f" -c plan_cache_mode={mode}"
+    with psycopg.connect(a.dsn) as conn:
+        shown = conn.execute("SHOW plan_cache_mode").fetchone()
+    result["plan_cache_mode"] = shown[0] if shown else None
+    if workload == "drain":
         result.update(drain(a.dsn, a.schema, a.n, a.processes, a.metrics))
         print(json.dumps(result))
         return 0

@@ -8,7 +8,7 @@ one range per distinct retention. Before, a round that found nothing due walked 
 finished row. Building the indexes locks the tasks table against writes while they build.
 
 Revision ID: pgtasq_0003
-Revises: pgtasq_0001
+Revises: pgtasq_0002
 Create Date: 2026-12-02
 """
 
@@ -22,7 +22,7 @@ from alembic import op
 from pgtasq._migrate import migration_schema
 
 revision: str = "pgtasq_0003"
-down_revision: str | None = "pgtasq_0001"
+down_revision: str | None = "pgtasq_0002"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -23,6 +23,7 @@ from pgtasq.consumer import Consumer, Counts
 from pgtasq.context import TaskContext
 from pgtasq.errors import (
     ConfigurationError,
+    DatabaseMisconfigured,
     DatabaseUnavailable,
     DuplicateTask,
     InvalidSchedule,
@@ -56,6 +57,7 @@ __all__ = [
     "Counts",
     "Cursor",
     "DailyStats",
+    "DatabaseMisconfigured",
     "DatabaseUnavailable",
     "DuplicateTask",
     "InvalidFilter",

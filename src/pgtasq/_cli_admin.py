@@ -13,12 +13,13 @@ Exit codes: 0 success, 1 the operation failed (one ``error:`` line on stderr), 2
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 import click
 
 from pgtasq import _cli_output as output
 from pgtasq import _cli_tasks
-from pgtasq._cli_boundary import CommandSettings, connection, json_option
+from pgtasq._cli_boundary import CommandSettings, connection, failures, json_option
 from pgtasq.client import RETENTION_DEFAULT, Client, DailyStats
 
 HISTORY_DAYS_DEFAULT = 7  # Client.queue_history's default
@@ -180,8 +181,19 @@ def stats(settings: CommandSettings, as_json: bool) -> None:
 @json_option
 @click.pass_obj
 def events(settings: CommandSettings, timeout: float | None, as_json: bool) -> None:
-    """Print task events as they happen (started/completed/… need workers with events on)."""
-    with settings.database(quiet=True) as dsn, Client(dsn, schema=settings.schema) as client:
+    """Print task events as they happen (started/completed/… need workers with events on).
+
+    While the database is away it reconnects (stderr says when it goes and comes back).
+    """
+    # The outage lines go to stderr; stdout carries only the events.
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    with (
+        failures(settings.schema),
+        settings.database(quiet=True) as dsn,
+        Client(dsn, schema=settings.schema) as client,
+    ):
         for event in client.events(timeout=timeout):
             if as_json:
                 output.print_json(dataclasses.asdict(event))

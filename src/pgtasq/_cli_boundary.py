@@ -4,8 +4,10 @@ The commands (`pgtasq._cli_tasks`, `pgtasq._cli_admin`) run inside `connection`:
 autocommit connection to the given database or the embedded server's, so each statement
 commits on its own, as on the Client's pool; unlike the pool, an unreachable server fails at
 once instead of after retries. What they raise that a user can act on ends the command with
-one ``error:`` line on stderr and exit code 1 (`failures`). Every command takes ``--json``
-(`json_option`).
+one ``error:`` line on stderr and exit code 1 (`failures`); what no retry can fix (a wrong
+password, a schema not migrated, a missing privilege, a read-only server:
+`DatabaseMisconfigured`) with exit code `EXIT_MISCONFIGURED`, the same for every command.
+Every command takes ``--json`` (`json_option`).
 """
 
 from __future__ import annotations
@@ -17,12 +19,18 @@ from typing import Any, Protocol, TypeVar
 
 import click
 import psycopg
-from psycopg import errors as pg_errors
 
+from pgtasq import _sql
 from pgtasq._cli_output import printable
-from pgtasq.errors import DatabaseUnavailable, PgtasqError
+from pgtasq._database import connect_misconfigured, misconfigured
+from pgtasq.errors import DatabaseMisconfigured, DatabaseUnavailable, PgtasqError
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+# A fix is needed, restarting cannot help (sysexits' EX_CONFIG): `pgtasq worker --processes N`
+# does not restart a child that exits with it, and systemd units can say
+# RestartPreventExitStatus=78.
+EXIT_MISCONFIGURED = 78
 
 
 # -- the boundary: one connection, one line per error ---------------------------------------
@@ -36,31 +44,29 @@ class CommandSettings(Protocol):
     def database(self, *, quiet: bool = False) -> contextlib.AbstractContextManager[str]: ...
 
 
-_NOT_MIGRATED = (pg_errors.UndefinedTable, pg_errors.UndefinedObject, pg_errors.InvalidSchemaName)
-
-
 def first_line(exc: BaseException) -> str:
     """The first line of an error's message, printable on a terminal (it may quote data)."""
     text = str(exc).strip()
     return printable(text.splitlines()[0]) if text else type(exc).__name__
 
 
-def _message(exc: BaseException, schema: str | None) -> str:
-    if isinstance(exc, _NOT_MIGRATED) and schema:
-        return f"{first_line(exc)} (has `pgtasq migrate` run for schema {schema}?)"
-    return first_line(exc)
-
-
 @contextlib.contextmanager
 def failures(schema: str | None = None) -> Iterator[None]:
-    """Exit 1 with one line on stderr for what a user can act on.
+    """Exit 1 with one line on stderr for what a user can act on; `EXIT_MISCONFIGURED` for
+    what no retry can fix (`DatabaseMisconfigured`, or the psycopg error that means one).
 
     ValueError too: the Client raises it for out-of-range ``days`` and ``batch_size``.
     """
     try:
         yield
     except (PgtasqError, ValueError, psycopg.Error) as exc:
-        click.echo(f"error: {_message(exc, schema)}", err=True)
+        fatal = misconfigured(exc, schema) if schema else None
+        if fatal is None and isinstance(exc, DatabaseMisconfigured):
+            fatal = exc
+        if fatal is not None:
+            click.echo(f"error: {first_line(fatal)}", err=True)
+            sys.exit(EXIT_MISCONFIGURED)
+        click.echo(f"error: {first_line(exc)}", err=True)
         sys.exit(1)
 
 
@@ -71,10 +77,39 @@ def connection(settings: CommandSettings) -> Iterator[psycopg.Connection[Any]]:
     with failures(settings.schema), settings.database() as dsn:
         try:
             conn = psycopg.connect(dsn, autocommit=True)
-        except psycopg.OperationalError as exc:
+        except psycopg.Error as exc:
+            fatal = connect_misconfigured(exc) or misconfigured(exc, settings.schema)
+            if fatal is not None:
+                raise fatal from None  # psycopg's text may quote the DSN
+            if not isinstance(exc, psycopg.OperationalError):
+                raise
             raise DatabaseUnavailable(f"cannot connect to PostgreSQL: {first_line(exc)}") from exc
         with conn:
             yield conn
+
+
+def check_database(dsn: str, schema: str) -> None:
+    """Raise `DatabaseMisconfigured` if a worker could not work on this database: register a
+    worker in a transaction rolled back at once. A database that is not reachable passes:
+    the workers wait for it. (``--processes N`` checks once, so that N children do not each
+    print the same error.)"""
+    stmts = _sql.statements(schema)
+    params = {
+        "worker": "pgtasq-check",
+        "host": "-",
+        "pid": 0,
+        "queues": "{}",
+        "concurrency": 1,
+        "metadata": "{}",
+    }
+    try:
+        with psycopg.connect(dsn, connect_timeout=10) as conn:
+            conn.execute(stmts.worker_register.text, params)
+            conn.rollback()
+    except psycopg.Error as exc:
+        fatal = connect_misconfigured(exc) or misconfigured(exc, schema)
+        if fatal is not None:
+            raise fatal from None
 
 
 def json_option(f: F) -> F:

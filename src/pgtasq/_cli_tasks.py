@@ -24,10 +24,10 @@ import click
 
 from pgtasq import _cli_output as output
 from pgtasq._cli_boundary import CommandSettings, F, connection, failures, first_line, json_option
-from pgtasq._client_ops import BULK_BATCH_DEFAULT
+from pgtasq._client_ops import BULK_BATCH_DEFAULT, TaskPage
 from pgtasq.client import Client
 from pgtasq.errors import PgtasqError
-from pgtasq.filters import LIMIT_DEFAULT, ORDER_FIELDS, STATES, TaskFilter
+from pgtasq.filters import COUNT_EXACT_MAX, LIMIT_DEFAULT, ORDER_FIELDS, STATES, Cursor, TaskFilter
 from pgtasq.models import MAX_ATTEMPTS_DEFAULT, PRIORITY_DEFAULT, QUEUE_DEFAULT, TaskInfo
 from pgtasq.producer import Producer
 
@@ -107,6 +107,12 @@ def _filter_options(envvar_prefix: str, *, page: bool) -> Callable[[F], F]:
                 "--limit", default=LIMIT_DEFAULT, type=int, help="At most N tasks.", **env("LIMIT")
             ),
             click.option("--offset", default=0, type=int, help="Skip N tasks.", **env("OFFSET")),
+            click.option(
+                "--after",
+                metavar="CURSOR",
+                help="Start after this cursor (what the previous page printed as next).",
+                **env("AFTER"),
+            ),
         ]
 
     def decorate(f: F) -> F:
@@ -125,13 +131,14 @@ def _filter_options(envvar_prefix: str, *, page: bool) -> Callable[[F], F]:
                 if (before := kwargs.pop("created_before")) is not None:
                     task_filter = task_filter.created_before(before)
                 if page:
+                    order = kwargs.pop("order")
                     task_filter = (
-                        task_filter.order_by(
-                            kwargs.pop("order"), "desc" if kwargs.pop("desc") else "asc"
-                        )
+                        task_filter.order_by(order, "desc" if kwargs.pop("desc") else "asc")
                         .limit(kwargs.pop("limit"))
                         .offset(kwargs.pop("offset"))
                     )
+                    if (cursor := kwargs.pop("after")) is not None:
+                        task_filter = task_filter.after(Cursor.from_text(cursor, order))
             return f(*args, task_filter=task_filter, **kwargs)
 
         for option in reversed(options):
@@ -149,8 +156,21 @@ def tasks() -> None:
     """List, show, cancel, retry and delete tasks."""
 
 
+def _total(page: TaskPage) -> str:
+    return f"{page.total}" if page.total_exact else f"about {page.total}"
+
+
 @tasks.command("list")
 @_filter_options("PGTASQ_TASKS_LIST", page=True)
+@click.option(
+    "--count",
+    "exact_count",
+    is_flag=True,
+    envvar="PGTASQ_TASKS_LIST_COUNT",
+    show_envvar=True,
+    help=f"Count every matching task (by default: exact up to {COUNT_EXACT_MAX}, "
+    "then the planner's estimate).",
+)
 @click.option(
     "--full",
     is_flag=True,
@@ -162,25 +182,51 @@ def tasks() -> None:
 @json_option
 @click.pass_obj
 def tasks_list(
-    settings: CommandSettings, task_filter: TaskFilter, full: bool, as_json: bool
+    settings: CommandSettings,
+    task_filter: TaskFilter,
+    exact_count: bool,
+    full: bool,
+    as_json: bool,
 ) -> None:
-    """List the tasks the filters select (all of them without filters).
+    """List the tasks the filters select (all of them without filters), a page at a time.
 
     Reads only what it prints: previews of payloads and results (`tasks get` shows a whole
-    task), unless --json --full.
+    task), unless --json --full. The next page: --after the cursor the page ends with
+    (--offset works too, slower on large tables). --json prints {"tasks": [...], "total",
+    "total_exact", "next_cursor"}.
     """
     with connection(settings) as conn:
         client = Client(schema=settings.schema)
-        page = client.list_tasks(task_filter, conn=conn, full=full and as_json)
+        page = client.list_tasks(
+            task_filter,
+            count="exact" if exact_count else "auto",
+            conn=conn,
+            full=full and as_json,
+        )
+    cursor = page.next_cursor.to_text() if page.next_cursor is not None else None
     if as_json:
-        output.print_json(page.tasks)
+        output.print_json(
+            {
+                "tasks": page.tasks,
+                "total": page.total,
+                "total_exact": page.total_exact,
+                "next_cursor": cursor,
+            }
+        )
         return
     output.task_table(page.tasks)
-    first, end = task_filter.offset_rows, task_filter.offset_rows + len(page.tasks)
+    first = task_filter.offset_rows
+    if cursor is None:
+        more = ""
+    elif first:
+        more = f"; next page: --offset {first + len(page.tasks)}"
+    else:
+        more = f"; next page: --after {cursor}"
     click.echo(
-        f"({len(page.tasks)} of {page.total} tasks"
+        f"({len(page.tasks)} of {_total(page)} tasks"
+        + ("" if page.total_exact else " (an estimate; --count counts them)")
         + (f", from offset {first}" if first else "")
-        + (f"; next page: --offset {end}" if page.tasks and end < page.total else "")
+        + more
         + ")"
     )
 
@@ -240,7 +286,7 @@ def _change_all(
     with connection(settings) as conn:
         client = Client(schema=settings.schema)
         if not confirmed:
-            matching = client.list_tasks(task_filter.limit(1), conn=conn).total
+            matching = _total(client.list_tasks(task_filter.limit(1), conn=conn))
             raise click.UsageError(
                 f"this deletes every task the filters select ({matching} now); add --yes to confirm"
             )

@@ -23,7 +23,15 @@ from pgtasq.errors import (
     TaskRunning,
     TaskValidationError,
 )
-from pgtasq.filters import Cursor, InvalidFilter, TaskFilter, check_name
+from pgtasq.filters import (
+    COUNT_EXACT_MAX,
+    CountMode,
+    Cursor,
+    InvalidFilter,
+    TaskFilter,
+    check_count,
+    check_name,
+)
 from pgtasq.models import TaskInfo, TaskStatus
 
 Row = Mapping[str, Any]
@@ -59,11 +67,17 @@ class Preview:
 @dataclasses.dataclass(frozen=True)
 class TaskPage:
     """One page of `list_tasks`: the tasks, the total matching the filter, and where the next
-    page starts (``next_cursor``, None when this page is the last one)."""
+    page starts (``next_cursor``, None when this page is the last one).
+
+    ``total`` is exact when ``total_exact``; otherwise (more than `COUNT_EXACT_MAX` tasks
+    match, and the count was ``auto``) it is the planner's estimate, at least
+    ``COUNT_EXACT_MAX + 1``. It is None when the count was ``none``.
+    """
 
     tasks: list[TaskInfo]
-    total: int
+    total: int | None
     next_cursor: Cursor | None
+    total_exact: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -252,13 +266,27 @@ def _delete_task(stmts: _sql.Statements, task_id: int) -> Op:
     return _changed_or_raise(task_id, rows, {TaskStatus.RUNNING.value: TaskRunning})
 
 
-def list_tasks(stmts: _sql.Statements, task_filter: TaskFilter, full: bool = True) -> Op:
-    stmt, params = _sql.task_list(stmts.schema, check_filter(task_filter), full=full)
-    return _list_tasks(stmt, params, task_filter, full)
+def list_tasks(
+    stmts: _sql.Statements, task_filter: TaskFilter, count: CountMode, full: bool = True
+) -> Op:
+    """A page, and its total as ``count`` asks (see `pgtasq.filters.CountMode`)."""
+    mode = check_count(count)
+    stmt, params = _sql.task_list(
+        stmts.schema,
+        check_filter(task_filter),
+        count="capped" if mode == "auto" else mode,
+        full=full,
+    )
+    return _list_tasks(stmts, stmt, params, task_filter, mode, full)
 
 
 def _list_tasks(
-    stmt: _sql.Statement, params: dict[str, Any], task_filter: TaskFilter, full: bool
+    stmts: _sql.Statements,
+    stmt: _sql.Statement,
+    params: dict[str, Any],
+    task_filter: TaskFilter,
+    count: CountMode,
+    full: bool,
 ) -> Op:
     rows = yield stmt, params  # one statement: the page and the total from one snapshot
     tasks = [_task_from_row(r, full) for r in rows if r["id"] is not None]
@@ -267,7 +295,23 @@ def _list_tasks(
         del tasks[task_filter.limit_rows :]
         last = tasks[-1]
         cursor = Cursor(getattr(last, task_filter.order_field), last.id)
-    return TaskPage(tasks=tasks, total=int(rows[0]["total"]), next_cursor=cursor)
+    total = rows[0]["total"]
+    if total is None:
+        return TaskPage(tasks=tasks, total=None, next_cursor=cursor, total_exact=False)
+    if count == "auto" and total > COUNT_EXACT_MAX:
+        # More than the exact count reads: the planner's estimate, never below what we saw.
+        stmt, params = _sql.task_count_estimate(stmts.schema, task_filter)
+        plan = (yield stmt, params)[0]["QUERY PLAN"]
+        if isinstance(plan, str):  # json, as text on some connections
+            plan = _loads(plan)
+        estimate = int(plan[0]["Plan"]["Plan Rows"])
+        return TaskPage(
+            tasks=tasks,
+            total=max(estimate, COUNT_EXACT_MAX + 1),
+            next_cursor=cursor,
+            total_exact=False,
+        )
+    return TaskPage(tasks=tasks, total=int(total), next_cursor=cursor)
 
 
 def bulk(

@@ -7,17 +7,21 @@ explicit transaction), so no BEGIN/COMMIT round trips are spent on the hot path.
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
+import time
 from typing import Any
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
-from pgtasq.errors import ConfigurationError, DatabaseUnavailable
+from pgtasq._database import Backoff, connect_misconfigured, misconfigured
+from pgtasq.errors import ConfigurationError, DatabaseMisconfigured, DatabaseUnavailable
 
 POOL_MIN_SIZE_DEFAULT = 1
 POOL_MAX_SIZE_DEFAULT = 10
 POOL_OPEN_TIMEOUT_DEFAULT = 10.0  # seconds the first use waits for a first connection
+PROBE_BACKOFF_CAP = 1.0  # the longest pause between two connection attempts while opening
 
 
 def connection_kwargs(*, prepare: bool) -> dict[str, Any]:
@@ -44,6 +48,62 @@ def _unavailable(dsn: str, exc: BaseException) -> DatabaseUnavailable:
     return DatabaseUnavailable(f"cannot connect to PostgreSQL ({_redact(dsn)}): {exc}")
 
 
+def _refused(exc: psycopg.Error) -> DatabaseMisconfigured | None:
+    """A connection error no retry can fix (the schema plays no part before a statement)."""
+    return connect_misconfigured(exc) or misconfigured(exc, "")
+
+
+def _attempt_timeout(left: float) -> int:
+    # libpq's connect_timeout is whole seconds, and treats 1 as 2.
+    return max(2, math.ceil(left))
+
+
+def _wait_for_server(dsn: str, timeout: float) -> None:
+    """Connect (and disconnect) until the server accepts us, for up to ``timeout`` seconds.
+
+    What no retry can fix (a wrong password, an unknown database) raises
+    `DatabaseMisconfigured` at the first attempt, instead of after ``timeout`` seconds of
+    psycopg_pool's retries; a server that stays away raises `DatabaseUnavailable`.
+    """
+    deadline = time.monotonic() + timeout
+    backoff = Backoff(cap=PROBE_BACKOFF_CAP)
+    while True:
+        try:
+            left = deadline - time.monotonic()
+            psycopg.connect(dsn, connect_timeout=_attempt_timeout(left)).close()
+            return
+        except psycopg.Error as exc:
+            fatal = _refused(exc)
+            if fatal is not None:
+                raise fatal from None  # psycopg's text may quote the DSN
+            delay = backoff.next()
+            if time.monotonic() + delay >= deadline:
+                raise _unavailable(dsn, exc) from exc
+            time.sleep(delay)
+
+
+async def _async_wait_for_server(dsn: str, timeout: float) -> None:
+    """`_wait_for_server` for asyncio."""
+    deadline = time.monotonic() + timeout
+    backoff = Backoff(cap=PROBE_BACKOFF_CAP)
+    while True:
+        try:
+            left = deadline - time.monotonic()
+            conn = await psycopg.AsyncConnection.connect(
+                dsn, connect_timeout=_attempt_timeout(left)
+            )
+            await conn.close()
+            return
+        except psycopg.Error as exc:
+            fatal = _refused(exc)
+            if fatal is not None:
+                raise fatal from None
+            delay = backoff.next()
+            if time.monotonic() + delay >= deadline:
+                raise _unavailable(dsn, exc) from exc
+            await asyncio.sleep(delay)
+
+
 def _redact(dsn: str) -> str:
     """The DSN without its password, for messages."""
     try:
@@ -57,9 +117,10 @@ def _redact(dsn: str) -> str:
 class LazyPool:
     """A psycopg ``ConnectionPool`` opened on first use, so constructing is free and safe.
 
-    Opening waits up to ``open_timeout`` seconds for a first connection, then raises
-    `DatabaseUnavailable`; the pool that failed is closed and the next use opens a new one
-    (a closed psycopg pool cannot be opened again).
+    Opening first connects once by itself (`_wait_for_server`), retrying for up to
+    ``open_timeout`` seconds, then raises `DatabaseUnavailable`; an error no retry can fix
+    raises `DatabaseMisconfigured` at once. A pool that failed to open is closed and the
+    next use opens a new one (a closed psycopg pool cannot be opened again).
     """
 
     def __init__(
@@ -87,6 +148,9 @@ class LazyPool:
             with self._lock:
                 pool = self._pool
                 if pool is None:
+                    started = time.monotonic()
+                    _wait_for_server(self.dsn, self._open_timeout)
+                    left = self._open_timeout - (time.monotonic() - started)
                     pool = ConnectionPool(
                         self.dsn,
                         min_size=self._min_size,
@@ -96,7 +160,7 @@ class LazyPool:
                         kwargs=self._kwargs,
                     )
                     try:
-                        pool.open(wait=True, timeout=self._open_timeout)
+                        pool.open(wait=True, timeout=max(left, 1.0))
                     except PoolTimeout as exc:
                         pool.close()
                         raise _unavailable(self.dsn, exc) from exc
@@ -139,6 +203,9 @@ class AsyncLazyPool:
                 self._lock = asyncio.Lock()
             async with self._lock:
                 if self._pool is None:
+                    started = time.monotonic()
+                    await _async_wait_for_server(self.dsn, self._open_timeout)
+                    left = self._open_timeout - (time.monotonic() - started)
                     pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
                         self.dsn,
                         min_size=self._min_size,
@@ -148,7 +215,7 @@ class AsyncLazyPool:
                         kwargs=self._kwargs,
                     )
                     try:
-                        await pool.open(wait=True, timeout=self._open_timeout)
+                        await pool.open(wait=True, timeout=max(left, 1.0))
                     except PoolTimeout as exc:
                         await pool.close()
                         raise _unavailable(self.dsn, exc) from exc

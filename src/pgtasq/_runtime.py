@@ -45,7 +45,15 @@ from psycopg_pool import AsyncConnectionPool
 
 from pgtasq import _sql
 from pgtasq._claims import PROBE_QUEUES_MIN, claim_room, queue_order
-from pgtasq._database import RETRYABLE, Backoff, fetch, short_error
+from pgtasq._database import (
+    RETRYABLE,
+    Backoff,
+    Outage,
+    connect_misconfigured,
+    fetch,
+    misconfigured,
+    short_error,
+)
 from pgtasq._executor import DaemonExecutor, handler_chain, is_async
 from pgtasq._finishing import Finisher, RecordMaker
 from pgtasq._listener import Listener
@@ -62,9 +70,9 @@ from pgtasq._services import (
     Rescuer,
     RescuerConfig,
 )
+from pgtasq._settings import Settings
 from pgtasq.context import ErrorHook, Handler, Middleware, TaskContext
 from pgtasq.errors import (
-    ConfigurationError,
     RetryIn,
     SkipRetry,
     TaskTimeout,
@@ -76,6 +84,8 @@ from pgtasq.retry import RetryDelay
 log = logging.getLogger("pgtasq.consumer")
 
 CLAIMS_IN_FLIGHT_MAX = 2
+CONNECT_TIMEOUT = 10.0  # seconds one connection attempt may take before it counts as failed
+OPEN_BACKOFF_CAP = 5.0  # the longest wait between two attempts to reach the database
 # Outcome.status -> the outcome label of the worker's metrics
 _OUTCOME_NAMES = {
     "completed": "completed",
@@ -83,29 +93,6 @@ _OUTCOME_NAMES = {
     "pending": "retried",
     "release": "released",
 }
-
-
-@dataclasses.dataclass(frozen=True)
-class Settings:
-    """How one consumer process works. Every field has a named default in consumer.py."""
-
-    queues: tuple[tuple[str, int], ...]
-    strict: bool
-    concurrency: int
-    batch_size: int
-    lease: float
-    heartbeat_interval: float
-    poll_interval: float
-    flush_interval: float
-    shutdown_timeout: float
-    rescue_interval: float
-    listen: bool
-    clean_interval: float
-    retention_default: float
-    events: bool
-    result_max_bytes: int
-    listen_dsn: str | None
-    prepare: bool
 
 
 @dataclasses.dataclass
@@ -154,6 +141,8 @@ class Engine:
         self._empty_when_idle = False
         self._claims: set[asyncio.Task[None]] = set()
         self._claim_backoff = Backoff()
+        # One log line when the database goes, one when it is back, whichever part notices.
+        self._outage = Outage(log, "worker")
         self._executor = DaemonExecutor(settings.concurrency)
         self._records = RecordMaker(settings.result_max_bytes)
         self._chains = {
@@ -191,6 +180,14 @@ class Engine:
     async def run(self, *, burst: bool = False) -> Counts:
         self._wake = asyncio.Event()
         self._force = asyncio.Event()
+        try:
+            registered = await self._open()
+        except BaseException:
+            self._executor.shutdown()
+            raise
+        if not registered:  # stopped while waiting for the database
+            self._executor.shutdown()
+            return self.counts
         self._pool = AsyncConnectionPool(
             self.dsn,
             min_size=1,
@@ -222,9 +219,9 @@ class Engine:
         loops = BackgroundLoops(lambda name: self.request_stop(force=name == "heartbeat"))
         self._loops = loops
         try:
-            await self._open()
-            if self.stopping:
-                return self.counts
+            # Not waiting: a pool whose first connection fails closes for good; the loops
+            # wait for connections and retry on their own if the database went away again.
+            await self._pool.open(wait=False)
             self._observe_slots()
             loops.start("heartbeat", self._heartbeat.run())
             loops.start("flush", self._writer.run())
@@ -274,6 +271,7 @@ class Engine:
             held=self._held,
             on_lost=self._lost,
             config=HeartbeatConfig(interval=settings.heartbeat_interval, lease=settings.lease),
+            outage=self._outage,
         )
         self._rescuer = Rescuer(
             pool=self._pool,
@@ -283,6 +281,7 @@ class Engine:
                 interval=settings.rescue_interval,
                 stale_worker_after=max(STALE_WORKER_AFTER_DEFAULT, settings.lease * 2),
             ),
+            outage=self._outage,
         )
         self._cleaner = Cleaner(
             pool=self._pool,
@@ -290,28 +289,43 @@ class Engine:
             config=CleanerConfig(
                 interval=settings.clean_interval, retention_default=settings.retention_default
             ),
+            outage=self._outage,
         )
 
-    async def _open(self) -> None:
-        """Open the pool and register, retrying while the database is unreachable."""
-        backoff = Backoff(cap=10.0)
+    async def _open(self) -> bool:
+        """Register the worker on a connection of its own, waiting while the database is
+        unreachable: False when a stop came first. What no retry can fix (authentication, a
+        schema not migrated, a permission, a read-only server) raises `DatabaseMisconfigured`.
+        """
+        backoff = Backoff(cap=OPEN_BACKOFF_CAP)
+        outage = self._outage
         while not self.stopping:
             try:
-                await self._pool.open(wait=True, timeout=10.0)
-                async with self._pool.connection() as conn:
-                    await fetch(conn, self.stmts.worker_register, self._worker_params)
-                return
-            except psycopg.errors.UndefinedTable as exc:
-                raise ConfigurationError(
-                    f"pgtasq's tables are missing in schema {self.stmts.schema!r}: "
-                    "run `pgtasq migrate` (or pgtasq.migrate()) first"
-                ) from exc
-            except RETRYABLE as exc:
-                delay = backoff.next()
-                log.warning(
-                    "database unavailable (%s); retrying in %.1f s", short_error(exc), delay
+                conn = await asyncio.wait_for(
+                    psycopg.AsyncConnection.connect(self.dsn, autocommit=True), CONNECT_TIMEOUT
                 )
-                await self._sleep_unless_stopping(delay)
+            except (psycopg.Error, asyncio.TimeoutError) as exc:
+                fatal = connect_misconfigured(exc) or misconfigured(exc, self.stmts.schema)
+                if fatal is not None:
+                    raise fatal from None  # psycopg's text may quote the DSN
+                outage.lost(exc)
+                await self._sleep_unless_stopping(backoff.next())
+                continue
+            try:
+                async with conn:
+                    await fetch(conn, self.stmts.worker_register, self._worker_params)
+            except psycopg.Error as exc:
+                fatal = misconfigured(exc, self.stmts.schema)
+                if fatal is not None:
+                    raise fatal from exc
+                if not isinstance(exc, RETRYABLE):
+                    raise
+                outage.lost(exc)
+                await self._sleep_unless_stopping(backoff.next())
+                continue
+            outage.back()
+            return True
+        return False
 
     async def _unregister(self) -> None:
         try:
@@ -398,12 +412,12 @@ class Engine:
             try:
                 claimed = await self._claim(want)
                 self._claim_backoff.reset()
+                self._outage.back()
                 self.metrics.database_ok()
             except RETRYABLE as exc:
+                self._outage.lost(exc)
                 self.metrics.database_error("claim")
-                delay = self._claim_backoff.next()
-                log.warning("claim failed (%s); retrying in %.1f s", short_error(exc), delay)
-                await asyncio.sleep(delay)
+                await asyncio.sleep(self._claim_backoff.next())
                 self._more = True
                 return
             for info in claimed:

@@ -5,11 +5,13 @@ Each has the shape of every pgtasq service (`Scheduler` too):
 - a frozen config with named defaults (``*_DEFAULT``), checked when built;
 - ``run_once()``: one round, returning what it did as counts; the tests call it directly;
 - ``run()``: a thin loop around it, forever (the `Engine` cancels it): sleep, call, and on a
-  lost database log and try again at the next round. A data error (the database refusing
-  what a row holds or what the round sends: see `_database.is_data_error`) does not stop
-  the loop either: it is logged once, and the next round runs as usual (`survive`). The
-  statements are written so that no stored value can make them fail; this is the net under
-  that promise. Anything else (a bug, a missing table) ends the loop, and the worker;
+  lost database log and try again at the next round (given the worker's `Outage`, the log
+  says once that the database is gone and once that it is back, whichever loop notices). A
+  data error (the database refusing what a row holds or what the round sends: see
+  `_database.is_data_error`) does not stop the loop either: it is logged once, and the next
+  round runs as usual (`survive`). The statements are written so that no stored value can
+  make them fail; this is the net under that promise. Anything else (a bug, a missing
+  table) ends the loop, and the worker;
 - an injectable clock. Every statement takes its time from the database (``now()``), so
   what the Python side reads is only how long to wait: ``sleep`` and the jitter source
   ``rand`` are parameters (``asyncio.sleep`` and ``random.random`` by default).
@@ -33,7 +35,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from pgtasq._database import RETRYABLE, LogOnce, fetch, is_data_error, short_error
+from pgtasq._database import RETRYABLE, LogOnce, Outage, fetch, is_data_error, short_error
 from pgtasq._limits import duration_problem
 from pgtasq.errors import ConfigurationError
 
@@ -45,8 +47,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("pgtasq.consumer")
 
 LEASE_DEFAULT = 30.0
+# The longest heartbeat and rescue intervals; a consumer derives shorter ones from a short
+# lease (pgtasq._settings), so that any lease of 1 s or more works with the defaults.
 HEARTBEAT_INTERVAL_DEFAULT = 1.0
-RESCUE_INTERVAL_DEFAULT = 10.0
+RESCUE_INTERVAL_DEFAULT = 1.0
 RESCUE_BATCH_DEFAULT = 1000
 STALE_WORKER_AFTER_DEFAULT = 60.0  # the engine uses max(this, 2 * lease)
 CLEAN_INTERVAL_DEFAULT = 60.0
@@ -68,9 +72,10 @@ def _check_positive(**values: float) -> None:
 _log_once = LogOnce(log)
 
 
-def survive(loop: str, exc: Exception) -> None:
+def survive(loop: str, exc: Exception, outage: Outage | None = None) -> None:
     """What a service loop does with an error from its round: log it and go on when the
-    database is away or refused the data (once per kind of refusal), else raise it."""
+    database is away (through the worker's `Outage`: once per outage) or refused the data
+    (once per kind of refusal), else raise it."""
     if is_data_error(exc):
         _log_once(
             f"{loop}:{short_error(exc)}",
@@ -81,9 +86,17 @@ def survive(loop: str, exc: Exception) -> None:
             short_error(exc),
         )
     elif isinstance(exc, RETRYABLE):
-        log.warning("%s failed: %s", loop, short_error(exc))
+        if outage is None:
+            log.warning("%s failed: %s", loop, short_error(exc))
+        else:
+            outage.lost(exc)
     else:
         raise exc
+
+
+def _succeeded(outage: Outage | None) -> None:
+    if outage is not None:
+        outage.back()
 
 
 def jittered(interval: float, rand: Rand) -> float:
@@ -136,10 +149,12 @@ class Heartbeat:
         on_lost: Callable[[int, datetime], None],
         config: HeartbeatConfig = HeartbeatConfig(),
         sleep: Sleep = asyncio.sleep,
+        outage: Outage | None = None,
     ) -> None:
         self.pool = pool
         self.stmts = stmts
         self.config = config
+        self._outage = outage
         self._worker = dict(worker)  # worker, host, pid, queues, concurrency, metadata
         self._held = held
         self._on_lost = on_lost
@@ -165,7 +180,9 @@ class Heartbeat:
             try:
                 await self.run_once()
             except Exception as exc:
-                survive("heartbeat", exc)
+                survive("heartbeat", exc, self._outage)
+            else:
+                _succeeded(self._outage)
 
 
 # -- rescuer ------------------------------------------------------------------------------
@@ -212,10 +229,12 @@ class Rescuer:
         config: RescuerConfig = RescuerConfig(),
         sleep: Sleep = asyncio.sleep,
         rand: Rand = random.random,
+        outage: Outage | None = None,
     ) -> None:
         self.pool = pool
         self.stmts = stmts
         self.config = config
+        self._outage = outage
         self._on_rescued = on_rescued
         self._sleep = sleep
         self._rand = rand
@@ -242,10 +261,12 @@ class Rescuer:
         """`run_once`, logging a lost database or a data error instead of raising (then
         None)."""
         try:
-            return await self.run_once()
+            counts = await self.run_once()
         except Exception as exc:
-            survive("rescue", exc)
+            survive("rescue", exc, self._outage)
             return None
+        _succeeded(self._outage)
+        return counts
 
     async def run(self) -> None:
         interval = self.config.interval
@@ -296,10 +317,12 @@ class Cleaner:
         config: CleanerConfig = CleanerConfig(),
         sleep: Sleep = asyncio.sleep,
         rand: Rand = random.random,
+        outage: Outage | None = None,
     ) -> None:
         self.pool = pool
         self.stmts = stmts
         self.config = config
+        self._outage = outage
         self._sleep = sleep
         self._rand = rand
 
@@ -324,7 +347,9 @@ class Cleaner:
             try:
                 await self.run_once()
             except Exception as exc:
-                survive("cleaning", exc)
+                survive("cleaning", exc, self._outage)
+            else:
+                _succeeded(self._outage)
             await self._sleep(jittered(interval, self._rand))
 
 

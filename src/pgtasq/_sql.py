@@ -16,6 +16,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from pgtasq._limits import DURATION_MAX_SECONDS, TIMESTAMP_MAX, TIMESTAMP_MIN
+from pgtasq.filters import COUNT_EXACT_MAX
 from pgtasq.tables import ALEMBIC_VERSION_TABLE, TASKS_ID_SEQUENCE, check_schema_name
 
 if TYPE_CHECKING:
@@ -999,16 +1000,20 @@ def task_filter_where(schema: str, f: TaskFilter) -> tuple[str, dict[str, Any]]:
     return " AND ".join(clauses) or "true", params
 
 
-def task_list(schema: str, f: TaskFilter, *, full: bool = True) -> tuple[Statement, dict[str, Any]]:
-    """A page of tasks with the count of all the filter selects (ignoring the page).
+def task_list(
+    schema: str, f: TaskFilter, *, count: str = "exact", full: bool = True
+) -> tuple[Statement, dict[str, Any]]:
+    """A page of tasks with the count of what the filter selects (ignoring the page).
 
     ``full=False``: the rows in `TASK_COLUMNS_PREVIEW` (previews of payload and result, the
     latest error), for a listing that shows a column of each.
 
     One statement, so the page and the total come from one snapshot and agree even while
     other sessions write. Every row carries ``total``; an empty page is one row whose task
-    columns are NULL. The count costs what a separate ``count(*)`` would. The page has up to
-    ``limit + 1`` rows: the one past the page only says that there is a next page.
+    columns are NULL. The page has up to ``limit + 1`` rows: the one past the page only says
+    that there is a next page. ``count`` (see `pgtasq.filters.COUNT_MODES`): ``exact`` counts
+    every selected row, which costs what a separate ``count(*)`` would; ``capped`` stops
+    counting at ``COUNT_EXACT_MAX + 1`` rows; ``none`` counts nothing (``total`` is NULL).
     """
     where, params = task_filter_where(schema, f)
     field = f.order_field
@@ -1022,17 +1027,35 @@ def task_list(schema: str, f: TaskFilter, *, full: bool = True) -> tuple[Stateme
             f"(CAST(%(after_value)s AS {cast}), CAST(%(after_id)s AS bigint))"
         )
         params = {**params, "after_value": f.cursor.value, "after_id": f.cursor.id}
+    counted = {
+        "exact": f"SELECT count(*) AS total FROM {schema}.tasks WHERE {where}",
+        "capped": (
+            f"SELECT count(*) AS total FROM (SELECT 1 FROM {schema}.tasks WHERE {where} "
+            f"LIMIT {COUNT_EXACT_MAX + 1}) AS capped"
+        ),
+        "none": "SELECT CAST(NULL AS bigint) AS total",
+    }[count]
     text = f"""
 WITH page AS (
     SELECT {TASK_COLUMNS if full else TASK_COLUMNS_PREVIEW} FROM {schema}.tasks WHERE {page_where}
     ORDER BY {field} {direction}, id {direction}
     LIMIT {int(f.limit_rows) + 1} OFFSET {int(f.offset_rows)}
 ),
-counted AS (SELECT count(*) AS total FROM {schema}.tasks WHERE {where})
+counted AS ({counted})
 SELECT counted.total, page.* FROM counted LEFT JOIN page ON true
 ORDER BY page.{field} {direction}, page.id {direction}
 """
     return Statement("task_list" if full else "task_list_preview", text), params
+
+
+def task_count_estimate(schema: str, f: TaskFilter) -> tuple[Statement, dict[str, Any]]:
+    """The planner's estimate of how many rows the filter selects: EXPLAIN, nothing read.
+
+    One row, ``QUERY PLAN``: a JSON list whose ``[0]["Plan"]["Plan Rows"]`` is the estimate.
+    """
+    where, params = task_filter_where(schema, f)
+    text = f"EXPLAIN (FORMAT JSON) SELECT 1 FROM {schema}.tasks WHERE {where}"
+    return Statement("task_count_estimate", text), params
 
 
 def task_bulk(schema: str, action: str, f: TaskFilter) -> tuple[Statement, dict[str, Any]]:

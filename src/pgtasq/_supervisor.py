@@ -1,8 +1,11 @@
 """Run N worker processes and keep them running (``pgtasq worker --processes N``).
 
 Each child is the same ``pgtasq worker`` command with ``--processes 1``. A child that dies
-is restarted, with a growing pause if it keeps dying young. SIGINT/SIGTERM are passed on to
-every child: the first asks for a graceful shutdown, the second for an immediate one.
+is restarted, with a growing pause if it keeps dying young, except when it exits with
+`EXIT_MISCONFIGURED` (a wrong password, a schema not migrated, …: every new child would fail
+the same way): then the others are stopped and the supervisor exits with that code too.
+SIGINT/SIGTERM are passed on to every child: the first asks for a graceful shutdown, the
+second for an immediate one.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ import subprocess
 import time
 from collections.abc import Callable, Sequence
 from types import FrameType
+
+from pgtasq._cli_boundary import EXIT_MISCONFIGURED
 
 log = logging.getLogger("pgtasq.supervisor")
 
@@ -35,6 +40,7 @@ def supervise(
     pauses: dict[int, float] = {}
     signals = 0
     worst = 0
+    fatal = 0
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         nonlocal signals
@@ -60,8 +66,15 @@ def supervise(
                 del children[slot]
                 if on_exit is not None:
                     on_exit(child.pid)
-                if signals or (burst and code == 0):
+                if signals or fatal or (burst and code == 0):
                     worst = worst or code
+                    continue
+                if code == EXIT_MISCONFIGURED:
+                    # Its one `error:` line said why; restarting cannot fix it.
+                    worst = fatal = code
+                    for other, _ in children.values():
+                        if other.poll() is None:
+                            other.send_signal(signal.SIGTERM)
                     continue
                 if code != 0:
                     worst = worst or code
@@ -78,9 +91,9 @@ def supervise(
                 deadline = time.monotonic() + pauses[slot]
                 while time.monotonic() < deadline and not signals:
                     time.sleep(0.1)
-                if not signals:
+                if not signals and not fatal:
                     spawn(slot)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    return 0 if signals else worst
+    return fatal or (0 if signals else worst)

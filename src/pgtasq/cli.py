@@ -4,7 +4,9 @@ Every option is also an environment variable (shown in ``--help``). Without a DS
 commands start an embedded PostgreSQL with its data in the project's ``.pgtasq/`` (see
 `pgtasq._embedded.find_home`); ``pgtasq dev`` shows and stops it.
 
-Exit codes: 0 success, 1 operation failed (the message says why), 2 bad usage.
+Exit codes: 0 success, 1 operation failed (the message says why), 2 bad usage, 78 a
+configuration error no retry can fix (a wrong password, a schema not migrated, a missing
+privilege, a read-only server; `pgtasq worker --processes N` does not restart into it).
 """
 
 from __future__ import annotations
@@ -24,11 +26,20 @@ from pathlib import Path
 import click
 import psycopg
 
-from pgtasq import _cli_admin, _cli_dev, _cli_observe, _embedded, _migrate, _supervisor
+from pgtasq import (
+    _cli_admin,
+    _cli_boundary,
+    _cli_dev,
+    _cli_observe,
+    _embedded,
+    _migrate,
+    _supervisor,
+)
 from pgtasq import demo as _demo
+from pgtasq._cli_boundary import EXIT_MISCONFIGURED
 from pgtasq._cli_output import printable
 from pgtasq.consumer import Consumer
-from pgtasq.errors import PgtasqError
+from pgtasq.errors import ConfigurationError, DatabaseMisconfigured, PgtasqError
 from pgtasq.models import TaskInfo
 from pgtasq.scheduler import Scheduler
 from pgtasq.tables import SCHEMA_DEFAULT, check_schema_name
@@ -66,9 +77,13 @@ def _fail(message: str) -> None:
 
 @contextlib.contextmanager
 def _errors() -> Iterator[None]:
-    """One line on stderr and exit 1 for the errors a user can act on."""
+    """One line on stderr and exit 1 for the errors a user can act on; exit 78
+    (`EXIT_MISCONFIGURED`) for those no retry can fix."""
     try:
         yield
+    except DatabaseMisconfigured as exc:
+        click.echo(f"error: {printable(str(exc))}", err=True)
+        sys.exit(EXIT_MISCONFIGURED)
     except (PgtasqError, psycopg.OperationalError) as exc:
         _fail(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
 
@@ -258,10 +273,17 @@ def scheduler(settings: _Settings, app: str, log_level: str, prepare: bool) -> N
 )
 @click.option(
     "--concurrency",
-    type=click.IntRange(1, 10_000),
+    type=int,
     envvar="PGTASQ_CONCURRENCY",
     show_envvar=True,
-    help="Tasks run at once per process [default: the consumer's].",
+    help="Tasks run at once per process, 1 to 10000 [default: the consumer's].",
+)
+@click.option(
+    "--batch-size",
+    type=int,
+    envvar="PGTASQ_BATCH_SIZE",
+    show_envvar=True,
+    help="Most tasks claimed by one statement, 1 to 10000 [default: the consumer's].",
 )
 @click.option(
     "--queues",
@@ -278,10 +300,34 @@ def scheduler(settings: _Settings, app: str, log_level: str, prepare: bool) -> N
 )
 @click.option(
     "--lease",
-    type=click.FloatRange(min=1.0),
+    type=float,
     envvar="PGTASQ_LEASE",
     show_envvar=True,
-    help="Visibility timeout in seconds [default: the consumer's].",
+    help="Seconds a dead worker's tasks wait before they run elsewhere, >= 1 "
+    "[default: the consumer's].",
+)
+@click.option(
+    "--heartbeat-interval",
+    type=float,
+    envvar="PGTASQ_HEARTBEAT_INTERVAL",
+    show_envvar=True,
+    help="Seconds between heartbeats, under half the lease [default: the consumer's, "
+    "else lease / 6, at most 1].",
+)
+@click.option(
+    "--rescue-interval",
+    type=float,
+    envvar="PGTASQ_RESCUE_INTERVAL",
+    show_envvar=True,
+    help="Seconds between rescues of expired leases [default: the consumer's, "
+    "else lease / 4, at most 1].",
+)
+@click.option(
+    "--shutdown-timeout",
+    type=float,
+    envvar="PGTASQ_SHUTDOWN_TIMEOUT",
+    show_envvar=True,
+    help="Seconds running tasks get to finish after a signal, >= 0 [default: the consumer's].",
 )
 @click.option(
     "--burst",
@@ -314,9 +360,13 @@ def worker(
     app: str,
     processes: int,
     concurrency: int | None,
+    batch_size: int | None,
     queues: str | None,
     strict: bool | None,
     lease: float | None,
+    heartbeat_interval: float | None,
+    rescue_interval: float | None,
+    shutdown_timeout: float | None,
     burst: bool,
     scheduler_app: str | None,
     listen_dsn: str | None,
@@ -330,30 +380,39 @@ def worker(
 
     The first signal stops claiming and waits for running tasks (then hands the rest
     back); a second one stops at once. Exit code 0 after a clean stop; 1 when a background
-    loop of the worker (heartbeat, flush, …) stopped on an error and the worker with it.
+    loop of the worker (heartbeat, flush, …) stopped on an error and the worker with it; 2
+    for an invalid option; 78 when the database cannot be used as configured (a wrong
+    password, a schema not migrated, a missing privilege, a read-only server), which no
+    restart fixes. A database that is down is waited for.
     """
     _setup_logging(log_level)
     consumer = _load_consumer(app)
+    options = {
+        "concurrency": concurrency,
+        "batch_size": batch_size,
+        "queues": queues,
+        "strict": strict,
+        "lease": lease,
+        "heartbeat_interval": heartbeat_interval,
+        "rescue_interval": rescue_interval,
+        "shutdown_timeout": shutdown_timeout,
+    }
+    try:
+        consumer.configure(**options, listen_dsn=listen_dsn, prepare=None if prepare else False)
+    except ConfigurationError as exc:
+        click.echo(f"error: {printable(str(exc))}", err=True)
+        sys.exit(2)
     with _errors():
-        consumer.configure(
-            concurrency=concurrency,
-            queues=queues,
-            strict=strict,
-            lease=lease,
-            listen_dsn=listen_dsn,
-            prepare=None if prepare else False,
-        )
         with settings.database(quiet=True) as dsn:
             if processes > 1:
+                schema = settings.schema if settings.schema_given else consumer.schema
+                _cli_boundary.check_database(dsn, schema)
                 child = [sys.executable, "-m", "pgtasq.cli", "worker", app, "--processes", "1"]
-                for flag, value in (
-                    ("--concurrency", concurrency),
-                    ("--queues", queues),
-                    ("--lease", lease),
-                    ("--scheduler", scheduler_app),
-                ):
-                    if value is not None:
-                        child += [flag, str(value)]
+                for name, value in options.items():
+                    if name != "strict" and value is not None:
+                        child += ["--" + name.replace("_", "-"), str(value)]
+                if scheduler_app is not None:
+                    child += ["--scheduler", scheduler_app]
                 if strict is not None:
                     child.append("--strict" if strict else "--weighted")
                 if not prepare:
@@ -376,6 +435,8 @@ def worker(
                 consumer.schema = settings.schema
             sched = _load_scheduler(scheduler_app) if scheduler_app else None
             if sched is not None:
+                # Checked first, so that what no retry fixes is one line, not a thread's too.
+                _cli_boundary.check_database(dsn, consumer.schema)
                 sched.bind(dsn, schema=consumer.schema, prepare=prepare)
                 sched.start()
             try:

@@ -20,6 +20,9 @@ Each change is one conditional statement, so a race with a worker is decided in 
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -39,6 +42,7 @@ from pgtasq._client_ops import (
     WorkerInfo,
 )
 from pgtasq._connections import async_runner, sync_runner
+from pgtasq._database import RETRYABLE, Backoff, Outage, connect_misconfigured, misconfigured
 from pgtasq._pool import (
     POOL_MAX_SIZE_DEFAULT,
     POOL_MIN_SIZE_DEFAULT,
@@ -48,7 +52,7 @@ from pgtasq._pool import (
     check_connect_timeout,
 )
 from pgtasq.errors import ConfigurationError
-from pgtasq.filters import TaskFilter
+from pgtasq.filters import COUNT_MODE_DEFAULT, CountMode, TaskFilter
 from pgtasq.models import TaskInfo
 from pgtasq.tables import SCHEMA_DEFAULT, check_schema_name
 
@@ -66,6 +70,10 @@ __all__ = [
 ]
 
 RETENTION_DEFAULT = 86400.0  # finished tasks without a retention of their own: one day
+EVENTS_CHECK_EVERY = 5.0  # seconds without a notification before the connection is checked
+EVENTS_BACKOFF_CAP = 5.0  # the longest wait between two attempts to reconnect
+
+log = logging.getLogger("pgtasq.client")
 
 _NO_DSN = "this {} has no DSN: pass conn=, or create it with {}(dsn)"
 
@@ -117,15 +125,22 @@ class Client:
         return result
 
     def list_tasks(
-        self, task_filter: TaskFilter | None = None, *, conn: object = None, full: bool = True
+        self,
+        task_filter: TaskFilter | None = None,
+        *,
+        count: CountMode = COUNT_MODE_DEFAULT,
+        conn: object = None,
+        full: bool = True,
     ) -> TaskPage:
         """A page of the tasks the filter selects, and how many it selects in all.
 
-        ``full=False`` reads what a listing shows and no more: ``payload`` and ``result``
-        are a `Preview` (the first 200 characters of their JSON) and ``errors`` holds the
-        latest error only, without its traceback; `get_task` reads the whole row.
+        The total as ``count`` asks: "auto" (exact up to 1 000, then the planner's estimate),
+        "exact" or "none" (see `TaskPage`). ``full=False`` reads what a listing shows and no
+        more: ``payload`` and ``result`` are a `Preview` (the first 200 characters of their
+        JSON) and ``errors`` holds the latest error only, without its traceback; `get_task`
+        reads the whole row.
         """
-        op = ops.list_tasks(self._stmts, task_filter or TaskFilter(), full)
+        op = ops.list_tasks(self._stmts, task_filter or TaskFilter(), count, full)
         result: TaskPage = self._run(op, conn)
         return result
 
@@ -227,17 +242,28 @@ class Client:
 
         Ends after ``timeout`` seconds without an event (None: never). Events are delivered
         at the commit of the statement that caused them; a watcher that is not connected
-        misses them (they are not stored).
+        misses them (they are not stored). While the database is away, from the start or
+        later, it reconnects with backoff (one log line when the database goes, one when it
+        is back); what no retry can fix raises `DatabaseMisconfigured`.
         """
         if self._pool is None:
             raise ConfigurationError(_NO_DSN.format("Client", "Client"))
-        with psycopg.connect(self._pool.dsn, autocommit=True) as conn:
-            conn.execute(self._stmts.listen.text)
-            conn.execute(self._stmts.listen_events.text)
-            for note in conn.notifies(timeout=timeout):
-                event = ops.parse_event(self._stmts, note.channel, note.payload)
-                if event is not None:
-                    yield event
+        watch = _EventWatch(timeout, self._stmts.schema)
+        while not watch.expired():
+            try:
+                with psycopg.connect(self._pool.dsn, autocommit=True) as conn:
+                    conn.execute(self._stmts.listen.text)
+                    conn.execute(self._stmts.listen_events.text)
+                    watch.connected()
+                    while not watch.expired():
+                        for note in conn.notifies(timeout=watch.wait()):
+                            event = ops.parse_event(self._stmts, note.channel, note.payload)
+                            if event is not None:
+                                watch.seen()
+                                yield event
+                        conn.execute("SELECT 1")  # is the connection still alive?
+            except psycopg.Error as exc:
+                time.sleep(watch.lost(exc))
 
     def close(self) -> None:
         if self._pool is not None:
@@ -293,10 +319,15 @@ class AsyncClient:
         return result
 
     async def list_tasks(
-        self, task_filter: TaskFilter | None = None, *, conn: object = None, full: bool = True
+        self,
+        task_filter: TaskFilter | None = None,
+        *,
+        count: CountMode = COUNT_MODE_DEFAULT,
+        conn: object = None,
+        full: bool = True,
     ) -> TaskPage:
         """See `Client.list_tasks`."""
-        op = ops.list_tasks(self._stmts, task_filter or TaskFilter(), full)
+        op = ops.list_tasks(self._stmts, task_filter or TaskFilter(), count, full)
         result: TaskPage = await self._run(op, conn)
         return result
 
@@ -394,14 +425,23 @@ class AsyncClient:
         """See `Client.events`."""
         if self._pool is None:
             raise ConfigurationError(_NO_DSN.format("AsyncClient", "AsyncClient"))
-        conn = await psycopg.AsyncConnection.connect(self._pool.dsn, autocommit=True)
-        async with conn:
-            await conn.execute(self._stmts.listen.text)
-            await conn.execute(self._stmts.listen_events.text)
-            async for note in conn.notifies(timeout=timeout):
-                event = ops.parse_event(self._stmts, note.channel, note.payload)
-                if event is not None:
-                    yield event
+        watch = _EventWatch(timeout, self._stmts.schema)
+        while not watch.expired():
+            try:
+                conn = await psycopg.AsyncConnection.connect(self._pool.dsn, autocommit=True)
+                async with conn:
+                    await conn.execute(self._stmts.listen.text)
+                    await conn.execute(self._stmts.listen_events.text)
+                    watch.connected()
+                    while not watch.expired():
+                        async for note in conn.notifies(timeout=watch.wait()):
+                            event = ops.parse_event(self._stmts, note.channel, note.payload)
+                            if event is not None:
+                                watch.seen()
+                                yield event
+                        await conn.execute("SELECT 1")
+            except psycopg.Error as exc:
+                await asyncio.sleep(watch.lost(exc))
 
     async def close(self) -> None:
         if self._pool is not None:
@@ -412,6 +452,45 @@ class AsyncClient:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+class _EventWatch:
+    """What `Client.events` decides between its I/O: when to stop (``timeout`` seconds
+    without an event), how long to wait for notifications before checking the connection,
+    and, when it fails, whether to retry (and after how long) or to raise."""
+
+    def __init__(self, timeout: float | None, schema: str) -> None:
+        self._timeout = timeout
+        self._schema = schema
+        self._deadline = None if timeout is None else time.monotonic() + timeout
+        self._backoff = Backoff(cap=EVENTS_BACKOFF_CAP)
+        self._outage = Outage(log, "events")
+
+    def expired(self) -> bool:
+        return self._deadline is not None and time.monotonic() >= self._deadline
+
+    def wait(self) -> float:
+        if self._deadline is None:
+            return EVENTS_CHECK_EVERY
+        return max(0.0, min(EVENTS_CHECK_EVERY, self._deadline - time.monotonic()))
+
+    def seen(self) -> None:
+        if self._timeout is not None:
+            self._deadline = time.monotonic() + self._timeout
+
+    def connected(self) -> None:
+        self._backoff.reset()
+        self._outage.back()
+
+    def lost(self, exc: psycopg.Error) -> float:
+        """Seconds to wait before reconnecting; raises what no retry can fix."""
+        fatal = connect_misconfigured(exc) or misconfigured(exc, self._schema)
+        if fatal is not None:
+            raise fatal from None  # psycopg's text may quote the DSN
+        if not isinstance(exc, RETRYABLE):
+            raise exc
+        self._outage.lost(exc)
+        return min(self._backoff.next(), self.wait())
 
 
 def _drive(op: ops.Op, runner: Any) -> Any:

@@ -18,79 +18,34 @@ transaction (`TaskContext.complete`) so their effects and the completion commit 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import signal
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from typing import Any
 
 from pgtasq._claims import queue_order
-from pgtasq._limits import duration_problem, text_problem
+from pgtasq._limits import text_problem
 from pgtasq._observe import Recorder
 from pgtasq._outcomes import Counts
-from pgtasq._records import RESULT_MAX_BYTES_DEFAULT, RESULT_MAX_BYTES_LIMIT
-from pgtasq._runtime import Engine, Settings
-from pgtasq._services import (
-    CLEAN_INTERVAL_DEFAULT,
-    HEARTBEAT_INTERVAL_DEFAULT,
-    LEASE_DEFAULT,
-    RESCUE_INTERVAL_DEFAULT,
-    RETENTION_DEFAULT,
-)
+from pgtasq._records import RESULT_MAX_BYTES_DEFAULT
+from pgtasq._runtime import Engine
+from pgtasq._services import CLEAN_INTERVAL_DEFAULT, LEASE_DEFAULT, RETENTION_DEFAULT
+from pgtasq._settings import Queues, Settings
 from pgtasq.context import ErrorHook, Handler, Middleware, TaskContext
 from pgtasq.errors import ConfigurationError
 from pgtasq.models import NAME_MAX_LENGTH, QUEUE_DEFAULT
 from pgtasq.retry import RetryDelay, default_retry_delay
 from pgtasq.tables import SCHEMA_DEFAULT, check_schema_name
 
-# The lease, heartbeat, rescue and clean defaults are the services' (pgtasq._services).
+# The lease, heartbeat, rescue and clean defaults are the services' (pgtasq._services); a
+# heartbeat or rescue interval left to None is derived from the lease (pgtasq._settings).
 CONCURRENCY_DEFAULT = 200
 BATCH_SIZE_DEFAULT = 100
 POLL_INTERVAL_DEFAULT = 1.0
 FLUSH_INTERVAL_DEFAULT = 0.002
 SHUTDOWN_TIMEOUT_DEFAULT = 30.0
 
-Queues = str | Sequence[str] | Mapping[str, int]
-
 __all__ = ["Consumer", "Counts", "TaskContext", "queue_order"]
-
-
-def parse_queues(queues: Queues) -> tuple[tuple[str, int], ...]:
-    """``"a"``, ``["a", "b"]``, ``{"a": 6, "b": 1}`` or ``"a=6,b=1"`` -> ((name, weight), …)."""
-    if isinstance(queues, str):
-        items: list[tuple[str, int]] = []
-        for part in queues.split(","):
-            name, _, weight_text = part.strip().partition("=")
-            try:
-                items.append((name.strip(), int(weight_text) if weight_text else 1))
-            except ValueError:
-                raise ConfigurationError(f"queue weight must be an integer: {part!r}") from None
-    elif isinstance(queues, Mapping):
-        items = [(str(k), v) for k, v in queues.items()]
-    else:
-        items = [(str(q), 1) for q in queues]
-    if not items:
-        raise ConfigurationError("a consumer needs at least one queue")
-    seen: set[str] = set()
-    for name, weight in items:
-        if not name or len(name) > NAME_MAX_LENGTH or text_problem(name) is not None:
-            raise ConfigurationError(f"invalid queue name {name!r}")
-        if not isinstance(weight, int) or isinstance(weight, bool) or weight < 1:
-            raise ConfigurationError(
-                f"queue {name!r}: weight must be an integer >= 1, got {weight!r}"
-            )
-        if name in seen:
-            raise ConfigurationError(f"queue {name!r} is listed twice")
-        seen.add(name)
-    return tuple(items)
-
-
-def _positive(name: str, value: float) -> float:
-    """A duration setting, within what ``now() + value`` can hold (`pgtasq._limits`)."""
-    problem = duration_problem(value)
-    if problem is not None:
-        raise ConfigurationError(f"{name} {problem}")
-    return value
 
 
 class Consumer:
@@ -106,11 +61,11 @@ class Consumer:
         concurrency: int = CONCURRENCY_DEFAULT,
         batch_size: int = BATCH_SIZE_DEFAULT,
         lease: float = LEASE_DEFAULT,
-        heartbeat_interval: float = HEARTBEAT_INTERVAL_DEFAULT,
+        heartbeat_interval: float | None = None,
         poll_interval: float = POLL_INTERVAL_DEFAULT,
         flush_interval: float = FLUSH_INTERVAL_DEFAULT,
         shutdown_timeout: float = SHUTDOWN_TIMEOUT_DEFAULT,
-        rescue_interval: float = RESCUE_INTERVAL_DEFAULT,
+        rescue_interval: float | None = None,
         listen: bool = True,
         clean_interval: float = CLEAN_INTERVAL_DEFAULT,
         retention_default: float = RETENTION_DEFAULT,
@@ -131,79 +86,42 @@ class Consumer:
         self.is_failure = is_failure
         self.retry_delay = retry_delay
         self.metrics = metrics  # pgtasq.metrics.WorkerMetrics(): count what the worker does
-        self.settings = self._settings(
-            queues=queues,
-            strict=strict,
-            concurrency=concurrency,
-            batch_size=batch_size,
-            lease=lease,
-            heartbeat_interval=heartbeat_interval,
-            poll_interval=poll_interval,
-            flush_interval=flush_interval,
-            shutdown_timeout=shutdown_timeout,
-            rescue_interval=rescue_interval,
-            listen=listen,
-            clean_interval=clean_interval,
-            retention_default=retention_default,
-            events=events,
-            result_max_bytes=result_max_bytes,
-            listen_dsn=listen_dsn,
-            prepare=prepare,
-        )
+        # What was given; None leaves heartbeat_interval and rescue_interval to the lease.
+        self._options: dict[str, Any] = {
+            "queues": queues,
+            "strict": strict,
+            "concurrency": concurrency,
+            "batch_size": batch_size,
+            "lease": lease,
+            "heartbeat_interval": heartbeat_interval,
+            "poll_interval": poll_interval,
+            "flush_interval": flush_interval,
+            "shutdown_timeout": shutdown_timeout,
+            "rescue_interval": rescue_interval,
+            "listen": listen,
+            "clean_interval": clean_interval,
+            "retention_default": retention_default,
+            "events": events,
+            "result_max_bytes": result_max_bytes,
+            "listen_dsn": listen_dsn,
+            "prepare": prepare,
+        }
+        self.settings = Settings.build(**self._options)
         self._engine: Engine | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._thread_result: Counts | BaseException | None = None
 
-    @staticmethod
-    def _settings(*, queues: Queues, **options: Any) -> Settings:
-        concurrency = options["concurrency"]
-        if not isinstance(concurrency, int) or not 1 <= concurrency <= 10_000:
-            raise ConfigurationError(f"concurrency must be from 1 to 10000, got {concurrency!r}")
-        if not isinstance(options["batch_size"], int) or not 1 <= options["batch_size"] <= 10_000:
-            raise ConfigurationError(
-                f"batch_size must be from 1 to 10000, got {options['batch_size']!r}"
-            )
-        for name in (
-            "lease",
-            "heartbeat_interval",
-            "poll_interval",
-            "flush_interval",
-            "rescue_interval",
-            "clean_interval",
-            "retention_default",
-        ):
-            _positive(name, options[name])
-        max_bytes = options["result_max_bytes"]
-        if (
-            not isinstance(max_bytes, int)
-            or isinstance(max_bytes, bool)
-            or not 1 <= max_bytes <= RESULT_MAX_BYTES_LIMIT
-        ):
-            raise ConfigurationError(
-                f"result_max_bytes must be an integer from 1 to {RESULT_MAX_BYTES_LIMIT}, "
-                f"got {max_bytes!r}"
-            )
-        if options["shutdown_timeout"] != 0:
-            _positive("shutdown_timeout", options["shutdown_timeout"])
-        if options["heartbeat_interval"] >= options["lease"] / 2:
-            raise ConfigurationError(
-                f"heartbeat_interval ({options['heartbeat_interval']} s) must be under half the "
-                f"lease ({options['lease']} s), or leases expire while the worker is alive"
-            )
-        if not isinstance(options["prepare"], bool):
-            raise ConfigurationError(f"prepare must be True or False, got {options['prepare']!r}")
-        listen_dsn = options["listen_dsn"]
-        if listen_dsn is not None and (not isinstance(listen_dsn, str) or not listen_dsn):
-            raise ConfigurationError("listen_dsn must be a non-empty DSN string, or None")
-        return Settings(queues=parse_queues(queues), **options)
-
     def configure(self, **options: Any) -> None:
-        """Change settings before running (the CLI's --queues, --concurrency, …)."""
-        current = dataclasses.asdict(self.settings)
-        current["queues"] = dict(self.settings.queues)
-        current.update({k: v for k, v in options.items() if v is not None})
-        self.settings = self._settings(**current)
+        """Change settings before running (the CLI's --queues, --lease, …); None keeps a
+        setting as it is. Checked as a whole: raises `ConfigurationError`, and then nothing
+        changed."""
+        unknown = options.keys() - self._options.keys()
+        if unknown:
+            raise TypeError(f"unknown consumer settings: {sorted(unknown)}")
+        merged = {**self._options, **{k: v for k, v in options.items() if v is not None}}
+        self.settings = Settings.build(**merged)
+        self._options = merged
 
     # -- registration -------------------------------------------------------------------
 

@@ -5,6 +5,7 @@
     PgtasqError
     ├── TaskValidationError (also a ValueError)   a task, option or task id is bad; names the field
     ├── ConfigurationError (also a ValueError)    a bad schema name, DSN or setting
+    │   └── DatabaseMisconfigured                  the database answered: no retry can fix it
     ├── InvalidSchedule (also a ValueError)       a bad cron expression or time zone
     ├── InvalidFilter (also a ValueError)         a bad TaskFilter argument or queue name
     ├── DuplicateTask                              idempotency key taken (on_conflict="raise")
@@ -77,6 +78,22 @@ class DuplicateTask(PgtasqError):
 
 class DatabaseUnavailable(PgtasqError):
     """The database could not be reached (refused, gone away, or timed out)."""
+
+
+class DatabaseMisconfigured(ConfigurationError):
+    """The database answered with an error that no retry can fix; the message names the fix.
+
+    ``reason`` is one of ``"authentication"`` (wrong password, unknown role, no pg_hba.conf
+    entry, no password given), ``"database"`` (the database does not exist), ``"dsn"`` (the
+    DSN cannot be parsed), ``"not_migrated"`` (pgtasq's tables or schema are missing),
+    ``"permission"`` (the role may not use the schema or its tables) or ``"read_only"`` (a
+    standby, or a read-only session). Workers, schedulers and the CLI stop on it (the CLI
+    with exit code 78) instead of retrying, and ``--processes N`` does not restart them.
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        self.reason = reason
+        super().__init__(message)
 
 
 class TaskLost(PgtasqError):

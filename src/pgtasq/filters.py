@@ -5,6 +5,7 @@
     f = TaskFilter().states("failed", "cancelled").queues("mail").order_by("created_at", "desc")
     page = client.list_tasks(f.limit(50))
     more = client.list_tasks(f.limit(50).after(page.next_cursor))   # keyset pagination
+    every = client.list_tasks(f, count="exact").total               # see COUNT_MODES
 
 Every method returns a new filter and validates its arguments at once. States are the
 stored ones (pending, running, completed, failed, cancelled) plus two views of pending:
@@ -32,6 +33,13 @@ STATES = tuple(s.value for s in TaskStatus) + VIEW_STATES
 # Fields that are never NULL, so keyset pagination on (field, id) is exact.
 ORDER_FIELDS = ("id", "created_at", "updated_at", "run_at", "priority", "attempts")
 Direction = Literal["asc", "desc"]
+# How list_tasks computes a page's total. "auto": exact up to COUNT_EXACT_MAX matching rows
+# (counting stops there), above that the planner's estimate (page.total_exact is False);
+# "exact": count every matching row (its cost grows with them); "none": no total (None).
+CountMode = Literal["auto", "exact", "none"]
+COUNT_MODES: tuple[CountMode, ...] = ("auto", "exact", "none")
+COUNT_MODE_DEFAULT: CountMode = "auto"
+COUNT_EXACT_MAX = 1000
 
 
 class InvalidFilter(PgtasqError, ValueError):
@@ -162,6 +170,13 @@ def _cursor(cursor: object, field: str) -> None:
         )
 
 
+def check_count(count: object) -> CountMode:
+    """A `CountMode`, checked before anything is sent."""
+    if count not in COUNT_MODES:
+        raise InvalidFilter(f"count: expected one of {', '.join(COUNT_MODES)}, got {count!r}")
+    return count
+
+
 _BOTH = "{}: use either offset or after, not both"
 
 
@@ -171,6 +186,32 @@ class Cursor:
 
     value: Any
     id: int
+
+    def to_text(self) -> str:
+        """The cursor as one word, ``VALUE,ID`` (ISO 8601 for times), as the CLI prints it."""
+        value = self.value.isoformat() if isinstance(self.value, datetime) else self.value
+        return f"{value},{self.id}"
+
+    @classmethod
+    def from_text(cls, text: str, order_field: str) -> Cursor:
+        """Parse `to_text`'s form for a page ordered by ``order_field`` (InvalidFilter if
+        it does not fit the field)."""
+        _order(order_field, "asc")
+        value, sep, task_id = text.strip().rpartition(",")
+        parsed: Any = value
+        try:
+            if not sep:
+                raise ValueError
+            ident = int(task_id)
+            parsed = int(value) if order_field in _INT_RANGES else datetime.fromisoformat(value)
+        except ValueError:
+            raise InvalidFilter(
+                f"after: expected a cursor VALUE,ID as a page of this order prints it "
+                f"(ordered by {order_field}), got {text!r}"
+            ) from None
+        cursor = cls(parsed, ident)
+        _cursor(cursor, order_field)
+        return cursor
 
 
 @dataclasses.dataclass(frozen=True)

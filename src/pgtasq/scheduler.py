@@ -71,10 +71,15 @@ from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row
 
 from pgtasq import _sql
-from pgtasq._database import RETRYABLE, Backoff, short_error
+from pgtasq._database import RETRYABLE, Backoff, Outage, misconfigured
 from pgtasq._limits import text_problem
 from pgtasq._pool import LazyPool
-from pgtasq.errors import ConfigurationError, InvalidSchedule
+from pgtasq.errors import (
+    ConfigurationError,
+    DatabaseMisconfigured,
+    DatabaseUnavailable,
+    InvalidSchedule,
+)
 from pgtasq.models import (
     IDEMPOTENCY_KEY_MAX_LENGTH,
     PAYLOAD_MAX_BYTES_DEFAULT,
@@ -96,6 +101,7 @@ MISSED_DEFAULT: Missed = "skip"
 PROVIDER_INTERVAL_DEFAULT = 60.0
 SLEEP_MAX_DEFAULT = 60.0
 MAX_TICKS_PER_RUN_DEFAULT = 100
+CONNECT_TIMEOUT = 2.0  # seconds one pass waits for the database before backing off
 # The keys of ticks: in pgtasq's reserved namespace (no producer can take one), the entry id
 # length-prefixed so that one entry's keys never start like another's (`rep` vs `rep:eu`).
 KEY_PREFIX = _sql.SCHEDULE_KEY_PREFIX  # "pgtasq:schedule:", under models.RESERVED_KEY_PREFIX
@@ -430,7 +436,15 @@ class Scheduler:
             self._pool = self._new_pool(dsn)
 
     def _new_pool(self, dsn: str) -> LazyPool:
-        return LazyPool(dsn, min_size=1, max_size=2, name="pgtasq-scheduler", prepare=self._prepare)
+        # A short open timeout: the loop retries anyway, and stays responsive to `stop`.
+        return LazyPool(
+            dsn,
+            min_size=1,
+            max_size=2,
+            name="pgtasq-scheduler",
+            open_timeout=CONNECT_TIMEOUT,
+            prepare=self._prepare,
+        )
 
     # -- entries
 
@@ -586,34 +600,41 @@ class Scheduler:
             return self.config.sleep_max
         return max(0.0, min(self.config.sleep_max, (min(wake) - now).total_seconds()))
 
-    def _step(self, backoff: Backoff) -> float:
-        """One pass of the loop; returns how long to sleep."""
+    def _step(self, backoff: Backoff, outage: Outage) -> float:
+        """One pass of the loop; returns how long to sleep.
+
+        A lost database (or one not up yet) is logged once and retried with backoff; what
+        no retry can fix raises `DatabaseMisconfigured`.
+        """
         try:
             self.run_once()
-        except RETRYABLE as exc:
-            delay = backoff.next()
-            log.warning(
-                "scheduler: database unavailable (%s), retry in %.1fs", short_error(exc), delay
-            )
-            return delay
+        except (*RETRYABLE, DatabaseUnavailable, psycopg.Error) as exc:
+            fatal = misconfigured(exc, self.config.schema)
+            if fatal is not None:
+                raise fatal from exc
+            if not isinstance(exc, (*RETRYABLE, DatabaseUnavailable)):
+                raise
+            outage.lost(exc)
+            return backoff.next()
+        outage.back()
         backoff.reset()
         return self.seconds_to_next()
 
     def run(self) -> None:
         """Run until `stop`."""
         self._stop.clear()
-        backoff = Backoff()
+        backoff, outage = Backoff(), Outage(log, "scheduler")
         while not self._stop.is_set():
-            delay = self._step(backoff)
+            delay = self._step(backoff, outage)
             self._wake.wait(delay)
             self._wake.clear()
 
     async def arun(self) -> None:
         """`run` for asyncio: each pass runs in a thread; cancel the task or call `stop`."""
         self._stop.clear()
-        backoff = Backoff()
+        backoff, outage = Backoff(), Outage(log, "scheduler")
         while not self._stop.is_set():
-            delay = await asyncio.to_thread(self._step, backoff)
+            delay = await asyncio.to_thread(self._step, backoff, outage)
             deadline = asyncio.get_running_loop().time() + delay
             while not self._stop.is_set() and not self._wake.is_set():
                 left = deadline - asyncio.get_running_loop().time()
@@ -623,12 +644,21 @@ class Scheduler:
             self._wake.clear()
 
     def start(self) -> None:
-        """Run in a daemon thread."""
+        """Run in a daemon thread. If the database cannot be used as configured
+        (`DatabaseMisconfigured`), the thread logs why at ERROR and ends."""
         if self._thread is not None and self._thread.is_alive():
             return
         self._stop.clear()
-        self._thread = threading.Thread(target=self.run, name="pgtasq-scheduler", daemon=True)
+        self._thread = threading.Thread(
+            target=self._run_in_thread, name="pgtasq-scheduler", daemon=True
+        )
         self._thread.start()
+
+    def _run_in_thread(self) -> None:
+        try:
+            self.run()
+        except DatabaseMisconfigured as exc:
+            log.error("scheduler stopped: %s", exc)
 
     def stop(self, timeout: float | None = None) -> None:
         """Stop the loop (after its current pass) and wait for the thread of `start`."""

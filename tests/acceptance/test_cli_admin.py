@@ -22,6 +22,7 @@ import pytest
 
 from pgtasq import Consumer, Producer, SkipRetry, Task, TaskContext
 from pgtasq._cli_admin import COMMANDS
+from pgtasq.filters import COUNT_EXACT_MAX
 from tests.acceptance.test_cli import pgtasq
 from tests.conftest import count_tasks
 
@@ -53,9 +54,9 @@ def as_json(out: subprocess.CompletedProcess[str]) -> Any:
     return json.loads(ok(out))
 
 
-def failed(out: subprocess.CompletedProcess[str], message: str) -> None:
-    """Exit code 1 and one ``error:`` line on stderr that contains ``message``."""
-    assert out.returncode == 1, (out.stdout, out.stderr)
+def failed(out: subprocess.CompletedProcess[str], message: str, code: int = 1) -> None:
+    """Exit code ``code`` and one ``error:`` line on stderr that contains ``message``."""
+    assert out.returncode == code, (out.stdout, out.stderr)
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), out.stderr
     assert message in lines[0]
@@ -172,22 +173,80 @@ def test_tasks_list_filters_orders_and_pages(run: Callable[..., Any], producer: 
     by_priority = as_json(
         run("tasks", "list", "--queue=mail", "--order=priority", "--desc", "--json")
     )
-    assert [t["id"] for t in by_priority] == [t.id for t in reversed(mail)]
+    assert [t["id"] for t in by_priority["tasks"]] == [t.id for t in reversed(mail)]
+    assert (by_priority["total"], by_priority["total_exact"]) == (3, True)
+    assert by_priority["next_cursor"] is None
     scheduled = as_json(run("tasks", "list", "--state=scheduled", "--json"))
-    assert [t["id"] for t in scheduled] == [later.id]
+    assert [t["id"] for t in scheduled["tasks"]] == [later.id]
     typed = as_json(run("tasks", "list", "--json", env={"PGTASQ_TASKS_LIST_TYPE": "report"}))
-    assert [t["id"] for t in typed] == [t.id for t in [*reports, later]]
+    assert [t["id"] for t in typed["tasks"]] == [t.id for t in [*reports, later]]
     future = (datetime.now().astimezone() + timedelta(hours=1)).isoformat()
-    assert as_json(run("tasks", "list", "--created-after", future, "--json")) == []
+    empty = as_json(run("tasks", "list", "--created-after", future, "--json"))
+    assert empty == {"tasks": [], "total": 0, "total_exact": True, "next_cursor": None}
 
     page = ok(run("tasks", "list", "--limit=2", "--offset=2"))
     assert [int(row[0]) for row in rows(page)[1:-1]] == [mail[2].id, reports[0].id]
     assert page.strip().endswith("(2 of 6 tasks, from offset 2; next page: --offset 4)")
 
 
+@pytest.mark.parametrize("order", ["id", "created_at", "priority"])
+def test_tasks_list_pages_with_after(
+    run: Callable[..., Any], producer: Producer, order: str
+) -> None:
+    """Walk every page with the cursor each page prints, human and --json: every task once,
+    in order."""
+    tasks = [producer.enqueue("job", n, priority=n % 3) for n in range(7)]
+    by_priority = sorted(tasks, key=lambda t: (t.priority, t.id))
+    expected = [t.id for t in (by_priority if order == "priority" else tasks)]
+    args = ("tasks", "list", f"--order={order}", "--limit=3")
+
+    seen: list[int] = []
+    cursors: list[str] = []
+    for _ in range(4):
+        page = as_json(run(*args, "--json", *[f"--after={c}" for c in cursors[-1:]]))
+        seen += [t["id"] for t in page["tasks"]]
+        assert (page["total"], page["total_exact"]) == (7, True)
+        if page["next_cursor"] is None:
+            break
+        cursors.append(page["next_cursor"])
+    assert seen == expected
+    assert len(cursors) == 2
+
+    human: list[int] = []
+    last = ""
+    for cursor in [None, *cursors]:
+        out = ok(run(*args, *([f"--after={cursor}"] if cursor else [])))
+        human += [int(row[0]) for row in rows(out)[1:-1]]
+        last = out.strip().splitlines()[-1]
+        if cursor != cursors[-1]:
+            assert last.endswith(f"; next page: --after {cursors[len(human) // 3 - 1]})")
+    assert human == expected
+    assert last == "(1 of 7 tasks)"
+
+
+def test_tasks_list_estimates_a_large_total_and_counts_on_request(
+    run: Callable[..., Any], producer: Producer
+) -> None:
+    n = COUNT_EXACT_MAX + 100
+    producer.enqueue_many([Task("job", i) for i in range(n)])
+    last = ok(run("tasks", "list", "--limit=1")).strip().splitlines()[-1]
+    assert last.startswith("(1 of about ")
+    assert " tasks (an estimate; --count counts them); next page: --after " in last
+    counted = ok(run("tasks", "list", "--limit=1", "--count")).strip().splitlines()[-1]
+    assert counted.startswith(f"(1 of {n} tasks; next page: --after ")
+    page = as_json(run("tasks", "list", "--limit=1", "--json"))
+    assert page["total_exact"] is False and page["total"] > COUNT_EXACT_MAX
+    env = {"PGTASQ_TASKS_LIST_COUNT": "1"}
+    exact = as_json(run("tasks", "list", "--limit=1", "--json", env=env))
+    assert (exact["total"], exact["total_exact"]) == (n, True)
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
+        (("tasks", "list", "--after=12"), "after: expected a cursor VALUE,ID"),
+        (("tasks", "list", "--order=created_at", "--after=3,4"), "after: expected a cursor"),
+        (("tasks", "list", "--after=3,4", "--offset=2"), "use either offset or after"),
         (("tasks", "list", "--state=bogus"), "states: unknown ['bogus']"),
         (("tasks", "list", "--order=payload"), "order_by: unknown field 'payload'"),
         (("tasks", "list", "--limit=0"), "limit: must be from 1 to 10000"),
@@ -337,14 +396,16 @@ def test_database_errors_are_one_line(fresh_schema: str, pg_dsn: str) -> None:
     failed(pgtasq("--dsn", UNREACHABLE, "tasks", "list"), "cannot connect to PostgreSQL")
     failed(pgtasq("--dsn", UNREACHABLE, "enqueue", "x"), "cannot connect to PostgreSQL")
     not_migrated = pgtasq("--dsn", pg_dsn, "--schema", fresh_schema, "queues", "list")
-    failed(not_migrated, f"(has `pgtasq migrate` run for schema {fresh_schema}?)")
+    fix = f'schema "{fresh_schema}" is not migrated (relation "{fresh_schema}.tasks" does not '
+    failed(not_migrated, fix, code=78)
+    assert not_migrated.stderr.rstrip().endswith(f"run pgtasq --schema {fresh_schema} migrate")
 
 
 def test_embedded_server_without_dsn(tmp_path: Path) -> None:
     assert pgtasq("migrate", cwd=tmp_path).returncode == 0
     task = json.loads(ok(pgtasq("enqueue", "hello", "--json", cwd=tmp_path)))
     listed = json.loads(ok(pgtasq("tasks", "list", "--json", cwd=tmp_path)))
-    assert [t["id"] for t in listed] == [task["id"]]
+    assert [t["id"] for t in listed["tasks"]] == [task["id"]]
 
 
 def test_stats_clean_and_events(run: Any, pg_dsn: str, schema: str, producer: Producer) -> None:

@@ -62,7 +62,7 @@ def test_every_folder_of_a_project_uses_one_database(project: Path) -> None:
     sub = project / "src" / "shop"
     ok(pgtasq("migrate", cwd=project))
     task = json.loads(ok(pgtasq("enqueue", "hello", "--json", cwd=sub)))
-    listed = json.loads(ok(pgtasq("tasks", "list", "--json", cwd=project)))
+    listed = json.loads(ok(pgtasq("tasks", "list", "--json", cwd=project)))["tasks"]
     assert [t["id"] for t in listed] == [task["id"]]
     assert not (sub / ".pgtasq").exists()
     assert (project / ".pgtasq" / "pgdata" / "PG_VERSION").is_file()
@@ -71,7 +71,8 @@ def test_every_folder_of_a_project_uses_one_database(project: Path) -> None:
     env = {"PGTASQ_HOME": str(other)}
     try:
         ok(pgtasq("migrate", cwd=sub, env=env))
-        assert json.loads(ok(pgtasq("tasks", "list", "--json", cwd=sub, env=env))) == []
+        listed = json.loads(ok(pgtasq("tasks", "list", "--json", cwd=sub, env=env)))["tasks"]
+        assert listed == []
     finally:
         _embedded.stop(other)
 

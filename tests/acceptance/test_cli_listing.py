@@ -47,8 +47,8 @@ def test_listing_big_tasks_stays_small(pg_dsn: str, schema: str) -> None:
     assert peak_mb < 100, f"{peak_mb} MB"
     listed, peak_mb = _list(pg_dsn, schema, "--json")
     assert peak_mb < 100, f"{peak_mb} MB"
-    tasks = json.loads(listed)
+    tasks = json.loads(listed)["tasks"]
     assert len(tasks) == 100 and "payload" not in tasks[0]
     assert tasks[0]["payload_preview"] == '{"blob": "' + "x" * 190 and tasks[0]["payload_truncated"]
     full, _ = _list(pg_dsn, schema, "--json", "--full", "--limit", "2")
-    assert [t["payload"] for t in json.loads(full)] == [{"blob": "x" * 1_000_000}] * 2
+    assert [t["payload"] for t in json.loads(full)["tasks"]] == [{"blob": "x" * 1_000_000}] * 2

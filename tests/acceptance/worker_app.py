@@ -16,7 +16,9 @@ The payload says what a run does once recorded:
 
 The result is ``{"pid", "attempt", "worker"}`` of the run. Environment: ``WORKER_APP_DSN``
 and ``WORKER_APP_SCHEMA`` (where to record), ``WORKER_APP_SHUTDOWN_TIMEOUT`` (seconds),
-``WORKER_APP_BREAK_HEARTBEAT`` (set: the worker's heartbeat raises once a task has run).
+``WORKER_APP_BREAK_HEARTBEAT`` (set: the worker's heartbeat raises once a task has run),
+``WORKER_APP_DEFAULTS`` (set: the consumer keeps the library's defaults for its lease,
+heartbeat, rescue, poll and batch settings, so the CLI's options and variables decide).
 """
 
 from __future__ import annotations
@@ -37,12 +39,16 @@ HEARTBEAT_INTERVAL = 0.5
 RECORDER_APPLICATION_NAME = "worker_app_recorder"
 RECORD_PATIENCE = 60.0
 
+# WORKER_APP_DEFAULTS set: the library's defaults, so that the CLI's options decide.
+_TUNED = {
+    "lease": LEASE,
+    "heartbeat_interval": HEARTBEAT_INTERVAL,
+    "rescue_interval": 0.5,
+    "poll_interval": 0.2,
+    "batch_size": 10,
+}
 consumer = Consumer(
-    lease=LEASE,
-    heartbeat_interval=HEARTBEAT_INTERVAL,
-    rescue_interval=0.5,
-    poll_interval=0.2,
-    batch_size=10,
+    **({} if os.environ.get("WORKER_APP_DEFAULTS") else _TUNED),
     shutdown_timeout=float(os.environ.get("WORKER_APP_SHUTDOWN_TIMEOUT", "2")),
 )
 

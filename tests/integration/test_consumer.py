@@ -17,6 +17,7 @@ from psycopg.rows import dict_row
 from pgtasq import (
     ConfigurationError,
     Consumer,
+    DatabaseMisconfigured,
     Producer,
     RetryIn,
     SkipRetry,
@@ -526,8 +527,10 @@ def test_result_that_is_not_json_fails_the_task(pg_dsn: str, schema: str) -> Non
 def test_missing_tables_are_a_clear_error(pg_dsn: str, fresh_schema: str) -> None:
     consumer = fast(fresh_schema)
     consumer.register("t", lambda ctx: None)
-    with pytest.raises(ConfigurationError, match="pgtasq migrate"):
+    with pytest.raises(DatabaseMisconfigured, match=r"pgtasq --schema \w+ migrate") as caught:
         consumer.run(pg_dsn, burst=True)
+    assert caught.value.reason == "not_migrated"
+    assert isinstance(caught.value, ConfigurationError)  # what it raised before
 
 
 def test_nul_characters_never_break_the_outcome_writer(pg_dsn: str, schema: str) -> None:

@@ -10,7 +10,7 @@ import pytest
 from pgtasq import ConfigurationError, Consumer
 from pgtasq._claims import claim_room, queue_order, unrecorded_max
 from pgtasq._listener import relevant
-from pgtasq.consumer import parse_queues
+from pgtasq._settings import parse_queues
 from pgtasq.retry import exponential_backoff
 
 

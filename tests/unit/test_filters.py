@@ -9,7 +9,16 @@ from typing import Any
 import pytest
 
 from pgtasq import TaskStatus
-from pgtasq.filters import ID_MAX, LIMIT_MAX, OFFSET_MAX, Cursor, InvalidFilter, TaskFilter
+from pgtasq.filters import (
+    COUNT_MODES,
+    ID_MAX,
+    LIMIT_MAX,
+    OFFSET_MAX,
+    Cursor,
+    InvalidFilter,
+    TaskFilter,
+    check_count,
+)
 
 T = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
@@ -146,3 +155,46 @@ def test_fields_are_normalized_like_the_methods() -> None:
     assert by_fields == by_methods and hash(by_fields) == hash(by_methods)
     assert by_fields.state_names == ("failed", "retry")
     assert type(by_fields.state_names[0]) is str
+
+
+@pytest.mark.parametrize(
+    ("field", "cursor", "text"),
+    [
+        ("id", Cursor(42, 42), "42,42"),
+        ("priority", Cursor(-5, 7), "-5,7"),
+        ("attempts", Cursor(0, 9), "0,9"),
+        (
+            "created_at",
+            Cursor(datetime(2026, 12, 2, 10, 15, 0, 123456, tzinfo=timezone.utc), 9912),
+            "2026-12-02T10:15:00.123456+00:00,9912",
+        ),
+    ],
+)
+def test_cursor_text_round_trips(field: str, cursor: Cursor, text: str) -> None:
+    assert cursor.to_text() == text
+    assert Cursor.from_text(text, field) == cursor
+    assert TaskFilter().order_by(field).after(Cursor.from_text(text, field)).cursor == cursor
+
+
+@pytest.mark.parametrize(
+    ("field", "text"),
+    [
+        ("id", "12"),  # no id
+        ("id", "a,1"),
+        ("id", "1,b"),
+        ("priority", "40000,1"),  # out of smallint
+        ("created_at", "3,4"),  # an integer where a time belongs
+        ("created_at", "2026-12-02T10:15:00,4"),  # naive
+        ("payload", "1,1"),  # not an order field
+    ],
+)
+def test_cursor_text_that_does_not_fit_is_refused(field: str, text: str) -> None:
+    with pytest.raises(InvalidFilter):
+        Cursor.from_text(text, field)
+
+
+def test_count_modes() -> None:
+    assert [check_count(mode) for mode in COUNT_MODES] == ["auto", "exact", "none"]
+    for bad in ("all", None, 1, "AUTO"):
+        with pytest.raises(InvalidFilter, match="count: expected one of auto, exact, none"):
+            check_count(bad)

@@ -58,7 +58,7 @@ def test_configs_have_named_defaults_and_check_values() -> None:
     assert CleanerConfig() == CleanerConfig(CLEAN_INTERVAL_DEFAULT, RETENTION_DEFAULT)
     consumer = Consumer()  # the consumer's defaults are the services'
     assert (consumer.settings.lease, consumer.settings.heartbeat_interval) == (30.0, 1.0)
-    assert (consumer.settings.rescue_interval, consumer.settings.clean_interval) == (10.0, 60.0)
+    assert (consumer.settings.rescue_interval, consumer.settings.clean_interval) == (1.0, 60.0)
     assert consumer.settings.retention_default == 86400.0
     with pytest.raises(ConfigurationError, match="under half the lease"):
         HeartbeatConfig(interval=1.0, lease=2.0)
