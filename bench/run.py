@@ -1,7 +1,7 @@
 """pgtasq's runner for compare.py (beside it): one workload, one JSON line on stdout.
 
     python bench/run.py --dsn DSN --workload enqueue1|enqueueB|drain|drainH|latency -n N
-                        [-b B] [--schema S] [--processes P] [--rate R]
+                        [-b B] [--schema S] [--processes P] [--rate R] [--metrics]
                         [--history H] [--backlog K [--backlog-kind KIND]]
                         [--plan-cache-mode auto|generic|custom]
 
@@ -39,6 +39,7 @@ import os
 import resource
 import statistics
 import sys
+import threading
 import time
 from typing import Any
 
@@ -82,8 +83,24 @@ def enqueue_batches(producer: Producer, n: int, batch: int) -> float:
     return time.perf_counter() - start
 
 
-def _drain_process(dsn: str, schema: str, start: Any, done: Any) -> None:
-    consumer = Consumer(schema=schema)  # default settings
+def _scrape_every_second(recorder: Any) -> None:
+    """What a scrape costs the worker (metrics applied), far more often than Prometheus does."""
+    while True:
+        time.sleep(1.0)
+        recorder.apply()
+
+
+def _drain_process(dsn: str, schema: str, start: Any, done: Any, metrics: bool = False) -> None:
+    recorder = None
+    if metrics:  # --metrics: the worker's Prometheus metrics on (in a registry of its own)
+        from prometheus_client import CollectorRegistry
+
+        from pgtasq.metrics import WorkerMetrics
+
+        recorder = WorkerMetrics(CollectorRegistry())
+        scrape = threading.Thread(target=_scrape_every_second, args=(recorder,), daemon=True)
+        scrape.start()
+    consumer = Consumer(schema=schema, metrics=recorder)  # default settings
 
     @consumer.task("noop")
     async def noop(ctx: TaskContext) -> None:
@@ -95,14 +112,14 @@ def _drain_process(dsn: str, schema: str, start: Any, done: Any) -> None:
     done.put((counts.completed, rss_mb))
 
 
-def drain(dsn: str, schema: str, n: int, processes: int) -> dict[str, Any]:
+def drain(dsn: str, schema: str, n: int, processes: int, metrics: bool = False) -> dict[str, Any]:
     with Producer(dsn, schema=schema) as producer:
         for first in range(0, n, 5000):
             producer.enqueue_many([Task("noop", {}) for _ in range(min(5000, n - first))])
     ctx = multiprocessing.get_context("spawn")
     start, done = ctx.Event(), ctx.Queue()
     procs = [
-        ctx.Process(target=_drain_process, args=(dsn, schema, start, done))
+        ctx.Process(target=_drain_process, args=(dsn, schema, start, done, metrics))
         for _ in range(processes)
     ]
     for proc in procs:
@@ -121,7 +138,7 @@ def drain(dsn: str, schema: str, n: int, processes: int) -> dict[str, Any]:
         "done": completed,
         "seconds": seconds,
         "jobs_per_s": completed / seconds,
-        "settings": {"processes": processes, "defaults": True},
+        "settings": {"processes": processes, "defaults": True, "metrics": metrics},
         "rss_mb_max": round(max(r for _, r in results), 1),
         "table_after": table_after,
     }
@@ -168,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--schema", default="pgtasq_bench", help="dropped and re-created each run")
     ap.add_argument("--processes", type=int, default=1, help="worker processes for drain")
     ap.add_argument("--rate", type=float, default=100.0, help="tasks per second for latency")
+    ap.add_argument("--metrics", action="store_true", help="drain with worker metrics on")
     ap.add_argument(
         "--history",
         type=int,
@@ -217,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         shown = conn.execute("SHOW plan_cache_mode").fetchone()
     result["plan_cache_mode"] = shown[0] if shown else None
     if workload == "drain":
-        result.update(drain(a.dsn, a.schema, a.n, a.processes))
+        result.update(drain(a.dsn, a.schema, a.n, a.processes, a.metrics))
         print(json.dumps(result))
         return 0
     if a.workload == "latency":

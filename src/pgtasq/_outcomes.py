@@ -19,6 +19,7 @@ import asyncio
 import dataclasses
 import logging
 import math
+import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 
 from pgtasq._database import RETRYABLE, Backoff, LogOnce, fetch, is_data_error, short_error
+from pgtasq._observe import Recorder
 from pgtasq._records import error_text
 
 if TYPE_CHECKING:
@@ -98,6 +100,8 @@ class OutcomeWriter:
         counts: Counts,
         flush_interval: float,
         on_written: Callable[[], None] | None = None,
+        metrics: Recorder | None = None,
+        on_record: Callable[[Outcome], None] | None = None,
     ) -> None:
         self.pool = pool
         self.stmts = stmts
@@ -105,6 +109,8 @@ class OutcomeWriter:
         self.counts = counts
         self.flush_interval = flush_interval
         self._on_written = on_written  # called after each batch leaves `unflushed`
+        self._metrics = metrics or Recorder()
+        self._on_record = on_record  # called with each outcome as it is queued (metrics)
         self.queued: list[Outcome] = []
         self.recorded = 0  # outcomes recorded so far (burst mode watches it)
         # Tasks whose outcome is not written yet: still ours, so the heartbeat keeps them.
@@ -114,6 +120,8 @@ class OutcomeWriter:
         self._log_once = LogOnce(log)
 
     def record(self, outcome: Outcome) -> None:
+        if self._on_record is not None:
+            self._on_record(outcome)
         self.unflushed[outcome.id] = outcome.claimed_at
         self.queued.append(outcome)
         self._wake.set()
@@ -132,6 +140,7 @@ class OutcomeWriter:
             except (*RETRYABLE, psycopg.Error) as exc:
                 if not isinstance(exc, RETRYABLE):
                     log.exception("recording outcomes failed; retrying")
+                self._metrics.database_error("flush")
                 delay = backoff.next()
                 log.warning(
                     "recording outcomes failed (%s); retrying in %.1f s", short_error(exc), delay
@@ -147,6 +156,7 @@ class OutcomeWriter:
     async def _flush_locked(self) -> None:
         while self.queued:
             batch = self.queued[:FLUSH_MAX_ROWS]
+            began = time.perf_counter()
             finish = [o for o in batch if o.status != "release"]
             release = [o for o in batch if o.status == "release"]
             async with self.pool.connection() as conn:
@@ -171,6 +181,7 @@ class OutcomeWriter:
                     written += len(rows)
                     self.counts.released += len(rows)
             self.counts.lost += len(batch) - written
+            self._metrics.flushed(time.perf_counter() - began, len(batch))
             del self.queued[: len(batch)]
             for o in batch:
                 self.unflushed.pop(o.id, None)

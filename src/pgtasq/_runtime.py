@@ -34,6 +34,7 @@ import json
 import logging
 import os
 import socket
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
@@ -56,6 +57,7 @@ from pgtasq._database import (
 from pgtasq._executor import DaemonExecutor, handler_chain, is_async
 from pgtasq._finishing import Finisher, RecordMaker
 from pgtasq._listener import Listener
+from pgtasq._observe import Recorder
 from pgtasq._outcomes import Counts, Outcome, OutcomeWriter
 from pgtasq._pool import connection_kwargs
 from pgtasq._services import (
@@ -84,6 +86,13 @@ log = logging.getLogger("pgtasq.consumer")
 CLAIMS_IN_FLIGHT_MAX = 2
 CONNECT_TIMEOUT = 10.0  # seconds one connection attempt may take before it counts as failed
 OPEN_BACKOFF_CAP = 5.0  # the longest wait between two attempts to reach the database
+# Outcome.status -> the outcome label of the worker's metrics
+_OUTCOME_NAMES = {
+    "completed": "completed",
+    "failed": "failed",
+    "pending": "retried",
+    "release": "released",
+}
 
 
 @dataclasses.dataclass
@@ -92,6 +101,7 @@ class _Running:
     task: asyncio.Task[None] | None = None
     cancel_reason: str | None = None  # lost | shutdown | timeout
     finishing: bool = False  # the handler is done: its outcome is being made, not cancelled
+    started: float = 0.0  # time.perf_counter() at the start, when metrics are on
 
 
 class Engine:
@@ -108,8 +118,10 @@ class Engine:
         on_error: ErrorHook | None,
         is_failure: Callable[[BaseException], bool],
         retry_delay: RetryDelay,
+        metrics: Recorder | None = None,
     ) -> None:
         self.dsn = dsn
+        self.metrics = metrics or Recorder()  # the base class records nothing
         self.settings = settings
         self.stmts = _sql.statements(schema, worker_events=settings.events)
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -191,6 +203,8 @@ class Engine:
             counts=self.counts,
             flush_interval=self.settings.flush_interval,
             on_written=self._wake.set,  # room to claim again (see claim_room)
+            metrics=self.metrics,
+            on_record=self._observe_outcome if self.metrics.enabled else None,
         )
         self._finisher = Finisher(
             writer=self._writer,
@@ -208,6 +222,7 @@ class Engine:
             # Not waiting: a pool whose first connection fails closes for good; the loops
             # wait for connections and retry on their own if the database went away again.
             await self._pool.open(wait=False)
+            self._observe_slots()
             loops.start("heartbeat", self._heartbeat.run())
             loops.start("flush", self._writer.run())
             loops.start("rescue", self._rescuer.run())
@@ -398,8 +413,10 @@ class Engine:
                 claimed = await self._claim(want)
                 self._claim_backoff.reset()
                 self._outage.back()
+                self.metrics.database_ok()
             except RETRYABLE as exc:
                 self._outage.lost(exc)
+                self.metrics.database_error("claim")
                 await asyncio.sleep(self._claim_backoff.next())
                 self._more = True
                 return
@@ -440,6 +457,7 @@ class Engine:
                 if len(rows) >= limit:
                     break
         self.counts.claimed += len(rows)
+        self.metrics.claimed(len(rows))
         infos = []
         for row in rows:
             try:
@@ -454,6 +472,10 @@ class Engine:
         )
         entry = _Running(ctx)
         self.running[info.id] = entry
+        if self.metrics.enabled:
+            entry.started = time.perf_counter()
+            self.metrics.task_started(info.queue, info.type, info.run_at, ctx.claimed_at)
+            self._observe_slots()
         entry.task = asyncio.create_task(self._execute(entry))
 
     # -- running one task ---------------------------------------------------------------
@@ -518,6 +540,9 @@ class Engine:
                 timer.cancel()
             if self.running.get(info.id) is entry:  # not a newer claim of the same task
                 del self.running[info.id]
+            if self.metrics.enabled:
+                self.metrics.task_ended(info.queue, info.type, time.perf_counter() - entry.started)
+                self._observe_slots()
             self._wake.set()
 
     # -- shutdown -----------------------------------------------------------------------
@@ -561,8 +586,20 @@ class Engine:
         # Only the claim we asked about: the task may have been claimed again since.
         if entry is not None and entry.ctx.claimed_at == claimed_at:
             log.warning("task %s was cancelled or taken away; cancelling its handler", task_id)
+            self.metrics.task_outcome(entry.ctx.info.queue, entry.ctx.info.type, "cancelled")
             self._cancel(entry, "lost")
+
+    def _observe_outcome(self, outcome: Outcome) -> None:
+        entry = self.running.get(outcome.id)  # still there: recorded before the handler ends
+        if entry is not None:
+            info = entry.ctx.info
+            self.metrics.task_outcome(info.queue, info.type, _OUTCOME_NAMES[outcome.status])
+
+    def _observe_slots(self) -> None:
+        running = len(self.running)
+        self.metrics.slots(running, max(0, self.settings.concurrency - running))
 
     def _rescued(self, count: int) -> None:
         self.counts.rescued += count
+        self.metrics.tasks_rescued(count)
         self._more_ready()

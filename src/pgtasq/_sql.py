@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from pgtasq._limits import DURATION_MAX_SECONDS, TIMESTAMP_MAX, TIMESTAMP_MIN
 from pgtasq.filters import COUNT_EXACT_MAX
-from pgtasq.tables import TASKS_ID_SEQUENCE, check_schema_name
+from pgtasq.tables import ALEMBIC_VERSION_TABLE, TASKS_ID_SEQUENCE, check_schema_name
 
 if TYPE_CHECKING:
     from sqlalchemy import TextClause
@@ -1109,3 +1109,110 @@ def task_bulk(schema: str, action: str, f: TaskFilter) -> tuple[Statement, dict[
         + f" SELECT id FROM changed WHERE {_EMIT}"
     )
     return Statement(f"task_bulk_{action}", text), params
+
+
+# -- observability: what the metrics exporter and `pgtasq health` ask --------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class ObserveStatements:
+    """The statements of `pgtasq.metrics`' database collector and of `pgtasq health`.
+
+    Each reaches only the rows it reports on through an index, never the history of finished
+    tasks: pending rows through ``tasks_claim_idx``, running ones through ``tasks_lease_idx``.
+    """
+
+    metrics_queue_tasks: Statement
+    metrics_queues: Statement
+    metrics_workers: Statement
+    metrics_schedules: Statement
+    schema_version: Statement
+    worker_heartbeat_age: Statement
+    queue_oldest_ready_age: Statement
+
+
+@functools.lru_cache(maxsize=64)
+def observe_statements(schema: str) -> ObserveStatements:
+    s = check_schema_name(schema)
+    # Per queue: ready and scheduled pending tasks and the age of the oldest ready one (one
+    # pass over tasks_claim_idx, which holds the pending rows only), and the running tasks
+    # (from tasks_lease_idx, the running rows only). Finished tasks are not counted here:
+    # that would read the whole history; queue_daily_stats has their totals.
+    metrics_queue_tasks = Statement(
+        "metrics_queue_tasks",
+        f"""
+SELECT queue, 'pending' AS state,
+    count(*) FILTER (WHERE run_at <= now()) AS ready,
+    count(*) FILTER (WHERE run_at > now()) AS scheduled,
+    coalesce(extract(epoch FROM now() - min(run_at) FILTER (WHERE run_at <= now())), 0)::float8
+        AS oldest_ready_age
+FROM {s}.tasks WHERE status = 'pending' GROUP BY queue
+UNION ALL
+SELECT queue, 'running', count(*), 0, 0::float8
+FROM {s}.tasks WHERE status = 'running' AND locked_until IS NOT NULL GROUP BY queue
+""",
+    )
+    # Every queue named in the queues table (paused or not) with its processed totals from
+    # the daily counters (one row per queue and day: small).
+    metrics_queues = Statement(
+        "metrics_queues",
+        f"""
+WITH totals AS (
+    SELECT queue AS name, sum(completed)::bigint AS completed, sum(failed)::bigint AS failed,
+        sum(retried)::bigint AS retried
+    FROM {s}.queue_daily_stats GROUP BY queue
+),
+names AS (SELECT name FROM totals UNION SELECT name FROM {s}.queues)
+SELECT n.name, coalesce(q.paused, false) AS paused, coalesce(t.completed, 0) AS completed,
+    coalesce(t.failed, 0) AS failed, coalesce(t.retried, 0) AS retried
+FROM names n LEFT JOIN {s}.queues q ON q.name = n.name LEFT JOIN totals t ON t.name = n.name
+""",
+    )
+    # Registered workers: how many heartbeat within %(alive)s seconds, and the age of the
+    # freshest heartbeat (NULL: none registered).
+    metrics_workers = Statement(
+        "metrics_workers",
+        f"""
+SELECT count(*) AS registered,
+    count(*) FILTER (WHERE heartbeat_at > now() - make_interval(secs => CAST(%(alive)s AS float8)))
+        AS alive,
+    sum(concurrency) FILTER (
+        WHERE heartbeat_at > now() - make_interval(secs => CAST(%(alive)s AS float8)))
+        AS concurrency,
+    extract(epoch FROM now() - max(heartbeat_at))::float8 AS heartbeat_age
+FROM {s}.workers
+""",
+    )
+    metrics_schedules = Statement(
+        "metrics_schedules",
+        f"""
+SELECT id, extract(epoch FROM last_run_at)::float8 AS last_run,
+    extract(epoch FROM next_run_at)::float8 AS next_run
+FROM {s}.schedules ORDER BY id
+""",
+    )
+    schema_version = Statement(
+        "schema_version", f"SELECT version_num FROM {s}.{ALEMBIC_VERSION_TABLE}"
+    )
+    worker_heartbeat_age = Statement(
+        "worker_heartbeat_age",
+        f"SELECT extract(epoch FROM now() - max(heartbeat_at))::float8 AS age FROM {s}.workers",
+    )
+    # The oldest ready task of one queue: its pending rows through tasks_claim_idx.
+    queue_oldest_ready_age = Statement(
+        "queue_oldest_ready_age",
+        f"""
+SELECT coalesce(extract(epoch FROM now() - min(run_at)), 0)::float8 AS age, count(*) AS ready
+FROM {s}.tasks
+WHERE status = 'pending' AND queue = CAST(%(queue)s AS text) AND run_at <= now()
+""",
+    )
+    return ObserveStatements(
+        metrics_queue_tasks=metrics_queue_tasks,
+        metrics_queues=metrics_queues,
+        metrics_workers=metrics_workers,
+        metrics_schedules=metrics_schedules,
+        schema_version=schema_version,
+        worker_heartbeat_age=worker_heartbeat_age,
+        queue_oldest_ready_age=queue_oldest_ready_age,
+    )

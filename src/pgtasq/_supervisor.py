@@ -14,7 +14,7 @@ import logging
 import signal
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import FrameType
 
 from pgtasq._cli_boundary import EXIT_MISCONFIGURED
@@ -25,8 +25,17 @@ YOUNG_DEATH_SECONDS = 5.0
 RESTART_PAUSE_MAX = 30.0
 
 
-def supervise(command: Sequence[str], processes: int, env: dict[str, str], *, burst: bool) -> int:
-    """Run ``processes`` copies of ``command``; return the exit code for the parent."""
+def supervise(
+    command: Sequence[str],
+    processes: int,
+    env: dict[str, str],
+    *,
+    burst: bool,
+    on_exit: Callable[[int], None] | None = None,
+) -> int:
+    """Run ``processes`` copies of ``command``; return the exit code for the parent.
+
+    ``on_exit(pid)`` is called for each child that ended (the metrics forget its gauges)."""
     children: dict[int, tuple[subprocess.Popen[bytes], float]] = {}
     pauses: dict[int, float] = {}
     signals = 0
@@ -55,6 +64,8 @@ def supervise(command: Sequence[str], processes: int, env: dict[str, str], *, bu
                 if code is None:
                     continue
                 del children[slot]
+                if on_exit is not None:
+                    on_exit(child.pid)
                 if signals or fatal or (burst and code == 0):
                     worst = worst or code
                     continue

@@ -26,7 +26,15 @@ from pathlib import Path
 import click
 import psycopg
 
-from pgtasq import _cli_admin, _cli_boundary, _cli_dev, _embedded, _migrate, _supervisor
+from pgtasq import (
+    _cli_admin,
+    _cli_boundary,
+    _cli_dev,
+    _cli_observe,
+    _embedded,
+    _migrate,
+    _supervisor,
+)
 from pgtasq import demo as _demo
 from pgtasq._cli_boundary import EXIT_MISCONFIGURED
 from pgtasq._cli_output import printable
@@ -343,6 +351,8 @@ def scheduler(settings: _Settings, app: str, log_level: str, prepare: bool) -> N
     "transaction-mode PgBouncer the worker then polls].",
 )
 @_prepare_option
+@_cli_observe.metrics_port_options
+@click.option("--metrics-child", is_flag=True, hidden=True)  # a child of --processes N
 @_log_level_option
 @click.pass_obj
 def worker(
@@ -361,6 +371,9 @@ def worker(
     scheduler_app: str | None,
     listen_dsn: str | None,
     prepare: bool,
+    metrics_port: int | None,
+    metrics_host: str,
+    metrics_child: bool,
     log_level: str,
 ) -> None:
     """Run the handlers of APP (module:consumer) until SIGINT/SIGTERM.
@@ -405,12 +418,19 @@ def worker(
                 if not prepare:
                     child.append("--no-prepare")
                 child += ["--log-level", log_level] + (["--burst"] if burst else [])
+                child += ["--metrics-child"] if metrics_port is not None else []
                 env = {**os.environ, "PGTASQ_DSN": dsn}
                 if listen_dsn:  # in the environment, not on command lines others can read
                     env["PGTASQ_LISTEN_DSN"] = listen_dsn
                 if settings.schema_given:
                     env["PGTASQ_SCHEMA"] = settings.schema
-                sys.exit(_supervisor.supervise(child, processes, env, burst=burst))
+                with _cli_observe.supervisor_metrics(
+                    dsn=dsn, schema=settings.schema, host=metrics_host, port=metrics_port, env=env
+                ) as on_exit:
+                    code = _supervisor.supervise(
+                        child, processes, env, burst=burst, on_exit=on_exit
+                    )
+                sys.exit(code)
             if settings.schema_given:
                 consumer.schema = settings.schema
             sched = _load_scheduler(scheduler_app) if scheduler_app else None
@@ -420,7 +440,15 @@ def worker(
                 sched.bind(dsn, schema=consumer.schema, prepare=prepare)
                 sched.start()
             try:
-                counts = consumer.run(dsn, burst=burst)
+                with _cli_observe.worker_metrics(
+                    consumer,
+                    dsn=dsn,
+                    schema=consumer.schema,
+                    host=metrics_host,
+                    port=metrics_port,
+                    child=metrics_child,
+                ):
+                    counts = consumer.run(dsn, burst=burst)
             finally:
                 if sched is not None:
                     sched.close()
@@ -428,7 +456,7 @@ def worker(
             click.echo(json.dumps(dataclasses.asdict(counts)))
 
 
-for _command in _cli_admin.COMMANDS:  # tasks, queues, workers, enqueue
+for _command in (*_cli_admin.COMMANDS, *_cli_observe.COMMANDS):  # tasks, queues, …, health
     cli.add_command(_command)
 cli.add_command(_cli_dev.dev)
 

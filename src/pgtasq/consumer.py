@@ -25,6 +25,7 @@ from typing import Any
 
 from pgtasq._claims import queue_order
 from pgtasq._limits import text_problem
+from pgtasq._observe import Recorder
 from pgtasq._outcomes import Counts
 from pgtasq._records import RESULT_MAX_BYTES_DEFAULT
 from pgtasq._runtime import Engine
@@ -75,6 +76,7 @@ class Consumer:
         on_error: ErrorHook | None = None,
         is_failure: Callable[[BaseException], bool] = lambda exc: True,
         retry_delay: RetryDelay = default_retry_delay,
+        metrics: Recorder | None = None,
     ) -> None:
         self.dsn = dsn
         self.schema = check_schema_name(schema)
@@ -83,6 +85,7 @@ class Consumer:
         self.on_error = on_error
         self.is_failure = is_failure
         self.retry_delay = retry_delay
+        self.metrics = metrics  # pgtasq.metrics.WorkerMetrics(): count what the worker does
         # What was given; None leaves heartbeat_interval and rescue_interval to the lease.
         self._options: dict[str, Any] = {
             "queues": queues,
@@ -171,6 +174,7 @@ class Consumer:
             on_error=self.on_error,
             is_failure=self.is_failure,
             retry_delay=self.retry_delay,
+            metrics=self.metrics,
         )
 
     async def arun(self, dsn: str | None = None, *, burst: bool = False) -> Counts:
