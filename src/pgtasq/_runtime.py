@@ -37,7 +37,7 @@ import os
 import random
 import socket
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
@@ -74,6 +74,7 @@ from pgtasq.retry import RetryDelay
 log = logging.getLogger("pgtasq.consumer")
 
 CLAIMS_IN_FLIGHT_MAX = 2
+TEARDOWN_MARGIN = 5.0  # seconds past shutdown_timeout to hand back, unregister and close
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,6 +155,9 @@ class Engine:
         self.running: dict[int, _Running] = {}
         self.counts = Counts()
         self.stopping = False
+        # Loop times, set by the first stop request (see request_stop).
+        self._wait_until: float | None = None
+        self._teardown_deadline: float | None = None
         # claim loop state (see _claim_loop)
         self._more = True
         self._generation = 0
@@ -188,11 +192,41 @@ class Engine:
     # -- lifecycle ----------------------------------------------------------------------
 
     def request_stop(self, *, force: bool = False) -> None:
-        """Stop claiming and shut down gracefully; ``force`` skips the wait for handlers."""
+        """Stop claiming and shut down gracefully; ``force`` skips the wait for handlers.
+
+        The first request sets the teardown deadline: ``shutdown_timeout`` for the running
+        handlers, then `TEARDOWN_MARGIN` to hand back what is left, unregister and close;
+        a forced stop leaves only the margin. Every teardown step is bounded by it.
+        """
+        now = asyncio.get_running_loop().time()
+        wait_until = now + (0.0 if force else self.settings.shutdown_timeout)
+        if self._wait_until is None or wait_until < self._wait_until:
+            self._wait_until = wait_until
+            self._teardown_deadline = wait_until + TEARDOWN_MARGIN
+        if not self.stopping or force:
+            log.debug("stop requested (%s)", "fast" if force else "graceful")
         self.stopping = True
         self._wake.set()
         if force:
             self._force.set()
+
+    def _left(self) -> float:
+        """Seconds left before the teardown deadline (a margin from now if none is set)."""
+        now = asyncio.get_running_loop().time()
+        if self._wait_until is None or self._teardown_deadline is None:  # burst: no request
+            self._wait_until, self._teardown_deadline = now, now + TEARDOWN_MARGIN
+        return max(0.0, self._teardown_deadline - now)
+
+    async def _bounded(self, step: str, work: Awaitable[Any], cap: float = 1e9) -> None:
+        """One teardown step, given what is left of the deadline (at most ``cap`` seconds)."""
+        limit = min(cap, self._left())
+        log.debug("shutdown: %s (%.1f s left)", step, limit)
+        try:
+            await asyncio.wait_for(work, limit)
+        except asyncio.TimeoutError:
+            log.warning("shutdown: %s did not finish in %.1f s; going on without it", step, limit)
+        else:
+            log.debug("shutdown: %s done", step)
 
     async def run(self, *, burst: bool = False) -> Counts:
         self._wake = asyncio.Event()
@@ -250,9 +284,9 @@ class Engine:
                     raise
                 log.exception("shutdown failed too")  # WorkerCrashed below says why it began
         finally:
-            await loops.close()
-            await self._unregister()
-            await self._pool.close()
+            await self._bounded("stopping the background loops", loops.close())
+            await self._bounded("unregistering", self._unregister())
+            await self._bounded("closing the pool", self._pool.close(timeout=self._left()))
             self._executor.shutdown()
             log.info("worker %s stopped: %s", self.worker_id, self.counts)
         if loops.crashed is not None:
@@ -309,8 +343,11 @@ class Engine:
                 await self._sleep_unless_stopping(delay)
 
     async def _unregister(self) -> None:
+        left = max(0.1, self._left())
         try:
-            async with self._pool.connection(timeout=5.0) as conn:
+            async with self._pool.connection(timeout=left) as conn, conn.transaction():
+                timeout = {"milliseconds": str(max(100, int(self._left() * 1000)))}
+                await fetch(conn, _sql.setting_statement_timeout_local, timeout)
                 await fetch(conn, self.stmts.worker_unregister, {"worker": self.worker_id})
         except (*RETRYABLE, psycopg.Error) as exc:
             log.warning("could not remove worker %s: %s", self.worker_id, short_error(exc))
@@ -360,7 +397,8 @@ class Engine:
             except asyncio.TimeoutError:
                 self._more_ready()
         if self._claims:
-            await asyncio.gather(*self._claims, return_exceptions=True)
+            claims = asyncio.gather(*self._claims, return_exceptions=True)
+            await self._bounded("waiting for claims in flight", claims, self._left())
 
     def _issue_claims(self, low_water: int) -> None:
         settings = self.settings
@@ -551,16 +589,20 @@ class Engine:
 
     async def _shutdown(self) -> None:
         if self.running:
+            self._left()  # sets the deadlines if no stop was requested (a burst run)
+            loop = asyncio.get_running_loop()
+
+            def waiting_left() -> float:  # counted from the stop request, not from here
+                return (self._wait_until or 0.0) - loop.time()
+
             log.info(
                 "waiting up to %.0f s for %d running tasks",
-                self.settings.shutdown_timeout,
+                max(0.0, waiting_left()),
                 len(self.running),
             )
-            # One deadline for the whole wait (a first wait before it made it twice as long).
-            deadline = asyncio.get_running_loop().time() + self.settings.shutdown_timeout
             force = asyncio.create_task(self._force.wait())
             while self.running and not self._force.is_set():
-                left = deadline - asyncio.get_running_loop().time()
+                left = waiting_left()
                 if left <= 0:
                     break
                 pending = [e.task for e in self.running.values() if e.task is not None]
@@ -572,8 +614,9 @@ class Engine:
                 self._cancel(entry, "shutdown")
             still = [e.task for e in self.running.values() if e.task is not None]
             if still:
-                await asyncio.wait(still, timeout=5.0)
-        await self._writer.flush_all()
+                log.debug("shutdown: cancelled %d handlers", len(still))
+                await asyncio.wait(still, timeout=max(0.1, min(5.0, self._left() - 1.0)))
+        await self._bounded("writing the outcomes", self._writer.flush_all())
 
     # -- what the services ask and tell ---------------------------------------------------
 

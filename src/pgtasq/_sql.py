@@ -137,6 +137,13 @@ def _events_cte(channel: str, source: str, kind: str) -> str:
 _EMIT = "(SELECT count(*) FROM events) >= 0"
 
 
+# Bounds the statements after it in the same transaction (the worker's teardown uses it).
+setting_statement_timeout_local = Statement(
+    "setting_statement_timeout_local",
+    "SELECT set_config('statement_timeout', %(milliseconds)s, true)",
+)
+
+
 @dataclasses.dataclass(frozen=True)
 class Statements:
     """The statements of one schema."""

@@ -296,6 +296,7 @@ def worker(
     loop of the worker (heartbeat, flush, …) stopped on an error and the worker with it.
     """
     _setup_logging(log_level)
+    _supervisor.while_starting()
     consumer = _load_consumer(app)
     with _errors():
         consumer.configure(concurrency=concurrency, queues=queues, strict=strict, lease=lease)
@@ -316,7 +317,15 @@ def worker(
                 env = {**os.environ, "PGTASQ_DSN": dsn}
                 if settings.schema_given:
                     env["PGTASQ_SCHEMA"] = settings.schema
-                sys.exit(_supervisor.supervise(child, processes, env, burst=burst))
+                sys.exit(
+                    _supervisor.supervise(
+                        child,
+                        processes,
+                        env,
+                        burst=burst,
+                        shutdown_timeout=consumer.settings.shutdown_timeout,
+                    )
+                )
             if settings.schema_given:
                 consumer.schema = settings.schema
             sched = _load_scheduler(scheduler_app) if scheduler_app else None

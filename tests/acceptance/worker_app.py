@@ -16,7 +16,8 @@ The payload says what a run does once recorded:
 
 The result is ``{"pid", "attempt", "worker"}`` of the run. Environment: ``WORKER_APP_DSN``
 and ``WORKER_APP_SCHEMA`` (where to record), ``WORKER_APP_SHUTDOWN_TIMEOUT`` (seconds),
-``WORKER_APP_BREAK_HEARTBEAT`` (set: the worker's heartbeat raises once a task has run).
+``WORKER_APP_BREAK_HEARTBEAT`` (set: the worker's heartbeat raises once a task has run),
+``WORKER_APP_IMPORT_DELAY`` (seconds this module sleeps when imported: a slow start).
 """
 
 from __future__ import annotations
@@ -150,3 +151,7 @@ def work_sync(ctx: TaskContext) -> dict[str, Any]:
     else:
         time.sleep(_seconds(ctx))
     return _result(ctx)
+
+
+# Slow start (seconds), as an application with heavy imports: a signal can land mid-start.
+time.sleep(float(os.environ.get("WORKER_APP_IMPORT_DELAY", "0")))
