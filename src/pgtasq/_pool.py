@@ -13,6 +13,7 @@ from typing import Any
 import psycopg
 from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
+from pgtasq._dsn import normalize
 from pgtasq.errors import ConfigurationError, DatabaseUnavailable
 
 POOL_MIN_SIZE_DEFAULT = 1
@@ -62,7 +63,7 @@ class LazyPool:
         name: str,
         open_timeout: float = POOL_OPEN_TIMEOUT_DEFAULT,
     ) -> None:
-        self.dsn = dsn
+        self.dsn = normalize(dsn)
         self._open_timeout = check_connect_timeout(open_timeout)
         self._min_size = min_size
         self._max_size = max_size
@@ -112,7 +113,7 @@ class AsyncLazyPool:
         name: str,
         open_timeout: float = POOL_OPEN_TIMEOUT_DEFAULT,
     ) -> None:
-        self.dsn = dsn
+        self.dsn = normalize(dsn)
         self._open_timeout = check_connect_timeout(open_timeout)
         self._min_size = min_size
         self._max_size = max_size

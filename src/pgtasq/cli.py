@@ -12,20 +12,22 @@ import contextlib
 import dataclasses
 import importlib
 import json
-import logging
 import os
 import signal
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import click
 import psycopg
 
-from pgtasq import _cli_admin, _embedded, _migrate, _supervisor
+from pgtasq import _cli_admin, _dsn, _embedded, _logs, _migrate, _supervisor
 from pgtasq import demo as _demo
+from pgtasq._cli_boundary import F
+from pgtasq._dsn import redact
 from pgtasq.consumer import Consumer
-from pgtasq.errors import PgtasqError
+from pgtasq.errors import ConfigurationError, PgtasqError
 from pgtasq.models import TaskInfo
 from pgtasq.scheduler import Scheduler
 from pgtasq.tables import SCHEMA_DEFAULT
@@ -37,6 +39,11 @@ class _Settings:
     schema: str
     data_dir: str
     schema_given: bool = False
+    log_level: str = _logs.LOG_LEVEL_DEFAULT
+    log_format: str = _logs.LOG_FORMAT_DEFAULT
+
+    def setup_logging(self) -> None:
+        _logs.setup(self.log_level, self.log_format)
 
     @contextlib.contextmanager
     def database(self, *, quiet: bool = False) -> Iterator[str]:
@@ -52,7 +59,7 @@ class _Settings:
 
 
 def _fail(message: str) -> None:
-    click.echo(f"error: {message}", err=True)
+    click.echo(f"error: {redact(message)}", err=True)
     sys.exit(1)
 
 
@@ -65,33 +72,125 @@ def _errors() -> Iterator[None]:
         _fail(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
 
 
+# -- the global options: before the command or after it ------------------------------------
+#
+# `--dsn`, `--schema`, `--data-dir`, `--log-level` and `--log-format` are options of the
+# ``cli`` group (with their environment variables), and are also added to every command
+# and subcommand (`_add_global_options`), so ``pgtasq migrate --dsn URL`` works as well as
+# ``pgtasq --dsn URL migrate``. Given after the command, a value overrides the one before.
+
+
+def _checked_dsn(value: str | None) -> str | None:
+    if not value:
+        return None
+    try:
+        return _dsn.normalize(value)
+    except ConfigurationError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+_GLOBAL_OPTIONS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("--dsn", {"help": "PostgreSQL URL or libpq string; none: embedded server."}),
+    ("--schema", {"default": SCHEMA_DEFAULT, "help": "Schema holding pgtasq's tables."}),
+    (
+        "--data-dir",
+        {
+            "default": str(_embedded.DATA_DIR_DEFAULT),
+            "help": "Where the embedded server keeps its data.",
+        },
+    ),
+    (
+        "--log-level",
+        {
+            "default": _logs.LOG_LEVEL_DEFAULT,
+            "type": click.Choice(_logs.LOG_LEVELS, case_sensitive=False),
+            "help": "Log this level and above (worker, scheduler).",
+        },
+    ),
+    (
+        "--log-format",
+        {
+            "default": _logs.LOG_FORMAT_DEFAULT,
+            "type": click.Choice(_logs.LOG_FORMATS, case_sensitive=False),
+            "help": "Log lines as text, or as one JSON object per line.",
+        },
+    ),
+)
+
+
+def _envvar(flag: str) -> str:
+    return "PGTASQ_" + flag.lstrip("-").replace("-", "_").upper()
+
+
+def _group_options(f: F) -> F:
+    for flag, spec in reversed(_GLOBAL_OPTIONS):
+        f = click.option(flag, envvar=_envvar(flag), show_envvar=True, **spec)(f)
+    return f
+
+
+def _override(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+    """A global option given after the command: it overrides the group's value."""
+    if value is None or param.name is None:
+        return
+    settings = ctx.find_object(_Settings)
+    if settings is None:  # pragma: no cover - every command runs under the cli group
+        return
+    if param.name == "dsn":
+        value = _checked_dsn(value)
+    elif param.name == "schema":
+        settings.schema_given = True
+    elif param.name in ("log_level", "log_format"):
+        value = value.upper() if param.name == "log_level" else value.lower()
+    setattr(settings, param.name, value)
+
+
+def _add_global_options(group: click.Group) -> None:
+    """Add the global options to every command under ``group``, recursively."""
+    for command in group.commands.values():
+        taken = {opt for param in command.params for opt in param.opts}
+        for flag, spec in _GLOBAL_OPTIONS:
+            if flag in taken:
+                continue
+            command.params.append(
+                click.Option(
+                    [flag],
+                    type=spec.get("type"),
+                    help=spec["help"] + " (Also before the command.)",
+                    expose_value=False,
+                    callback=_override,
+                    is_eager=True,  # set before the other options' callbacks read them
+                )
+            )
+        if isinstance(command, click.Group):
+            _add_global_options(command)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
-@click.option(
-    "--dsn",
-    envvar="PGTASQ_DSN",
-    show_envvar=True,
-    help="PostgreSQL URL or libpq string; none: embedded server.",
-)
-@click.option(
-    "--schema",
-    envvar="PGTASQ_SCHEMA",
-    show_envvar=True,
-    default=SCHEMA_DEFAULT,
-    help="Schema holding pgtasq's tables.",
-)
-@click.option(
-    "--data-dir",
-    envvar="PGTASQ_DATA_DIR",
-    show_envvar=True,
-    default=str(_embedded.DATA_DIR_DEFAULT),
-    help="Where the embedded server keeps its data.",
-)
+@_group_options
 @click.version_option(package_name="pgtasq")
 @click.pass_context
-def cli(ctx: click.Context, dsn: str | None, schema: str, data_dir: str) -> None:
-    """pgtasq: a PostgreSQL task queue."""
+def cli(
+    ctx: click.Context,
+    dsn: str | None,
+    schema: str,
+    data_dir: str,
+    log_level: str,
+    log_format: str,
+) -> None:
+    """pgtasq: a PostgreSQL task queue.
+
+    The options above are also accepted after the command (pgtasq migrate --dsn URL).
+    Shell completion: eval "$(_PGTASQ_COMPLETE=bash_source pgtasq)" (zsh_source, fish_source).
+    """
     given = ctx.get_parameter_source("schema") != click.core.ParameterSource.DEFAULT
-    ctx.obj = _Settings(dsn=dsn, schema=schema, data_dir=data_dir, schema_given=given)
+    ctx.obj = _Settings(
+        dsn=_checked_dsn(dsn),
+        schema=schema,
+        data_dir=data_dir,
+        schema_given=given,
+        log_level=log_level.upper(),
+        log_format=log_format.lower(),
+    )
 
 
 @cli.command()
@@ -192,29 +291,15 @@ def _load(path: str) -> object:
     return getattr(module, attr, None)
 
 
-_log_level_option = click.option(
-    "--log-level",
-    default="INFO",
-    envvar="PGTASQ_LOG_LEVEL",
-    show_envvar=True,
-    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]),
-)
-
-
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-
 @cli.command()
 @click.argument("app", envvar="PGTASQ_SCHEDULER_APP")
-@_log_level_option
 @click.pass_obj
-def scheduler(settings: _Settings, app: str, log_level: str) -> None:
+def scheduler(settings: _Settings, app: str) -> None:
     """Run the cron entries of APP (module:scheduler) until SIGINT/SIGTERM.
 
     Run as many as you like: each tick of each entry is enqueued once.
     """
-    _setup_logging(log_level)
+    settings.setup_logging()
     sched = _load_scheduler(app)
     with _errors(), settings.database(quiet=True) as dsn:
         sched.bind(dsn, schema=settings.schema if settings.schema_given else None)
@@ -275,7 +360,6 @@ def scheduler(settings: _Settings, app: str, log_level: str) -> None:
     show_envvar=True,
     help="Also run this module:scheduler's cron entries in the worker process.",
 )
-@_log_level_option
 @click.pass_obj
 def worker(
     settings: _Settings,
@@ -287,7 +371,6 @@ def worker(
     lease: float | None,
     burst: bool,
     scheduler_app: str | None,
-    log_level: str,
 ) -> None:
     """Run the handlers of APP (module:consumer) until SIGINT/SIGTERM.
 
@@ -295,7 +378,7 @@ def worker(
     back); a second one stops at once. Exit code 0 after a clean stop; 1 when a background
     loop of the worker (heartbeat, flush, …) stopped on an error and the worker with it.
     """
-    _setup_logging(log_level)
+    settings.setup_logging()
     _supervisor.while_starting()
     consumer = _load_consumer(app)
     with _errors():
@@ -313,7 +396,8 @@ def worker(
                         child += [flag, str(value)]
                 if strict is not None:
                     child.append("--strict" if strict else "--weighted")
-                child += ["--log-level", log_level] + (["--burst"] if burst else [])
+                child += ["--log-level", settings.log_level, "--log-format", settings.log_format]
+                child += ["--burst"] if burst else []
                 env = {**os.environ, "PGTASQ_DSN": dsn}
                 if settings.schema_given:
                     env["PGTASQ_SCHEMA"] = settings.schema
@@ -345,8 +429,24 @@ for _command in _cli_admin.COMMANDS:  # tasks, queues, workers, enqueue
     cli.add_command(_command)
 
 
+_add_global_options(cli)
+
+
 def main() -> None:
-    cli(prog_name="pgtasq")
+    """The ``pgtasq`` command: click's errors as one ``error:`` line (exit 2), Ctrl-C
+    before a command handles it as a quiet exit 130."""
+    try:
+        code = cli.main(prog_name="pgtasq", standalone_mode=False)
+    except click.UsageError as exc:
+        where = f" (see: {exc.ctx.command_path} --help)" if exc.ctx is not None else ""
+        click.echo(f"error: {redact(exc.format_message())}{where}", err=True)
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        click.echo(f"error: {redact(exc.format_message())}", err=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from pgtasq import _supervisor
+from pgtasq import _dsn, _supervisor
 from pgtasq._outcomes import Counts
 from pgtasq._runtime import TEARDOWN_MARGIN, Engine, Settings, queue_order
 from pgtasq._services import (
@@ -223,7 +223,7 @@ class Consumer:
         if not self.handlers:
             raise ConfigurationError("no handlers registered: use @consumer.task('type')")
         return Engine(
-            dsn=dsn,
+            dsn=_dsn.normalize(dsn),
             schema=self.schema,
             settings=self.settings,
             handlers=dict(self.handlers),
