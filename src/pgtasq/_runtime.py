@@ -540,6 +540,7 @@ class Engine:
 
     async def _failed(self, ctx: TaskContext, exc: BaseException) -> None:
         info = ctx.info
+        _log_failed_attempt(info, exc)
         await self._call_error_hook(ctx, exc)
         error = json.dumps(error_entry(info, exc), default=str)
         past_deadline = info.deadline is not None and info.deadline <= datetime.now(timezone.utc)
@@ -636,6 +637,29 @@ class Engine:
     def _rescued(self, count: int) -> None:
         self.counts.rescued += count
         self._more_ready()
+
+
+def _log_failed_attempt(info: TaskInfo, exc: BaseException) -> None:
+    """One WARNING line per failed attempt; its traceback too when DEBUG is on."""
+    message = (str(exc).strip().splitlines() or [""])[0]
+    log.warning(
+        "task %s (%s) attempt %d/%d failed: %s%s",
+        info.id,
+        info.type,
+        info.attempts,
+        info.max_attempts,
+        type(exc).__name__,
+        f": {message}" if message else "",
+        exc_info=exc if log.isEnabledFor(logging.DEBUG) else None,
+        extra={
+            "task_id": info.id,
+            "task_type": info.type,
+            "queue": info.queue,
+            "attempt": info.attempts,
+            "max_attempts": info.max_attempts,
+            "error": type(exc).__name__,
+        },
+    )
 
 
 async def _configure_worker_connection(conn: psycopg.AsyncConnection[Any]) -> None:

@@ -534,7 +534,7 @@ class Scheduler:
     def _step(self, backoff: Backoff) -> float:
         """One pass of the loop; returns how long to sleep."""
         try:
-            self.run_once()
+            counts = self.run_once()
         except RETRYABLE as exc:
             delay = backoff.next()
             log.warning(
@@ -542,16 +542,26 @@ class Scheduler:
             )
             return delay
         backoff.reset()
+        if counts.ticks:
+            log.info(
+                "scheduler: %d tick(s) due: %d task(s) enqueued, %d enqueued by another scheduler",
+                counts.ticks,
+                counts.enqueued,
+                counts.existing,
+                extra={"ticks": counts.ticks, "enqueued": counts.enqueued},
+            )
         return self.seconds_to_next()
 
     def run(self) -> None:
         """Run until `stop`."""
         self._stop.clear()
         backoff = Backoff()
+        log.info("scheduler started: %d entries", len(self._registered) + len(self._provided))
         while not self._stop.is_set():
             delay = self._step(backoff)
             self._wake.wait(delay)
             self._wake.clear()
+        log.info("scheduler stopped")
 
     async def arun(self) -> None:
         """`run` for asyncio: each pass runs in a thread; cancel the task or call `stop`."""

@@ -13,6 +13,7 @@ The payload says what a run does once recorded:
 - ``first_attempt_only``: sleep on attempt 1 only (a rerun finishes at once);
 - ``block``: sleep with ``time.sleep`` instead, blocking the worker's event loop;
 - ``cooperative`` (``work_sync``): end the sleep early once ``ctx.cancelled`` is set.
+- ``fail``: once recorded (and slept), raise ``ValueError(fail)``.
 
 The result is ``{"pid", "attempt", "worker"}`` of the run. Environment: ``WORKER_APP_DSN``
 and ``WORKER_APP_SCHEMA`` (where to record), ``WORKER_APP_SHUTDOWN_TIMEOUT`` (seconds),
@@ -139,6 +140,8 @@ async def work(ctx: TaskContext) -> dict[str, Any]:
         time.sleep(seconds)  # noqa: ASYNC251 - blocking the loop is the point
     elif seconds:
         await asyncio.sleep(seconds)
+    if (ctx.payload or {}).get("fail"):
+        raise ValueError(ctx.payload["fail"])
     return _result(ctx)
 
 

@@ -256,10 +256,14 @@ async def test_statement_timeout_local_bounds_the_rest_of_the_transaction(
 ) -> None:
     """What the worker's teardown runs before unregistering: a statement after it in the
     same transaction is cancelled at the timeout; the next transaction has no limit."""
+
+    async def sleep_bounded(conn: psycopg.AsyncConnection[Any]) -> None:
+        async with conn.transaction():
+            await fetch(conn, _sql.setting_statement_timeout_local, {"milliseconds": "100"})
+            await conn.execute("SELECT pg_sleep(5)")
+
     async with pool.connection() as conn:
         with pytest.raises(psycopg.errors.QueryCanceled):
-            async with conn.transaction():
-                await fetch(conn, _sql.setting_statement_timeout_local, {"milliseconds": "100"})
-                await conn.execute("SELECT pg_sleep(5)")
+            await sleep_bounded(conn)
         cur = await conn.execute("SHOW statement_timeout")
         assert await cur.fetchone() == ("0",)
