@@ -18,7 +18,7 @@ import click
 
 from pgtasq import _cli_output as output
 from pgtasq import _cli_tasks
-from pgtasq._cli_boundary import CommandSettings, connection, json_option
+from pgtasq._cli_boundary import CommandSettings, connection, failures, json_option
 from pgtasq.client import RETENTION_DEFAULT, Client, DailyStats
 
 HISTORY_DAYS_DEFAULT = 7  # Client.queue_history's default
@@ -53,12 +53,20 @@ def _pause_command(paused: bool) -> click.Command:
     verb = "pause" if paused else "resume"
 
     @click.argument("name")
+    @click.option(
+        "--create",
+        is_flag=True,
+        envvar=f"PGTASQ_QUEUES_{verb.upper()}_CREATE",
+        show_envvar=True,
+        help="Also for a queue that does not exist yet (no task, never paused).",
+    )
     @json_option
     @click.pass_obj
-    def command(settings: CommandSettings, name: str, as_json: bool) -> None:
+    def command(settings: CommandSettings, name: str, create: bool, as_json: bool) -> None:
         with connection(settings) as conn:
             client = Client(schema=settings.schema)
-            (client.pause_queue if paused else client.resume_queue)(name, conn=conn)
+            change = client.pause_queue if paused else client.resume_queue
+            change(name, conn=conn, create=create)
         if as_json:
             output.print_json({"queue": name, "paused": paused})
         else:
@@ -180,8 +188,16 @@ def stats(settings: CommandSettings, as_json: bool) -> None:
 @json_option
 @click.pass_obj
 def events(settings: CommandSettings, timeout: float | None, as_json: bool) -> None:
-    """Print task events as they happen (started/completed/… need workers with events on)."""
-    with settings.database(quiet=True) as dsn, Client(dsn, schema=settings.schema) as client:
+    """Print task events as they happen (started/completed/… need workers with events on).
+
+    If the connection is lost (a server restart), the command ends with one error line
+    and exit code 1.
+    """
+    with (
+        failures(settings.schema),
+        settings.database(quiet=True) as dsn,
+        Client(dsn, schema=settings.schema) as client,
+    ):
         for event in client.events(timeout=timeout):
             if as_json:
                 output.print_json(dataclasses.asdict(event))

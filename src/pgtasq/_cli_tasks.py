@@ -222,11 +222,12 @@ def _change_all(
     progress = output.Progress(action)
     with connection(settings) as conn:
         client = Client(schema=settings.schema)
+        matching = client.list_tasks(task_filter.limit(1), conn=conn).total
         if not confirmed:
-            matching = client.list_tasks(task_filter.limit(1), conn=conn).total
             raise click.UsageError(
                 f"this deletes every task the filters select ({matching} now); add --yes to confirm"
             )
+        progress.total = matching  # those that match now; the count may end a little off
         change: Callable[..., int] = getattr(client, f"{action}_tasks")
         try:
             count = change(task_filter, conn=conn, batch_size=batch_size, progress=progress)

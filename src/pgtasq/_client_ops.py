@@ -15,6 +15,7 @@ from typing import Any
 
 from pgtasq import _sql
 from pgtasq.errors import (
+    QueueNotFound,
     TaskAlreadyAvailable,
     TaskAlreadyFinalized,
     TaskNotFound,
@@ -278,10 +279,14 @@ def list_queues(stmts: _sql.Statements) -> Op:
     ]
 
 
-def pause_queue(stmts: _sql.Statements, name: str, paused: bool) -> Op:
+def pause_queue(stmts: _sql.Statements, name: str, paused: bool, create: bool = True) -> Op:
+    """Pause or resume a queue; without ``create``, only one that exists (a row in
+    ``queues`` or any task), else `QueueNotFound`."""
     if not isinstance(name, str) or not name or len(name) > NAME_MAX_LENGTH:
         raise InvalidFilter(f"queue name must be 1 to {NAME_MAX_LENGTH} characters, got {name!r}")
-    yield stmts.queue_pause, {"name": name, "paused": paused}
+    rows = yield stmts.queue_pause, {"name": name, "paused": paused, "create": bool(create)}
+    if not rows:
+        raise QueueNotFound(name)
     return None
 
 

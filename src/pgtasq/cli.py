@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import importlib
 import json
+import logging
 import os
 import signal
 import sys
@@ -24,7 +25,7 @@ import psycopg
 
 from pgtasq import _cli_admin, _dsn, _embedded, _logs, _migrate, _supervisor
 from pgtasq import demo as _demo
-from pgtasq._cli_boundary import F
+from pgtasq._cli_boundary import F, first_line
 from pgtasq._dsn import redact
 from pgtasq.consumer import Consumer
 from pgtasq.errors import ConfigurationError, PgtasqError
@@ -220,7 +221,7 @@ def cli(
 @click.pass_obj
 def migrate(settings: _Settings, as_sql: bool, revision: str, downgrade_to: str | None) -> None:
     """Create or upgrade pgtasq's tables (Alembic migrations)."""
-    with _errors():
+    with _errors(), _alembic_errors():
         if as_sql:
             if downgrade_to:
                 raise click.UsageError("--sql prints the upgrade only")
@@ -233,6 +234,17 @@ def migrate(settings: _Settings, as_sql: bool, revision: str, downgrade_to: str 
                 _migrate.migrate(dsn, schema=settings.schema, revision=revision)
             current = _migrate.current_revision(dsn, schema=settings.schema)
         click.echo(f"schema {settings.schema}: at revision {current or 'base (no pgtasq tables)'}")
+
+
+@contextlib.contextmanager
+def _alembic_errors() -> Iterator[None]:
+    """Alembic's own errors (an unknown revision, …) as one line, exit 1."""
+    from alembic.util import CommandError
+
+    try:
+        yield
+    except CommandError as exc:
+        _fail(str(exc))
 
 
 def _show(infos: list[TaskInfo]) -> None:
@@ -288,6 +300,14 @@ def _load(path: str) -> object:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise click.BadParameter(f"cannot import {module_name!r}: {exc}") from exc
+    except PgtasqError:
+        raise  # an invalid cron, queue, setting…: one line (`_errors`)
+    except Exception as exc:
+        logging.getLogger("pgtasq.cli").debug("importing %s failed", module_name, exc_info=True)
+        raise click.ClickException(
+            f"importing {module_name!r} raised {type(exc).__name__}: {first_line(exc)} "
+            "(--log-level DEBUG shows the traceback)"
+        ) from exc
     return getattr(module, attr, None)
 
 
@@ -300,7 +320,8 @@ def scheduler(settings: _Settings, app: str) -> None:
     Run as many as you like: each tick of each entry is enqueued once.
     """
     settings.setup_logging()
-    sched = _load_scheduler(app)
+    with _errors():
+        sched = _load_scheduler(app)
     with _errors(), settings.database(quiet=True) as dsn:
         sched.bind(dsn, schema=settings.schema if settings.schema_given else None)
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -380,8 +401,8 @@ def worker(
     """
     settings.setup_logging()
     _supervisor.while_starting()
-    consumer = _load_consumer(app)
     with _errors():
+        consumer = _load_consumer(app)
         consumer.configure(concurrency=concurrency, queues=queues, strict=strict, lease=lease)
         with settings.database(quiet=True) as dsn:
             if processes > 1:
