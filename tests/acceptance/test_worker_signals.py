@@ -172,3 +172,14 @@ def test_a_worker_that_cannot_stop_exits_at_the_teardown_deadline(
     took = time.monotonic() - signalled
     assert 7.5 <= took < 25, f"exited after {took:.1f} s"
     assert worker.log().count("did not finish stopping in time") == 1, worker.log()
+
+
+def test_ctrl_c_while_a_single_worker_starts(pg_dsn: str, app_schema: str, spawn: Spawn) -> None:
+    """One process, Ctrl-C while its application is imported: exit 130 (interrupted), no
+    traceback and no "Aborted!"."""
+    worker = spawn(pg_dsn, app_schema, env={"WORKER_APP_IMPORT_DELAY": "3"}, ready=False)
+    time.sleep(1.5)
+    os.killpg(worker.pid, signal.SIGINT)
+    assert worker.wait(15) == 130, worker.log()
+    assert "Traceback" not in worker.log() and "Aborted" not in worker.log(), worker.log()
+    assert worker_pids(pg_dsn, app_schema) == set()
