@@ -22,7 +22,7 @@ import psycopg
 
 import pgtasq
 
-CHANNEL = "pgtasq_pgtasq"  # the NOTIFY channel of schema "pgtasq" (pgtasq_<schema>)
+CHANNEL = "pgtasq_w_pgtasq"  # the wake-up channel of schema "pgtasq" (pgtasq_w_<schema>)
 
 
 def database_url() -> str:

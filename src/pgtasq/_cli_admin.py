@@ -70,7 +70,7 @@ def _pause_command(paused: bool) -> click.Command:
         if as_json:
             output.print_json({"queue": name, "paused": paused})
         else:
-            click.echo(f"queue {name}: {'paused' if paused else 'resumed'}")
+            click.echo(output.printable(f"queue {name}: {'paused' if paused else 'resumed'}"))
 
     command.__doc__ = (
         "Stop workers from claiming NAME's tasks (running ones finish)."
@@ -203,9 +203,8 @@ def events(settings: CommandSettings, timeout: float | None, as_json: bool) -> N
                 output.print_json(dataclasses.asdict(event))
             else:
                 what = ",".join(event.queues) if event.kind == "enqueued" else event.task_ids
-                click.echo(
-                    f"{event.kind:<10} {event.count if event.count is not None else '-':>5} {what}"
-                )
+                count = event.count if event.count is not None else "-"
+                click.echo(output.printable(f"{event.kind:<10} {count:>5} {what}"))
 
 
 @click.command()

@@ -19,6 +19,7 @@ import click
 import psycopg
 from psycopg import errors as pg_errors
 
+from pgtasq._cli_output import printable
 from pgtasq._dsn import redact
 from pgtasq.errors import DatabaseUnavailable, PgtasqError
 
@@ -40,9 +41,10 @@ _NOT_MIGRATED = (pg_errors.UndefinedTable, pg_errors.UndefinedObject, pg_errors.
 
 
 def first_line(exc: BaseException) -> str:
-    """The first line of what ``exc`` says, with any password blanked."""
+    """The first line of an error's message, printable on a terminal (it may quote data),
+    with any password blanked."""
     text = str(exc).strip()
-    return redact(text.splitlines()[0]) if text else type(exc).__name__
+    return printable(redact(text.splitlines()[0])) if text else type(exc).__name__
 
 
 def _message(exc: BaseException, schema: str | None) -> str:

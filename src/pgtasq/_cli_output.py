@@ -1,6 +1,13 @@
 """How the ``pgtasq`` admin commands print: aligned columns, JSON, and progress on stderr.
 
 JSON: objects (dataclasses as dicts), ISO 8601 datetimes and dates, durations in seconds.
+
+Task data (types, queue names, payloads, error messages, anything a producer, a handler or a
+NOTIFY wrote) never reaches the terminal raw: every character a terminal could act on
+instead of showing (C0 controls including newline and tab, DEL, C1 controls such as the
+8-bit CSI, the bidirectional overrides and isolates, the line and paragraph separators) is
+printed as an escape, ``\\x1b`` or ``\\u202e`` (`printable`). JSON output writes the same
+characters as ``\\u`` escapes, which JSON readers decode to the same strings.
 """
 
 from __future__ import annotations
@@ -8,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -16,10 +24,27 @@ from typing import Any
 
 import click
 
-from pgtasq._client_ops import QueueInfo, WorkerInfo
+from pgtasq._client_ops import Preview, QueueInfo, WorkerInfo
 from pgtasq.models import TaskInfo
 
 PAYLOAD_COLUMN_WIDTH = 40
+
+# What a terminal may act on rather than show (see the module docstring).
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def printable(value: str) -> str:
+    """``value`` with every character a terminal could act on written as an escape."""
+    return _UNSAFE.sub(_escape, value)
+
+
+def _json_escape(match: re.Match[str]) -> str:
+    return f"\\u{ord(match.group()):04x}"
 
 
 def _json_default(value: object) -> object:
@@ -31,6 +56,8 @@ def _json_default(value: object) -> object:
 
 
 def _plain(value: object) -> object:
+    if isinstance(value, TaskInfo):
+        return _task_plain(value)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return dataclasses.asdict(value)
     if isinstance(value, list):
@@ -38,8 +65,26 @@ def _plain(value: object) -> object:
     return value
 
 
+def _task_plain(task: TaskInfo) -> dict[str, Any]:
+    """A task as JSON: a value not loaded (a `Preview`) is ``<name>_preview`` (its text) and
+    ``<name>_truncated`` instead of ``<name>``, so it is never taken for the value."""
+    plain = dataclasses.asdict(dataclasses.replace(task, payload=None, result=None))
+    for name in ("payload", "result"):
+        value = getattr(task, name)
+        if isinstance(value, Preview):
+            del plain[name]
+            plain[f"{name}_preview"] = value.text
+            plain[f"{name}_truncated"] = value.truncated
+        else:
+            plain[name] = value
+    return plain
+
+
 def print_json(value: object) -> None:
-    click.echo(json.dumps(_plain(value), default=_json_default, ensure_ascii=False))
+    dumped = json.dumps(_plain(value), default=_json_default, ensure_ascii=False)
+    # json escapes C0 itself; DEL, C1 and the rest can only stand inside strings, where a
+    # \u escape is the same character to a reader.
+    click.echo(_UNSAFE.sub(_json_escape, dumped))
 
 
 def text(value: object) -> str:
@@ -57,8 +102,10 @@ def text(value: object) -> str:
     if isinstance(value, timedelta):
         return f"{value.total_seconds():.1f}s"
     if isinstance(value, str):
-        return value
-    return json.dumps(value, default=_json_default, ensure_ascii=False)
+        return printable(value)
+    if isinstance(value, Preview):
+        return printable(str(value))
+    return printable(json.dumps(value, default=_json_default, ensure_ascii=False))
 
 
 def _clip(cell: str, width: int) -> str:
@@ -168,8 +215,10 @@ def task_details(task: TaskInfo) -> None:
     for error in task.errors:
         message = (str(error.get("message") or "").strip().splitlines() or [""])[0]
         click.echo(
-            f"  attempt {error.get('attempt', '?')} at {error.get('at', '?')}: "
-            f"{error.get('error', '?')}: {message}"
+            printable(
+                f"  attempt {error.get('attempt', '?')} at {error.get('at', '?')}: "
+                f"{error.get('error', '?')}: {message}"
+            )
         )
 
 

@@ -148,13 +148,27 @@ def tasks() -> None:
 
 @tasks.command("list")
 @_filter_options("PGTASQ_TASKS_LIST", page=True)
+@click.option(
+    "--full",
+    is_flag=True,
+    envvar="PGTASQ_TASKS_LIST_FULL",
+    show_envvar=True,
+    help="With --json: whole payloads, results and errors, instead of the first 200 "
+    "characters of payload and result (payload_preview, result_preview) and the latest error.",
+)
 @json_option
 @click.pass_obj
-def tasks_list(settings: CommandSettings, task_filter: TaskFilter, as_json: bool) -> None:
-    """List the tasks the filters select (all of them without filters)."""
+def tasks_list(
+    settings: CommandSettings, task_filter: TaskFilter, full: bool, as_json: bool
+) -> None:
+    """List the tasks the filters select (all of them without filters).
+
+    Reads only what it prints: previews of payloads and results (`tasks get` shows a whole
+    task), unless --json --full.
+    """
     with connection(settings) as conn:
         client = Client(schema=settings.schema)
-        page = client.list_tasks(task_filter, conn=conn)
+        page = client.list_tasks(task_filter, conn=conn, full=full and as_json)
     if as_json:
         output.print_json(page.tasks)
         return

@@ -31,6 +31,32 @@ TASK_COLUMNS = """id, queue, type, payload::text AS payload, priority, status::t
     errors::text AS errors, result::text AS result, locked_by, locked_until,
     created_at, updated_at, attempted_at, finalized_at, retention"""
 
+# The row as `list_tasks(full=False)` reads it: the same columns, but of the payload and the
+# result only their first PREVIEW_CHARS + 1 characters of JSON text (the one past says
+# that there is more), and of the errors only the latest, without its traceback. A listing
+# then costs what it shows, whatever the tasks carry.
+PREVIEW_CHARS = 200
+
+
+def _preview_columns() -> str:
+    columns = TASK_COLUMNS
+    for full, light in (
+        ("payload::text AS payload", f"left(payload::text, {PREVIEW_CHARS + 1}) AS payload"),
+        ("result::text AS result", f"left(result::text, {PREVIEW_CHARS + 1}) AS result"),
+        (
+            "errors::text AS errors",
+            "CASE WHEN errors = '[]' THEN '[]' "
+            "ELSE jsonb_build_array((errors -> -1) - 'traceback')::text END AS errors",
+        ),
+    ):
+        if full not in columns:  # TASK_COLUMNS changed: say so at import, not in a listing
+            raise AssertionError(f"TASK_COLUMNS has no {full!r}")
+        columns = columns.replace(full, light)
+    return columns
+
+
+TASK_COLUMNS_PREVIEW = _preview_columns()
+
 # The columns of one enqueue, in the order of the unnest() in task_insert.
 INSERT_ARRAYS = (
     ("queue", "text"),
@@ -50,6 +76,9 @@ INSERT_ARRAYS = (
 # batch sets them (a column left out costs the server nothing: its default is now() or NULL).
 COPY_COLUMNS = ("id", "queue", "type", "payload", "priority", "max_attempts")
 COPY_COLUMNS_OPTIONAL = ("run_at", "timeout", "deadline", "retention")
+
+# The idempotency keys of scheduler ticks start with this (see `scheduler.entry_key_prefix`).
+SCHEDULE_KEY_PREFIX = "pgtasq:schedule:"
 
 # A wake-up payload longer than this (PostgreSQL refuses over 8000 bytes) says "*": any queue.
 NOTIFY_PAYLOAD_MAX = 7900
@@ -103,18 +132,34 @@ class Statement:
         return text(_PLACEHOLDER.sub(r":\1", self.text))
 
 
-def notify_channel(schema: str) -> str:
-    """The LISTEN/NOTIFY channel of one schema (a plain identifier, at most 63 characters)."""
+# The channels of a schema: one per purpose, ``pgtasq_<purpose>_<schema>``. A schema name is
+# lower-case letters, digits and "_", so a name too long for PostgreSQL's 63-byte limit is
+# replaced by a hash behind "#" (a character no schema name has): a hashed channel never
+# equals a plain one, and the purpose letter sits at a fixed place, so no two schemas and no
+# two purposes ever share a channel.
+CHANNEL_PURPOSES = {"wake": "w", "events": "e"}
+_CHANNEL_MAX = 63
+
+
+def channel_name(purpose: str, schema: str) -> str:
+    """The LISTEN/NOTIFY channel of one purpose (``wake``, ``events``) of one schema."""
     check_schema_name(schema)
-    channel = f"pgtasq_{schema}"
-    if len(channel) > 63:
-        channel = "pgtasq_" + hashlib.sha1(schema.encode()).hexdigest()[:32]
+    head = f"pgtasq_{CHANNEL_PURPOSES[purpose]}"
+    channel = f"{head}_{schema}"
+    if len(channel) > _CHANNEL_MAX:
+        digest = hashlib.sha256(schema.encode()).hexdigest()
+        channel = f"{head}#{digest[: _CHANNEL_MAX - len(head) - 1]}"
     return channel
+
+
+def notify_channel(schema: str) -> str:
+    """The channel that wakes a schema's idle workers (its payload: the queues)."""
+    return channel_name("wake", schema)
 
 
 def events_channel(schema: str) -> str:
     """The channel task events go out on (see `Client.events`)."""
-    return notify_channel(schema)[:56] + "_events"
+    return channel_name("events", schema)
 
 
 # At most this many ids per event notification (NOTIFY payloads are limited to 8000 bytes);
@@ -674,9 +719,11 @@ RETURNING id, last_run_at, next_run_at
         f"""
 SELECT id, cron, timezone, task_type, payload::text AS payload, options::text AS options,
        last_run_at, next_run_at, created_at, updated_at,
-       -- the tasks this entry enqueued (their idempotency keys name the entry)
+       -- the tasks this entry enqueued: their keys start with scheduler.entry_key_prefix,
+       -- which names the entry exactly (length-prefixed, so `rep` never matches `rep:eu`)
        coalesce((SELECT array_agg(t.id ORDER BY t.id DESC) FROM {s}.tasks t
-                 WHERE starts_with(t.idempotency_key, 'pgtasq-schedule:' || sc.id || ':')),
+                 WHERE starts_with(t.idempotency_key, '{SCHEDULE_KEY_PREFIX}'
+                                   || char_length(sc.id) || ':' || sc.id || ':')),
                 '{{}}') AS task_ids
 FROM {s}.schedules sc
 WHERE CAST(%(ids)s AS text[]) IS NULL OR id = ANY(CAST(%(ids)s AS text[]))
@@ -784,8 +831,11 @@ def task_filter_where(schema: str, f: TaskFilter) -> tuple[str, dict[str, Any]]:
     return " AND ".join(clauses) or "true", params
 
 
-def task_list(schema: str, f: TaskFilter) -> tuple[Statement, dict[str, Any]]:
+def task_list(schema: str, f: TaskFilter, *, full: bool = True) -> tuple[Statement, dict[str, Any]]:
     """A page of tasks with the count of all the filter selects (ignoring the page).
+
+    ``full=False``: the rows in `TASK_COLUMNS_PREVIEW` (previews of payload and result, the
+    latest error), for a listing that shows a column of each.
 
     One statement, so the page and the total come from one snapshot and agree even while
     other sessions write. Every row carries ``total``; an empty page is one row whose task
@@ -806,7 +856,7 @@ def task_list(schema: str, f: TaskFilter) -> tuple[Statement, dict[str, Any]]:
         params = {**params, "after_value": f.cursor.value, "after_id": f.cursor.id}
     text = f"""
 WITH page AS (
-    SELECT {TASK_COLUMNS} FROM {schema}.tasks WHERE {page_where}
+    SELECT {TASK_COLUMNS if full else TASK_COLUMNS_PREVIEW} FROM {schema}.tasks WHERE {page_where}
     ORDER BY {field} {direction}, id {direction}
     LIMIT {int(f.limit_rows) + 1} OFFSET {int(f.offset_rows)}
 ),
@@ -814,32 +864,39 @@ counted AS (SELECT count(*) AS total FROM {schema}.tasks WHERE {where})
 SELECT counted.total, page.* FROM counted LEFT JOIN page ON true
 ORDER BY page.{field} {direction}, page.id {direction}
 """
-    return Statement("task_list", text), params
+    return Statement("task_list" if full else "task_list_preview", text), params
 
 
 def task_bulk(schema: str, action: str, f: TaskFilter) -> tuple[Statement, dict[str, Any]]:
-    """One batch of a bulk cancel / retry / delete; run it until it changes fewer than %(batch)s."""
+    """One batch of a bulk cancel / retry / delete: the first %(batch)s rows past id %(after)s.
+
+    The caller runs it with ``after`` set to the largest id of the previous batch (keyset),
+    so each batch starts where the last one stopped instead of reading the rows already
+    changed again; a filter by ids gets its ids in sorted slices (``ids``), one per batch.
+    The change reaches its rows by primary key (``= ANY(ARRAY(…))``), never by a scan of
+    the table. Returns the changed ids.
+    """
     where, params = task_filter_where(schema, f)
     batch = (
         f"SELECT id AS batch_id FROM {schema}.tasks WHERE {where} AND {_BULK_FROM_STATES[action]} "
+        "AND id > CAST(%(after)s AS bigint) "
         "ORDER BY id LIMIT CAST(%(batch)s AS int) FOR UPDATE SKIP LOCKED"
     )
+    by_id = "t.id = ANY(ARRAY(SELECT batch_id FROM batch))"
     if action == "delete":
-        change = (
-            f"DELETE FROM {schema}.tasks t USING batch WHERE t.id = batch.batch_id RETURNING t.id"
-        )
+        change = f"DELETE FROM {schema}.tasks t WHERE {by_id} RETURNING t.id"
     elif action == "cancel":
         change = (
             f"UPDATE {schema}.tasks t SET status = 'cancelled', finalized_at = now(), "
             "locked_by = NULL, locked_until = NULL, updated_at = now() "
-            "FROM batch WHERE t.id = batch.batch_id RETURNING t.id"
+            f"WHERE {by_id} RETURNING t.id"
         )
     else:
         change = (
             f"UPDATE {schema}.tasks t SET status = 'pending', finalized_at = NULL, run_at = now(), "
             "updated_at = now(), max_attempts = greatest(t.max_attempts, t.attempts + 1), "
             "locked_by = NULL, locked_until = NULL "
-            "FROM batch WHERE t.id = batch.batch_id RETURNING t.id, t.queue"
+            f"WHERE {by_id} RETURNING t.id, t.queue"
         )
     channel = notify_channel(schema)
     text = (

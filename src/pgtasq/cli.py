@@ -26,6 +26,7 @@ import psycopg
 from pgtasq import _cli_admin, _dsn, _embedded, _logs, _migrate, _supervisor
 from pgtasq import demo as _demo
 from pgtasq._cli_boundary import F, first_line
+from pgtasq._cli_output import printable
 from pgtasq._dsn import redact
 from pgtasq.consumer import Consumer
 from pgtasq.errors import ConfigurationError, PgtasqError
@@ -60,7 +61,7 @@ class _Settings:
 
 
 def _fail(message: str) -> None:
-    click.echo(f"error: {redact(message)}", err=True)
+    click.echo(f"error: {printable(redact(message))}", err=True)
     sys.exit(1)
 
 
@@ -460,10 +461,10 @@ def main() -> None:
         code = cli.main(prog_name="pgtasq", standalone_mode=False)
     except click.UsageError as exc:
         where = f" (see: {exc.ctx.command_path} --help)" if exc.ctx is not None else ""
-        click.echo(f"error: {redact(exc.format_message())}{where}", err=True)
+        click.echo(f"error: {printable(redact(exc.format_message()))}{where}", err=True)
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
-        click.echo(f"error: {redact(exc.format_message())}", err=True)
+        click.echo(f"error: {printable(redact(exc.format_message()))}", err=True)
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
         sys.exit(130)

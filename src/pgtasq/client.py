@@ -29,6 +29,7 @@ from pgtasq import _client_ops as ops
 from pgtasq import _sql
 from pgtasq._client_ops import (
     DailyStats,
+    Preview,
     Progress,
     QueueInfo,
     ScheduleInfo,
@@ -55,6 +56,7 @@ __all__ = [
     "AsyncClient",
     "Client",
     "DailyStats",
+    "Preview",
     "QueueInfo",
     "ScheduleInfo",
     "Stats",
@@ -112,8 +114,17 @@ class Client:
         result: TaskInfo = self._run(ops.get_task(self._stmts, task_id), conn)
         return result
 
-    def list_tasks(self, task_filter: TaskFilter | None = None, *, conn: object = None) -> TaskPage:
-        result: TaskPage = self._run(ops.list_tasks(self._stmts, task_filter or TaskFilter()), conn)
+    def list_tasks(
+        self, task_filter: TaskFilter | None = None, *, conn: object = None, full: bool = True
+    ) -> TaskPage:
+        """A page of the tasks the filter selects, and how many it selects in all.
+
+        ``full=False`` reads what a listing shows and no more: ``payload`` and ``result``
+        are a `Preview` (the first 200 characters of their JSON) and ``errors`` holds the
+        latest error only, without its traceback; `get_task` reads the whole row.
+        """
+        op = ops.list_tasks(self._stmts, task_filter or TaskFilter(), full)
+        result: TaskPage = self._run(op, conn)
         return result
 
     def cancel_task(self, task_id: int, *, conn: object = None) -> TaskInfo:
@@ -280,9 +291,10 @@ class AsyncClient:
         return result
 
     async def list_tasks(
-        self, task_filter: TaskFilter | None = None, *, conn: object = None
+        self, task_filter: TaskFilter | None = None, *, conn: object = None, full: bool = True
     ) -> TaskPage:
-        op = ops.list_tasks(self._stmts, task_filter or TaskFilter())
+        """See `Client.list_tasks`."""
+        op = ops.list_tasks(self._stmts, task_filter or TaskFilter(), full)
         result: TaskPage = await self._run(op, conn)
         return result
 

@@ -24,6 +24,9 @@ PRIORITY_MAX = 100
 MAX_ATTEMPTS_DEFAULT = 5
 NAME_MAX_LENGTH = 128
 IDEMPOTENCY_KEY_MAX_LENGTH = 255
+# Idempotency keys pgtasq itself uses (the scheduler's ticks) start with this; a task of
+# yours cannot take one (TaskValidationError), so it cannot suppress a tick.
+RESERVED_KEY_PREFIX = "pgtasq:"
 PAYLOAD_MAX_BYTES_DEFAULT = 1024 * 1024
 
 Seconds = float | int | timedelta
@@ -173,6 +176,12 @@ class Task:
             _seconds("retention", retention)
         if idempotency_key is not None:
             _name("idempotency_key", idempotency_key, IDEMPOTENCY_KEY_MAX_LENGTH)
+            if idempotency_key.startswith(RESERVED_KEY_PREFIX):
+                raise TaskValidationError(
+                    "idempotency_key",
+                    f"keys starting with {RESERVED_KEY_PREFIX!r} are reserved for pgtasq's own "
+                    "tasks (scheduler ticks)",
+                )
         _set_fields(
             self,
             "__dict__",
@@ -194,6 +203,16 @@ class Task:
     def with_options(self, **options: Any) -> Task:
         """A copy of this task with some fields changed (validated again)."""
         return dataclasses.replace(self, **options)
+
+
+def _with_reserved_key(task: Task, key: str) -> Task:
+    """A copy of ``task`` with one of pgtasq's own keys (see `RESERVED_KEY_PREFIX`), which
+    `Task` refuses from anyone else. The caller builds ``key`` and vouches for it."""
+    if not key.startswith(RESERVED_KEY_PREFIX) or len(key) > IDEMPOTENCY_KEY_MAX_LENGTH:
+        raise ValueError(f"not a reserved key: {key!r}")
+    copy: Task = object.__new__(Task)
+    _set_fields(copy, "__dict__", {**task.__dict__, "idempotency_key": key})
+    return copy
 
 
 # The C parts of the json module (None where they are missing, as json itself allows).

@@ -1,10 +1,13 @@
 """Periodic tasks from cron expressions: `Scheduler`, exactly once per tick.
 
 Each entry (`Schedule`) is a cron expression, a time zone and a `Task`. Every tick of every
-entry is enqueued with the idempotency key ``pgtasq-schedule:{entry id}:{tick in UTC, ISO}``,
-so any number of schedulers, on any number of hosts, may run the same entries: the unique
-index on the key lets one task per tick through, and the others get the existing task back
-(counted as ``existing``). In the same transaction the entry is upserted into
+entry is enqueued with the idempotency key
+``pgtasq:schedule:{length of the entry id}:{entry id}:{tick in UTC, ISO}``, so any number of
+schedulers, on any number of hosts, may run the same entries: the unique index on the key
+lets one task per tick through, and the others get the existing task back (counted as
+``existing``). Keys starting with ``pgtasq:`` are reserved (`models.RESERVED_KEY_PREFIX`):
+no producer can take a tick's key. The length prefix keeps entry ``rep``'s keys from
+starting like those of ``rep:eu``. In the same transaction the entry is upserted into
 ``<schema>.schedules`` (cron, time zone, task type, payload, options, ``last_run_at``,
 ``next_run_at``); racing schedulers queue on that row, so they never deadlock.
 
@@ -13,7 +16,11 @@ Cron expressions (parsed by croniter):
 - 5 fields: ``minute hour day-of-month month day-of-week``;
 - 6 fields: a *seconds* field first: ``second minute hour day-of-month month day-of-week``;
 - aliases: ``@yearly`` (``@annually``), ``@monthly``, ``@weekly``, ``@daily``
-  (``@midnight``), ``@hourly``.
+  (``@midnight``), ``@hourly``;
+- croniter's ``R`` (random) field is refused (`InvalidSchedule`): every scheduler process
+  would draw its own value, so schedulers would disagree on the ticks and a tick would no
+  longer be enqueued exactly once. ``H`` (hashed) is refused too (it needs a hash id, which
+  pgtasq does not pass). Write the value out instead (``17 * * * *``).
 
 Ticks are computed in the entry's time zone (an IANA name, via zoneinfo; ``UTC`` by default).
 An invalid expression or zone raises `InvalidSchedule` at `Scheduler.register` (or when a
@@ -51,6 +58,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import re
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
@@ -66,7 +74,13 @@ from pgtasq import _sql
 from pgtasq._database import RETRYABLE, Backoff, short_error
 from pgtasq._pool import LazyPool
 from pgtasq.errors import ConfigurationError, InvalidSchedule
-from pgtasq.models import IDEMPOTENCY_KEY_MAX_LENGTH, PAYLOAD_MAX_BYTES_DEFAULT, Task, dump_payload
+from pgtasq.models import (
+    IDEMPOTENCY_KEY_MAX_LENGTH,
+    PAYLOAD_MAX_BYTES_DEFAULT,
+    Task,
+    _with_reserved_key,
+    dump_payload,
+)
 from pgtasq.producer import Producer
 from pgtasq.tables import SCHEMA_DEFAULT, check_schema_name
 
@@ -81,15 +95,28 @@ MISSED_DEFAULT: Missed = "skip"
 PROVIDER_INTERVAL_DEFAULT = 60.0
 SLEEP_MAX_DEFAULT = 60.0
 MAX_TICKS_PER_RUN_DEFAULT = 100
-KEY_PREFIX = "pgtasq-schedule"
+# The keys of ticks: in pgtasq's reserved namespace (no producer can take one), the entry id
+# length-prefixed so that one entry's keys never start like another's (`rep` vs `rep:eu`).
+KEY_PREFIX = _sql.SCHEDULE_KEY_PREFIX  # "pgtasq:schedule:", under models.RESERVED_KEY_PREFIX
 ALIASES = frozenset(
     {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"}
 )
 # The longest tick suffix of a key: ":" + "2026-03-29T01:00:00+00:00".
 _TICK_SUFFIX_LENGTH = 26
-ENTRY_ID_MAX_LENGTH = IDEMPOTENCY_KEY_MAX_LENGTH - len(KEY_PREFIX) - 1 - _TICK_SUFFIX_LENGTH
+# ... and the longest length prefix, "209:".
+ENTRY_ID_MAX_LENGTH = IDEMPOTENCY_KEY_MAX_LENGTH - len(KEY_PREFIX) - 4 - _TICK_SUFFIX_LENGTH
 
 _UTC = timezone.utc
+
+# croniter's "R" (random) and "H" (hashed) fields, with an optional range and step: "R",
+# "H(0-29)", "R/5". R draws a value per process, so schedulers would disagree on the ticks
+# and "once per tick" would break; H needs a hash id, which pgtasq does not pass.
+_DRAWN_FIELD = re.compile(r"^([hr])(\(\d+-\d+\))?(/\d+)?$", re.IGNORECASE)
+_DRAWN_MESSAGE = {
+    "r": "the R (random) field is not supported: every scheduler would draw its own value, "
+    "so a tick would not be the same across schedulers; write the value out",
+    "h": "the H (hashed) field is not supported; write the value out",
+}
 
 
 def _utc_now() -> datetime:
@@ -112,12 +139,21 @@ def check_cron(cron: str) -> bool:
     if len(fields) not in (5, 6):
         raise InvalidSchedule("cron", cron, f"expected 5 or 6 fields, got {len(fields)}")
     seconds = len(fields) == 6
+    for field in fields:
+        drawn = _DRAWN_FIELD.match(field)
+        if drawn:
+            raise InvalidSchedule("cron", cron, _DRAWN_MESSAGE[drawn.group(1).lower()])
     try:
         it = croniter.croniter(expr, datetime(2000, 1, 1, tzinfo=_UTC), second_at_beginning=seconds)
         it.get_next(datetime)
     except (ValueError, KeyError, TypeError, IndexError) as exc:
         raise InvalidSchedule("cron", cron, str(exc) or type(exc).__name__) from exc
     return seconds
+
+
+def entry_key_prefix(entry_id: str) -> str:
+    """How the idempotency keys of an entry's ticks start (`_sql` matches the same text)."""
+    return f"{KEY_PREFIX}{len(entry_id)}:{entry_id}:"
 
 
 def check_timezone(name: str) -> ZoneInfo:
@@ -193,8 +229,8 @@ class Schedule:
         return following if following <= now else prev
 
     def key(self, tick: datetime) -> str:
-        """The idempotency key of one tick."""
-        return f"{KEY_PREFIX}:{self.id}:{tick.astimezone(_UTC).isoformat()}"
+        """The idempotency key of one tick (`entry_key_prefix` and the tick)."""
+        return f"{entry_key_prefix(self.id)}{tick.astimezone(_UTC).isoformat()}"
 
     def options(self) -> dict[str, Any]:
         """The task's options, as the schedules table stores them (durations in seconds)."""
@@ -503,7 +539,7 @@ class Scheduler:
         with _entry_transaction(conn):
             self._fetch(conn, self._stmts.schedule_upsert, params)
             for tick in todo.ticks:
-                task = entry.task.with_options(idempotency_key=entry.key(tick))
+                task = _with_reserved_key(entry.task, entry.key(tick))
                 created += self._producer.enqueue(task, conn=conn).created
         return created
 

@@ -67,7 +67,7 @@ def test_two_schedulers_and_a_worker(pg_dsn: str, schema: str) -> None:
     ticks = _ticks(pg_dsn, schema)
     keys = [k for k, _ in ticks]
     assert len(keys) >= 3 and len(keys) == len(set(keys))  # one task per tick, three schedulers
-    assert all(k.startswith("pgtasq-schedule:every-second:") for k in keys)
+    assert all(k.startswith("pgtasq:schedule:12:every-second:") for k in keys)
     assert any(status == "completed" for _, status in ticks)
     out = subprocess.run(
         _cli(pg_dsn, schema, "schedules", "--json"),

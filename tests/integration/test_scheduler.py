@@ -11,7 +11,15 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from pgtasq import InvalidSchedule, Schedule, Scheduler, Task
+from pgtasq import (
+    Client,
+    InvalidSchedule,
+    Producer,
+    Schedule,
+    Scheduler,
+    Task,
+    TaskValidationError,
+)
 from tests.conftest import count_tasks
 
 UTC = timezone.utc
@@ -65,7 +73,7 @@ def test_racing_schedulers_enqueue_one_task_per_tick(pg_dsn: str, schema: str) -
     assert count_tasks(pg_dsn, schema, type="other") == ticks // 2
     keys = _keys(pg_dsn, schema)
     assert len(set(keys)) == len(keys)
-    assert "pgtasq-schedule:every-second:2026-01-01T00:00:01+00:00" in keys
+    assert "pgtasq:schedule:12:every-second:2026-01-01T00:00:01+00:00" in keys
     row = _schedules(pg_dsn, schema)["every-second"]
     assert row["last_run_at"] == T0 + timedelta(seconds=ticks)
     assert row["next_run_at"] == T0 + timedelta(seconds=ticks + 1)
@@ -92,12 +100,51 @@ def test_schedules_table_and_unregister(pg_dsn: str, schema: str) -> None:
         assert count_tasks(pg_dsn, schema, queue="q", priority=3) == 3
 
 
+def test_a_producer_cannot_take_a_ticks_key(pg_dsn: str, schema: str) -> None:
+    """A tick's key is in pgtasq's reserved namespace: a producer that tries to take it is
+    refused before any SQL, and the tick is enqueued."""
+    tick = T0 + timedelta(hours=1)
+    key = Schedule("0 * * * *", Task("tick"), id="rep").key(tick)
+    with Producer(pg_dsn, schema=schema) as producer:
+        with pytest.raises(TaskValidationError) as info:
+            producer.enqueue("squatter", idempotency_key=key)
+        assert info.value.field == "idempotency_key"
+    with Scheduler(pg_dsn, schema=schema) as s:
+        s.register("0 * * * *", Task("tick"), name="rep")
+        s.run_once(T0)
+        assert s.run_once(tick).enqueued == 1
+    assert count_tasks(pg_dsn, schema) == count_tasks(pg_dsn, schema, type="tick") == 1
+
+
+def test_list_schedules_matches_entries_exactly(pg_dsn: str, schema: str) -> None:
+    """Entry `rep` does not count the tasks of entry `rep:eu` (nor the reverse)."""
+    with Scheduler(pg_dsn, schema=schema) as s:
+        s.register("0 * * * *", Task("rep"), name="rep")
+        s.register("0 * * * *", Task("rep.eu"), name="rep:eu")
+        s.register("0 * * * *", Task("re"), name="re")
+        s.register("0 * * * *", Task("accent"), name="ré")  # lengths in characters, not bytes
+        s.run_once(T0)
+        s.run_once(T0 + timedelta(hours=2))
+    with Client(pg_dsn, schema=schema) as client:
+        listed = {e.id: e.task_ids for e in client.list_schedules()}
+        types = {entry: {client.get_task(i).type for i in ids} for entry, ids in listed.items()}
+    assert {entry: len(ids) for entry, ids in listed.items()} == {
+        "re": 2,
+        "rep": 2,
+        "rep:eu": 2,
+        "ré": 2,
+    }
+    assert types == {"re": {"re"}, "rep": {"rep"}, "rep:eu": {"rep.eu"}, "ré": {"accent"}}
+
+
 def test_invalid_entries_are_refused_before_sql(schema: str) -> None:
     s = Scheduler(schema=schema)  # no DSN: nothing could be written anyway
     with pytest.raises(InvalidSchedule, match="cron"):
         s.register("every minute", Task("t"))
     with pytest.raises(InvalidSchedule, match="timezone"):
         s.register("* * * * *", Task("t"), timezone="Europe/Atlantis")
+    with pytest.raises(InvalidSchedule, match="random"):
+        s.register("R * * * *", Task("t"))
     assert s.entries() == []
 
 
@@ -157,7 +204,7 @@ def test_missed_ticks(pg_dsn: str, schema: str, missed: str, expected: int) -> N
     keys = _keys(pg_dsn, schema)
     assert len(keys) == 2 + expected
     if expected:
-        assert keys[1] == "pgtasq-schedule:m:2026-01-01T05:00:00+00:00"
+        assert keys[1] == "pgtasq:schedule:1:m:2026-01-01T05:00:00+00:00"
 
 
 def test_dst_transitions_in_berlin(pg_dsn: str, schema: str) -> None:

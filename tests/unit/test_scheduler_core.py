@@ -6,8 +6,15 @@ from datetime import datetime, timezone
 
 import pytest
 
-from pgtasq import InvalidSchedule, PgtasqError, Schedule, Scheduler, Task
-from pgtasq.scheduler import ENTRY_ID_MAX_LENGTH, SchedulerConfig, check_cron, due
+from pgtasq import InvalidSchedule, PgtasqError, Schedule, Scheduler, Task, TaskValidationError
+from pgtasq.models import IDEMPOTENCY_KEY_MAX_LENGTH, RESERVED_KEY_PREFIX
+from pgtasq.scheduler import (
+    ENTRY_ID_MAX_LENGTH,
+    SchedulerConfig,
+    check_cron,
+    due,
+    entry_key_prefix,
+)
 
 UTC = timezone.utc
 
@@ -62,8 +69,52 @@ def test_key_and_default_id() -> None:
     assert tick == at(2026, 1, 1, 2)
     assert (
         entry.key(tick)
-        == "pgtasq-schedule:report:0 3 * * *@Europe/Berlin:2026-01-01T02:00:00+00:00"
+        == "pgtasq:schedule:30:report:0 3 * * *@Europe/Berlin:2026-01-01T02:00:00+00:00"
     )
+
+
+def test_tick_keys_are_reserved_and_name_their_entry_exactly() -> None:
+    tick = at(2026, 1, 1)
+    rep, rep_eu = (Schedule("0 * * * *", Task("t"), id=i) for i in ("rep", "rep:eu"))
+    assert rep.key(tick).startswith(RESERVED_KEY_PREFIX)
+    assert not rep_eu.key(tick).startswith(entry_key_prefix("rep"))
+    assert not rep.key(tick).startswith(entry_key_prefix("rep:eu"))
+    longest = Schedule("0 * * * *", Task("t"), id="x" * ENTRY_ID_MAX_LENGTH)
+    assert len(longest.key(at(2026, 1, 1))) <= IDEMPOTENCY_KEY_MAX_LENGTH
+
+
+@pytest.mark.parametrize("key", ["pgtasq:schedule:3:rep:2026-01-01T00:00:00+00:00", "pgtasq:x"])
+def test_producers_cannot_take_reserved_keys(key: str) -> None:
+    with pytest.raises(TaskValidationError) as info:
+        Task("t", idempotency_key=key)
+    assert info.value.field == "idempotency_key"
+    with pytest.raises(TaskValidationError):
+        Task("t").with_options(idempotency_key=key)
+    assert Task("t", idempotency_key="pgtasq-schedule:x").idempotency_key  # other keys pass
+
+
+@pytest.mark.parametrize(
+    "cron",
+    [
+        "R * * * *",
+        "0 r * * *",
+        "R(0-29) * * * *",
+        "R/5 * * * *",
+        "H * * * *",
+        "h(0-29)/5 * * * *",
+        "0 0 * * * R",
+    ],
+)
+def test_drawn_fields_are_refused(cron: str) -> None:
+    """croniter's R draws its value per process: schedulers would not agree on the ticks."""
+    with pytest.raises(InvalidSchedule, match="not supported") as info:
+        Schedule(cron, Task("t"))
+    assert info.value.field == "cron"
+
+
+@pytest.mark.parametrize("cron", ["0 0 * MAR,APR FRI", "0 0 * * THU", "0 0 * mar *"])
+def test_names_with_r_and_h_still_pass(cron: str) -> None:
+    check_cron(cron)
 
 
 def test_latest_at_includes_now() -> None:

@@ -34,7 +34,21 @@ def test_schema_names_are_plain_identifiers(name: str) -> None:
 
 
 def test_channels() -> None:
-    assert _sql.notify_channel("pgtasq") == "pgtasq_pgtasq"
+    assert _sql.notify_channel("pgtasq") == "pgtasq_w_pgtasq"
+    assert _sql.events_channel("pgtasq") == "pgtasq_e_pgtasq"
     long = _sql.notify_channel("a" * 63)
-    assert len(long) <= 63
+    assert len(long) == 63 and long.startswith("pgtasq_w#")
     assert long != _sql.notify_channel("a" * 62 + "b")
+    assert _sql.events_channel("a" * 63) != long
+
+
+def test_channels_never_collide_across_schemas_and_purposes() -> None:
+    """Plain and hashed names, schemas sharing long prefixes, and `x` vs `x_events` (whose
+    channels once collided): every (purpose, schema) has a channel of its own."""
+    shared = "s" * 49
+    schemas = ["x", "x_events", "x_e", "e_x", "w", "e", "w_x"]
+    schemas += [shared + tail for tail in ("", "_a", "_b", "_aaaaa", "_bbbbb")]
+    schemas += ["a" * n for n in range(50, 64)] + ["b" * 63, "a" * 62 + "b"]
+    channels = [_sql.channel_name(p, s) for p in _sql.CHANNEL_PURPOSES for s in schemas]
+    assert len(set(channels)) == len(channels)
+    assert all(len(c.encode()) <= 63 for c in channels)
