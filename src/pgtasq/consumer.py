@@ -257,8 +257,12 @@ class Consumer:
 
         ``burst=True`` drains the tasks that are ready, then returns the counts. Raises
         `WorkerCrashed` as `arun` does.
-        """
 
+        With ``handle_signals`` (in the main thread) this owns the process's stop: SIGUSR1
+        and SIGUSR2 (what ``pgtasq worker --processes N`` sends) also ask for a graceful
+        and a fast stop unless the application handles them, and a watchdog ends the
+        process (exit code 1) if stopping takes longer than ``shutdown_timeout`` + 6 s.
+        """
         own_signals = handle_signals and threading.current_thread() is threading.main_thread()
 
         async def main() -> Counts:
