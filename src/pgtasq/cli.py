@@ -442,6 +442,9 @@ def worker(
                 counts = consumer.run(dsn, burst=burst)
             finally:
                 if sched is not None:
+                    # Bounded like the worker's own teardown: a pass stuck on the database
+                    # must not keep the process alive (its thread is a daemon).
+                    sched.stop(timeout=_supervisor.TEARDOWN_MARGIN)
                     sched.close()
         if burst:
             click.echo(json.dumps(dataclasses.asdict(counts)))
