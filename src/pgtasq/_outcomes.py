@@ -15,6 +15,7 @@ import asyncio
 import dataclasses
 import logging
 import traceback
+from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -89,12 +90,14 @@ class OutcomeWriter:
         worker_id: str,
         counts: Counts,
         flush_interval: float,
+        on_written: Callable[[], None] | None = None,
     ) -> None:
         self.pool = pool
         self.stmts = stmts
         self.worker_id = worker_id
         self.counts = counts
         self.flush_interval = flush_interval
+        self._on_written = on_written  # called after each batch leaves `unflushed`
         self.queued: list[Outcome] = []
         self.recorded = 0  # outcomes recorded so far (burst mode watches it)
         # Tasks whose outcome is not written yet: still ours, so the heartbeat keeps them.
@@ -166,6 +169,8 @@ class OutcomeWriter:
             del self.queued[: len(batch)]
             for o in batch:
                 self.unflushed.pop(o.id, None)
+            if self._on_written is not None:
+                self._on_written()
 
     def _finish_params(self, batch: list[Outcome]) -> dict[str, Any]:
         # Array parameters as PostgreSQL array literals: on our own psycopg connections this

@@ -34,7 +34,6 @@ import inspect
 import json
 import logging
 import os
-import random
 import socket
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -45,6 +44,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from pgtasq import _sql
+from pgtasq._claims import PROBE_QUEUES_MIN, claim_room, queue_order
 from pgtasq._database import RETRYABLE, Backoff, fetch, short_error
 from pgtasq._executor import DaemonExecutor, handler_chain, is_async
 from pgtasq._listener import Listener
@@ -95,30 +95,6 @@ class Settings:
     clean_interval: float
     retention_default: float
     events: bool
-
-
-def queue_order(
-    queues: Sequence[tuple[str, int]], strict: bool, rand: Callable[[], float] = random.random
-) -> list[str]:
-    """The order to claim from queues in, for one claim.
-
-    Strict: highest weight first, always. Weighted: a weighted draw without replacement, so
-    with weights 6/3/1 each queue comes first 60/30/10 % of the time and none starves.
-    """
-    if strict or len(queues) == 1:
-        return [name for name, _ in sorted(queues, key=lambda q: -q[1])]
-    remaining = list(queues)
-    order = []
-    while remaining:
-        pick = rand() * sum(weight for _, weight in remaining)
-        index = len(remaining) - 1
-        for i, (_, weight) in enumerate(remaining):
-            pick -= weight
-            if pick < 0:
-                index = i
-                break
-        order.append(remaining.pop(index)[0])
-    return order
 
 
 @dataclasses.dataclass
@@ -246,6 +222,7 @@ class Engine:
             worker_id=self.worker_id,
             counts=self.counts,
             flush_interval=self.settings.flush_interval,
+            on_written=self._wake.set,  # room to claim again (see claim_room)
         )
         self._start_services()
         # A loop that stops stops the worker as a signal does; with no heartbeat, leases run
@@ -371,7 +348,8 @@ class Engine:
 
         Two claims overlap the database's work on one with Python's on the other's rows.
         Capacity is reserved when a claim starts, so running + reserved never exceeds
-        the concurrency.
+        the concurrency, and running + reserved + outcomes not yet written never exceeds
+        `unrecorded_max` (`claim_room`).
         """
         settings = self.settings
         low_water = max(1, min(settings.batch_size, settings.concurrency) // 2)
@@ -403,7 +381,12 @@ class Engine:
     def _issue_claims(self, low_water: int) -> None:
         settings = self.settings
         while self._more and self._in_flight < CLAIMS_IN_FLIGHT_MAX and not self.stopping:
-            free = settings.concurrency - len(self.running) - self._reserved
+            free = claim_room(
+                concurrency=settings.concurrency,
+                running=len(self.running),
+                reserved=self._reserved,
+                unwritten=len(self._writer.unflushed),
+            )
             want = min(free, settings.batch_size)
             busy = bool(self.running) or self._in_flight > 0
             if want <= 0 or (busy and want < low_water):
@@ -450,8 +433,13 @@ class Engine:
 
     async def _claim(self, limit: int) -> list[TaskInfo]:
         rows: list[dict[str, Any]] = []
+        order = queue_order(self.settings.queues, self.settings.strict)
         async with self._pool.connection() as conn:
-            for queue in queue_order(self.settings.queues, self.settings.strict):
+            if len(order) >= PROBE_QUEUES_MIN:
+                probe = {"queues": order, "types": self.types}
+                ready = {row["name"] for row in await fetch(conn, self.stmts.queue_ready, probe)}
+                order = [queue for queue in order if queue in ready]
+            for queue in order:
                 params = {
                     "queue": queue,
                     "types": self.types,

@@ -204,6 +204,7 @@ class Statements:
     task_select_many: Statement
     task_count_by_status: Statement
     task_claim: Statement
+    queue_ready: Statement
     task_heartbeat: Statement
     task_finish_many: Statement
     task_release_many: Statement
@@ -338,10 +339,25 @@ FROM drawn
     )
     claimed = ", ".join("t." + c.strip() for c in TASK_COLUMNS.replace("\n", " ").split(","))
     # The fence every worker write carries: still running, still ours, same claim.
-    fence = "t.status = 'running' AND t.locked_by = %(worker)s AND t.attempted_at = m.claimed_at"
+    #
+    # Plans that cannot go bad (docs/architecture.md): the tasks a worker holds are reached
+    # by primary key only, one probe per element of its array, whatever the statistics say.
+    # So every condition of the fence compares the row with a column of the array's
+    # MATERIALIZED CTE (`m.running`, `m.worker`, `m.claimed_at`), never with a constant:
+    # a condition on the tasks table alone (`t.status = 'running'`, `t.locked_by = $1`)
+    # would be estimated from statistics that say nothing runs, and the planner would then
+    # start from the tasks table (tasks_lease_idx, or a sequential scan "for one row") and
+    # rescan the array for every row: O(running x batch), or O(table + batch^2), seconds per
+    # statement. With every condition a join condition, the tasks table has no cheap access
+    # of its own, and the only plan that is not a scan of the whole table is one primary-key
+    # probe per element. tests/integration/test_plans.py holds every worker statement to it,
+    # under generic and custom plans.
+    fence = "t.status = m.running AND t.locked_by = m.worker AND t.attempted_at = m.claimed_at"
+    # The array's own columns, then the fence's.
+    fenced = f"CAST(%(worker)s AS text) AS worker, CAST('running' AS {s}.task_status) AS running"
     mine = (
-        "SELECT * FROM unnest(CAST(%(id)s AS bigint[]), CAST(%(claimed_at)s AS timestamptz[])) "
-        "AS m(id, claimed_at)"
+        f"SELECT m.*, {fenced} FROM unnest(CAST(%(id)s AS bigint[]), "
+        "CAST(%(claimed_at)s AS timestamptz[])) AS m(id, claimed_at)"
     )
     # Claim up to `limit` ready rows of one queue, in claim order, skipping rows other
     # workers hold. Walks tasks_claim_idx; a paused queue yields nothing.
@@ -361,10 +377,33 @@ claimed AS (
 UPDATE {s}.tasks t
 SET status = 'running', attempts = t.attempts + 1, attempted_at = now(), updated_at = now(),
     locked_by = %(worker)s, locked_until = now() + make_interval(secs => CAST(%(lease)s AS float8))
-FROM ready WHERE t.id = ready.ready_id
+-- by primary key, from the array of what `ready` locked: a join to `ready` would be planned
+-- from LIMIT's row estimate, which a generic plan guesses from the statistics
+WHERE t.id = ANY(ARRAY(SELECT ready_id FROM ready))
 RETURNING {claimed}
 ){worker_event_cte("claimed", "'started'")}
 SELECT * FROM claimed WHERE {emit}
+""",
+    )
+    # Which of a worker's queues have a task it can run now (and are not paused): one
+    # statement instead of one claim per queue, so that an idle worker on many queues polls
+    # cheaply. One probe per queue through tasks_claim_idx (LATERAL with LIMIT: never a
+    # join over every pending row), each stopping at the first ready row, as the claim does.
+    queue_ready = Statement(
+        "queue_ready",
+        f"""
+SELECT q.name FROM unnest(CAST(%(queues)s AS text[])) AS q(name)
+CROSS JOIN LATERAL (
+    SELECT 1 FROM {s}.tasks t
+    WHERE t.status = 'pending' AND t.queue = q.name AND t.run_at <= now()
+      AND t.type = ANY(CAST(%(types)s AS text[]))
+    -- the claim's order, which only tasks_claim_idx gives without a sort: without it, a
+    -- LIMIT 1 may be planned as a sequential scan "that stops at the first match", which
+    -- on an empty queue reads the whole table
+    ORDER BY t.priority DESC, t.run_at, t.id
+    LIMIT 1
+) ready
+WHERE NOT EXISTS (SELECT FROM {s}.queues p WHERE p.name = q.name AND p.paused)
 """,
     )
     # Once a tick: extend the leases that are due (a third of the lease used), refresh the
@@ -373,22 +412,20 @@ SELECT * FROM claimed WHERE {emit}
     task_heartbeat = Statement(
         "task_heartbeat",
         f"""
-WITH mine AS ({mine}),
-owned AS (
-    SELECT t.id FROM {s}.tasks t JOIN mine m ON t.id = m.id WHERE {fence}
+WITH mine AS MATERIALIZED (
+    SELECT *, now() + make_interval(secs => CAST(%(lease)s AS float8) / 3 * 2) AS due_before
+    FROM ({mine}) m
 ),
 due AS (
     -- SKIP LOCKED: a row a handler's own transaction holds (ctx.complete, not yet committed)
     -- must not stall the heartbeat of every other task; it is extended on a later tick.
-    SELECT t.id FROM {s}.tasks t JOIN mine m ON t.id = m.id
-    WHERE {fence}
-      AND t.locked_until < now() + make_interval(secs => CAST(%(lease)s AS float8) / 3 * 2)
+    SELECT t.id FROM mine m JOIN {s}.tasks t ON t.id = m.id
+    WHERE {fence} AND t.locked_until < m.due_before
     FOR UPDATE OF t SKIP LOCKED
 ),
 extended AS (
     UPDATE {s}.tasks t SET locked_until = now() + make_interval(secs => CAST(%(lease)s AS float8))
     FROM due WHERE t.id = due.id
-    RETURNING t.id
 ),
 alive AS (
     INSERT INTO {s}.workers (id, host, pid, queues, concurrency, metadata)
@@ -396,9 +433,10 @@ alive AS (
             CAST(%(metadata)s AS jsonb))
     ON CONFLICT (id) DO UPDATE SET heartbeat_at = now()
 )
+-- Not ours in the statement's snapshot. (A row `due` extends passed the fence in that
+-- same snapshot first, so it is never reported.)
 SELECT m.id FROM mine m
-WHERE NOT EXISTS (SELECT FROM owned o WHERE o.id = m.id)
-  AND NOT EXISTS (SELECT FROM extended e WHERE e.id = m.id)
+WHERE NOT EXISTS (SELECT FROM {s}.tasks t WHERE t.id = m.id AND {fence})
 """,
     )
     # Record many outcomes in one statement. status: completed | failed | pending (retry).
@@ -406,8 +444,8 @@ WHERE NOT EXISTS (SELECT FROM owned o WHERE o.id = m.id)
     task_finish_many = Statement(
         "task_finish_many",
         f"""
-WITH m AS (
-    SELECT * FROM unnest(
+WITH m AS MATERIALIZED (
+    SELECT m.*, {fenced} FROM unnest(
         CAST(%(id)s AS bigint[]), CAST(%(claimed_at)s AS timestamptz[]),
         CAST(%(status)s AS text[]), CAST(%(delay)s AS float8[]), CAST(%(refund)s AS int[]),
         CAST(%(error)s AS text[]), CAST(%(result)s AS text[])
@@ -435,14 +473,15 @@ SELECT id, queue, status FROM done WHERE {emit}
 """,
     )
     # Graceful shutdown: hand unfinished tasks back, the attempt not counted, and wake others.
+    # They keep their run_at and priority, so they are claimed before tasks enqueued since.
     task_release_many = Statement(
         "task_release_many",
         f"""
-WITH mine AS ({mine}),
+WITH mine AS MATERIALIZED ({mine}),
 released AS (
     UPDATE {s}.tasks t
     SET status = 'pending', attempts = t.attempts - 1, locked_by = NULL, locked_until = NULL,
-        run_at = now(), updated_at = now()
+        updated_at = now()  -- run_at and priority kept: the task keeps its place in line
     FROM mine m
     WHERE t.id = m.id AND {fence}
     RETURNING t.id, t.queue
@@ -475,8 +514,9 @@ SET status = CASE WHEN t.attempts >= t.max_attempts THEN 'failed'
         'message',
         'lease expired: worker ' || coalesce(t.locked_by, '?') || ' stopped heartbeating')),
     finalized_at = CASE WHEN t.attempts >= t.max_attempts THEN now() END,
-    run_at = now(), locked_by = NULL, locked_until = NULL, updated_at = now()
-FROM expired WHERE t.id = expired.expired_id
+    -- run_at and priority kept: the task keeps its place in line, ahead of later arrivals
+    locked_by = NULL, locked_until = NULL, updated_at = now()
+WHERE t.id = ANY(ARRAY(SELECT expired_id FROM expired))  -- by primary key, as in task_claim
 RETURNING t.id, t.queue, t.status::text AS status, true AS counted
 ),
 {daily_stats}{worker_event_cte("done", outcome_kind)}
@@ -651,23 +691,53 @@ SELECT w.id, w.host, w.pid, w.queues::text AS queues, w.concurrency, w.started_a
 FROM {s}.workers w ORDER BY w.host, w.pid, w.id
 """,
     )
-    # Finished tasks past their retention (or the default), oldest first, one batch. The
-    # advisory lock lets one cleaner at a time work; the others find nothing to do.
+    # Finished tasks past their retention (or the default), oldest first, up to %(batch)s
+    # of each kind. The advisory lock lets one cleaner at a time work; the others find
+    # nothing to do. Each kind is one index range, so a round costs what it deletes, not
+    # the history (docs/architecture.md, "Plans that cannot go bad"): rows without a
+    # retention of their own, from tasks_finalized_idx; rows with one, from
+    # tasks_retention_idx, one range per distinct retention (`kept` skips from one to the
+    # next through the index). A cut-off never goes past 1000 years back, so no stored
+    # retention can overflow it.
+    cutoff = "now() - least({}, interval '1000 years')"
     task_clean = Statement(
         "task_clean",
         f"""
-WITH lock AS (SELECT pg_try_advisory_xact_lock(hashtext('pgtasq.clean.{s}')) AS got),
-batch AS (
-    SELECT id AS batch_id FROM {s}.tasks
-    WHERE finalized_at IS NOT NULL
-      AND finalized_at < now() - coalesce(
-          retention, make_interval(secs => CAST(%(retention)s AS float8)))
+WITH RECURSIVE lock AS (SELECT pg_try_advisory_xact_lock(hashtext('pgtasq.clean.{s}')) AS got),
+kept AS (
+    (SELECT retention FROM {s}.tasks
+     WHERE finalized_at IS NOT NULL AND retention IS NOT NULL AND (SELECT got FROM lock)
+     ORDER BY retention LIMIT 1)
+    UNION ALL
+    SELECT (SELECT t.retention FROM {s}.tasks t
+            WHERE t.finalized_at IS NOT NULL AND t.retention > kept.retention
+            ORDER BY t.retention LIMIT 1)
+    FROM kept WHERE kept.retention IS NOT NULL
+),
+by_default AS (
+    SELECT id FROM {s}.tasks
+    WHERE finalized_at IS NOT NULL AND retention IS NULL
+      AND finalized_at < {cutoff.format("make_interval(secs => CAST(%(retention)s AS float8))")}
       AND (SELECT got FROM lock)
     ORDER BY finalized_at
     LIMIT CAST(%(batch)s AS int)
     FOR UPDATE SKIP LOCKED
+),
+by_own AS (
+    SELECT due.id FROM kept CROSS JOIN LATERAL (
+        SELECT t.id FROM {s}.tasks t
+        WHERE t.finalized_at IS NOT NULL AND t.retention = kept.retention
+          AND t.finalized_at < {cutoff.format("kept.retention")}
+        ORDER BY t.finalized_at
+        LIMIT CAST(%(batch)s AS int)
+        FOR UPDATE OF t SKIP LOCKED
+    ) due
+    WHERE kept.retention IS NOT NULL
+    LIMIT CAST(%(batch)s AS int)
 )
-DELETE FROM {s}.tasks t USING batch WHERE t.id = batch.batch_id RETURNING t.id
+DELETE FROM {s}.tasks t
+WHERE t.id = ANY(ARRAY(SELECT id FROM by_default UNION ALL SELECT id FROM by_own))
+RETURNING t.id
 """,
     )
     stats_snapshot = Statement(
@@ -742,6 +812,7 @@ ORDER BY id
         task_select_many=task_select_many,
         task_count_by_status=task_count_by_status,
         task_claim=task_claim,
+        queue_ready=queue_ready,
         task_heartbeat=task_heartbeat,
         task_finish_many=task_finish_many,
         task_release_many=task_release_many,

@@ -28,8 +28,9 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from pgtasq import _dsn, _supervisor
+from pgtasq._claims import queue_order
 from pgtasq._outcomes import Counts
-from pgtasq._runtime import TEARDOWN_MARGIN, Engine, Settings, queue_order
+from pgtasq._runtime import TEARDOWN_MARGIN, Engine, Settings
 from pgtasq._services import (
     CLEAN_INTERVAL_DEFAULT,
     HEARTBEAT_INTERVAL_DEFAULT,

@@ -130,11 +130,19 @@ def metadata(schema: str = SCHEMA_DEFAULT) -> sa.MetaData:
         ),
         # Rescue: running rows whose lease ran out. Only running rows are in it.
         sa.Index("tasks_lease_idx", "locked_until", postgresql_where=sa.text("status = 'running'")),
-        # Cleanup: finished rows by age. Not touched by enqueue (finalized_at is NULL then).
+        # Cleanup: finished rows by age, those without a retention of their own (one range
+        # past retention_default) and those with one (one range per distinct retention).
+        # Not touched by enqueue (finalized_at is NULL then).
         sa.Index(
             "tasks_finalized_idx",
             "finalized_at",
-            postgresql_where=sa.text("finalized_at IS NOT NULL"),
+            postgresql_where=sa.text("finalized_at IS NOT NULL AND retention IS NULL"),
+        ),
+        sa.Index(
+            "tasks_retention_idx",
+            "retention",
+            "finalized_at",
+            postgresql_where=sa.text("finalized_at IS NOT NULL AND retention IS NOT NULL"),
         ),
     )
 

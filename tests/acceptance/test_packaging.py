@@ -74,4 +74,4 @@ def test_installed_wheel_migrates(
         cwd=tmp_path,
     )
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "pgtasq_0001"
+    assert out.stdout.strip() == "pgtasq_0003"

@@ -6,9 +6,13 @@ order, so the order of runs is the order of the queue choices.
 
 from __future__ import annotations
 
+import threading
+import time
 from collections import Counter
+from typing import Any
 
 import psycopg
+import pytest
 
 from pgtasq import Consumer, Producer, Task, TaskContext
 
@@ -71,3 +75,39 @@ def test_strict_queues_run_the_heaviest_queue_first(pg_dsn: str, schema: str) ->
 
     assert counts.completed == 3 * per_queue
     assert order == ["critical"] * per_queue + ["default"] * per_queue + ["low"] * per_queue
+
+
+def test_idle_worker_on_many_queues_polls_with_few_statements(
+    pg_dsn: str, schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    queues = [f"q{i}" for i in range(2000)]
+    statements = 0
+    execute = psycopg.AsyncCursor.execute
+
+    async def counting(self: Any, *args: Any, **kwargs: Any) -> Any:
+        nonlocal statements
+        statements += 1
+        return await execute(self, *args, **kwargs)
+
+    monkeypatch.setattr(psycopg.AsyncCursor, "execute", counting)
+    done = threading.Event()
+    consumer = Consumer(schema=schema, queues=queues, poll_interval=0.5)
+
+    @consumer.task("job")
+    async def job(ctx: TaskContext) -> None:
+        done.set()
+
+    consumer.start(pg_dsn)
+    try:
+        time.sleep(0.5)  # started: registered, listening
+        before = statements
+        time.sleep(2.0)  # four polls, two heartbeats
+        idle = statements - before
+        # Still claims from any of its queues, woken by the NOTIFY.
+        Producer(pg_dsn, schema=schema).enqueue("job", queue="q1234")
+        assert done.wait(10.0)
+    finally:
+        consumer.stop(timeout=10.0)
+    # One claim statement per queue per poll sent ~4000 here; a probe of all the queues
+    # per poll, and the heartbeat, stay in the tens.
+    assert idle <= 40, idle

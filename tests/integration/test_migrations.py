@@ -27,7 +27,7 @@ def _tables(dsn: str, schema: str) -> set[str]:
 def test_upgrade_downgrade_upgrade(pg_dsn: str, fresh_schema: str) -> None:
     assert pgtasq.current_revision(pg_dsn, schema=fresh_schema) is None
     pgtasq.migrate(pg_dsn, schema=fresh_schema)
-    assert pgtasq.current_revision(pg_dsn, schema=fresh_schema) == "pgtasq_0001"
+    assert pgtasq.current_revision(pg_dsn, schema=fresh_schema) == "pgtasq_0003"
     assert _tables(pg_dsn, fresh_schema) == {
         "alembic_version", "tasks", "queues", "workers", "schedules", "queue_daily_stats",
     }  # fmt: skip
@@ -35,7 +35,7 @@ def test_upgrade_downgrade_upgrade(pg_dsn: str, fresh_schema: str) -> None:
     assert _tables(pg_dsn, fresh_schema) == {"alembic_version"}
     assert pgtasq.current_revision(pg_dsn, schema=fresh_schema) is None
     pgtasq.migrate(pg_dsn, schema=fresh_schema)
-    assert pgtasq.current_revision(pg_dsn, schema=fresh_schema) == "pgtasq_0001"
+    assert pgtasq.current_revision(pg_dsn, schema=fresh_schema) == "pgtasq_0003"
     pgtasq.migrate(pg_dsn, schema=fresh_schema)  # idempotent
 
 
@@ -73,7 +73,7 @@ def test_migrate_accepts_connections(pg_dsn: str, fresh_schema: str) -> None:
         pgtasq.downgrade(engine, schema=fresh_schema)
         with engine.begin() as conn:
             pgtasq.migrate(conn, schema=fresh_schema)
-        assert pgtasq.current_revision(engine, schema=fresh_schema) == "pgtasq_0001"
+        assert pgtasq.current_revision(engine, schema=fresh_schema) == "pgtasq_0003"
     finally:
         engine.dispose()
     with pytest.raises(TypeError, match="DSN string"):
@@ -89,7 +89,7 @@ def test_migrate_on_a_busy_or_autocommit_psycopg_connection(pg_dsn: str, fresh_s
     with psycopg.connect(pg_dsn, autocommit=True) as c:
         pgtasq.migrate(c, schema=fresh_schema)
         assert c.autocommit  # restored
-    assert pgtasq.current_revision(pg_dsn, schema=fresh_schema) == "pgtasq_0001"
+    assert pgtasq.current_revision(pg_dsn, schema=fresh_schema) == "pgtasq_0003"
 
 
 def test_key_value_dsn(pg_dsn: str, fresh_schema: str) -> None:
@@ -97,7 +97,7 @@ def test_key_value_dsn(pg_dsn: str, fresh_schema: str) -> None:
     if "://" in kv:
         kv = " ".join(f"{k}={v}" for k, v in psycopg.conninfo.conninfo_to_dict(pg_dsn).items() if v)
     pgtasq.migrate(kv, schema=fresh_schema)
-    assert pgtasq.current_revision(pg_dsn, schema=fresh_schema) == "pgtasq_0001"
+    assert pgtasq.current_revision(pg_dsn, schema=fresh_schema) == "pgtasq_0003"
 
 
 def test_concurrent_migrations_do_not_collide(pg_dsn: str, fresh_schema: str) -> None:
@@ -111,7 +111,7 @@ def test_concurrent_migrations_do_not_collide(pg_dsn: str, fresh_schema: str) ->
     ]
     outcomes = [p.communicate(timeout=60)[1] for p in procs]
     assert [p.returncode for p in procs] == [0] * 4, outcomes
-    assert pgtasq.current_revision(pg_dsn, schema=fresh_schema) == "pgtasq_0001"
+    assert pgtasq.current_revision(pg_dsn, schema=fresh_schema) == "pgtasq_0003"
 
 
 def test_migrations_in_threads_are_serialized(pg_dsn: str, fresh_schema: str) -> None:
@@ -129,7 +129,7 @@ def test_migrations_in_threads_are_serialized(pg_dsn: str, fresh_schema: str) ->
     for t in threads:
         t.join(timeout=60)
     assert errors == []
-    assert pgtasq.current_revision(pg_dsn, schema=fresh_schema) == "pgtasq_0001"
+    assert pgtasq.current_revision(pg_dsn, schema=fresh_schema) == "pgtasq_0003"
 
 
 def test_sql_mode_prints_runnable_sql(pg_dsn: str, fresh_schema: str) -> None:
@@ -139,7 +139,7 @@ def test_sql_mode_prints_runnable_sql(pg_dsn: str, fresh_schema: str) -> None:
     assert sql.index("CREATE SCHEMA") < sql.index("alembic_version")
     with psycopg.connect(pg_dsn, autocommit=True) as c:
         c.execute(sql.encode())
-    assert pgtasq.current_revision(pg_dsn, schema=fresh_schema) == "pgtasq_0001"
+    assert pgtasq.current_revision(pg_dsn, schema=fresh_schema) == "pgtasq_0003"
 
 
 def test_database_constraints_hold_without_python(pg_dsn: str, schema: str) -> None:
@@ -180,9 +180,18 @@ def test_indexes_exist(pg_dsn: str, schema: str) -> None:
     # Partial: keyless rows (most of them) never touch it; ON CONFLICT names the predicate.
     assert defs["tasks_idempotency_key_key"].startswith("CREATE UNIQUE INDEX")
     assert "WHERE (idempotency_key IS NOT NULL)" in defs["tasks_idempotency_key_key"]
+    # The cleaner's: rows without a retention of their own by age, rows with one by
+    # (retention, age); every finished row is in exactly one of them.
+    assert (
+        "WHERE ((finalized_at IS NOT NULL) AND (retention IS NULL))" in defs["tasks_finalized_idx"]
+    )
+    assert (
+        "(retention, finalized_at) WHERE ((finalized_at IS NOT NULL) AND (retention IS NOT NULL))"
+        in defs["tasks_retention_idx"]
+    )
     assert set(defs) == {
         "tasks_pkey", "tasks_claim_idx", "tasks_lease_idx", "tasks_finalized_idx",
-        "tasks_idempotency_key_key",
+        "tasks_retention_idx", "tasks_idempotency_key_key",
     }  # fmt: skip
 
 
@@ -198,7 +207,7 @@ def test_plain_alembic_command(pg_dsn: str, fresh_schema: str, tmp_path: Path) -
         timeout=60,
     )
     assert up.returncode == 0, up.stderr
-    assert pgtasq.current_revision(pg_dsn, schema=fresh_schema) == "pgtasq_0001"
+    assert pgtasq.current_revision(pg_dsn, schema=fresh_schema) == "pgtasq_0003"
     down = subprocess.run(
         [*base, "-x", f"schema={fresh_schema}", "downgrade", "base"],
         capture_output=True,

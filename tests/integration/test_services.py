@@ -132,6 +132,34 @@ async def test_rescue_takes_every_batch_and_stale_workers(
     assert [row["id"] for row in execute(pg_dsn, f"SELECT id FROM {schema}.workers")] == ["alive"]
 
 
+@pytest.mark.parametrize("how", ["rescued", "released"])
+async def test_rescued_and_released_tasks_keep_their_place(
+    pg_dsn: str, schema: str, pool: AsyncConnectionPool[Any], how: str
+) -> None:
+    stmts = _sql.statements(schema)
+    [first] = enqueue(pg_dsn, schema, Task("t", priority=5))
+    make_running(pg_dsn, schema, [first], "-1 second")
+    before = tasks(pg_dsn, schema)[first]
+    backlog = enqueue(pg_dsn, schema, *[Task("t", priority=5) for _ in range(20)])
+    if how == "rescued":
+        assert (await Rescuer(pool=pool, stmts=stmts).run_once()).rescued == 1
+    else:
+        params = {"worker": "ghost", "id": [first], "claimed_at": [before["attempted_at"]]}
+        async with pool.connection() as conn:
+            assert await fetch(conn, stmts.task_release_many, params) == [{"id": first}]
+    after = tasks(pg_dsn, schema)[first]
+    assert (after["status"], after["run_at"], after["priority"]) == (
+        "pending",
+        before["run_at"],
+        5,
+    )
+    # The next claim takes it, before the tasks enqueued after it.
+    claim = {"queue": "default", "types": ["t"], "limit": 1, "worker": WORKER, "lease": 30.0}
+    async with pool.connection() as conn:
+        [claimed] = await fetch(conn, stmts.task_claim, claim)
+    assert claimed["id"] == first and first not in backlog
+
+
 # -- cleaner ------------------------------------------------------------------------------
 
 
@@ -154,6 +182,28 @@ async def test_cleaner_deletes_only_rows_past_retention(
     )
     assert await shorter.run_once() == CleanCounts(deleted=1)  # fresh: finished a minute ago
     assert set(tasks(pg_dsn, schema)) == {kept, pending}
+
+
+async def test_cleaner_honours_each_rows_own_retention(
+    pg_dsn: str, schema: str, pool: AsyncConnectionPool[Any]
+) -> None:
+    short = enqueue(
+        pg_dsn, schema, *[Task("t", retention=timedelta(minutes=1 + i % 3)) for i in range(6)]
+    )
+    long = enqueue(pg_dsn, schema, *[Task("t", retention=timedelta(hours=2)) for _ in range(2)])
+    default = enqueue(pg_dsn, schema, Task("t"))
+    finish(pg_dsn, schema, [*short, *long, *default], "1 hour")
+    cleaner = Cleaner(pool=pool, stmts=_sql.statements(schema), config=CleanerConfig(batch=2))
+
+    # three distinct retentions of a minute or more, each with rows past it
+    assert await cleaner.run_once() == CleanCounts(deleted=6)
+    assert set(tasks(pg_dsn, schema)) == {*long, *default}
+    finish(pg_dsn, schema, long, "3 hours")
+    # a stored retention as long as an interval holds: no cut-off overflows, nothing due
+    execute(pg_dsn, f"UPDATE {schema}.tasks SET retention = interval '2000000 years' "
+            "WHERE id = %s", (default[0],))  # fmt: skip
+    assert await cleaner.run_once() == CleanCounts(deleted=2)
+    assert set(tasks(pg_dsn, schema)) == set(default)
 
 
 async def test_cleaner_leaves_the_work_to_the_one_holding_the_lock(

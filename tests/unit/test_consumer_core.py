@@ -8,8 +8,8 @@ import random
 import pytest
 
 from pgtasq import ConfigurationError, Consumer
+from pgtasq._claims import claim_room, queue_order, unrecorded_max
 from pgtasq._listener import relevant
-from pgtasq._runtime import queue_order
 from pgtasq.consumer import parse_queues
 from pgtasq.retry import exponential_backoff
 
@@ -50,6 +50,30 @@ def test_weighted_order_follows_weights() -> None:
     assert firsts["low"] / 20_000 == pytest.approx(0.1, abs=0.02)
     every = queue_order((("a", 1), ("b", 1), ("c", 1)), False, rng.random)
     assert sorted(every) == ["a", "b", "c"]
+
+
+@pytest.mark.parametrize(
+    ("running", "reserved", "unwritten", "room"),
+    [
+        (0, 0, 0, 10),  # idle: a full claim
+        (4, 3, 0, 3),  # free handler slots
+        (4, 3, 10, 3),  # outcomes queued within the allowance: no effect
+        (4, 3, 12, 1),  # beyond it: claim less
+        (0, 0, 20, 0),  # writes far behind: claim nothing, even with every slot free
+        (0, 0, 25, -5),
+        (10, 0, 0, 0),
+    ],
+)
+def test_claim_room_stops_claiming_when_outcomes_fall_behind(
+    running: int, reserved: int, unwritten: int, room: int
+) -> None:
+    assert (
+        claim_room(concurrency=10, running=running, reserved=reserved, unwritten=unwritten) == room
+    )
+    # whatever is claimed within the room keeps the worker within its bound
+    assert running + reserved + unwritten + max(room, 0) <= max(
+        unrecorded_max(10), running + reserved + unwritten
+    )
 
 
 def test_backoff_grows_with_jitter_and_cap() -> None:
