@@ -225,3 +225,26 @@ def _array(values: list[str | None]) -> str:
         )
         + "}"
     )
+
+
+def log_failed_attempt(info: TaskInfo, exc: BaseException) -> None:
+    """One WARNING line per failed attempt; its traceback too when DEBUG is on."""
+    message = (str(exc).strip().splitlines() or [""])[0]
+    log.warning(
+        "task %s (%s) attempt %d/%d failed: %s%s",
+        info.id,
+        info.type,
+        info.attempts,
+        info.max_attempts,
+        type(exc).__name__,
+        f": {message}" if message else "",
+        exc_info=exc if log.isEnabledFor(logging.DEBUG) else None,
+        extra={
+            "task_id": info.id,
+            "task_type": info.type,
+            "queue": info.queue,
+            "attempt": info.attempts,
+            "max_attempts": info.max_attempts,
+            "error": type(exc).__name__,
+        },
+    )

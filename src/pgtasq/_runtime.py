@@ -48,7 +48,7 @@ from pgtasq._claims import PROBE_QUEUES_MIN, claim_room, queue_order
 from pgtasq._database import RETRYABLE, Backoff, fetch, short_error
 from pgtasq._executor import DaemonExecutor, handler_chain, is_async
 from pgtasq._listener import Listener
-from pgtasq._outcomes import Counts, Outcome, OutcomeWriter, error_entry
+from pgtasq._outcomes import Counts, Outcome, OutcomeWriter, error_entry, log_failed_attempt
 from pgtasq._services import (
     STALE_WORKER_AFTER_DEFAULT,
     BackgroundLoops,
@@ -59,6 +59,7 @@ from pgtasq._services import (
     Rescuer,
     RescuerConfig,
 )
+from pgtasq._teardown import Deadline, bounded
 from pgtasq.context import ErrorHook, Handler, Middleware, TaskContext, dump_result
 from pgtasq.errors import (
     ConfigurationError,
@@ -74,7 +75,6 @@ from pgtasq.retry import RetryDelay
 log = logging.getLogger("pgtasq.consumer")
 
 CLAIMS_IN_FLIGHT_MAX = 2
-TEARDOWN_MARGIN = 5.0  # seconds past shutdown_timeout to hand back, unregister and close
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,8 +132,7 @@ class Engine:
         self.counts = Counts()
         self.stopping = False
         # Loop times, set by the first stop request (see request_stop).
-        self._wait_until: float | None = None
-        self._teardown_deadline: float | None = None
+        self._deadline = Deadline(settings.shutdown_timeout)
         # claim loop state (see _claim_loop)
         self._more = True
         self._generation = 0
@@ -170,15 +169,12 @@ class Engine:
     def request_stop(self, *, force: bool = False) -> None:
         """Stop claiming and shut down gracefully; ``force`` skips the wait for handlers.
 
-        The first request sets the teardown deadline: ``shutdown_timeout`` for the running
-        handlers, then `TEARDOWN_MARGIN` to hand back what is left, unregister and close;
-        a forced stop leaves only the margin. Every teardown step is bounded by it.
+        The first request sets the teardown deadline (`pgtasq._teardown.Deadline`):
+        ``shutdown_timeout`` for the running handlers, then a margin to hand back what is
+        left, unregister and close; a forced stop leaves only the margin. Every teardown
+        step is bounded by it.
         """
-        now = asyncio.get_running_loop().time()
-        wait_until = now + (0.0 if force else self.settings.shutdown_timeout)
-        if self._wait_until is None or wait_until < self._wait_until:
-            self._wait_until = wait_until
-            self._teardown_deadline = wait_until + TEARDOWN_MARGIN
+        self._deadline.request(asyncio.get_running_loop().time(), force=force)
         if not self.stopping or force:
             log.debug("stop requested (%s)", "fast" if force else "graceful")
         self.stopping = True
@@ -187,22 +183,11 @@ class Engine:
             self._force.set()
 
     def _left(self) -> float:
-        """Seconds left before the teardown deadline (a margin from now if none is set)."""
-        now = asyncio.get_running_loop().time()
-        if self._wait_until is None or self._teardown_deadline is None:  # burst: no request
-            self._wait_until, self._teardown_deadline = now, now + TEARDOWN_MARGIN
-        return max(0.0, self._teardown_deadline - now)
+        """Seconds left before stopping must be over (see `pgtasq._teardown`)."""
+        return self._deadline.left(asyncio.get_running_loop().time())
 
     async def _bounded(self, step: str, work: Awaitable[Any], cap: float = 1e9) -> None:
-        """One teardown step, given what is left of the deadline (at most ``cap`` seconds)."""
-        limit = min(cap, self._left())
-        log.debug("shutdown: %s (%.1f s left)", step, limit)
-        try:
-            await asyncio.wait_for(work, limit)
-        except asyncio.TimeoutError:
-            log.warning("shutdown: %s did not finish in %.1f s; going on without it", step, limit)
-        else:
-            log.debug("shutdown: %s done", step)
+        await bounded(step, work, min(cap, self._left()))
 
     async def run(self, *, burst: bool = False) -> Counts:
         self._wake = asyncio.Event()
@@ -528,7 +513,7 @@ class Engine:
 
     async def _failed(self, ctx: TaskContext, exc: BaseException) -> None:
         info = ctx.info
-        _log_failed_attempt(info, exc)
+        log_failed_attempt(info, exc)
         await self._call_error_hook(ctx, exc)
         error = json.dumps(error_entry(info, exc), default=str)
         past_deadline = info.deadline is not None and info.deadline <= datetime.now(timezone.utc)
@@ -578,11 +563,10 @@ class Engine:
 
     async def _shutdown(self) -> None:
         if self.running:
-            self._left()  # sets the deadlines if no stop was requested (a burst run)
             loop = asyncio.get_running_loop()
 
             def waiting_left() -> float:  # counted from the stop request, not from here
-                return (self._wait_until or 0.0) - loop.time()
+                return self._deadline.waiting_left(loop.time())
 
             log.info(
                 "waiting up to %.0f s for %d running tasks",
@@ -625,29 +609,6 @@ class Engine:
     def _rescued(self, count: int) -> None:
         self.counts.rescued += count
         self._more_ready()
-
-
-def _log_failed_attempt(info: TaskInfo, exc: BaseException) -> None:
-    """One WARNING line per failed attempt; its traceback too when DEBUG is on."""
-    message = (str(exc).strip().splitlines() or [""])[0]
-    log.warning(
-        "task %s (%s) attempt %d/%d failed: %s%s",
-        info.id,
-        info.type,
-        info.attempts,
-        info.max_attempts,
-        type(exc).__name__,
-        f": {message}" if message else "",
-        exc_info=exc if log.isEnabledFor(logging.DEBUG) else None,
-        extra={
-            "task_id": info.id,
-            "task_type": info.type,
-            "queue": info.queue,
-            "attempt": info.attempts,
-            "max_attempts": info.max_attempts,
-            "error": type(exc).__name__,
-        },
-    )
 
 
 async def _configure_worker_connection(conn: psycopg.AsyncConnection[Any]) -> None:

@@ -34,11 +34,12 @@ import time
 from collections.abc import Sequence
 from types import FrameType
 
+from pgtasq._teardown import TEARDOWN_MARGIN
+
 log = logging.getLogger("pgtasq.supervisor")
 
 YOUNG_DEATH_SECONDS = 5.0
 RESTART_PAUSE_MAX = 30.0
-TEARDOWN_MARGIN = 5.0  # seconds past the shutdown timeout for handing back and closing
 KILL_AFTER_MARGIN = 3.0  # then this long before a child that has not exited is killed
 GRACEFUL = signal.SIGUSR1  # what the supervisor sends its children: stop gracefully
 FAST = signal.SIGUSR2  # stop now

@@ -28,6 +28,7 @@ from pgtasq import demo as _demo
 from pgtasq._cli_boundary import F, first_line
 from pgtasq._cli_output import printable
 from pgtasq._dsn import redact
+from pgtasq._teardown import TEARDOWN_MARGIN
 from pgtasq.consumer import Consumer
 from pgtasq.errors import ConfigurationError, PgtasqError
 from pgtasq.models import TaskInfo
@@ -444,7 +445,7 @@ def worker(
                 if sched is not None:
                     # Bounded like the worker's own teardown: a pass stuck on the database
                     # must not keep the process alive (its thread is a daemon).
-                    sched.stop(timeout=_supervisor.TEARDOWN_MARGIN)
+                    sched.stop(timeout=TEARDOWN_MARGIN)
                     sched.close()
         if burst:
             click.echo(json.dumps(dataclasses.asdict(counts)))

@@ -30,7 +30,7 @@ from typing import Any
 from pgtasq import _dsn, _supervisor
 from pgtasq._claims import queue_order
 from pgtasq._outcomes import Counts
-from pgtasq._runtime import TEARDOWN_MARGIN, Engine, Settings
+from pgtasq._runtime import Engine, Settings
 from pgtasq._services import (
     CLEAN_INTERVAL_DEFAULT,
     HEARTBEAT_INTERVAL_DEFAULT,
@@ -38,6 +38,7 @@ from pgtasq._services import (
     RESCUE_INTERVAL_DEFAULT,
     RETENTION_DEFAULT,
 )
+from pgtasq._teardown import TEARDOWN_MARGIN
 from pgtasq.context import ErrorHook, Handler, Middleware, TaskContext
 from pgtasq.errors import ConfigurationError
 from pgtasq.models import NAME_MAX_LENGTH, QUEUE_DEFAULT
