@@ -151,6 +151,7 @@ def test_events_ends_with_one_line_when_the_server_goes_away(own_server: Any) ->
         stderr=subprocess.PIPE,
         text=True,
     )
+    socket_dir = own_server.get_postmaster_info().socket_dir
     try:
         Producer(dsn).enqueue("job")
         time.sleep(1.5)  # listening by now
@@ -160,6 +161,41 @@ def test_events_ends_with_one_line_when_the_server_goes_away(own_server: Any) ->
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             proc.wait()
+        # Running again, as the fixture expects to find it.
+        log = str(own_server.log)
+        _pg_ctl(own_server, "-o", '-h ""', "-o", f"-k {socket_dir}", "-l", log, "start")
     assert proc.returncode == 1, err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), err
+
+
+def test_bulk_progress_on_a_terminal_is_one_line_rewritten(pg_dsn: str, schema: str) -> None:
+    """stderr a terminal: each batch rewrites one line (carriage return), with the total;
+    one newline at the end."""
+    import pty
+
+    from pgtasq import Task
+
+    Producer(pg_dsn, schema=schema).enqueue_many([Task("job") for _ in range(25)])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PGTASQ_")}
+    controller, terminal = pty.openpty()
+    command = [sys.executable, "-m", "pgtasq.cli", "tasks", "cancel", "--all-matching"]
+    command += ["--batch-size", "10", "--dsn", pg_dsn, "--schema", schema]
+    proc = subprocess.Popen(
+        command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=terminal, text=True
+    )
+    os.close(terminal)
+    out, _ = proc.communicate(timeout=60)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(controller, 4096)
+        except OSError:  # EIO: the other side is closed
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(controller)
+    shown = b"".join(chunks).decode().replace("\r\n", "\n")
+    assert proc.returncode == 0 and out.strip() == "cancelled 25 tasks"
+    assert shown == "".join(f"\rcancel: {n} of 25 tasks ({n * 4}%)" for n in (10, 20, 25)) + "\n"
