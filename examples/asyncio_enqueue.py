@@ -38,10 +38,11 @@ def database_url() -> str:
 async def notifications_for(
     listener: psycopg.AsyncConnection, queue: str, wait: float
 ) -> list[str]:
-    """The notifications on CHANNEL within `wait` seconds that name `queue`."""
+    """The notifications on CHANNEL within `wait` seconds that name `queue`. Each is a JSON
+    object: the queues (or "*"), how many tasks and their first ids."""
     found = []
     async for note in listener.notifies(timeout=wait):
-        queues = json.loads(note.payload)
+        queues = json.loads(note.payload)["queues"]
         if queues == "*" or queue in queues:
             found.append(note.payload)
     return found
@@ -83,7 +84,9 @@ async def main() -> None:
             assert early == []
         late = await notifications_for(listener, queue, wait=2.0)
         print(f"after COMMIT: {len(late)} notification(s), payload {late}")
-        assert late == [json.dumps([queue])]
+        assert [json.loads(p) for p in late] == [
+            {"queues": [queue], "count": 100, "ids": [info.id for info in infos]}
+        ]
         assert await count_tasks(conn, queue) == 100
 
         # 2. A batch whose transaction rolls back leaves nothing, and wakes nobody.

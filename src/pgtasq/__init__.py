@@ -6,6 +6,7 @@ transaction commits; workers claim rows with ``SELECT … FOR UPDATE SKIP LOCKED
 
 from __future__ import annotations
 
+from pgtasq._embedded import dev_dsn
 from pgtasq._migrate import current_revision, downgrade, migrate, migration_sql
 from pgtasq.client import (
     AsyncClient,
@@ -88,6 +89,7 @@ __all__ = [
     "WorkerCrashed",
     "WorkerInfo",
     "current_revision",
+    "dev_dsn",
     "downgrade",
     "migrate",
     "migration_sql",

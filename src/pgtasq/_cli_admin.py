@@ -203,8 +203,7 @@ def events(settings: CommandSettings, timeout: float | None, as_json: bool) -> N
                 output.print_json(dataclasses.asdict(event))
             else:
                 what = ",".join(event.queues) if event.kind == "enqueued" else event.task_ids
-                count = event.count if event.count is not None else "-"
-                click.echo(output.printable(f"{event.kind:<10} {count:>5} {what}"))
+                click.echo(output.printable(f"{event.kind:<10} {event.count:>5} {what}"))
 
 
 @click.command()

@@ -86,8 +86,9 @@ class QueueInfo:
 
     @property
     def size(self) -> int:
-        """Tasks not yet finished."""
-        return self.pending + self.scheduled + self.running
+        """Tasks not yet finished: ``pending``, ``scheduled`` and ``retry`` count each pending
+        task once (see `Client.list_queues`), ``running`` the claimed ones."""
+        return self.pending + self.scheduled + self.retry + self.running
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,29 +147,35 @@ class TaskEvent:
 
     ``kind``: enqueued (also: made ready again by a retry or a shutdown hand-back), started,
     retried, completed, failed, cancelled, deleted. ``count`` is how many tasks; ``task_ids``
-    lists them (at most 300 per event; ``enqueued`` events list queues instead).
+    lists them (the first 300 per event); ``queues`` names the queues of ``enqueued`` events
+    (empty when there were too many to send).
     """
 
     kind: str
-    count: int | None
+    count: int
     task_ids: list[int]
     queues: list[str]
 
 
 def parse_event(stmts: _sql.Statements, channel: str, payload: str) -> TaskEvent | None:
-    """A notification on the wake or events channel as a TaskEvent (None: not ours)."""
+    """A notification on the wake or events channel as a TaskEvent (None: not ours, or not
+    in the shape pgtasq sends: anyone may NOTIFY these channels)."""
     try:
         data = _loads(payload)
     except ValueError:
         return None
-    if channel == stmts.channel:
-        queues = data if isinstance(data, list) else []
-        return TaskEvent("enqueued", None, [], [str(q) for q in queues])
-    if isinstance(data, dict) and isinstance(data.get("event"), str):
-        return TaskEvent(
-            data["event"], int(data.get("count") or 0), list(data.get("ids") or []), []
-        )
-    return None
+    if not isinstance(data, dict):
+        return None
+    if channel == stmts.channel:  # the wake-up: {"queues": [...] or "*", "count", "ids"}
+        kind: object = "enqueued"
+        queues = data.get("queues")
+        names = [str(q) for q in queues] if isinstance(queues, list) else []
+    else:
+        kind, names = data.get("event"), []
+    count, ids = data.get("count"), data.get("ids") or []
+    if not isinstance(kind, str) or not isinstance(count, int) or not isinstance(ids, list):
+        return None
+    return TaskEvent(kind, count, [i for i in ids if isinstance(i, int)], names)
 
 
 def check_task_id(task_id: object) -> int:

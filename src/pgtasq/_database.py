@@ -34,8 +34,15 @@ class Backoff:
 async def fetch(
     conn: psycopg.AsyncConnection[Any], stmt: _sql.Statement, params: dict[str, Any]
 ) -> list[dict[str, Any]]:
+    """Run one of the worker's statements on an autocommit connection of its pool.
+
+    The statement and `_sql.worker_settings_local` go in one pipeline with one Sync: one
+    round trip, one implicit transaction, so the setting applies to this statement's commit
+    and ends with it. No session state is left behind (PgBouncer in transaction mode)."""
     async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(stmt.text, params)
+        async with conn.pipeline():
+            await conn.execute(_sql.worker_settings_local.text)
+            await cur.execute(stmt.text, params)
         return await cur.fetchall() if cur.description is not None else []
 
 

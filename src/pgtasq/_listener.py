@@ -10,30 +10,37 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import uuid
 from collections.abc import Callable, Collection
-from typing import TYPE_CHECKING
+from typing import Any
 
 import psycopg
 
+from pgtasq import _sql
 from pgtasq._database import RETRYABLE, Backoff, short_error
-
-if TYPE_CHECKING:
-    from pgtasq import _sql
 
 log = logging.getLogger("pgtasq.consumer")
 
 CHECK_EVERY_MIN = 5.0  # seconds without a notification before `SELECT 1` checks the connection
 RECONNECT_BACKOFF_CAP = 10.0
+PROBE_TIMEOUT = 3.0  # seconds for the listener's own NOTIFY to come back
+PROBE_KEY = "pgtasq_probe"
 
 
 def relevant(payload: str, queues: Collection[str]) -> bool:
-    """Whether a notification's payload (a JSON list of queue names, or ``"*"``) names one
-    of ``queues``. Anything else wakes the worker too, and nothing raises (anyone may NOTIFY
-    the channel): better a claim for nothing than a task left waiting for the next poll."""
+    """Whether a notification's payload names one of ``queues``: a JSON object whose
+    ``queues`` is a list of queue names or ``"*"`` (see `_sql._wake`), or a bare list of
+    names. Anything else wakes the worker too, and nothing raises
+    (anyone may NOTIFY the channel): better a claim for nothing than a task left waiting
+    for the next poll."""
     try:
         names = json.loads(payload)
     except (ValueError, RecursionError):  # not JSON; nested too deep for the parser
         return True
+    if isinstance(names, dict):
+        if PROBE_KEY in names:  # another worker checking its LISTEN
+            return False
+        names = names.get("queues")
     if not isinstance(names, list):
         return True
     return any(not isinstance(name, str) or name in queues for name in names)
@@ -46,6 +53,11 @@ class Listener:
 
     After ``max(poll_interval, 5 s)`` without a notification it sends ``SELECT 1``, so a
     dead connection is found and replaced.
+
+    On its first connection it checks that LISTEN works there: a NOTIFY sent from another
+    connection must come back within `PROBE_TIMEOUT`. Through PgBouncer in transaction mode
+    it does not (the LISTEN stays on a server connection other clients then use); the
+    listener then logs that once, closes its connection and leaves the worker to polling.
     """
 
     def __init__(
@@ -61,12 +73,14 @@ class Listener:
         self.dsn = dsn
         self.stmts = stmts
         self.queues = frozenset(queues)
+        self.poll_interval = poll_interval
         self.check_every = max(poll_interval, CHECK_EVERY_MIN)
         self._on_connected = on_connected
         self._on_notified = on_notified
 
     async def run(self) -> None:
         backoff = Backoff(cap=RECONNECT_BACKOFF_CAP)
+        probed = False
         while True:
             try:
                 conn = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True)
@@ -74,6 +88,10 @@ class Listener:
                     await conn.execute(self.stmts.listen.text)
                     backoff.reset()
                     self._on_connected()
+                    if not probed:
+                        if not await self._probe(conn):
+                            break
+                        probed = True
                     while True:
                         async for note in conn.notifies(timeout=self.check_every):
                             if relevant(note.payload, self.queues):
@@ -87,3 +105,23 @@ class Listener:
                     delay,
                 )
                 await asyncio.sleep(delay)
+        log.warning(
+            "LISTEN gets no notifications on this connection (PgBouncer in transaction mode?): "
+            "polling every %.1f s instead; give the worker a direct listen_dsn (--listen-dsn) "
+            "to wake up at once",
+            self.poll_interval,
+        )
+        await asyncio.get_running_loop().create_future()  # polling only, until cancelled
+
+    async def _probe(self, conn: psycopg.AsyncConnection[Any]) -> bool:
+        """Whether a NOTIFY sent from another connection reaches ``conn``'s LISTEN."""
+        payload = json.dumps({PROBE_KEY: uuid.uuid4().hex})
+        params = {"channel": self.stmts.channel, "payload": payload}
+        async with await psycopg.AsyncConnection.connect(self.dsn, autocommit=True) as other:
+            await other.execute(_sql.listen_probe.text, params)
+        async for note in conn.notifies(timeout=PROBE_TIMEOUT):
+            if note.payload == payload:
+                return True
+            if relevant(note.payload, self.queues):
+                self._on_notified()
+        return False

@@ -21,6 +21,15 @@ POOL_MAX_SIZE_DEFAULT = 10
 POOL_OPEN_TIMEOUT_DEFAULT = 10.0  # seconds the first use waits for a first connection
 
 
+def connection_kwargs(*, prepare: bool) -> dict[str, Any]:
+    """The keyword arguments of pgtasq's pooled connections. ``prepare=False``: never use
+    server-side prepared statements (psycopg prepares a statement run 5 times on one
+    connection), for PgBouncer before 1.21, or later without ``max_prepared_statements``."""
+    if not isinstance(prepare, bool):
+        raise ConfigurationError(f"prepare must be True or False, got {prepare!r}")
+    return {"autocommit": True} if prepare else {"autocommit": True, "prepare_threshold": None}
+
+
 def check_connect_timeout(value: object) -> float:
     """``connect_timeout`` as seconds, or a ConfigurationError (before any connection)."""
     if (
@@ -62,8 +71,10 @@ class LazyPool:
         max_size: int,
         name: str,
         open_timeout: float = POOL_OPEN_TIMEOUT_DEFAULT,
+        prepare: bool = True,
     ) -> None:
         self.dsn = normalize(dsn)
+        self._kwargs = connection_kwargs(prepare=prepare)
         self._open_timeout = check_connect_timeout(open_timeout)
         self._min_size = min_size
         self._max_size = max_size
@@ -83,7 +94,7 @@ class LazyPool:
                         max_size=self._max_size,
                         open=False,
                         name=self._name,
-                        kwargs={"autocommit": True},
+                        kwargs=self._kwargs,
                     )
                     try:
                         pool.open(wait=True, timeout=self._open_timeout)
@@ -112,8 +123,10 @@ class AsyncLazyPool:
         max_size: int,
         name: str,
         open_timeout: float = POOL_OPEN_TIMEOUT_DEFAULT,
+        prepare: bool = True,
     ) -> None:
         self.dsn = normalize(dsn)
+        self._kwargs = connection_kwargs(prepare=prepare)
         self._open_timeout = check_connect_timeout(open_timeout)
         self._min_size = min_size
         self._max_size = max_size
@@ -133,7 +146,7 @@ class AsyncLazyPool:
                         max_size=self._max_size,
                         open=False,
                         name=self._name,
-                        kwargs={"autocommit": True},
+                        kwargs=self._kwargs,
                     )
                     try:
                         await pool.open(wait=True, timeout=self._open_timeout)

@@ -49,6 +49,7 @@ from pgtasq._database import RETRYABLE, Backoff, fetch, short_error
 from pgtasq._executor import DaemonExecutor, handler_chain, is_async
 from pgtasq._listener import Listener
 from pgtasq._outcomes import Counts, Outcome, OutcomeWriter, error_entry, log_failed_attempt
+from pgtasq._pool import connection_kwargs
 from pgtasq._services import (
     STALE_WORKER_AFTER_DEFAULT,
     BackgroundLoops,
@@ -95,6 +96,8 @@ class Settings:
     clean_interval: float
     retention_default: float
     events: bool
+    listen_dsn: str | None
+    prepare: bool
 
 
 @dataclasses.dataclass
@@ -198,8 +201,7 @@ class Engine:
             max_size=4,
             open=False,
             name="pgtasq-worker",
-            kwargs={"autocommit": True},
-            configure=_configure_worker_connection,
+            kwargs=connection_kwargs(prepare=self.settings.prepare),
         )
         self._writer = OutcomeWriter(
             pool=self._pool,
@@ -224,7 +226,7 @@ class Engine:
             loops.start("clean", self._cleaner.run())
             if self.settings.listen and not burst:
                 listener = Listener(
-                    dsn=self.dsn,
+                    dsn=self.settings.listen_dsn or self.dsn,
                     stmts=self.stmts,
                     queues=self.queue_names,
                     poll_interval=self.settings.poll_interval,
@@ -609,14 +611,3 @@ class Engine:
     def _rescued(self, count: int) -> None:
         self.counts.rescued += count
         self._more_ready()
-
-
-async def _configure_worker_connection(conn: psycopg.AsyncConnection[Any]) -> None:
-    """The worker's own bookkeeping (claims, heartbeats, outcomes) does not wait for fsync.
-
-    Safe under at-least-once delivery: if PostgreSQL crashes, the last few claims or outcomes
-    may be forgotten, and those tasks run again. Enqueues (the producer's or yours) and a
-    completion made in the handler's own transaction (`TaskContext.complete`) keep the
-    server's setting.
-    """
-    await conn.execute("SET synchronous_commit TO off")

@@ -77,18 +77,37 @@ INSERT_ARRAYS = (
 COPY_COLUMNS = ("id", "queue", "type", "payload", "priority", "max_attempts")
 COPY_COLUMNS_OPTIONAL = ("run_at", "timeout", "deadline", "retention")
 
+# At most this many ids per event notification (NOTIFY payloads are limited to 8000 bytes);
+# "count" always says how many tasks the event covers.
+EVENT_IDS_MAX = 300
+# A wake-up's queue list longer than this says "*" (any queue) instead: with EVENT_IDS_MAX
+# ids of up to 20 characters the payload stays under NOTIFY's 8000 bytes.
+NOTIFY_QUEUES_MAX = 1500
 # The idempotency keys of scheduler ticks start with this (see `scheduler.entry_key_prefix`).
 SCHEDULE_KEY_PREFIX = "pgtasq:schedule:"
 
-# A wake-up payload longer than this (PostgreSQL refuses over 8000 bytes) says "*": any queue.
-NOTIFY_PAYLOAD_MAX = 7900
 
-
-def _wake(channel: str, queues_json: str) -> str:
-    """The wake-up NOTIFY: the queues as a JSON array, or "*" when that would be too long."""
+def _wake(channel: str, queues: str, count: str, ids: str) -> str:
+    """The wake-up NOTIFY, which is also the ``enqueued`` event: a JSON object with the queues
+    (a JSON array, or "*" when it would be too long), how many tasks and their first ids.
+    ``queues`` and ``ids`` are json expressions, ``count`` an integer one. Each statement's
+    payload names its own ids, so PostgreSQL never folds two statements' wake-ups into one
+    (it drops identical notifications of one transaction) and the counts add up."""
     return (
-        f"pg_notify('{channel}', CASE WHEN octet_length({queues_json}) <= {NOTIFY_PAYLOAD_MAX} "
-        f"""THEN {queues_json} ELSE '"*"' END)"""
+        f"pg_notify('{channel}', json_build_object("
+        f"'queues', CASE WHEN octet_length(CAST({queues} AS text)) <= {NOTIFY_QUEUES_MAX} "
+        f"""THEN {queues} ELSE '"*"'::json END, 'count', {count}, 'ids', {ids})::text)"""
+    )
+
+
+_FIRST_IDS = f"to_json((array_agg(id ORDER BY id))[1:{EVENT_IDS_MAX}])"
+
+
+def _wake_rows(channel: str, source: str) -> str:
+    """The wake-up for the rows (id, queue) of ``source``: one per statement, none for no rows."""
+    return (
+        f"SELECT {_wake(channel, 'json_agg(DISTINCT queue)', 'count(*)', _FIRST_IDS)} "
+        f"FROM {source} HAVING count(*) > 0"
     )
 
 
@@ -115,7 +134,7 @@ VALUES (
     {key_value}make_interval(secs => CAST(%(retention)s AS float8)))
 {_ON_KEY_CONFLICT if keyed else ""}
 RETURNING id, {"idempotency_key, " if keyed else ""}run_at, created_at,
-          pg_notify('{channel}', json_build_array(queue)::text) AS notified
+          {_wake(channel, "json_build_array(queue)", "1", "json_build_array(id)")} AS notified
 """
 
 
@@ -130,6 +149,24 @@ class Statement:
         from sqlalchemy import text
 
         return text(_PLACEHOLDER.sub(r":\1", self.text))
+
+
+# The worker's own bookkeeping (claims, heartbeats, outcomes, rescue, clean) does not wait
+# for fsync. Sent in the same pipeline as each of its statements, before the one Sync that
+# ends their implicit transaction: the setting is local to that transaction, so nothing is
+# left on the connection (a transaction-mode PgBouncer would hand it to other clients).
+# Safe under at-least-once delivery: if PostgreSQL crashes, the last few claims or outcomes
+# may be forgotten, and those tasks run again.
+worker_settings_local = Statement(
+    "worker_settings_local", "SELECT set_config('synchronous_commit', 'off', true)"
+)
+
+
+# A worker's check that LISTEN works on its connection: a NOTIFY from another connection
+# that must come back (through PgBouncer in transaction mode it never does).
+listen_probe = Statement(
+    "listen_probe", "SELECT pg_notify(CAST(%(channel)s AS text), CAST(%(payload)s AS text))"
+)
 
 
 # The channels of a schema: one per purpose, ``pgtasq_<purpose>_<schema>``. A schema name is
@@ -160,11 +197,6 @@ def notify_channel(schema: str) -> str:
 def events_channel(schema: str) -> str:
     """The channel task events go out on (see `Client.events`)."""
     return channel_name("events", schema)
-
-
-# At most this many ids per event notification (NOTIFY payloads are limited to 8000 bytes);
-# "count" always says how many tasks the event covers.
-EVENT_IDS_MAX = 300
 
 
 def _events_cte(channel: str, source: str, kind: str) -> str:
@@ -282,11 +314,7 @@ inserted AS (
     {_ON_KEY_CONFLICT}
     RETURNING id, queue, idempotency_key, run_at, created_at
 ),
-woken AS (
-    SELECT {_wake(channel, "json_agg(DISTINCT queue)::text")}
-    FROM inserted
-    HAVING count(*) > 0
-)
+woken AS ({_wake_rows(channel, "inserted")})
 SELECT id, idempotency_key, run_at, created_at
 FROM inserted LEFT JOIN woken ON true
 """,
@@ -304,6 +332,12 @@ FROM inserted LEFT JOIN woken ON true
     # row in order, and the NOTIFY for the rows to come, delivered at commit. The ids are
     # usually consecutive; then only the first is sent back (parsing 1000 ids costs the
     # client more than drawing them costs the server), else all of them.
+    copy_wake = _wake(
+        channel,
+        "to_json(CAST(%(queues)s AS text[]))",
+        "cardinality(ids)",
+        f"to_json(ids[1:{EVENT_IDS_MAX}])",
+    )
     task_insert_copy_ids = Statement(
         "task_insert_copy_ids",
         f"""
@@ -314,7 +348,7 @@ WITH drawn AS (
 SELECT now() AS now, ids[1] AS first_id,
        CASE WHEN ids[cardinality(ids)] - ids[1] + 1 = cardinality(ids) THEN NULL
             ELSE ids END AS ids,
-       {_wake(channel, "to_json(CAST(%(queues)s AS text[]))::text")} AS notified
+       {copy_wake} AS notified
 FROM drawn
 """,
     )
@@ -486,10 +520,7 @@ released AS (
     WHERE t.id = m.id AND {fence}
     RETURNING t.id, t.queue
 ),
-woken AS (
-    SELECT {_wake(channel, "json_agg(DISTINCT queue)::text")} FROM released
-    HAVING count(*) > 0
-)
+woken AS ({_wake_rows(channel, "released")})
 SELECT id FROM released LEFT JOIN woken ON true
 """,
     )
@@ -594,9 +625,7 @@ changed AS (
     WHERE t.id = target.id AND target.before IN ('failed', 'cancelled')
     RETURNING {claimed}
 ),
-woken AS (
-    SELECT {_wake(channel, "json_agg(queue)::text")} FROM changed HAVING count(*) > 0
-)
+woken AS ({_wake_rows(channel, "changed")})
 {reported}
 LEFT JOIN woken ON true
 """,
@@ -609,8 +638,10 @@ changed AS (
     DELETE FROM {s}.tasks t USING target
     WHERE t.id = target.id AND target.before <> 'running'
     RETURNING {claimed}
-)
+),
+{_events_cte(events, "changed", "'deleted'")}
 {reported}
+WHERE {_EMIT}
 """,
     )
     queue_list = Statement(
@@ -618,8 +649,12 @@ changed AS (
         f"""
 WITH counts AS (
     SELECT queue AS name,
-        count(*) FILTER (WHERE status = 'pending' AND run_at <= now()) AS pending,
-        count(*) FILTER (WHERE status = 'pending' AND run_at > now()) AS scheduled,
+        -- each pending task counted once: retry (after a failed attempt, due or not), else
+        -- scheduled (run_at in the future), else pending (ready now)
+        count(*) FILTER (WHERE status = 'pending' AND attempts = 0 AND run_at <= now())
+            AS pending,
+        count(*) FILTER (WHERE status = 'pending' AND attempts = 0 AND run_at > now())
+            AS scheduled,
         count(*) FILTER (WHERE status = 'pending' AND attempts > 0) AS retry,
         count(*) FILTER (WHERE status = 'running') AS running,
         count(*) FILTER (WHERE status = 'completed') AS completed,
@@ -971,9 +1006,9 @@ def task_bulk(schema: str, action: str, f: TaskFilter) -> tuple[Statement, dict[
         )
     channel = notify_channel(schema)
     text = (
-        f"WITH batch AS ({batch}), changed AS ({change}), woken AS ("
-        f"SELECT {_wake(channel, 'json_agg(DISTINCT queue)::text')} FROM changed "
-        "HAVING count(*) > 0) SELECT changed.id FROM changed LEFT JOIN woken ON true"
+        f"WITH batch AS ({batch}), changed AS ({change}), "
+        f"woken AS ({_wake_rows(channel, 'changed')}) "
+        "SELECT changed.id FROM changed LEFT JOIN woken ON true"
         if action == "retry"
         else f"WITH batch AS ({batch}), changed AS ({change}), "
         + _events_cte(

@@ -1,7 +1,8 @@
 """The ``pgtasq`` command: a thin shell over the library, with no logic of its own.
 
 Every option is also an environment variable (shown in ``--help``). Without a DSN the
-commands start an embedded PostgreSQL with its data in ``./.pgtasq/``.
+commands start an embedded PostgreSQL with its data in the project's ``.pgtasq/`` (see
+`pgtasq._embedded.find_home`); ``pgtasq dev`` shows and stops it.
 
 Exit codes: 0 success, 1 operation failed (the message says why), 2 bad usage.
 """
@@ -18,12 +19,13 @@ import signal
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import click
 import psycopg
 
-from pgtasq import _cli_admin, _dsn, _embedded, _logs, _migrate, _supervisor
+from pgtasq import _cli_admin, _cli_dev, _dsn, _embedded, _logs, _migrate, _supervisor
 from pgtasq import demo as _demo
 from pgtasq._cli_boundary import F, first_line
 from pgtasq._cli_output import printable
@@ -40,7 +42,7 @@ from pgtasq.tables import SCHEMA_DEFAULT
 class _Settings:
     dsn: str | None
     schema: str
-    data_dir: str
+    data_dir: str | None
     schema_given: bool = False
     log_level: str = _logs.LOG_LEVEL_DEFAULT
     log_format: str = _logs.LOG_FORMAT_DEFAULT
@@ -48,15 +50,20 @@ class _Settings:
     def setup_logging(self) -> None:
         _logs.setup(self.log_level, self.log_format)
 
+    def home(self) -> Path:
+        """Where the embedded server keeps its data: --data-dir, else the project's."""
+        return _embedded.find_home() if self.data_dir is None else Path(self.data_dir).resolve()
+
     @contextlib.contextmanager
     def database(self, *, quiet: bool = False) -> Iterator[str]:
         """The DSN to use: the given one, or the embedded server's (started for this command)."""
         if self.dsn:
             yield self.dsn
             return
+        home = self.home()
         if not quiet:
-            click.echo(f"No DSN given: using the embedded PostgreSQL in {self.data_dir}/", err=True)
-        server = _embedded.start(self.data_dir)
+            click.echo(f"No DSN given: using the embedded PostgreSQL in {home}/", err=True)
+        server = _embedded.start(home)
         with server:
             yield str(server.get_uri())
 
@@ -98,8 +105,11 @@ _GLOBAL_OPTIONS: tuple[tuple[str, dict[str, Any]], ...] = (
     (
         "--data-dir",
         {
-            "default": str(_embedded.DATA_DIR_DEFAULT),
-            "help": "Where the embedded server keeps its data.",
+            "envvar": ["PGTASQ_HOME", "PGTASQ_DATA_DIR"],
+            "default": None,
+            "help": "Where the embedded server keeps its data [default: the nearest .pgtasq/ "
+            "folder here or above, else .pgtasq/ at the project root (pyproject.toml, .git), "
+            "else here].",
         },
     ),
     (
@@ -127,7 +137,7 @@ def _envvar(flag: str) -> str:
 
 def _group_options(f: F) -> F:
     for flag, spec in reversed(_GLOBAL_OPTIONS):
-        f = click.option(flag, envvar=_envvar(flag), show_envvar=True, **spec)(f)
+        f = click.option(flag, **{"envvar": _envvar(flag), "show_envvar": True, **spec})(f)
     return f
 
 
@@ -176,7 +186,7 @@ def cli(
     ctx: click.Context,
     dsn: str | None,
     schema: str,
-    data_dir: str,
+    data_dir: str | None,
     log_level: str,
     log_format: str,
 ) -> None:
@@ -313,10 +323,21 @@ def _load(path: str) -> object:
     return getattr(module, attr, None)
 
 
+_prepare_option = click.option(
+    "--prepare/--no-prepare",
+    default=True,
+    envvar="PGTASQ_PREPARE",
+    show_envvar=True,
+    help="Server-side prepared statements; --no-prepare for PgBouncer before 1.21 "
+    "(or without max_prepared_statements).",
+)
+
+
 @cli.command()
 @click.argument("app", envvar="PGTASQ_SCHEDULER_APP")
+@_prepare_option
 @click.pass_obj
-def scheduler(settings: _Settings, app: str) -> None:
+def scheduler(settings: _Settings, app: str, prepare: bool) -> None:
     """Run the cron entries of APP (module:scheduler) until SIGINT/SIGTERM.
 
     Run as many as you like: each tick of each entry is enqueued once.
@@ -325,7 +346,7 @@ def scheduler(settings: _Settings, app: str) -> None:
     with _errors():
         sched = _load_scheduler(app)
     with _errors(), settings.database(quiet=True) as dsn:
-        sched.bind(dsn, schema=settings.schema if settings.schema_given else None)
+        sched.bind(dsn, schema=settings.schema if settings.schema_given else None, prepare=prepare)
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: sched.stop(timeout=0))
         sched.run()
@@ -383,6 +404,14 @@ def scheduler(settings: _Settings, app: str) -> None:
     show_envvar=True,
     help="Also run this module:scheduler's cron entries in the worker process.",
 )
+@click.option(
+    "--listen-dsn",
+    envvar="PGTASQ_LISTEN_DSN",
+    show_envvar=True,
+    help="A direct connection (not through PgBouncer) for LISTEN [default: --dsn; through a "
+    "transaction-mode PgBouncer the worker then polls].",
+)
+@_prepare_option
 @click.pass_obj
 def worker(
     settings: _Settings,
@@ -394,6 +423,8 @@ def worker(
     lease: float | None,
     burst: bool,
     scheduler_app: str | None,
+    listen_dsn: str | None,
+    prepare: bool,
 ) -> None:
     """Run the handlers of APP (module:consumer) until SIGINT/SIGTERM.
 
@@ -405,7 +436,14 @@ def worker(
     _supervisor.while_starting()
     with _errors():
         consumer = _load_consumer(app)
-        consumer.configure(concurrency=concurrency, queues=queues, strict=strict, lease=lease)
+        consumer.configure(
+            concurrency=concurrency,
+            queues=queues,
+            strict=strict,
+            lease=lease,
+            listen_dsn=listen_dsn,
+            prepare=None if prepare else False,
+        )
         with settings.database(quiet=True) as dsn:
             if processes > 1:
                 child = [sys.executable, "-m", "pgtasq.cli", "worker", app, "--processes", "1"]
@@ -419,9 +457,13 @@ def worker(
                         child += [flag, str(value)]
                 if strict is not None:
                     child.append("--strict" if strict else "--weighted")
+                if not prepare:
+                    child.append("--no-prepare")
                 child += ["--log-level", settings.log_level, "--log-format", settings.log_format]
                 child += ["--burst"] if burst else []
                 env = {**os.environ, "PGTASQ_DSN": dsn}
+                if listen_dsn:  # in the environment, not on command lines others can read
+                    env["PGTASQ_LISTEN_DSN"] = listen_dsn
                 if settings.schema_given:
                     env["PGTASQ_SCHEMA"] = settings.schema
                 sys.exit(
@@ -437,7 +479,7 @@ def worker(
                 consumer.schema = settings.schema
             sched = _load_scheduler(scheduler_app) if scheduler_app else None
             if sched is not None:
-                sched.bind(dsn, schema=consumer.schema)
+                sched.bind(dsn, schema=consumer.schema, prepare=prepare)
                 sched.start()
             try:
                 counts = consumer.run(dsn, burst=burst)
@@ -453,6 +495,7 @@ def worker(
 
 for _command in _cli_admin.COMMANDS:  # tasks, queues, workers, enqueue
     cli.add_command(_command)
+cli.add_command(_cli_dev.dev)
 
 
 _add_global_options(cli)

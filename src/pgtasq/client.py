@@ -86,6 +86,7 @@ class Client:
         pool_min_size: int = POOL_MIN_SIZE_DEFAULT,
         pool_max_size: int = POOL_MAX_SIZE_DEFAULT,
         connect_timeout: float = POOL_OPEN_TIMEOUT_DEFAULT,
+        prepare: bool = True,
     ) -> None:
         self.schema = check_schema_name(schema)
         self._stmts = _sql.statements(schema)
@@ -97,6 +98,7 @@ class Client:
                 max_size=pool_max_size,
                 name="pgtasq-client",
                 open_timeout=connect_timeout,
+                prepare=prepare,
             )
             if dsn is not None
             else None
@@ -261,6 +263,7 @@ class AsyncClient:
         pool_min_size: int = POOL_MIN_SIZE_DEFAULT,
         pool_max_size: int = POOL_MAX_SIZE_DEFAULT,
         connect_timeout: float = POOL_OPEN_TIMEOUT_DEFAULT,
+        prepare: bool = True,
     ) -> None:
         self.schema = check_schema_name(schema)
         self._stmts = _sql.statements(schema)
@@ -272,6 +275,7 @@ class AsyncClient:
                 max_size=pool_max_size,
                 name="pgtasq-client",
                 open_timeout=connect_timeout,
+                prepare=prepare,
             )
             if dsn is not None
             else None

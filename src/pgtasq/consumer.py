@@ -118,6 +118,8 @@ class Consumer:
         clean_interval: float = CLEAN_INTERVAL_DEFAULT,
         retention_default: float = RETENTION_DEFAULT,
         events: bool = False,
+        listen_dsn: str | None = None,
+        prepare: bool = True,
         on_error: ErrorHook | None = None,
         is_failure: Callable[[BaseException], bool] = lambda exc: True,
         retry_delay: RetryDelay = default_retry_delay,
@@ -144,6 +146,8 @@ class Consumer:
             clean_interval=clean_interval,
             retention_default=retention_default,
             events=events,
+            listen_dsn=listen_dsn,
+            prepare=prepare,
         )
         self._engine: Engine | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -178,6 +182,11 @@ class Consumer:
                 f"heartbeat_interval ({options['heartbeat_interval']} s) must be under half the "
                 f"lease ({options['lease']} s), or leases expire while the worker is alive"
             )
+        if not isinstance(options["prepare"], bool):
+            raise ConfigurationError(f"prepare must be True or False, got {options['prepare']!r}")
+        listen_dsn = options["listen_dsn"]
+        if listen_dsn is not None and (not isinstance(listen_dsn, str) or not listen_dsn):
+            raise ConfigurationError("listen_dsn must be a non-empty DSN string, or None")
         return Settings(queues=parse_queues(queues), **options)
 
     def configure(self, **options: Any) -> None:

@@ -225,6 +225,7 @@ class Producer(_ProducerBase):
         pool_min_size: int = POOL_MIN_SIZE_DEFAULT,
         pool_max_size: int = POOL_MAX_SIZE_DEFAULT,
         connect_timeout: float = POOL_OPEN_TIMEOUT_DEFAULT,
+        prepare: bool = True,
     ) -> None:
         super().__init__(schema=schema, max_payload_bytes=max_payload_bytes, batch_size=batch_size)
         connect_timeout = check_connect_timeout(connect_timeout)
@@ -235,6 +236,7 @@ class Producer(_ProducerBase):
                 max_size=pool_max_size,
                 name="pgtasq-producer",
                 open_timeout=connect_timeout,
+                prepare=prepare,
             )
             if dsn is not None
             else None
@@ -320,6 +322,7 @@ class AsyncProducer(_ProducerBase):
         pool_min_size: int = POOL_MIN_SIZE_DEFAULT,
         pool_max_size: int = POOL_MAX_SIZE_DEFAULT,
         connect_timeout: float = POOL_OPEN_TIMEOUT_DEFAULT,
+        prepare: bool = True,
     ) -> None:
         super().__init__(schema=schema, max_payload_bytes=max_payload_bytes, batch_size=batch_size)
         connect_timeout = check_connect_timeout(connect_timeout)
@@ -330,6 +333,7 @@ class AsyncProducer(_ProducerBase):
                 max_size=pool_max_size,
                 name="pgtasq-producer",
                 open_timeout=connect_timeout,
+                prepare=prepare,
             )
             if dsn is not None
             else None

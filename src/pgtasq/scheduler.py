@@ -379,6 +379,7 @@ class Scheduler:
         sleep_max: float = SLEEP_MAX_DEFAULT,
         max_ticks_per_run: int = MAX_TICKS_PER_RUN_DEFAULT,
         max_payload_bytes: int = PAYLOAD_MAX_BYTES_DEFAULT,
+        prepare: bool = True,
     ) -> None:
         self.config = SchedulerConfig(
             schema=schema,
@@ -392,7 +393,8 @@ class Scheduler:
         self._provider = provider
         self._stmts = _sql.statements(schema)
         self._producer = Producer(schema=schema, max_payload_bytes=max_payload_bytes)
-        self._pool = LazyPool(dsn, min_size=1, max_size=2, name="pgtasq-scheduler") if dsn else None
+        self._prepare = prepare
+        self._pool = self._new_pool(dsn) if dsn else None
         self._lock = threading.RLock()
         self._registered: dict[str, _State] = {}
         self._provided: dict[str, _State] = {}
@@ -402,16 +404,21 @@ class Scheduler:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def bind(self, dsn: str, *, schema: str | None = None) -> None:
+    def bind(self, dsn: str, *, schema: str | None = None, prepare: bool | None = None) -> None:
         """Give a scheduler built without a DSN one, and optionally another schema (the CLI's
-        --dsn and --schema). Call it before running."""
+        --dsn and --schema) or ``prepare`` setting (--no-prepare). Call it before running."""
+        if prepare is not None:
+            self._prepare = prepare
         if schema is not None and schema != self.config.schema:
             self.config = dataclasses.replace(self.config, schema=schema)
             self._stmts = _sql.statements(schema)
             limit = self.config.max_payload_bytes
             self._producer = Producer(schema=schema, max_payload_bytes=limit)
         if self._pool is None:
-            self._pool = LazyPool(dsn, min_size=1, max_size=2, name="pgtasq-scheduler")
+            self._pool = self._new_pool(dsn)
+
+    def _new_pool(self, dsn: str) -> LazyPool:
+        return LazyPool(dsn, min_size=1, max_size=2, name="pgtasq-scheduler", prepare=self._prepare)
 
     # -- entries
 

@@ -353,8 +353,8 @@ def test_stats_clean_and_events(run: Any, pg_dsn: str, schema: str, producer: Pr
         env=env,
     )
     time.sleep(1.0)  # LISTEN is in place
-    producer.enqueue("t", queue="watched")
+    info = producer.enqueue("t", queue="watched")
     out, _ = watcher.communicate(timeout=15)
     assert watcher.returncode == 0
     events = [json.loads(line) for line in out.splitlines()]
-    assert {"kind": "enqueued", "count": None, "task_ids": [], "queues": ["watched"]} in events
+    assert {"kind": "enqueued", "count": 1, "task_ids": [info.id], "queues": ["watched"]} in events

@@ -128,10 +128,12 @@ def test_events_are_escaped(pg_dsn: str, schema: str, as_json: bool) -> None:
     reader = threading.Thread(target=read)
     reader.start()
     event: dict[str, Any] = {"event": HOSTILE, "count": 1, "ids": [1]}
+    wake = {"count": 1, "ids": [1]}  # a wake-up: also an `enqueued` event
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         while not first.wait(0.2) and watcher.poll() is None:  # until the watcher listens
             conn.execute(
-                "SELECT pg_notify(%s, %s)", [_sql.notify_channel(schema), json.dumps([HOSTILE])]
+                "SELECT pg_notify(%s, %s)",
+                [_sql.notify_channel(schema), json.dumps({"queues": [HOSTILE], **wake})],
             )
             conn.execute(
                 "SELECT pg_notify(%s, %s)", [_sql.events_channel(schema), json.dumps(event)]

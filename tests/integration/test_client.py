@@ -1481,8 +1481,14 @@ def test_list_queues_counts_each_state_and_latency(
     queues = {q.name: q for q in client.list_queues()}
     assert list(queues) == ["empty", "other", "q"]
     q = queues["q"]
-    assert (q.pending, q.scheduled, q.retry, q.running) == (4, 3, 2, 2)
+    # Each pending task counts once: retry (due or not), else scheduled, else pending.
+    assert (q.pending, q.scheduled, q.retry, q.running) == (3, 2, 2, 2)
     assert (q.completed, q.failed, q.cancelled, q.size) == (1, 1, 3, 9)
+    assert q.pending + q.scheduled + q.retry == count_tasks(
+        pg_dsn, schema, queue="q", status="pending"
+    )
+    # The retry column is what `tasks list --state retry` lists.
+    assert q.retry == client.list_tasks(TaskFilter().states("retry").queues("q")).total
     assert timedelta(seconds=30) <= q.latency < timedelta(seconds=35)
     assert not q.paused
     # No attempt has finished: the daily counters are empty.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -11,7 +12,19 @@ import psycopg
 import pytest
 
 import pgtasq
-from pgtasq import AsyncClient, Client, Consumer, Producer, Task, TaskContext, TaskEvent, _sql
+from pgtasq import (
+    AsyncClient,
+    Client,
+    Consumer,
+    Producer,
+    Task,
+    TaskContext,
+    TaskEvent,
+    TaskFilter,
+    _sql,
+)
+from pgtasq import _client_ops as ops
+from tests.conftest import count_tasks
 
 
 def _consumer(schema: str) -> Consumer:
@@ -55,7 +68,7 @@ def test_events_follow_tasks_through_their_states(pg_dsn: str, schema: str) -> N
     assert kinds[0] == "enqueued" and sorted(got[0].queues) == ["default", "other"]
     ids_by_kind: dict[str, set[int]] = {}
     for event in got:
-        assert event.count is None or event.count == len(event.task_ids)
+        assert event.count == len(event.task_ids)
         ids_by_kind.setdefault(event.kind, set()).update(event.task_ids)
     assert ids_by_kind["started"] == {ok.id, bad.id}
     assert ids_by_kind["completed"] == {ok.id}
@@ -78,6 +91,91 @@ async def test_async_events(pg_dsn: str, schema: str) -> None:
         event = await asyncio.wait_for(cancelled, 5)
         assert (event.kind, event.task_ids) == ("cancelled", [info.id])
         await stream.aclose()
+
+
+# -- single and bulk operations send the same events, and every event has its count --------
+
+
+@contextlib.contextmanager
+def _listening(pg_dsn: str, schema: str) -> Iterator[Callable[[], list[TaskEvent]]]:
+    """LISTEN on both of the schema's channels (in place when this returns); the callable
+    returns the events received so far, as `Client.events` parses them."""
+    stmts = _sql.statements(schema)
+    with psycopg.connect(pg_dsn, autocommit=True) as listener:
+        listener.execute(stmts.listen.text)
+        listener.execute(stmts.listen_events.text)
+
+        def received() -> list[TaskEvent]:
+            notes = listener.notifies(timeout=0.5)
+            events = [ops.parse_event(stmts, n.channel, n.payload) for n in notes]
+            return [e for e in events if e is not None]
+
+        yield received
+
+
+def test_enqueued_events_carry_count_and_ids_on_every_path(pg_dsn: str, schema: str) -> None:
+    producer = Producer(schema=schema)
+    with _listening(pg_dsn, schema) as received, psycopg.connect(pg_dsn) as conn:
+        # Three single enqueues in one transaction: three events, not one folded notification.
+        singles = [producer.enqueue("t", i, queue="q1", conn=conn) for i in range(3)]
+        keyed = producer.enqueue_many(
+            [Task("t", queue="q2", idempotency_key="k"), Task("t", queue="q1")], conn=conn
+        )  # one INSERT … unnest
+        copied = producer.enqueue_many([Task("t", queue="q3") for _ in range(400)], conn=conn)
+        conn.commit()
+        got = received()
+    assert [e.kind for e in got] == ["enqueued"] * 5
+    assert [(e.count, e.task_ids, e.queues) for e in got[:3]] == [
+        (1, [info.id], ["q1"]) for info in singles
+    ]
+    assert (got[3].count, got[3].task_ids, got[3].queues) == (
+        2,
+        sorted(i.id for i in keyed),
+        ["q1", "q2"],
+    )
+    # 400 tasks: all counted, the first 300 ids listed.
+    assert (got[4].count, got[4].queues) == (400, ["q3"])
+    assert got[4].task_ids == [i.id for i in copied][: _sql.EVENT_IDS_MAX]
+    assert sum(e.count for e in got) == 405 == count_tasks(pg_dsn, schema)
+
+
+def test_single_and_bulk_operations_send_the_same_events(pg_dsn: str, schema: str) -> None:
+    with Producer(pg_dsn, schema=schema) as producer:
+        infos = producer.enqueue_many([Task("t", queue=f"q{i % 2}") for i in range(6)])
+    a, b, c, d, e, f = (i.id for i in infos)
+    seen: dict[str, list[tuple[str, int, list[int]]]] = {}
+    with Client(pg_dsn, schema=schema) as client, _listening(pg_dsn, schema) as received:
+        client.cancel_task(a)
+        client.cancel_tasks(TaskFilter().ids(b, c))
+        seen["cancel"] = [(x.kind, x.count, x.task_ids) for x in received()]
+        client.retry_task(a)
+        client.retry_tasks(TaskFilter().ids(b, c))
+        seen["retry"] = [(x.kind, x.count, x.task_ids) for x in received()]
+        client.delete_task(d)
+        client.delete_tasks(TaskFilter().ids(e, f))
+        seen["delete"] = [(x.kind, x.count, x.task_ids) for x in received()]
+    assert seen == {
+        "cancel": [("cancelled", 1, [a]), ("cancelled", 2, [b, c])],
+        "retry": [("enqueued", 1, [a]), ("enqueued", 2, [b, c])],
+        "delete": [("deleted", 1, [d]), ("deleted", 2, [e, f])],
+    }
+
+
+def test_odd_notifications_are_not_events(pg_dsn: str, schema: str) -> None:
+    stmts = _sql.statements(schema)
+    events = _sql.events_channel(schema)
+    for channel, payload in [
+        (stmts.channel, '["default"]'),
+        (stmts.channel, '"*"'),
+        (stmts.channel, '{"queues": ["q"], "count": "many"}'),
+        (events, '{"event": "deleted", "count": 1, "ids": 7}'),
+        (events, '{"event": 1, "count": 1}'),
+        (events, "not json"),
+    ]:
+        assert ops.parse_event(stmts, channel, payload) is None
+    assert ops.parse_event(
+        stmts, stmts.channel, '{"queues": "*", "count": 3, "ids": [1, 2, 3]}'
+    ) == TaskEvent("enqueued", 3, [1, 2, 3], [])
 
 
 def _foreign_notifications(dsn: str, listener_schema: str, act: Callable[[], None]) -> list[str]:

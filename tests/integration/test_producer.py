@@ -260,7 +260,7 @@ def test_notify_once_per_statement_at_commit(
         assert list(listener.notifies(timeout=0.3)) == []  # nothing before commit
         conn.commit()
         got = list(listener.notifies(timeout=1, stop_after=5))
-        assert [json.loads(n.payload) for n in got] == [["q1", "q2"]]
+        assert [json.loads(n.payload)["queues"] for n in got] == [["q1", "q2"]]
         producer.enqueue("x", conn=conn)
         producer.enqueue_many([Task("y"), Task("z")], conn=conn)  # COPY
         conn.rollback()
@@ -455,7 +455,9 @@ def test_copy_on_autocommit_connection_is_one_transaction(
         assert count_tasks(pg_dsn, schema) == 2 and len(copies) == 1
         assert [TaskInfo.from_row(r) for r in _rows(pg_dsn, schema)] == infos
         got = list(listener.notifies(timeout=1, stop_after=5))
-        assert [json.loads(n.payload) for n in got] == [["q1", "q2"]]
+        assert [json.loads(n.payload) for n in got] == [
+            {"queues": ["q1", "q2"], "count": 2, "ids": sorted(i.id for i in infos)}
+        ]
         # A row the server refuses fails the COPY: its ids and NOTIFY go with it.
         conn.execute(f"ALTER TABLE {schema}.tasks ADD CONSTRAINT no_boom CHECK (type <> 'boom')")
         with pytest.raises(psycopg.errors.CheckViolation):
@@ -513,7 +515,7 @@ def test_single_task_is_one_insert_with_its_notify(
         assert list(listener.notifies(timeout=0.3)) == []
         counted.commit()
         assert [json.loads(n.payload) for n in listener.notifies(timeout=1, stop_after=1)] == [
-            ["solo"]
+            {"queues": ["solo"], "count": 1, "ids": [info.id]}
         ]
         # A taken key inserts nothing and wakes nobody.
         producer.enqueue("k", idempotency_key="k", conn=counted)
@@ -631,6 +633,6 @@ def test_a_wake_up_too_long_for_notify_says_any_queue(
         conn.commit()  # (identical notifications within one transaction are sent once)
         producer.enqueue_many([Task("t", queue=q) for q in queues], conn=conn)  # the COPY path
         conn.commit()
-        got = [n.payload for n in listener.notifies(timeout=1, stop_after=2)]
-    assert got == ['"*"', '"*"']
+        got = [json.loads(n.payload) for n in listener.notifies(timeout=1, stop_after=2)]
+    assert [(g["queues"], g["count"]) for g in got] == [("*", 32), ("*", 32)]
     assert count_tasks(pg_dsn, schema) == 64

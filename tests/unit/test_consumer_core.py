@@ -126,6 +126,12 @@ def test_which_notifications_wake_the_worker() -> None:
     # Not a list of queue names (a "*", someone else's payload): wake up, to be safe.
     assert relevant("*", mine)
     assert relevant('{"queue": "other"}', mine)
+    # The wake-up as pgtasq sends it: an object whose queues are a list or "*".
+    assert relevant('{"queues": ["mail"], "count": 1, "ids": [1]}', mine)
+    assert not relevant('{"queues": ["other"], "count": 1, "ids": [1]}', mine)
+    assert relevant('{"queues": "*", "count": 900, "ids": []}', mine)
+    # Another worker checking that its LISTEN works: nothing to claim.
+    assert not relevant('{"pgtasq_probe": "3f2a"}', mine)
     assert relevant("", mine)
 
 
@@ -147,3 +153,29 @@ def test_odd_notifications_wake_the_worker_and_never_raise(
     payload: str, queues: set[str] | frozenset[str]
 ) -> None:
     assert relevant(payload, queues) is True
+
+
+def test_prepare_and_listen_dsn_are_checked_before_running() -> None:
+    with pytest.raises(ConfigurationError, match="prepare must be True or False"):
+        Consumer(prepare="no")  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="listen_dsn"):
+        Consumer(listen_dsn="")
+    consumer = Consumer(prepare=False, listen_dsn="postgresql://direct/db")
+    assert (consumer.settings.prepare, consumer.settings.listen_dsn) == (
+        False,
+        "postgresql://direct/db",
+    )
+    consumer.configure(prepare=None, listen_dsn=None)  # None: keep what the app said
+    assert (consumer.settings.prepare, consumer.settings.listen_dsn) == (
+        False,
+        "postgresql://direct/db",
+    )
+
+
+def test_pooled_connections_never_prepare_when_asked() -> None:
+    from pgtasq._pool import connection_kwargs
+
+    assert connection_kwargs(prepare=True) == {"autocommit": True}
+    assert connection_kwargs(prepare=False) == {"autocommit": True, "prepare_threshold": None}
+    with pytest.raises(ConfigurationError):
+        connection_kwargs(prepare=0)  # type: ignore[arg-type]
