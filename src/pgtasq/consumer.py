@@ -187,6 +187,8 @@ class Consumer:
         listen_dsn = options["listen_dsn"]
         if listen_dsn is not None and (not isinstance(listen_dsn, str) or not listen_dsn):
             raise ConfigurationError("listen_dsn must be a non-empty DSN string, or None")
+        if listen_dsn is not None:
+            options["listen_dsn"] = _dsn.normalize(listen_dsn)  # checked, and never echoed
         return Settings(queues=parse_queues(queues), **options)
 
     def configure(self, **options: Any) -> None:
