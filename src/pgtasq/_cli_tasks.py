@@ -43,11 +43,12 @@ def _timestamp(ctx: click.Context, param: click.Parameter, value: str | None) ->
         text = text[:-1] + "+00:00"
     try:
         when = datetime.fromisoformat(text)
-    except ValueError:
+        # local time: year 1 east of UTC has no UTC time (OverflowError)
+        return when if when.tzinfo is not None else when.astimezone()
+    except (ValueError, OverflowError):
         raise click.BadParameter(
             f"{value!r} is not ISO 8601, e.g. 2025-05-01T12:00:00+00:00", ctx, param
         ) from None
-    return when if when.tzinfo is not None else when.astimezone()
 
 
 def _json_value(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
@@ -57,6 +58,8 @@ def _json_value(ctx: click.Context, param: click.Parameter, value: str | None) -
         return json.loads(value)
     except ValueError as exc:
         raise click.BadParameter(f"not valid JSON ({exc})", ctx, param) from None
+    except RecursionError:
+        raise click.BadParameter("nested too deeply", ctx, param) from None
 
 
 def _filter_options(envvar_prefix: str, *, page: bool) -> Callable[[F], F]:

@@ -14,7 +14,9 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from pgtasq import _sql
+from pgtasq._limits import ID_MAX, duration_problem
 from pgtasq.errors import (
+    ConfigurationError,
     QueueNotFound,
     TaskAlreadyAvailable,
     TaskAlreadyFinalized,
@@ -22,8 +24,8 @@ from pgtasq.errors import (
     TaskRunning,
     TaskValidationError,
 )
-from pgtasq.filters import ID_MAX, Cursor, InvalidFilter, TaskFilter
-from pgtasq.models import NAME_MAX_LENGTH, TaskInfo, TaskStatus
+from pgtasq.filters import Cursor, InvalidFilter, TaskFilter, check_name
+from pgtasq.models import TaskInfo, TaskStatus
 
 Row = Mapping[str, Any]
 Step = tuple[_sql.Statement, dict[str, Any]]
@@ -252,7 +254,13 @@ def _delete_task(stmts: _sql.Statements, task_id: int) -> Op:
 
 
 def list_tasks(stmts: _sql.Statements, task_filter: TaskFilter, full: bool = True) -> Op:
-    stmt, params = _sql.task_list(stmts.schema, task_filter, full=full)
+    stmt, params = _sql.task_list(stmts.schema, check_filter(task_filter), full=full)
+    return _list_tasks(stmt, params, task_filter, full)
+
+
+def _list_tasks(
+    stmt: _sql.Statement, params: dict[str, Any], task_filter: TaskFilter, full: bool
+) -> Op:
     rows = yield stmt, params  # one statement: the page and the total from one snapshot
     tasks = [_task_from_row(r, full) for r in rows if r["id"] is not None]
     cursor = None
@@ -275,10 +283,19 @@ def bulk(
     Without a connection of the caller's each batch commits on its own, so no statement holds
     more than ``batch_size`` row locks. Rows another session holds are skipped.
     """
-    if not 1 <= batch_size <= 10_000:
-        raise ValueError(f"batch_size must be from 1 to 10000, got {batch_size}")
-    stmt, params = _sql.task_bulk(stmts.schema, action, task_filter)
+    check_batch_size(batch_size)
+    stmt, params = _sql.task_bulk(stmts.schema, action, check_filter(task_filter))
     params = {**params, "batch": batch_size, "after": 0}
+    return _bulk(stmt, params, task_filter, batch_size, progress)
+
+
+def _bulk(
+    stmt: _sql.Statement,
+    params: dict[str, Any],
+    task_filter: TaskFilter,
+    batch_size: int,
+    progress: Progress | None,
+) -> Op:
     if not task_filter.task_ids:
         return (yield from _in_batches(stmt, params, batch_size, progress))
     # By ids: each batch gets only its slice of the sorted ids, so every statement costs
@@ -294,6 +311,27 @@ def bulk(
     if progress is not None and not changed:
         progress(0)
     return changed
+
+
+BULK_BATCH_MAX = 10_000
+
+
+def check_batch_size(batch_size: object) -> None:
+    """A bulk operation's batch size (ConfigurationError, also a ValueError)."""
+    if (
+        not isinstance(batch_size, int)
+        or isinstance(batch_size, bool)
+        or not 1 <= batch_size <= BULK_BATCH_MAX
+    ):
+        raise ConfigurationError(
+            f"batch_size must be an integer from 1 to {BULK_BATCH_MAX}, got {batch_size!r}"
+        )
+
+
+def check_filter(task_filter: object) -> TaskFilter:
+    if not isinstance(task_filter, TaskFilter):
+        raise InvalidFilter(f"expected a TaskFilter, got {type(task_filter).__name__}")
+    return task_filter
 
 
 def _task_from_row(row: Row, full: bool) -> TaskInfo:
@@ -340,19 +378,31 @@ def list_queues(stmts: _sql.Statements) -> Op:
 
 
 def pause_queue(stmts: _sql.Statements, name: str, paused: bool, create: bool = True) -> Op:
-    """Pause or resume a queue; without ``create``, only one that exists (a row in
-    ``queues`` or any task), else `QueueNotFound`."""
-    if not isinstance(name, str) or not name or len(name) > NAME_MAX_LENGTH:
-        raise InvalidFilter(f"queue name must be 1 to {NAME_MAX_LENGTH} characters, got {name!r}")
+    """Checked when the operation is built, before any connection is taken. Without
+    ``create``, only a queue that exists (a row in ``queues`` or any task), else
+    `QueueNotFound`."""
+    return _pause_queue(stmts, check_name("queue name", name), paused, create)
+
+
+def _pause_queue(stmts: _sql.Statements, name: str, paused: bool, create: bool) -> Op:
     rows = yield stmts.queue_pause, {"name": name, "paused": paused, "create": bool(create)}
     if not rows:
         raise QueueNotFound(name)
     return None
 
 
+HISTORY_DAYS_MAX = 3650
+
+
 def queue_history(stmts: _sql.Statements, name: str | None, days: int) -> Op:
-    if not 1 <= days <= 3650:
-        raise ValueError(f"days must be from 1 to 3650, got {days}")
+    if name is not None:
+        check_name("queue name", name)
+    if days.__class__ is not int or not 1 <= days <= HISTORY_DAYS_MAX:
+        raise InvalidFilter(f"days must be from 1 to {HISTORY_DAYS_MAX} (an integer), got {days!r}")
+    return _queue_history(stmts, name, days)
+
+
+def _queue_history(stmts: _sql.Statements, name: str | None, days: int) -> Op:
     rows = yield stmts.queue_history, {"queue": name, "days": days}
     return [DailyStats(**dict(row)) for row in rows]
 
@@ -367,12 +417,12 @@ def clean(
 ) -> Op:
     """Delete finished tasks past their retention (``retention`` seconds where a task has
     none), ``batch_size`` per statement; returns how many."""
-    if not retention > 0:
-        raise ValueError(f"retention must be > 0 seconds, got {retention!r}")
-    if not 1 <= batch_size <= 10_000:
-        raise ValueError(f"batch_size must be from 1 to 10000, got {batch_size}")
+    problem = duration_problem(retention)
+    if problem is not None:
+        raise TaskValidationError("retention", problem)
+    check_batch_size(batch_size)
     params = {"retention": float(retention), "batch": batch_size}
-    return (yield from _in_batches(stmts.task_clean, params, batch_size, progress))
+    return _in_batches(stmts.task_clean, params, batch_size, progress)
 
 
 @dataclasses.dataclass(frozen=True)

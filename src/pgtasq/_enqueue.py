@@ -16,7 +16,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any, Literal, NamedTuple
 
@@ -103,14 +103,21 @@ def insert_arrays(tasks: Sequence[Task], payloads: Sequence[str]) -> dict[str, l
         "type": [t.type for t in tasks],
         "payload": list(payloads),
         "priority": [t.priority for t in tasks],
-        "run_at": [t.run_at for t in tasks],
+        "run_at": [utc(t.run_at) for t in tasks],
         "delay": delay,
         "max_attempts": [t.max_attempts for t in tasks],
         "timeout": timeout,
-        "deadline": [t.deadline for t in tasks],
+        "deadline": [utc(t.deadline) for t in tasks],
         "idempotency_key": [t.idempotency_key for t in tasks],
         "retention": retention,
     }
+
+
+def utc(value: datetime | None) -> datetime | None:
+    """An aware datetime in UTC: PostgreSQL's text input refuses offsets past ±15:59 and
+    fractional seconds in an offset, both of which Python allows (psycopg converts them
+    itself, psycopg2 and COPY's text do not)."""
+    return None if value is None else value.astimezone(timezone.utc)
 
 
 def one_params(task: Task, payload: str) -> dict[str, Any]:
@@ -121,11 +128,11 @@ def one_params(task: Task, payload: str) -> dict[str, Any]:
         "type": task.type,
         "payload": payload,
         "priority": task.priority,
-        "run_at": task.run_at,
+        "run_at": utc(task.run_at),
         "delay": None if task.delay is None else _seconds("delay", task.delay),
         "max_attempts": task.max_attempts,
         "timeout": None if task.timeout is None else _seconds("timeout", task.timeout),
-        "deadline": task.deadline,
+        "deadline": utc(task.deadline),
         "retention": None if task.retention is None else _seconds("retention", task.retention),
     }
     if task.idempotency_key is not None:
@@ -232,7 +239,7 @@ def copy_text(value: str) -> str:
 
 
 def copy_timestamp(value: datetime | None) -> str:
-    return "\\N" if value is None else value.isoformat()
+    return "\\N" if value is None else value.astimezone(timezone.utc).isoformat()
 
 
 def copy_interval(value: timedelta | None) -> str:
@@ -265,18 +272,6 @@ def copy_run_at(task: Task, now: datetime) -> datetime:
         # now() + make_interval(secs => delay): elapsed time, so add in UTC, not wall time.
         return (now.astimezone(timezone.utc) + delay).astimezone(now.tzinfo)
     return now
-
-
-def encodable(texts: Iterable[str]) -> bool:
-    """Whether these strings can be sent as UTF-8 (no lone surrogates)."""
-    text = "".join(texts)
-    if text.isascii():
-        return True
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def copy_chunks(
@@ -332,10 +327,8 @@ def copy_steps(stmts: _sql.Statements, batch: Batch, on_conflict: OnConflict) ->
     tasks, payloads = batch.tasks, batch.payloads
     queues = sorted({t.queue for t in tasks})
     types = {t.type for t in tasks}
-    if not encodable([*payloads, *queues, *types]):
-        # COPY would fail halfway, breaking the caller's transaction; task_insert fails
-        # while psycopg encodes its parameters, before anything is sent.
-        return (yield from insert_steps(stmts, batch, on_conflict))
+    # Every name and payload is valid UTF-8 (Task and dump_payload refuse lone surrogates),
+    # so COPY never fails halfway on the text.
     names = {name: copy_text(name) for name in (*queues, *types)}
     columns = copy_columns(tasks)
     (row,) = yield Fetch(stmts.task_insert_copy_ids, {"count": len(tasks), "queues": queues})

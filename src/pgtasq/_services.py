@@ -30,6 +30,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from pgtasq._database import RETRYABLE, fetch, short_error
+from pgtasq._limits import duration_problem
 from pgtasq.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -53,9 +54,11 @@ Rand = Callable[[], float]
 
 
 def _check_positive(**values: float) -> None:
+    """Durations in seconds, within what ``now() + value`` can hold (`pgtasq._limits`)."""
     for name, value in values.items():
-        if not value > 0:  # also catches NaN
-            raise ConfigurationError(f"{name} must be > 0, got {value!r}")
+        problem = duration_problem(value)  # also refuses NaN, 0, and 1e300
+        if problem is not None:
+            raise ConfigurationError(f"{name} {problem}")
 
 
 def jittered(interval: float, rand: Rand) -> float:

@@ -35,7 +35,7 @@ from pgtasq.consumer import Consumer
 from pgtasq.errors import ConfigurationError, PgtasqError
 from pgtasq.models import TaskInfo
 from pgtasq.scheduler import Scheduler
-from pgtasq.tables import SCHEMA_DEFAULT
+from pgtasq.tables import SCHEMA_DEFAULT, check_schema_name
 
 
 @dataclass
@@ -151,6 +151,10 @@ def _override(ctx: click.Context, param: click.Parameter, value: Any) -> None:
     if param.name == "dsn":
         value = _checked_dsn(value)
     elif param.name == "schema":
+        try:
+            check_schema_name(value)
+        except ConfigurationError as exc:
+            raise click.BadParameter(str(exc)) from None
         settings.schema_given = True
     elif param.name in ("log_level", "log_format"):
         value = value.upper() if param.name == "log_level" else value.lower()
@@ -196,6 +200,8 @@ def cli(
     Shell completion: eval "$(_PGTASQ_COMPLETE=bash_source pgtasq)" (zsh_source, fish_source).
     """
     given = ctx.get_parameter_source("schema") != click.core.ParameterSource.DEFAULT
+    with _errors():
+        check_schema_name(schema)  # every command's: one error line, before anything runs
     ctx.obj = _Settings(
         dsn=_checked_dsn(dsn),
         schema=schema,

@@ -29,6 +29,7 @@ from typing import Any
 
 from pgtasq import _dsn, _supervisor
 from pgtasq._claims import queue_order
+from pgtasq._limits import duration_problem, text_problem
 from pgtasq._outcomes import Counts
 from pgtasq._runtime import Engine, Settings
 from pgtasq._services import (
@@ -78,7 +79,7 @@ def parse_queues(queues: Queues) -> tuple[tuple[str, int], ...]:
         raise ConfigurationError("a consumer needs at least one queue")
     seen: set[str] = set()
     for name, weight in items:
-        if not name or len(name) > NAME_MAX_LENGTH:
+        if not name or len(name) > NAME_MAX_LENGTH or text_problem(name) is not None:
             raise ConfigurationError(f"invalid queue name {name!r}")
         if not isinstance(weight, int) or isinstance(weight, bool) or weight < 1:
             raise ConfigurationError(
@@ -91,8 +92,10 @@ def parse_queues(queues: Queues) -> tuple[tuple[str, int], ...]:
 
 
 def _positive(name: str, value: float) -> float:
-    if not value > 0:
-        raise ConfigurationError(f"{name} must be > 0, got {value!r}")
+    """A duration setting, within what ``now() + value`` can hold (`pgtasq._limits`)."""
+    problem = duration_problem(value)
+    if problem is not None:
+        raise ConfigurationError(f"{name} {problem}")
     return value
 
 
@@ -175,8 +178,8 @@ class Consumer:
             "retention_default",
         ):
             _positive(name, options[name])
-        if options["shutdown_timeout"] < 0:
-            raise ConfigurationError("shutdown_timeout must be >= 0")
+        if options["shutdown_timeout"] != 0:
+            _positive("shutdown_timeout", options["shutdown_timeout"])
         if options["heartbeat_interval"] >= options["lease"] / 2:
             raise ConfigurationError(
                 f"heartbeat_interval ({options['heartbeat_interval']} s) must be under half the "
@@ -202,7 +205,12 @@ class Consumer:
 
     def register(self, task_type: str, handler: Handler) -> None:
         """Run ``handler(ctx)`` for tasks of ``task_type``."""
-        if not isinstance(task_type, str) or not task_type or len(task_type) > NAME_MAX_LENGTH:
+        if (
+            not isinstance(task_type, str)
+            or not task_type
+            or len(task_type) > NAME_MAX_LENGTH
+            or text_problem(task_type) is not None
+        ):
             raise ConfigurationError(f"invalid task type {task_type!r}")
         if not callable(handler):
             raise TypeError(f"handler for {task_type!r} is not callable")

@@ -16,16 +16,17 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, Literal
 
+from pgtasq._limits import ID_MAX as ID_MAX  # importable from here, as before
+from pgtasq._limits import NAME_MAX_LENGTH, text_problem
 from pgtasq.errors import PgtasqError
-from pgtasq.models import NAME_MAX_LENGTH, TaskStatus
+from pgtasq.models import TaskStatus
 
 LIMIT_DEFAULT = 100
 LIMIT_MAX = 10_000
 OFFSET_MAX = 1_000_000
-ID_MAX = 2**63 - 1  # tasks.id is a bigint
 VIEW_STATES = ("scheduled", "retry")
 STATES = tuple(s.value for s in TaskStatus) + VIEW_STATES
 # Fields that are never NULL, so keyset pagination on (field, id) is exact.
@@ -55,11 +56,21 @@ def _states(values: object) -> tuple[str, ...]:
 def _names(kind: str, values: object) -> tuple[str, ...]:
     out = _sequence(kind, values)
     for value in out:
-        if not isinstance(value, str) or not value or len(value) > NAME_MAX_LENGTH:
-            raise InvalidFilter(
-                f"{kind}: expected non-empty strings of at most 128 characters, got {value!r}"
-            )
+        check_name(kind, value)
     return out
+
+
+def check_name(kind: str, value: object) -> str:
+    """A task type or queue name to look for: what such a column can hold (InvalidFilter)."""
+    if not isinstance(value, str) or not value or len(value) > NAME_MAX_LENGTH:
+        raise InvalidFilter(
+            f"{kind}: expected non-empty strings of at most {NAME_MAX_LENGTH} characters, "
+            f"got {value!r}"
+        )
+    problem = text_problem(value)
+    if problem is not None:
+        raise InvalidFilter(f"{kind}: {value!r} {problem}")
+    return value
 
 
 def _ids(values: object) -> tuple[int, ...]:
@@ -74,9 +85,24 @@ def _ids(values: object) -> tuple[int, ...]:
     return out
 
 
-def _aware(name: str, value: datetime) -> datetime:
+def _is_aware(value: object) -> bool:
+    """An aware datetime that has a UTC time (year 1 at +05:00 has none): what every driver
+    can send as a timestamptz."""
     if not isinstance(value, datetime) or value.tzinfo is None or value.utcoffset() is None:
-        raise InvalidFilter(f"{name}: expected a timezone-aware datetime, got {value!r}")
+        return False
+    try:
+        value.astimezone(timezone.utc)
+    except OverflowError:
+        return False
+    return True
+
+
+def _aware(name: str, value: datetime) -> datetime:
+    if not _is_aware(value):
+        raise InvalidFilter(
+            f"{name}: expected a timezone-aware datetime (with a UTC time from year 1 to "
+            f"9999), got {value!r}"
+        )
     return value
 
 
@@ -129,7 +155,7 @@ def _cursor(cursor: object, field: str) -> None:
                 f"after: ordered by {field}, the cursor's value must be an integer from {low} "
                 f"to {high}, got {value!r}"
             )
-    elif not isinstance(value, datetime) or value.tzinfo is None or value.utcoffset() is None:
+    elif not _is_aware(value):
         raise InvalidFilter(
             f"after: ordered by {field}, the cursor's value must be a timezone-aware "
             f"datetime, got {value!r}"
@@ -152,8 +178,9 @@ class TaskFilter:
     """Selects tasks; see the module docstring.
 
     Build it with its methods. Built from its fields (or with ``dataclasses.replace``) it is
-    checked the same way, with the same messages; sequences become tuples and `TaskStatus`
-    members their values, so equal filters compare equal however they were built.
+    checked the same way, with the same messages; sequences become tuples, `TaskStatus`
+    members their values and datetimes UTC (PostgreSQL's text input refuses some offsets
+    Python allows), so equal filters compare equal however they were built.
     """
 
     state_names: tuple[str, ...] = ()
@@ -180,12 +207,17 @@ class TaskFilter:
             object.__setattr__(self, name, value)
         if self.created_from is not None:
             _aware("created_after", self.created_from)
+            object.__setattr__(self, "created_from", self.created_from.astimezone(timezone.utc))
         if self.created_until is not None:
             _aware("created_before", self.created_until)
+            object.__setattr__(self, "created_until", self.created_until.astimezone(timezone.utc))
         _order(self.order_field, self.order_direction)
         _limit(self.limit_rows)
         _offset(self.offset_rows)
         _cursor(self.cursor, self.order_field)
+        if self.cursor is not None and isinstance(self.cursor.value, datetime):
+            utc = Cursor(self.cursor.value.astimezone(timezone.utc), self.cursor.id)
+            object.__setattr__(self, "cursor", utc)
         if self.cursor is not None and self.offset_rows:
             raise InvalidFilter(_BOTH.format("after"))
 

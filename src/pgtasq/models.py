@@ -10,24 +10,32 @@ import dataclasses
 import enum
 import json
 import json.encoder
-import math
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
+# The limits live in pgtasq._limits; these names are kept importable from here.
+from pgtasq._limits import IDEMPOTENCY_KEY_MAX_LENGTH as IDEMPOTENCY_KEY_MAX_LENGTH
+from pgtasq._limits import (
+    MAX_ATTEMPTS_MAX,
+    PAYLOAD_MAX_DEPTH,
+    duration_problem,
+    json_problem,
+    text_problem,
+    timestamp_problem,
+)
+from pgtasq._limits import NAME_MAX_LENGTH as NAME_MAX_LENGTH
+from pgtasq._limits import PAYLOAD_MAX_BYTES_DEFAULT as PAYLOAD_MAX_BYTES_DEFAULT
+from pgtasq._limits import PRIORITY_MAX as PRIORITY_MAX
+from pgtasq._limits import PRIORITY_MIN as PRIORITY_MIN
 from pgtasq.errors import TaskValidationError
 
 QUEUE_DEFAULT = "default"
 PRIORITY_DEFAULT = 0
-PRIORITY_MIN = -100
-PRIORITY_MAX = 100
 MAX_ATTEMPTS_DEFAULT = 5
-NAME_MAX_LENGTH = 128
-IDEMPOTENCY_KEY_MAX_LENGTH = 255
 # Idempotency keys pgtasq itself uses (the scheduler's ticks) start with this; a task of
 # yours cannot take one (TaskValidationError), so it cannot suppress a tick.
 RESERVED_KEY_PREFIX = "pgtasq:"
-PAYLOAD_MAX_BYTES_DEFAULT = 1024 * 1024
 
 Seconds = float | int | timedelta
 """A duration: seconds as a number, or a `timedelta`."""
@@ -58,18 +66,15 @@ FINAL_STATUSES = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.
 
 
 def _seconds(field: str, value: Seconds | None) -> float | None:
-    """A positive duration in seconds, or None; raises naming the field otherwise."""
+    """A duration in seconds within the limits (`pgtasq._limits`), or None; raises naming
+    the field otherwise."""
     if value is None:
         return None
-    if isinstance(value, timedelta):
-        seconds = value.total_seconds()
-    elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        seconds = float(value)
-    else:
-        raise TaskValidationError(field, f"expected seconds or a timedelta, got {value!r}")
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise TaskValidationError(field, f"must be a positive duration, got {value!r}")
-    return seconds
+    seconds = value.total_seconds() if isinstance(value, timedelta) else value
+    problem = duration_problem(seconds)
+    if problem is not None:
+        raise TaskValidationError(field, problem)
+    return float(seconds)
 
 
 def _aware(field: str, value: datetime | None) -> None:
@@ -79,6 +84,9 @@ def _aware(field: str, value: datetime | None) -> None:
         raise TaskValidationError(field, f"expected a datetime, got {value!r}")
     if value.tzinfo is None or value.utcoffset() is None:
         raise TaskValidationError(field, "must be timezone-aware (e.g. datetime.now(timezone.utc))")
+    problem = timestamp_problem(value)
+    if problem is not None:
+        raise TaskValidationError(field, problem)
 
 
 def _name(field: str, value: object, max_length: int = NAME_MAX_LENGTH) -> None:
@@ -86,12 +94,13 @@ def _name(field: str, value: object, max_length: int = NAME_MAX_LENGTH) -> None:
         raise TaskValidationError(field, f"expected a string, got {type(value).__name__}")
     if not value.strip():
         raise TaskValidationError(field, "must not be empty")
-    if "\x00" in value:
-        raise TaskValidationError(field, "must not contain the NUL character (PostgreSQL text)")
     if len(value) > max_length:
         raise TaskValidationError(
             field, f"must be at most {max_length} characters, got {len(value)}"
         )
+    problem = text_problem(value)
+    if problem is not None:
+        raise TaskValidationError(field, problem)
 
 
 def _check_priority(value: object) -> None:
@@ -107,8 +116,10 @@ def _check_priority(value: object) -> None:
 
 
 def _check_max_attempts(value: object) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 2**31 - 1:
-        raise TaskValidationError("max_attempts", f"must be an integer >= 1, got {value!r}")
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_ATTEMPTS_MAX:
+        raise TaskValidationError(
+            "max_attempts", f"must be an integer from 1 to {MAX_ATTEMPTS_MAX}, got {value!r}"
+        )
 
 
 _set_fields = object.__setattr__  # a frozen dataclass's own way to set its fields
@@ -166,7 +177,7 @@ class Task:
             _aware("run_at", run_at)
         if delay is not None:
             _seconds("delay", delay)
-        if max_attempts.__class__ is not int or not 1 <= max_attempts <= 2**31 - 1:
+        if max_attempts.__class__ is not int or not 1 <= max_attempts <= MAX_ATTEMPTS_MAX:
             _check_max_attempts(max_attempts)
         if timeout is not None:
             _seconds("timeout", timeout)
@@ -252,23 +263,33 @@ _encode_payload = _payload_encoder()
 
 
 def dump_payload(payload: Any, max_bytes: int) -> str:
-    """The payload as compact JSON text, or TaskValidationError naming ``payload``."""
+    """The payload as compact JSON text, or TaskValidationError naming ``payload``.
+
+    Refused: what JSON cannot say (NaN, infinities, sets, circular references), what jsonb
+    cannot store (the NUL character ``\\u0000``, lone surrogates), nesting deeper than
+    `PAYLOAD_MAX_DEPTH`, and more than ``max_bytes`` of UTF-8 text.
+    """
     try:
         try:
             text = _encode_payload(payload)
         except RecursionError:
-            text = json.dumps(payload, **_JSON_OPTIONS)  # circular: its ValueError says so
+            # Circular (json.dumps says so, as a ValueError) or nested past Python's limit.
+            text = json.dumps(payload, **_JSON_OPTIONS)
+    except RecursionError:
+        raise TaskValidationError("payload", _TOO_DEEP) from None
     except (TypeError, ValueError) as exc:
         raise TaskValidationError("payload", f"is not JSON-serializable: {exc}") from exc
-    if "\\u0000" in text:
-        raise TaskValidationError(
-            "payload", "PostgreSQL jsonb cannot store the NUL character \\u0000"
-        )
+    problem = json_problem(text)
+    if problem is not None:
+        raise TaskValidationError("payload", problem)
     if len(text) > max_bytes // 4 and len(text.encode()) > max_bytes:
         raise TaskValidationError(
             "payload", f"is {len(text.encode())} bytes of JSON, over the limit of {max_bytes}"
         )
     return text
+
+
+_TOO_DEEP = f"nests arrays and objects more than {PAYLOAD_MAX_DEPTH} levels deep"
 
 
 def _interval(value: timedelta | float | None) -> timedelta | None:

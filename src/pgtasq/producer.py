@@ -31,6 +31,7 @@ from psycopg.rows import DictRow, dict_row
 from pgtasq import _enqueue, _sql
 from pgtasq._connections import Row, async_runner, sync_runner
 from pgtasq._enqueue import Batch, Copy, Done, Flow, OnConflict
+from pgtasq._limits import PAYLOAD_MAX_BYTES_CEILING
 from pgtasq._pool import (
     POOL_MAX_SIZE_DEFAULT,
     POOL_MIN_SIZE_DEFAULT,
@@ -188,8 +189,15 @@ class _ProducerBase:
         batch_size: int,
     ) -> None:
         check_schema_name(schema)
-        if max_payload_bytes < 1:
-            raise ConfigurationError(f"max_payload_bytes must be >= 1, got {max_payload_bytes}")
+        if (
+            not isinstance(max_payload_bytes, int)
+            or isinstance(max_payload_bytes, bool)
+            or not 1 <= max_payload_bytes <= PAYLOAD_MAX_BYTES_CEILING
+        ):
+            raise ConfigurationError(
+                f"max_payload_bytes must be from 1 to {PAYLOAD_MAX_BYTES_CEILING} (32 MiB), "
+                f"got {max_payload_bytes!r}"
+            )
         if not 1 <= batch_size <= 100_000:
             raise ConfigurationError(f"batch_size must be from 1 to 100000, got {batch_size}")
         self.schema = schema

@@ -72,6 +72,7 @@ from psycopg.rows import dict_row
 
 from pgtasq import _sql
 from pgtasq._database import RETRYABLE, Backoff, short_error
+from pgtasq._limits import text_problem
 from pgtasq._pool import LazyPool
 from pgtasq.errors import ConfigurationError, InvalidSchedule
 from pgtasq.models import (
@@ -126,10 +127,18 @@ def _utc_now() -> datetime:
 # -- the core: no I/O ---------------------------------------------------------------------
 
 
+def _check_text(field: str, value: str) -> None:
+    """What the schedules table stores must be text PostgreSQL accepts (no NUL, UTF-8)."""
+    problem = text_problem(value)
+    if problem is not None:
+        raise InvalidSchedule(field, value, problem)
+
+
 def check_cron(cron: str) -> bool:
     """Validate a cron expression; returns whether it has a seconds field (InvalidSchedule)."""
     if not isinstance(cron, str):
         raise InvalidSchedule("cron", repr(cron), "expected a string")
+    _check_text("cron", cron)
     expr = cron.strip()
     if expr.startswith("@"):
         if expr.lower() not in ALIASES:
@@ -160,9 +169,11 @@ def check_timezone(name: str) -> ZoneInfo:
     """The zone of an IANA name; raises InvalidSchedule."""
     if not isinstance(name, str) or not name.strip():
         raise InvalidSchedule("timezone", repr(name), "expected an IANA time zone name")
+    _check_text("timezone", name)
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
+    except (ZoneInfoNotFoundError, ValueError, OSError) as exc:
+        # OSError: zoneinfo looks the name up as a file (a name too long for one, a folder)
         raise InvalidSchedule("timezone", name, "unknown time zone") from exc
 
 
@@ -203,6 +214,7 @@ class Schedule:
             raise InvalidSchedule(
                 "id", str(self.id), f"must be a string of at most {ENTRY_ID_MAX_LENGTH} characters"
             )
+        _check_text("id", self.id)
 
     @property
     def zone(self) -> ZoneInfo:

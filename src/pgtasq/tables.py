@@ -11,11 +11,11 @@ the same tables for another schema, so two schemas in one database never see eac
 from __future__ import annotations
 
 import functools
-import re
 from typing import TYPE_CHECKING
 
+from pgtasq._limits import NAME_MAX_LENGTH, PRIORITY_MAX, PRIORITY_MIN, schema_problem
 from pgtasq.errors import ConfigurationError
-from pgtasq.models import NAME_MAX_LENGTH, PRIORITY_MAX, PRIORITY_MIN, TaskStatus
+from pgtasq.models import TaskStatus
 
 if TYPE_CHECKING:
     import sqlalchemy as sa
@@ -32,16 +32,13 @@ STATUS_ENUM = "task_status"
 TASKS_ID_SEQUENCE = "tasks_id_seq"
 ALEMBIC_VERSION_TABLE = "alembic_version"
 
-_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
-
 
 def check_schema_name(schema: str) -> str:
-    """Schema names are plain lower-case identifiers, so they never need quoting in SQL."""
-    if not isinstance(schema, str) or not _SCHEMA_NAME.match(schema):
-        raise ConfigurationError(
-            f"schema name must match {_SCHEMA_NAME.pattern} (lower-case letters, digits, "
-            f"underscore; at most 63 characters), got {schema!r}"
-        )
+    """Schema names are plain lower-case identifiers that are not SQL keywords, so they never
+    need quoting in SQL, and not PostgreSQL's own schemas (``pg_*``, information_schema)."""
+    problem = schema_problem(schema)
+    if problem is not None:
+        raise ConfigurationError(f"schema name {problem}, got {schema!r}")
     return schema
 
 

@@ -90,3 +90,31 @@ def test_invalid_schema_is_refused(schema: str) -> None:
 def test_bad_usage_exits_2() -> None:
     out = pgtasq("migrate", "--no-such-flag")
     assert out.returncode == 2
+
+
+@pytest.mark.parametrize(
+    "schema",
+    ["pgtasq\n", "user", "select", "int", "information_schema", "pg_catalog", "pg_temp_1"],
+)
+@pytest.mark.parametrize("command", [("migrate", "--sql"), ("tasks", "list"), ("worker", "x:y")])
+def test_schemas_postgresql_keeps_for_itself_are_one_error_line(
+    schema: str, command: tuple[str, ...]
+) -> None:
+    """A trailing newline, a keyword, a system schema: refused before anything runs, by every
+    command (no table created in information_schema, no traceback)."""
+    out = pgtasq(
+        "--schema", schema, *command, env={"PGTASQ_DSN": "postgresql://nobody@127.0.0.1:1/x"}
+    )
+    assert out.returncode == 1, out
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: schema name "), out.stderr
+    assert repr(schema) in lines[0] and not out.stdout
+
+
+def test_a_payload_nested_past_pythons_limit_is_a_usage_error_not_a_traceback() -> None:
+    deep = "[" * 5000 + "]" * 5000
+    out = pgtasq(
+        "enqueue", "t", "--payload", deep, env={"PGTASQ_DSN": "postgresql://x@127.0.0.1:1/x"}
+    )
+    assert out.returncode == 2, out.stderr
+    assert "nested too deeply" in out.stderr and "Traceback" not in out.stderr

@@ -22,6 +22,7 @@ from pgtasq._enqueue import (
     copy_interval,
     copy_run_at,
     copy_text,
+    copy_timestamp,
     enqueue_steps,
     match,
     may_raise,
@@ -184,10 +185,11 @@ def test_copy_uses_every_id_when_they_are_not_consecutive() -> None:
     assert isinstance(done, Done) and [i.id for i in done.infos] == [7, 9]
 
 
-def test_copy_falls_back_to_unnest_for_text_utf8_cannot_carry() -> None:
-    tasks = [Task("a", "lone \udc80 surrogate"), Task("b")]
-    step = resume(enqueue_steps(STMTS, plan(tasks, 1000, 10), "return", copy=True), None)
-    assert isinstance(step, Fetch) and step.stmt is STMTS.task_insert
+def test_text_utf8_cannot_carry_is_refused_before_any_step() -> None:
+    """COPY would fail halfway on it, breaking the caller's transaction: refused in plan."""
+    with pytest.raises(TaskValidationError) as caught:
+        plan([Task("a", "lone \udc80 surrogate"), Task("b")], 1000, 10)
+    assert caught.value.field == "payload"
 
 
 def test_copy_text_escapes_what_copy_would_read_as_structure() -> None:
@@ -241,10 +243,18 @@ def test_copy_rows_with_every_option() -> None:
     names = {n: n for n in ("a", "b", "default")}
     (text,) = copy_chunks(tasks, batch.payloads, [1, 2], columns, run_ats, names)
     assert text.split("\n")[:2] == [
-        f"1\tdefault\ta\tnull\t0\t5\t{run_ats[0].isoformat()}\t30.000000 seconds"
-        f"\t{T0.isoformat()}\t3600.000000 seconds",
-        f"2\tdefault\tb\tnull\t-3\t9\t{run_ats[1].isoformat()}\t\\N\t\\N\t\\N",
+        f"1\tdefault\ta\tnull\t0\t5\t{run_ats[0].astimezone(utc).isoformat()}"
+        f"\t30.000000 seconds\t{T0.isoformat()}\t3600.000000 seconds",
+        f"2\tdefault\tb\tnull\t-3\t9\t{run_ats[1].astimezone(utc).isoformat()}\t\\N\t\\N\t\\N",
     ]
+
+
+def test_copy_sends_times_in_utc() -> None:
+    """PostgreSQL's text input refuses offsets past ±15:59 and fractions of a second in an
+    offset; Python allows both (found by the property tests: COPY aborted the transaction)."""
+    odd = timezone(-timedelta(hours=23, minutes=22, seconds=19, microseconds=996968))
+    deadline = datetime(263, 8, 16, 20, 29, 13, 642, tzinfo=odd)
+    assert copy_timestamp(deadline) == "0263-08-17T19:51:32.997610+00:00"
 
 
 def test_atomic_and_savepoint() -> None:

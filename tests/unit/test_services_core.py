@@ -62,11 +62,11 @@ def test_configs_have_named_defaults_and_check_values() -> None:
     assert consumer.settings.retention_default == 86400.0
     with pytest.raises(ConfigurationError, match="under half the lease"):
         HeartbeatConfig(interval=1.0, lease=2.0)
-    with pytest.raises(ConfigurationError, match="interval must be > 0"):
+    with pytest.raises(ConfigurationError, match="interval must be from 1e-06 s"):
         RescuerConfig(interval=0.0)
     with pytest.raises(ConfigurationError, match="batch must be >= 1"):
         CleanerConfig(batch=0)
-    with pytest.raises(ConfigurationError, match="retention_default must be > 0"):
+    with pytest.raises(ConfigurationError, match="retention_default must be from 1e-06 s"):
         CleanerConfig(retention_default=float("nan"))
     with pytest.raises(dataclasses.FrozenInstanceError):
         RescuerConfig().interval = 1.0  # type: ignore[misc]
