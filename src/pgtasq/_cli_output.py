@@ -213,6 +213,12 @@ def task_details(task: TaskInfo) -> None:
             click.echo(f"{field.name + ':':<17}{text(getattr(task, field.name))}")
     click.echo(f"{'errors:':<17}{len(task.errors) or '-'}")
     for error in task.errors:
+        if not isinstance(error, dict):  # a row written by other means: show it as it is
+            click.echo(printable(f"  {error!r}"))
+            continue
+        dropped = error.get("dropped_before")
+        if dropped:  # the history keeps the first entry and the latest ones
+            click.echo(printable(f"  … {dropped} earlier entries dropped"))
         message = (str(error.get("message") or "").strip().splitlines() or [""])[0]
         click.echo(
             printable(

@@ -17,13 +17,14 @@ from typing import Any
 import psycopg
 
 from pgtasq import _sql
-from pgtasq._database import RETRYABLE, Backoff, short_error
+from pgtasq._database import RETRYABLE, Backoff, LogOnce, short_error
 
 log = logging.getLogger("pgtasq.consumer")
 
 CHECK_EVERY_MIN = 5.0  # seconds without a notification before `SELECT 1` checks the connection
 RECONNECT_BACKOFF_CAP = 10.0
 PROBE_TIMEOUT = 3.0  # seconds for the listener's own NOTIFY to come back
+PROBE_ATTEMPTS = 3  # probes sent when undecodable notifications got in the way
 PROBE_KEY = "pgtasq_probe"
 
 
@@ -52,7 +53,9 @@ class Listener:
     missed, and ``on_notified()`` for each notification about one of ``queues``.
 
     After ``max(poll_interval, 5 s)`` without a notification it sends ``SELECT 1``, so a
-    dead connection is found and replaced.
+    dead connection is found and replaced. A payload the connection cannot decode (anyone
+    may NOTIFY; on a ``SQL_ASCII`` database any bytes) wakes the worker like any other and
+    is logged once.
 
     On its first connection it checks that LISTEN works there: a NOTIFY sent from another
     connection must come back within `PROBE_TIMEOUT`. Through PgBouncer in transaction mode
@@ -77,6 +80,7 @@ class Listener:
         self.check_every = max(poll_interval, CHECK_EVERY_MIN)
         self._on_connected = on_connected
         self._on_notified = on_notified
+        self._log_once = LogOnce(log)
 
     async def run(self) -> None:
         backoff = Backoff(cap=RECONNECT_BACKOFF_CAP)
@@ -93,9 +97,13 @@ class Listener:
                             break
                         probed = True
                     while True:
-                        async for note in conn.notifies(timeout=self.check_every):
-                            if relevant(note.payload, self.queues):
-                                self._on_notified()
+                        try:
+                            async for note in conn.notifies(timeout=self.check_every):
+                                if relevant(note.payload, self.queues):
+                                    self._on_notified()
+                        except UnicodeDecodeError as exc:
+                            self._undecodable(exc)
+                            continue
                         await conn.execute("SELECT 1")  # is the connection still alive?
             except RETRYABLE as exc:
                 delay = backoff.next()
@@ -114,14 +122,33 @@ class Listener:
         await asyncio.get_running_loop().create_future()  # polling only, until cancelled
 
     async def _probe(self, conn: psycopg.AsyncConnection[Any]) -> bool:
-        """Whether a NOTIFY sent from another connection reaches ``conn``'s LISTEN."""
-        payload = json.dumps({PROBE_KEY: uuid.uuid4().hex})
-        params = {"channel": self.stmts.channel, "payload": payload}
-        async with await psycopg.AsyncConnection.connect(self.dsn, autocommit=True) as other:
-            await other.execute(_sql.listen_probe.text, params)
-        async for note in conn.notifies(timeout=PROBE_TIMEOUT):
-            if note.payload == payload:
-                return True
-            if relevant(note.payload, self.queues):
-                self._on_notified()
+        """Whether a NOTIFY sent from another connection reaches ``conn``'s LISTEN.
+
+        A notification that cannot be decoded makes psycopg drop the others that came with
+        it, the probe's own perhaps: then the probe is sent again (a few times at most).
+        """
+        for _ in range(PROBE_ATTEMPTS):
+            payload = json.dumps({PROBE_KEY: uuid.uuid4().hex})
+            params = {"channel": self.stmts.channel, "payload": payload}
+            async with await psycopg.AsyncConnection.connect(self.dsn, autocommit=True) as other:
+                await other.execute(_sql.listen_probe.text, params)
+            try:
+                async for note in conn.notifies(timeout=PROBE_TIMEOUT):
+                    if note.payload == payload:
+                        return True
+                    if relevant(note.payload, self.queues):
+                        self._on_notified()
+                return False
+            except UnicodeDecodeError as exc:
+                self._undecodable(exc)
         return False
+
+    def _undecodable(self, exc: UnicodeDecodeError) -> None:
+        """A notification whose payload cannot be decoded: a wake-up like any other."""
+        self._log_once(
+            "decode",
+            logging.WARNING,
+            "listener: a notification could not be decoded (%s); woken anyway (logged once)",
+            short_error(exc),
+        )
+        self._on_notified()

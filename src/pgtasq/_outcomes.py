@@ -2,11 +2,15 @@
 
 One statement records many outcomes (`task_finish_many`; `task_release_many` for tasks
 handed back). Each carries the ownership fence, so an outcome of a task this worker lost
-changes nothing and is counted as ``lost``. On a database error the outcomes stay queued
-and are written once it is back.
+changes nothing and is counted as ``lost``. On a lost database the outcomes stay queued and
+are written once it is back.
 
-Also here: `error_entry`, what a failed attempt adds to the row's ``errors``, and `Counts`,
-the tally of outcomes (and claims and rescues) a consumer returns.
+An outcome the database refuses (a data error: see `_database.is_data_error`) does not hold
+back the others: the batch is split in halves until the refused outcome is alone, that task
+is failed with an entry saying why (``OutcomeRejected``), and every other outcome is written.
+
+Also here: `Counts`, the tally of outcomes (and claims and rescues) a consumer returns, and
+`clamp_delay`, which keeps a retry delay within what the row can hold.
 """
 
 from __future__ import annotations
@@ -14,27 +18,25 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import traceback
+import math
 from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import psycopg
 
-from pgtasq._database import RETRYABLE, Backoff, fetch, short_error
+from pgtasq._database import RETRYABLE, Backoff, LogOnce, fetch, is_data_error, short_error
+from pgtasq._records import error_text
 
 if TYPE_CHECKING:
     from psycopg_pool import AsyncConnectionPool
 
     from pgtasq import _sql
-    from pgtasq.models import TaskInfo
 
 log = logging.getLogger("pgtasq.consumer")
 
 FLUSH_MAX_ROWS = 5000
-DELAY_MAX = 10 * 365 * 86400.0  # ten years: a larger (or infinite) delay would not be stored
-TRACEBACK_MAX_CHARS = 2000
-MESSAGE_MAX_CHARS = 2000
+DELAY_MAX = 10 * 365 * 86400.0  # ten years: a retry later than that is a mistake
 
 
 @dataclasses.dataclass
@@ -50,21 +52,26 @@ class Counts:
     rescued: int = 0
 
 
-def error_entry(info: TaskInfo, exc: BaseException) -> dict[str, Any]:
-    """One entry of the task's ``errors`` list (the database adds ``at``)."""
-    lines = traceback.format_exception(type(exc), exc, exc.__traceback__)
-    tb = "".join(lines)
-    return {  # jsonb cannot hold NUL: keep a visible stand-in
-        "attempt": info.attempts,
-        "error": type(exc).__qualname__,
-        "message": str(exc)[:MESSAGE_MAX_CHARS].replace("\x00", "\\x00"),
-        "traceback": tb[-TRACEBACK_MAX_CHARS:].replace("\x00", "\\x00"),
-    }
+def clamp_delay(delay: float, warn: Callable[[str], None] | None = None) -> float:
+    """``delay`` within 0..`DELAY_MAX` seconds: NaN and negative become 0, larger (or
+    infinite) `DELAY_MAX`. ``warn(message)`` is told when the value was changed."""
+    if 0.0 <= delay <= DELAY_MAX:
+        return delay
+    clamped = DELAY_MAX if delay > DELAY_MAX else 0.0
+    if warn is not None:
+        what = "not a number" if math.isnan(delay) else f"{delay!r} s"
+        warn(f"a retry delay of {what} is outside 0..{DELAY_MAX:.0f} s; using {clamped:.0f} s")
+    return clamped
+
+
+class OutcomeRejected(Exception):
+    """The error an ``errors`` entry names when the database refused a task's outcome."""
 
 
 @dataclasses.dataclass
 class Outcome:
-    """What became of one claimed task. ``delay`` is capped at `DELAY_MAX` seconds."""
+    """What became of one claimed task. ``delay`` is capped at `DELAY_MAX` seconds;
+    ``attempt`` is the attempt it ends (for the entry written if the outcome is refused)."""
 
     id: int
     claimed_at: datetime
@@ -73,10 +80,10 @@ class Outcome:
     refund: int = 0
     error: str | None = None
     result: str | None = None
+    attempt: int = 0
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.delay <= DELAY_MAX:  # also catches NaN
-            self.delay = DELAY_MAX if self.delay > 0 else 0.0
+        self.delay = clamp_delay(self.delay)
 
 
 class OutcomeWriter:
@@ -104,6 +111,7 @@ class OutcomeWriter:
         self.unflushed: dict[int, datetime] = {}
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()  # the loop and shutdown must not write one batch twice
+        self._log_once = LogOnce(log)
 
     def record(self, outcome: Outcome) -> None:
         self.unflushed[outcome.id] = outcome.claimed_at
@@ -144,8 +152,8 @@ class OutcomeWriter:
             async with self.pool.connection() as conn:
                 written = 0
                 if finish:
-                    rows = await fetch(
-                        conn, self.stmts.task_finish_many, self._finish_params(finish)
+                    rows = await self._write(
+                        conn, self.stmts.task_finish_many, self._finish_params, finish
                     )
                     written += len(rows)
                     for row in rows:
@@ -157,12 +165,9 @@ class OutcomeWriter:
                         else:
                             self.counts.retried += 1
                 if release:
-                    params = {
-                        "worker": self.worker_id,
-                        "id": [o.id for o in release],
-                        "claimed_at": [o.claimed_at for o in release],
-                    }
-                    rows = await fetch(conn, self.stmts.task_release_many, params)
+                    rows = await self._write(
+                        conn, self.stmts.task_release_many, self._release_params, release
+                    )
                     written += len(rows)
                     self.counts.released += len(rows)
             self.counts.lost += len(batch) - written
@@ -171,6 +176,73 @@ class OutcomeWriter:
                 self.unflushed.pop(o.id, None)
             if self._on_written is not None:
                 self._on_written()
+
+    async def _write(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        stmt: _sql.Statement,
+        params: Callable[[list[Outcome]], dict[str, Any]],
+        batch: list[Outcome],
+    ) -> list[dict[str, Any]]:
+        """``stmt`` for ``batch``; on a data error, each half on its own, down to the one
+        outcome the database refuses (`_reject`)."""
+        try:
+            return await fetch(conn, stmt, params(batch))
+        except Exception as exc:
+            if not is_data_error(exc):
+                raise
+            if len(batch) == 1:
+                return await self._reject(conn, batch[0], exc)
+            half = len(batch) // 2
+            first = await self._write(conn, stmt, params, batch[:half])
+            return first + await self._write(conn, stmt, params, batch[half:])
+
+    async def _reject(
+        self, conn: psycopg.AsyncConnection[Any], outcome: Outcome, exc: BaseException
+    ) -> list[dict[str, Any]]:
+        """Fail the task whose outcome the database refused, with an entry saying why (a
+        refused release is given up: its lease runs out and the rescuer takes it back)."""
+        if outcome.status == "release":
+            self._log_once(
+                f"reject:{outcome.id}",
+                logging.ERROR,
+                "task %s: PostgreSQL refused to hand it back (%s); its lease will expire and "
+                "the rescuer will take it back",
+                outcome.id,
+                short_error(exc),
+            )
+            return []
+        why = f"PostgreSQL refused this {outcome.status} outcome: {short_error(exc)}"
+        record = error_text(outcome.attempt, OutcomeRejected(why))
+        failed = Outcome(outcome.id, outcome.claimed_at, "failed", error=record)
+        try:
+            rows = await fetch(conn, self.stmts.task_finish_many, self._finish_params([failed]))
+        except Exception as again:
+            if not is_data_error(again):
+                raise
+            self._log_once(
+                f"reject:{outcome.id}",
+                logging.ERROR,
+                "task %s: PostgreSQL refused its outcome (%s) and its failure too (%s); "
+                "its lease will expire and the rescuer will take it back",
+                outcome.id,
+                short_error(exc),
+                short_error(again),
+            )
+            return []
+        log.error(
+            "task %s: PostgreSQL refused its outcome (%s); recorded it as failed",
+            outcome.id,
+            short_error(exc),
+        )
+        return rows
+
+    def _release_params(self, batch: list[Outcome]) -> dict[str, Any]:
+        return {
+            "worker": self.worker_id,
+            "id": [o.id for o in batch],
+            "claimed_at": [o.claimed_at for o in batch],
+        }
 
     def _finish_params(self, batch: list[Outcome]) -> dict[str, Any]:
         # Array parameters as PostgreSQL array literals: on our own psycopg connections this
@@ -224,27 +296,4 @@ def _array(values: list[str | None]) -> str:
             ]
         )
         + "}"
-    )
-
-
-def log_failed_attempt(info: TaskInfo, exc: BaseException) -> None:
-    """One WARNING line per failed attempt; its traceback too when DEBUG is on."""
-    message = (str(exc).strip().splitlines() or [""])[0]
-    log.warning(
-        "task %s (%s) attempt %d/%d failed: %s%s",
-        info.id,
-        info.type,
-        info.attempts,
-        info.max_attempts,
-        type(exc).__name__,
-        f": {message}" if message else "",
-        exc_info=exc if log.isEnabledFor(logging.DEBUG) else None,
-        extra={
-            "task_id": info.id,
-            "task_type": info.type,
-            "queue": info.queue,
-            "attempt": info.attempts,
-            "max_attempts": info.max_attempts,
-            "error": type(exc).__name__,
-        },
     )

@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import inspect
 import json
 import logging
 import os
@@ -47,8 +46,9 @@ from pgtasq import _sql
 from pgtasq._claims import PROBE_QUEUES_MIN, claim_room, queue_order
 from pgtasq._database import RETRYABLE, Backoff, fetch, short_error
 from pgtasq._executor import DaemonExecutor, handler_chain, is_async
+from pgtasq._finishing import Finisher, RecordMaker
 from pgtasq._listener import Listener
-from pgtasq._outcomes import Counts, Outcome, OutcomeWriter, error_entry, log_failed_attempt
+from pgtasq._outcomes import Counts, Outcome, OutcomeWriter
 from pgtasq._pool import connection_kwargs
 from pgtasq._services import (
     STALE_WORKER_AFTER_DEFAULT,
@@ -61,13 +61,12 @@ from pgtasq._services import (
     RescuerConfig,
 )
 from pgtasq._teardown import Deadline, bounded
-from pgtasq.context import ErrorHook, Handler, Middleware, TaskContext, dump_result
+from pgtasq.context import ErrorHook, Handler, Middleware, TaskContext
 from pgtasq.errors import (
     ConfigurationError,
     RetryIn,
     SkipRetry,
     TaskTimeout,
-    TaskValidationError,
     WorkerCrashed,
 )
 from pgtasq.models import TaskInfo
@@ -96,6 +95,7 @@ class Settings:
     clean_interval: float
     retention_default: float
     events: bool
+    result_max_bytes: int
     listen_dsn: str | None
     prepare: bool
 
@@ -105,6 +105,7 @@ class _Running:
     ctx: TaskContext
     task: asyncio.Task[None] | None = None
     cancel_reason: str | None = None  # lost | shutdown | timeout
+    finishing: bool = False  # the handler is done: its outcome is being made, not cancelled
 
 
 class Engine:
@@ -145,6 +146,7 @@ class Engine:
         self._claims: set[asyncio.Task[None]] = set()
         self._claim_backoff = Backoff()
         self._executor = DaemonExecutor(settings.concurrency)
+        self._records = RecordMaker(settings.result_max_bytes)
         self._chains = {
             name: handler_chain(fn, middleware, self._executor) for name, fn in handlers.items()
         }
@@ -162,6 +164,7 @@ class Engine:
         self._force: asyncio.Event
         self._pool: AsyncConnectionPool[Any]
         self._writer: OutcomeWriter
+        self._finisher: Finisher
         self._loops: BackgroundLoops
         self._heartbeat: Heartbeat
         self._rescuer: Rescuer
@@ -211,6 +214,13 @@ class Engine:
             flush_interval=self.settings.flush_interval,
             on_written=self._wake.set,  # room to claim again (see claim_room)
         )
+        self._finisher = Finisher(
+            writer=self._writer,
+            records=self._records,
+            on_error=self.on_error,
+            is_failure=self.is_failure,
+            retry_delay=self.retry_delay,
+        )
         self._start_services()
         # A loop that stops stops the worker as a signal does; with no heartbeat, leases run
         # out, so then the handlers get no grace period.
@@ -252,6 +262,7 @@ class Engine:
             await self._bounded("unregistering", self._unregister())
             await self._bounded("closing the pool", self._pool.close(timeout=self._left()))
             self._executor.shutdown()
+            self._records.close()
             log.info("worker %s stopped: %s", self.worker_id, self.counts)
         if loops.crashed is not None:
             name, how, error = loops.crashed
@@ -438,7 +449,13 @@ class Engine:
                 if len(rows) >= limit:
                     break
         self.counts.claimed += len(rows)
-        return [TaskInfo.from_row(row) for row in rows]
+        infos = []
+        for row in rows:
+            try:
+                infos.append(TaskInfo.from_row(row))
+            except Exception as exc:  # a payload nested too deep for Python's parser, …
+                self._finisher.unreadable(row, exc)
+        return infos
 
     def _start(self, info: TaskInfo) -> None:
         ctx = TaskContext(
@@ -462,7 +479,7 @@ class Engine:
         if entry.cancel_reason is None:
             entry.cancel_reason = reason
         entry.ctx.cancelled.set()
-        if entry.task is not None:
+        if entry.task is not None and not entry.finishing:
             entry.task.cancel()
 
     async def _execute(self, entry: _Running) -> None:
@@ -470,8 +487,10 @@ class Engine:
         info = ctx.info
         limit = self._time_limit(info)
         if limit == 0.0 and info.deadline is not None:
+            entry.finishing = True
             try:
-                await self._failed(ctx, SkipRetry(f"deadline {info.deadline.isoformat()} passed"))
+                passed = SkipRetry(f"deadline {info.deadline.isoformat()} passed")
+                await self._finisher.failed(ctx, passed)
             finally:
                 if self.running.get(info.id) is entry:
                     del self.running[info.id]
@@ -485,81 +504,30 @@ class Engine:
         try:
             result = await self._chains[info.type](ctx)
         except asyncio.CancelledError:
+            entry.finishing = True
             if entry.cancel_reason == "timeout":
-                await self._failed(ctx, TaskTimeout(info.id, limit or 0.0))
+                await self._finisher.failed(ctx, TaskTimeout(info.id, limit or 0.0))
             elif entry.cancel_reason != "lost":
                 self._writer.record(Outcome(info.id, ctx.claimed_at, "release"))
             # lost: someone else owns the task now; write nothing.
         except RetryIn as exc:
-            self._writer.record(
-                Outcome(info.id, ctx.claimed_at, "pending", delay=exc.delay, refund=1)
-            )
+            entry.finishing = True
+            self._finisher.retry_in(ctx, exc)
         except Exception as exc:
-            await self._failed(ctx, exc)
+            entry.finishing = True
+            await self._finisher.failed(ctx, exc)
         else:
-            if entry.cancel_reason == "lost" or ctx.completed_in_transaction:
-                pass
-            else:
-                try:
-                    self._writer.record(
-                        Outcome(info.id, ctx.claimed_at, "completed", result=dump_result(result))
-                    )
-                except TaskValidationError as exc:
-                    await self._failed(ctx, exc)
+            entry.finishing = True
+            if timer is not None:
+                timer.cancel()  # the handler finished in time, however long storing takes
+            if entry.cancel_reason != "lost" and not ctx.completed_in_transaction:
+                await self._finisher.completed(ctx, result, lambda: entry.cancel_reason == "lost")
         finally:
             if timer is not None:
                 timer.cancel()
             if self.running.get(info.id) is entry:  # not a newer claim of the same task
                 del self.running[info.id]
             self._wake.set()
-
-    async def _failed(self, ctx: TaskContext, exc: BaseException) -> None:
-        info = ctx.info
-        log_failed_attempt(info, exc)
-        await self._call_error_hook(ctx, exc)
-        error = json.dumps(error_entry(info, exc), default=str)
-        past_deadline = info.deadline is not None and info.deadline <= datetime.now(timezone.utc)
-        if isinstance(exc, SkipRetry) or (isinstance(exc, TaskTimeout) and past_deadline):
-            self._writer.record(Outcome(info.id, ctx.claimed_at, "failed", error=error))
-            return
-        counts = self._safe_is_failure(exc)
-        if counts and info.attempts >= info.max_attempts:
-            self._writer.record(Outcome(info.id, ctx.claimed_at, "failed", error=error))
-            return
-        try:
-            delay = max(0.0, float(self.retry_delay(info, exc)))
-        except Exception:
-            log.exception("retry_delay raised for task %s; retrying in 1 s", info.id)
-            delay = 1.0
-        self._writer.record(
-            Outcome(
-                info.id,
-                ctx.claimed_at,
-                "pending",
-                delay=delay,
-                refund=0 if counts else 1,
-                error=error,
-            )
-        )
-
-    def _safe_is_failure(self, exc: BaseException) -> bool:
-        if isinstance(exc, TaskTimeout):
-            return True
-        try:
-            return bool(self.is_failure(exc))
-        except Exception:
-            log.exception("is_failure raised; counting the error as a failure")
-            return True
-
-    async def _call_error_hook(self, ctx: TaskContext, exc: BaseException) -> None:
-        if self.on_error is None:
-            return
-        try:
-            outcome = self.on_error(ctx, exc)
-            if inspect.isawaitable(outcome):
-                await outcome
-        except Exception:
-            log.exception("on_error hook raised for task %s", ctx.id)
 
     # -- shutdown -----------------------------------------------------------------------
 

@@ -5,7 +5,11 @@ Each has the shape of every pgtasq service (`Scheduler` too):
 - a frozen config with named defaults (``*_DEFAULT``), checked when built;
 - ``run_once()``: one round, returning what it did as counts; the tests call it directly;
 - ``run()``: a thin loop around it, forever (the `Engine` cancels it): sleep, call, and on a
-  lost database log and try again at the next round;
+  lost database log and try again at the next round. A data error (the database refusing
+  what a row holds or what the round sends: see `_database.is_data_error`) does not stop
+  the loop either: it is logged once, and the next round runs as usual (`survive`). The
+  statements are written so that no stored value can make them fail; this is the net under
+  that promise. Anything else (a bug, a missing table) ends the loop, and the worker;
 - an injectable clock. Every statement takes its time from the database (``now()``), so
   what the Python side reads is only how long to wait: ``sleep`` and the jitter source
   ``rand`` are parameters (``asyncio.sleep`` and ``random.random`` by default).
@@ -29,7 +33,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from pgtasq._database import RETRYABLE, fetch, short_error
+from pgtasq._database import RETRYABLE, LogOnce, fetch, is_data_error, short_error
 from pgtasq._limits import duration_problem
 from pgtasq.errors import ConfigurationError
 
@@ -59,6 +63,27 @@ def _check_positive(**values: float) -> None:
         problem = duration_problem(value)  # also refuses NaN, 0, and 1e300
         if problem is not None:
             raise ConfigurationError(f"{name} {problem}")
+
+
+_log_once = LogOnce(log)
+
+
+def survive(loop: str, exc: Exception) -> None:
+    """What a service loop does with an error from its round: log it and go on when the
+    database is away or refused the data (once per kind of refusal), else raise it."""
+    if is_data_error(exc):
+        _log_once(
+            f"{loop}:{short_error(exc)}",
+            logging.ERROR,
+            "%s: the database refused the data of this round (%s); carrying on "
+            "(logged once per error)",
+            loop,
+            short_error(exc),
+        )
+    elif isinstance(exc, RETRYABLE):
+        log.warning("%s failed: %s", loop, short_error(exc))
+    else:
+        raise exc
 
 
 def jittered(interval: float, rand: Rand) -> float:
@@ -139,8 +164,8 @@ class Heartbeat:
             await self._sleep(self.config.interval)
             try:
                 await self.run_once()
-            except RETRYABLE as exc:
-                log.warning("heartbeat failed: %s", short_error(exc))
+            except Exception as exc:
+                survive("heartbeat", exc)
 
 
 # -- rescuer ------------------------------------------------------------------------------
@@ -214,11 +239,12 @@ class Rescuer:
         return RescueCounts(rescued=rescued, failed=failed, stale_workers=len(stale))
 
     async def try_once(self) -> RescueCounts | None:
-        """`run_once`, logging a lost database instead of raising (then None)."""
+        """`run_once`, logging a lost database or a data error instead of raising (then
+        None)."""
         try:
             return await self.run_once()
-        except RETRYABLE as exc:
-            log.warning("rescue failed: %s", short_error(exc))
+        except Exception as exc:
+            survive("rescue", exc)
             return None
 
     async def run(self) -> None:
@@ -297,8 +323,8 @@ class Cleaner:
         while True:
             try:
                 await self.run_once()
-            except RETRYABLE as exc:
-                log.warning("cleaning failed: %s", short_error(exc))
+            except Exception as exc:
+                survive("cleaning", exc)
             await self._sleep(jittered(interval, self._rand))
 
 

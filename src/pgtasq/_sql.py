@@ -15,6 +15,7 @@ import hashlib
 import re
 from typing import TYPE_CHECKING, Any
 
+from pgtasq._limits import DURATION_MAX_SECONDS, TIMESTAMP_MAX, TIMESTAMP_MIN
 from pgtasq.tables import TASKS_ID_SEQUENCE, check_schema_name
 
 if TYPE_CHECKING:
@@ -76,6 +77,73 @@ INSERT_ARRAYS = (
 # batch sets them (a column left out costs the server nothing: its default is now() or NULL).
 COPY_COLUMNS = ("id", "queue", "type", "payload", "priority", "max_attempts")
 COPY_COLUMNS_OPTIONAL = ("run_at", "timeout", "deadline", "retention")
+
+# Durations added to now() (a lease, a retry's backoff) are clamped to this in the statement
+# itself: whatever a handler, a setting or a stored row says, the sum stays a timestamp that
+# PostgreSQL and Python can hold (make_interval() and timestamp arithmetic raise on overflow).
+SECONDS_MAX = DURATION_MAX_SECONDS  # 100 years: the longest duration pgtasq accepts anywhere
+# Retentions beyond this keep a task "forever": the cleaner's cut-off now() - retention must
+# stay a valid timestamp, however large a stored retention is.
+RETENTION_CUTOFF_MAX = "interval '1000 years'"
+# The `errors` history a task keeps: the first attempt's entry and the latest ERRORS_KEPT - 1.
+# When entries were dropped, the second entry carries "dropped_before": how many.
+ERRORS_KEPT = 20
+
+
+def _seconds(value: str, cap: float = SECONDS_MAX) -> str:
+    """``make_interval`` of ``value`` seconds (float8), clamped to 0..cap (NaN: cap)."""
+    return f"make_interval(secs => least(greatest({value}, 0), {cap!r}))"
+
+
+def _errors_append(entry: str) -> str:
+    """``t.errors`` with ``entry`` (a jsonb object) appended, bounded to `ERRORS_KEPT`
+    entries: the first one, then the latest, the first of which says how many were dropped
+    before it (``dropped_before``, counted across every trim). Trimmed before appending, so
+    a history at jsonb's size limit still takes the entry. Total on whatever a row holds:
+    a non-array ``errors`` becomes the first entry of an array, a non-object one is wrapped.
+    """
+    k = ERRORS_KEPT
+    before = "a -> 1 -> 'dropped_before'"
+    return f"""(
+        SELECT CASE WHEN m < {k} THEN a ELSE
+            jsonb_build_array(a -> 0, CASE WHEN jsonb_typeof(c) = 'object' THEN c || d
+                                      ELSE jsonb_build_object('entry', c) || d END)
+            || jsonb_path_query_array(a, '$[$from to last]',
+                                      jsonb_build_object('from', m - {k - 3}))
+        END || jsonb_build_array({entry})
+        FROM (SELECT a, m, a -> (m - {k - 2}) AS c, jsonb_build_object('dropped_before',
+                CASE WHEN jsonb_typeof({before}) = 'number' THEN ({before})::numeric ELSE 0 END
+                + (m - {k - 1})) AS d
+              FROM (SELECT a, jsonb_array_length(a) AS m
+                    FROM (SELECT CASE WHEN jsonb_typeof(t.errors) = 'array' THEN t.errors
+                                 ELSE jsonb_build_array(t.errors) END AS a) arrayed) counted
+        ) trimmed
+    )"""
+
+
+# What a worker reads of a task's own limits is clamped to what Python can load: a deadline of
+# 'infinity' or after year 9999, an interval past timedelta's range (or PostgreSQL 17's
+# infinite ones, which psycopg reads as 0) would fail the claim after it took the rows.
+_DEADLINE_MAX = f"timestamptz '{TIMESTAMP_MAX.isoformat()}'"
+_DEADLINE_MIN = f"timestamptz '{TIMESTAMP_MIN.isoformat()}'"
+_INTERVAL_MAX = "interval '1000 years'"
+
+
+def _loadable(columns: str) -> str:
+    """``columns`` (`TASK_COLUMNS` with the ``t.`` prefix) with the task's deadline, timeout
+    and retention clamped (NULL stays NULL)."""
+    clamps = {
+        "t.deadline": f"CASE WHEN t.deadline > {_DEADLINE_MAX} THEN {_DEADLINE_MAX} "
+        f"WHEN t.deadline < {_DEADLINE_MIN} THEN {_DEADLINE_MIN} ELSE t.deadline END",
+        "t.timeout": f"CASE WHEN t.timeout > {_INTERVAL_MAX} THEN {_INTERVAL_MAX} "
+        "ELSE t.timeout END",
+        "t.retention": f"CASE WHEN t.retention > {_INTERVAL_MAX} THEN {_INTERVAL_MAX} "
+        "ELSE t.retention END",
+    }
+    names = [c.strip() for c in columns.split(",")]
+    assert set(clamps) <= set(names), "TASK_COLUMNS changed: update _loadable"
+    return ", ".join(f"{clamps[c]} AS {c[2:]}" if c in clamps else c for c in names)
+
 
 # At most this many ids per event notification (NOTIFY payloads are limited to 8000 bytes);
 # "count" always says how many tasks the event covers.
@@ -372,6 +440,7 @@ FROM drawn
         "GROUP BY status ORDER BY status",
     )
     claimed = ", ".join("t." + c.strip() for c in TASK_COLUMNS.replace("\n", " ").split(","))
+    claimed_loadable = _loadable(claimed)
     # The fence every worker write carries: still running, still ours, same claim.
     #
     # Plans that cannot go bad (docs/architecture.md): the tasks a worker holds are reached
@@ -409,12 +478,13 @@ WITH ready AS (
 ),
 claimed AS (
 UPDATE {s}.tasks t
-SET status = 'running', attempts = t.attempts + 1, attempted_at = now(), updated_at = now(),
-    locked_by = %(worker)s, locked_until = now() + make_interval(secs => CAST(%(lease)s AS float8))
+SET status = 'running', attempted_at = now(), updated_at = now(),
+    attempts = least(t.attempts, 2147483646) + 1,  -- an int: total on any stored count
+    locked_by = %(worker)s, locked_until = now() + {_seconds("CAST(%(lease)s AS float8)")}
 -- by primary key, from the array of what `ready` locked: a join to `ready` would be planned
 -- from LIMIT's row estimate, which a generic plan guesses from the statistics
 WHERE t.id = ANY(ARRAY(SELECT ready_id FROM ready))
-RETURNING {claimed}
+RETURNING {claimed_loadable}
 ){worker_event_cte("claimed", "'started'")}
 SELECT * FROM claimed WHERE {emit}
 """,
@@ -447,7 +517,7 @@ WHERE NOT EXISTS (SELECT FROM {s}.queues p WHERE p.name = q.name AND p.paused)
         "task_heartbeat",
         f"""
 WITH mine AS MATERIALIZED (
-    SELECT *, now() + make_interval(secs => CAST(%(lease)s AS float8) / 3 * 2) AS due_before
+    SELECT *, now() + {_seconds("CAST(%(lease)s AS float8) / 3 * 2")} AS due_before
     FROM ({mine}) m
 ),
 due AS (
@@ -458,7 +528,7 @@ due AS (
     FOR UPDATE OF t SKIP LOCKED
 ),
 extended AS (
-    UPDATE {s}.tasks t SET locked_until = now() + make_interval(secs => CAST(%(lease)s AS float8))
+    UPDATE {s}.tasks t SET locked_until = now() + {_seconds("CAST(%(lease)s AS float8)")}
     FROM due WHERE t.id = due.id
 ),
 alive AS (
@@ -472,6 +542,12 @@ alive AS (
 SELECT m.id FROM mine m
 WHERE NOT EXISTS (SELECT FROM {s}.tasks t WHERE t.id = m.id AND {fence})
 """,
+    )
+    finish_errors = _errors_append("jsonb_set(m.error::jsonb, '{at}', to_jsonb(now()))")
+    rescue_errors = _errors_append(
+        "jsonb_build_object('attempt', t.attempts, 'at', now(), 'error', 'LeaseExpired', "
+        "'message', 'lease expired: worker ' || coalesce(t.locked_by, '?') "
+        "|| ' stopped heartbeating')"
     )
     # Record many outcomes in one statement. status: completed | failed | pending (retry).
     # refund 1 gives the attempt back (RetryIn, errors that are not failures).
@@ -489,11 +565,10 @@ done AS (
 UPDATE {s}.tasks t
 SET status = m.status::{s}.task_status,
     run_at = CASE WHEN m.status = 'pending'
-                  THEN now() + make_interval(secs => m.delay) ELSE t.run_at END,
-    attempts = t.attempts - m.refund,
+                  THEN now() + {_seconds("m.delay")} ELSE t.run_at END,
+    attempts = greatest(t.attempts - m.refund, 0),  -- total on any stored count
     errors = CASE WHEN m.error IS NULL THEN t.errors
-                  ELSE t.errors || jsonb_build_array(
-                      jsonb_set(m.error::jsonb, '{{at}}', to_jsonb(now()))) END,
+                  ELSE {finish_errors} END,
     result = CASE WHEN m.result IS NULL THEN t.result ELSE m.result::jsonb END,
     locked_by = NULL, locked_until = NULL,
     finalized_at = CASE WHEN m.status = 'pending' THEN NULL ELSE now() END,
@@ -514,7 +589,8 @@ SELECT id, queue, status FROM done WHERE {emit}
 WITH mine AS MATERIALIZED ({mine}),
 released AS (
     UPDATE {s}.tasks t
-    SET status = 'pending', attempts = t.attempts - 1, locked_by = NULL, locked_until = NULL,
+    SET status = 'pending', attempts = greatest(t.attempts - 1, 0),
+        locked_by = NULL, locked_until = NULL,
         updated_at = now()  -- run_at and priority kept: the task keeps its place in line
     FROM mine m
     WHERE t.id = m.id AND {fence}
@@ -540,10 +616,7 @@ done AS (
 UPDATE {s}.tasks t
 SET status = CASE WHEN t.attempts >= t.max_attempts THEN 'failed'
                   ELSE 'pending' END::{s}.task_status,
-    errors = t.errors || jsonb_build_array(jsonb_build_object(
-        'attempt', t.attempts, 'at', now(), 'error', 'LeaseExpired',
-        'message',
-        'lease expired: worker ' || coalesce(t.locked_by, '?') || ' stopped heartbeating')),
+    errors = {rescue_errors},
     finalized_at = CASE WHEN t.attempts >= t.max_attempts THEN now() END,
     -- run_at and priority kept: the task keeps its place in line, ahead of later arrivals
     locked_by = NULL, locked_until = NULL, updated_at = now()
@@ -569,7 +642,7 @@ ON CONFLICT (id) DO UPDATE SET heartbeat_at = now()
     worker_delete_stale = Statement(
         "worker_delete_stale",
         f"DELETE FROM {s}.workers WHERE heartbeat_at < "
-        "now() - make_interval(secs => CAST(%(older_than)s AS float8)) RETURNING id",
+        f"now() - {_seconds('CAST(%(older_than)s AS float8)')} RETURNING id",
     )
     listen = Statement("listen", f'LISTEN "{channel}"')
 
@@ -734,7 +807,7 @@ FROM {s}.workers w ORDER BY w.host, w.pid, w.id
     # tasks_retention_idx, one range per distinct retention (`kept` skips from one to the
     # next through the index). A cut-off never goes past 1000 years back, so no stored
     # retention can overflow it.
-    cutoff = "now() - least({}, interval '1000 years')"
+    cutoff = "now() - least({}, " + RETENTION_CUTOFF_MAX + ")"
     task_clean = Statement(
         "task_clean",
         f"""
@@ -752,7 +825,7 @@ kept AS (
 by_default AS (
     SELECT id FROM {s}.tasks
     WHERE finalized_at IS NOT NULL AND retention IS NULL
-      AND finalized_at < {cutoff.format("make_interval(secs => CAST(%(retention)s AS float8))")}
+      AND finalized_at < {cutoff.format(_seconds("CAST(%(retention)s AS float8)", 3.2e10))}
       AND (SELECT got FROM lock)
     ORDER BY finalized_at
     LIMIT CAST(%(batch)s AS int)

@@ -31,6 +31,7 @@ from pgtasq import _dsn, _supervisor
 from pgtasq._claims import queue_order
 from pgtasq._limits import duration_problem, text_problem
 from pgtasq._outcomes import Counts
+from pgtasq._records import RESULT_MAX_BYTES_DEFAULT, RESULT_MAX_BYTES_LIMIT
 from pgtasq._runtime import Engine, Settings
 from pgtasq._services import (
     CLEAN_INTERVAL_DEFAULT,
@@ -121,6 +122,7 @@ class Consumer:
         clean_interval: float = CLEAN_INTERVAL_DEFAULT,
         retention_default: float = RETENTION_DEFAULT,
         events: bool = False,
+        result_max_bytes: int = RESULT_MAX_BYTES_DEFAULT,
         listen_dsn: str | None = None,
         prepare: bool = True,
         on_error: ErrorHook | None = None,
@@ -149,6 +151,7 @@ class Consumer:
             clean_interval=clean_interval,
             retention_default=retention_default,
             events=events,
+            result_max_bytes=result_max_bytes,
             listen_dsn=listen_dsn,
             prepare=prepare,
         )
@@ -178,6 +181,16 @@ class Consumer:
             "retention_default",
         ):
             _positive(name, options[name])
+        max_bytes = options["result_max_bytes"]
+        if (
+            not isinstance(max_bytes, int)
+            or isinstance(max_bytes, bool)
+            or not 1 <= max_bytes <= RESULT_MAX_BYTES_LIMIT
+        ):
+            raise ConfigurationError(
+                f"result_max_bytes must be an integer from 1 to {RESULT_MAX_BYTES_LIMIT}, "
+                f"got {max_bytes!r}"
+            )
         if options["shutdown_timeout"] != 0:
             _positive("shutdown_timeout", options["shutdown_timeout"])
         if options["heartbeat_interval"] >= options["lease"] / 2:

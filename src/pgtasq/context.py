@@ -11,13 +11,14 @@ thread: it should check ``ctx.cancelled`` (a `threading.Event`) in its loops and
 
 from __future__ import annotations
 
-import json
+import asyncio
 import threading
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from pgtasq._connections import async_runner, sync_runner
+from pgtasq._records import RESULT_MAX_BYTES_LIMIT, prepare_result
 from pgtasq.errors import TaskLost, TaskValidationError
 from pgtasq.models import TaskInfo
 
@@ -26,16 +27,14 @@ if TYPE_CHECKING:
 
 
 def dump_result(value: Any) -> str | None:
-    """A handler's result as JSON text (None stays SQL NULL)."""
-    if value is None:
-        return None
-    try:
-        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise TaskValidationError("result", f"is not JSON-serializable: {exc}") from exc
-    if "\\u0000" in text:
-        raise TaskValidationError("result", "PostgreSQL jsonb cannot store the NUL character")
-    return text
+    """A result given to `TaskContext.complete` as JSON text (None stays SQL NULL): lone
+    surrogates and NUL characters replaced by U+FFFD; `TaskValidationError` when it cannot
+    be stored (not JSON, NaN, nested too deep, over `RESULT_MAX_BYTES_LIMIT`)."""
+    prepared = prepare_result(value, RESULT_MAX_BYTES_LIMIT)
+    assert prepared is not None  # no budget: always an answer
+    if prepared.error is not None:
+        raise TaskValidationError("result", prepared.error)
+    return prepared.text
 
 
 class _Flag:
@@ -123,9 +122,8 @@ class TaskContext:
 
     async def acomplete(self, conn: object, result: Any = None) -> None:
         """`complete` for async connections (psycopg AsyncConnection, SQLAlchemy async)."""
-        rows = await async_runner(conn).fetch(
-            self._stmts.task_finish_many, self._finish_params(result)
-        )
+        params = await asyncio.to_thread(self._finish_params, result)  # off the loop
+        rows = await async_runner(conn).fetch(self._stmts.task_finish_many, params)
         if not rows:
             raise TaskLost(self.info.id)
         self.completed_in_transaction = True

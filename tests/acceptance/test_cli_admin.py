@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+import psycopg
 import pytest
 
 from pgtasq import Consumer, Producer, SkipRetry, Task, TaskContext
@@ -118,6 +119,33 @@ def test_enqueue_then_get(run: Callable[..., Any], pg_dsn: str, schema: str) -> 
     assert timedelta(seconds=3590) < run_at - created_at < timedelta(seconds=3610)
     assert later["payload"] is None
     assert count_tasks(pg_dsn, schema) == 2
+
+
+def test_tasks_get_shows_a_bounded_errors_history_and_odd_entries(
+    run: Callable[..., Any], pg_dsn: str, schema: str, producer: Producer
+) -> None:
+    """The history keeps the first entry and the latest; the details say how many were
+    dropped between them. An entry that is not an object (written by raw SQL) is shown as
+    it is instead of a traceback."""
+    task_id = producer.enqueue(Task("t")).id
+    errors = [
+        {"attempt": 1, "error": "ValueError", "message": "first"},
+        {"attempt": 12, "error": "ValueError", "message": "twelfth", "dropped_before": 10},
+        "odd entry",
+    ]
+    with psycopg.connect(pg_dsn, autocommit=True) as c:
+        c.execute(
+            f"UPDATE {schema}.tasks SET errors = %s::jsonb WHERE id = %s",
+            (json.dumps(errors), task_id),
+        )
+    details = ok(run("tasks", "get", str(task_id))).splitlines()
+    start = details.index("errors:          3")
+    assert details[start + 1 :] == [
+        "  attempt 1 at ?: ValueError: first",
+        "  … 10 earlier entries dropped",
+        "  attempt 12 at ?: ValueError: twelfth",
+        "  'odd entry'",
+    ]
 
 
 def test_enqueue_refuses_bad_input_and_enqueues_nothing(

@@ -542,9 +542,13 @@ def test_nul_characters_never_break_the_outcome_writer(pg_dsn: str, schema: str)
         raise ValueError("bad\x00byte")
 
     enqueue(pg_dsn, schema, Task("nul_result", max_attempts=1), Task("nul_error", max_attempts=1))
-    assert consumer.run(pg_dsn, burst=True).failed == 2
+    counts = consumer.run(pg_dsn, burst=True)
+    assert (counts.completed, counts.failed) == (1, 1)
     first, second = rows(pg_dsn, schema)
-    assert first["errors"][0]["error"] == "TaskValidationError"
+    # jsonb cannot hold NUL: the result keeps U+FFFD in its place, and a note says so
+    assert first["status"] == "completed" and first["result"] == "a\ufffdb"
+    assert [e["error"] for e in first["errors"]] == ["ResultSanitized"]
+    assert "1 NUL character" in first["errors"][0]["message"]
     assert second["errors"][0]["message"] == "bad\\x00byte"
 
 

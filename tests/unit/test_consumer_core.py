@@ -93,6 +93,10 @@ def test_consumer_settings_are_validated() -> None:
         Consumer(lease=2, heartbeat_interval=1)
     with pytest.raises(ConfigurationError, match="schema"):
         Consumer(schema="Bad")
+    for bad in (0, -1, 2**40, 1.5, True, "1000"):
+        with pytest.raises(ConfigurationError, match="result_max_bytes"):
+            Consumer(result_max_bytes=bad)  # type: ignore[arg-type]
+    assert Consumer(result_max_bytes=4096).settings.result_max_bytes == 4096
     consumer = Consumer(queues="a=2")
     consumer.configure(concurrency=5, queues="b=1,c=3", lease=None)
     assert consumer.settings.concurrency == 5

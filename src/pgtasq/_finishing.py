@@ -1,0 +1,244 @@
+"""What a finished handler leads to: the outcome its task gets, decided from what the handler
+returned or raised, with everything it hands over made safe to store.
+
+`RecordMaker` turns a result or an exception into what a row can hold (`pgtasq._records`),
+off the event loop when that is more than a few fields of work. `Finisher` decides the
+outcome (completed, failed, retried, and after which delay), calls the user's hooks
+(``on_error``, ``is_failure``, ``retry_delay``) without letting them raise, and queues the
+outcome on the `OutcomeWriter`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from pgtasq._database import LogOnce, short_error
+from pgtasq._executor import DaemonExecutor
+from pgtasq._outcomes import Outcome, OutcomeRejected, OutcomeWriter, clamp_delay
+from pgtasq._records import (
+    INLINE_BUDGET,
+    Prepared,
+    dump_entry,
+    error_entry,
+    error_text,
+    formats_quickly,
+    note_entry,
+    prepare_result,
+)
+from pgtasq.errors import RetryIn, SkipRetry, TaskTimeout, TaskValidationError
+
+if TYPE_CHECKING:
+    from pgtasq.context import ErrorHook, TaskContext
+    from pgtasq.models import TaskInfo
+    from pgtasq.retry import RetryDelay
+
+log = logging.getLogger("pgtasq.consumer")
+
+
+class RecordMaker:
+    """Turns a handler's result or exception into what its row can store, off the event
+    loop (on threads of its own) when that is more than a few fields of work.
+
+    A result walks `prepare_result` on the loop with a small budget first; an error entry
+    is made on the loop when `formats_quickly` says so. The rest (a large result, an
+    exception whose ``str()`` is its author's code or whose traceback is long) runs on a
+    thread. Whatever does not finish within ``patience`` seconds is given up
+    for a stand-in (the thread, which cannot be stopped, is a daemon).
+    """
+
+    def __init__(self, result_max_bytes: int, patience: float = 10.0) -> None:
+        self.result_max_bytes = result_max_bytes
+        self.patience = patience
+        self._threads = DaemonExecutor(2)
+
+    async def result(self, value: Any) -> Prepared:
+        prepared = prepare_result(value, self.result_max_bytes, INLINE_BUDGET)
+        if prepared is not None:
+            return prepared
+        done = await self._off_loop(prepare_result, value, self.result_max_bytes)
+        if done is None:
+            return Prepared(error=f"could not be checked within {self.patience:g} s")
+        assert isinstance(done, Prepared)
+        return done
+
+    async def error(self, attempt: int, exc: BaseException, note: str | None = None) -> str:
+        if formats_quickly(exc):  # most errors: a few microseconds, no thread hop
+            return error_text(attempt, exc, note)
+        text = await self._off_loop(error_text, attempt, exc, note)
+        if isinstance(text, str):
+            return text
+        name = type(exc).__name__
+        entry = error_entry(attempt, OutcomeRejected(f"a {name} could not be formatted"))
+        entry["note"] = f"formatting the {name} took longer than {self.patience:g} s"
+        return dump_entry(entry)
+
+    async def _off_loop(self, fn: Callable[..., Any], *args: Any) -> Any:
+        future = asyncio.get_running_loop().run_in_executor(self._threads, fn, *args)
+        try:
+            return await asyncio.wait_for(future, self.patience)
+        except asyncio.TimeoutError:
+            return None
+
+    def close(self) -> None:
+        self._threads.shutdown()
+
+
+class Finisher:
+    """Records the outcome of each finished handler on ``writer``."""
+
+    def __init__(
+        self,
+        *,
+        writer: OutcomeWriter,
+        records: RecordMaker,
+        on_error: ErrorHook | None,
+        is_failure: Callable[[BaseException], bool],
+        retry_delay: RetryDelay,
+    ) -> None:
+        self._writer = writer
+        self.records = records
+        self.on_error = on_error
+        self.is_failure = is_failure
+        self.retry_delay = retry_delay
+        self._log_once = LogOnce(log)
+
+    async def completed(self, ctx: TaskContext, result: Any, lost: Callable[[], bool]) -> None:
+        """Record a returned result, made safe to store; one that cannot be stored fails
+        the task at once (running it again would return it again). Nothing when ``lost()``
+        says the task was taken away meanwhile."""
+        info = ctx.info
+        prepared = await self.records.result(result)
+        if lost():
+            return
+        if prepared.error is not None:
+            await self.failed(ctx, TaskValidationError("result", prepared.error), final=True)
+            return
+        note = None
+        if prepared.note is not None:
+            note = dump_entry(note_entry(info.attempts, "ResultSanitized", prepared.note))
+        self._writer.record(
+            Outcome(
+                info.id,
+                ctx.claimed_at,
+                "completed",
+                result=prepared.text,
+                error=note,
+                attempt=info.attempts,
+            )
+        )
+
+    def retry_in(self, ctx: TaskContext, exc: RetryIn) -> None:
+        delay = clamp_delay(exc.delay, self._warn_delay)
+        self._writer.record(Outcome(ctx.id, ctx.claimed_at, "pending", delay=delay, refund=1))
+
+    async def failed(self, ctx: TaskContext, exc: BaseException, *, final: bool = False) -> None:
+        """Record a failed attempt: retried after the backoff while attempts are left (and
+        ``final`` is not set), else failed."""
+        info = ctx.info
+        _log_failed_attempt(info, exc)
+        await self._call_error_hook(ctx, exc)
+        error = await self.records.error(info.attempts, exc)
+        past_deadline = info.deadline is not None and info.deadline <= datetime.now(timezone.utc)
+        final = final or isinstance(exc, SkipRetry)
+        if final or (isinstance(exc, TaskTimeout) and past_deadline):
+            self._record_failed(ctx, error)
+            return
+        counts = self._safe_is_failure(exc)
+        if counts and info.attempts >= info.max_attempts:
+            self._record_failed(ctx, error)
+            return
+        try:
+            delay = clamp_delay(float(self.retry_delay(info, exc)), self._warn_delay)
+        except Exception as hook_error:
+            self._log_once(
+                "retry_delay",
+                logging.ERROR,
+                "retry_delay raised %s for task %s; retrying in 1 s (logged once)",
+                type(hook_error).__name__,
+                info.id,
+            )
+            delay = 1.0
+        self._writer.record(
+            Outcome(
+                info.id,
+                ctx.claimed_at,
+                "pending",
+                delay=delay,
+                refund=0 if counts else 1,
+                error=error,
+                attempt=info.attempts,
+            )
+        )
+
+    def unreadable(self, row: dict[str, Any], exc: Exception) -> None:
+        """Fail a claimed task whose row cannot be read (a payload nested too deep for
+        Python's parser): every worker would fail the same way."""
+        self._log_once(
+            f"unreadable:{row['id']}",
+            logging.ERROR,
+            "task %s: its row cannot be read (%s); failing it",
+            row["id"],
+            short_error(exc),
+        )
+        error = error_text(
+            row["attempts"], TaskValidationError("row", f"cannot be read: {short_error(exc)}")
+        )
+        self._writer.record(
+            Outcome(row["id"], row["attempted_at"], "failed", error=error, attempt=row["attempts"])
+        )
+
+    def _record_failed(self, ctx: TaskContext, error: str) -> None:
+        info = ctx.info
+        self._writer.record(
+            Outcome(info.id, ctx.claimed_at, "failed", error=error, attempt=info.attempts)
+        )
+
+    def _warn_delay(self, message: str) -> None:
+        self._log_once("delay", logging.WARNING, "%s (logged once)", message)
+
+    def _safe_is_failure(self, exc: BaseException) -> bool:
+        if isinstance(exc, TaskTimeout):
+            return True
+        try:
+            return bool(self.is_failure(exc))
+        except Exception:
+            log.exception("is_failure raised; counting the error as a failure")
+            return True
+
+    async def _call_error_hook(self, ctx: TaskContext, exc: BaseException) -> None:
+        if self.on_error is None:
+            return
+        try:
+            outcome = self.on_error(ctx, exc)
+            if inspect.isawaitable(outcome):
+                await outcome
+        except Exception:
+            log.exception("on_error hook raised for task %s", ctx.id)
+
+
+def _log_failed_attempt(info: TaskInfo, exc: BaseException) -> None:
+    """One WARNING line per failed attempt; its traceback too when DEBUG is on."""
+    message = (str(exc).strip().splitlines() or [""])[0]
+    log.warning(
+        "task %s (%s) attempt %d/%d failed: %s%s",
+        info.id,
+        info.type,
+        info.attempts,
+        info.max_attempts,
+        type(exc).__name__,
+        f": {message}" if message else "",
+        exc_info=exc if log.isEnabledFor(logging.DEBUG) else None,
+        extra={
+            "task_id": info.id,
+            "task_type": info.type,
+            "queue": info.queue,
+            "attempt": info.attempts,
+            "max_attempts": info.max_attempts,
+            "error": type(exc).__name__,
+        },
+    )
