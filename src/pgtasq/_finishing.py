@@ -223,7 +223,10 @@ class Finisher:
 
 def _log_failed_attempt(info: TaskInfo, exc: BaseException) -> None:
     """One WARNING line per failed attempt; its traceback too when DEBUG is on."""
-    message = (str(exc).strip().splitlines() or [""])[0]
+    try:
+        message = (str(exc).strip().splitlines() or [""])[0]
+    except Exception:  # an exception whose __str__ raises or returns no string
+        message = "(its message cannot be read)"
     log.warning(
         "task %s (%s) attempt %d/%d failed: %s%s",
         info.id,
