@@ -13,7 +13,6 @@ Exit codes: 0 success, 1 the operation failed (one ``error:`` line on stderr), 2
 from __future__ import annotations
 
 import dataclasses
-import logging
 
 import click
 
@@ -54,12 +53,20 @@ def _pause_command(paused: bool) -> click.Command:
     verb = "pause" if paused else "resume"
 
     @click.argument("name")
+    @click.option(
+        "--create",
+        is_flag=True,
+        envvar=f"PGTASQ_QUEUES_{verb.upper()}_CREATE",
+        show_envvar=True,
+        help="Also for a queue that does not exist yet (no task, never paused).",
+    )
     @json_option
     @click.pass_obj
-    def command(settings: CommandSettings, name: str, as_json: bool) -> None:
+    def command(settings: CommandSettings, name: str, create: bool, as_json: bool) -> None:
         with connection(settings) as conn:
             client = Client(schema=settings.schema)
-            (client.pause_queue if paused else client.resume_queue)(name, conn=conn)
+            change = client.pause_queue if paused else client.resume_queue
+            change(name, conn=conn, create=create)
         if as_json:
             output.print_json({"queue": name, "paused": paused})
         else:
@@ -183,12 +190,10 @@ def stats(settings: CommandSettings, as_json: bool) -> None:
 def events(settings: CommandSettings, timeout: float | None, as_json: bool) -> None:
     """Print task events as they happen (started/completed/… need workers with events on).
 
-    While the database is away it reconnects (stderr says when it goes and comes back).
+    While the database is away it reconnects (stderr says when it goes and comes back, as
+    log lines: --log-level, --log-format). An error no retry fixes ends it with one line.
     """
-    # The outage lines go to stderr; stdout carries only the events.
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    settings.setup_logging()  # the outage lines go to stderr; stdout carries only the events
     with (
         failures(settings.schema),
         settings.database(quiet=True) as dsn,

@@ -23,6 +23,7 @@ import psycopg
 from pgtasq import _sql
 from pgtasq._cli_output import printable
 from pgtasq._database import connect_misconfigured, misconfigured
+from pgtasq._dsn import redact
 from pgtasq.errors import DatabaseMisconfigured, DatabaseUnavailable, PgtasqError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -43,11 +44,14 @@ class CommandSettings(Protocol):
 
     def database(self, *, quiet: bool = False) -> contextlib.AbstractContextManager[str]: ...
 
+    def setup_logging(self) -> None: ...
+
 
 def first_line(exc: BaseException) -> str:
-    """The first line of an error's message, printable on a terminal (it may quote data)."""
+    """The first line of an error's message, printable on a terminal (it may quote data),
+    with any password blanked."""
     text = str(exc).strip()
-    return printable(text.splitlines()[0]) if text else type(exc).__name__
+    return printable(redact(text.splitlines()[0])) if text else type(exc).__name__
 
 
 @contextlib.contextmanager

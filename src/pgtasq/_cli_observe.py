@@ -158,6 +158,7 @@ def metrics_command(
 ) -> None:
     """Export what the database holds (queues, workers, schedules) for Prometheus, and
     /healthz, until SIGINT/SIGTERM. Run one per deployment."""
+    settings.setup_logging()
     metrics = _import_metrics()
     with failures(settings.schema), settings.database(quiet=True) as dsn:
         registry = metrics.CollectorRegistry()

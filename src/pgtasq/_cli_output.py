@@ -17,6 +17,7 @@ import enum
 import json
 import re
 import sys
+import time
 from collections.abc import Sequence
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -230,18 +231,43 @@ def task_details(task: TaskInfo) -> None:
 
 
 class Progress:
-    """The running count of a bulk operation on stderr: one line rewritten on a terminal."""
+    """The running count of a bulk operation on stderr, with the total when it is known.
 
-    def __init__(self, action: str) -> None:
+    On a terminal one line is rewritten in place (``delete: 3000 of 20000 tasks (15%)``);
+    piped, one plain line at most every `PIPED_EVERY` seconds, and the last count at the end.
+    """
+
+    PIPED_EVERY = 1.0
+
+    def __init__(self, action: str, total: int | None = None) -> None:
         self.action = action
+        self.total = total
         self.tty = sys.stderr.isatty()
         self.shown: int | None = None
+        self.count: int | None = None
+        self._last = 0.0
+
+    def line(self, count: int) -> str:
+        if self.total:
+            percent = min(100, count * 100 // self.total)
+            return f"{self.action}: {count} of {self.total} tasks ({percent}%)"
+        return f"{self.action}: {count} tasks so far"
 
     def __call__(self, count: int) -> None:
-        line = f"{self.action}: {count} tasks so far"
+        self.count = count
+        now = time.monotonic()
+        if not self.tty and now - self._last < self.PIPED_EVERY:
+            return
+        self._last = now
+        self._show(count)
+
+    def _show(self, count: int) -> None:
+        line = self.line(count)
         click.echo("\r" + line if self.tty else line, err=True, nl=not self.tty)
         self.shown = count
 
     def done(self) -> None:
+        if self.count is not None and self.shown != self.count:
+            self._show(self.count)
         if self.tty and self.shown is not None:
             click.echo(err=True)

@@ -285,11 +285,13 @@ def _change_all(
     progress = output.Progress(action)
     with connection(settings) as conn:
         client = Client(schema=settings.schema)
+        page = client.list_tasks(task_filter.limit(1), conn=conn)
         if not confirmed:
-            matching = _total(client.list_tasks(task_filter.limit(1), conn=conn))
             raise click.UsageError(
-                f"this deletes every task the filters select ({matching} now); add --yes to confirm"
+                f"this deletes every task the filters select ({_total(page)} now); "
+                "add --yes to confirm"
             )
+        progress.total = page.total  # those that match now (past COUNT_EXACT_MAX, an estimate)
         change: Callable[..., int] = getattr(client, f"{action}_tasks")
         try:
             count = change(task_filter, conn=conn, batch_size=batch_size, progress=progress)

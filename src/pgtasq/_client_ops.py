@@ -17,6 +17,7 @@ from pgtasq import _sql
 from pgtasq._limits import ID_MAX, duration_problem
 from pgtasq.errors import (
     ConfigurationError,
+    QueueNotFound,
     TaskAlreadyAvailable,
     TaskAlreadyFinalized,
     TaskNotFound,
@@ -420,13 +421,17 @@ def list_queues(stmts: _sql.Statements) -> Op:
     ]
 
 
-def pause_queue(stmts: _sql.Statements, name: str, paused: bool) -> Op:
-    """Checked when the operation is built, before any connection is taken."""
-    return _pause_queue(stmts, check_name("queue name", name), paused)
+def pause_queue(stmts: _sql.Statements, name: str, paused: bool, create: bool = True) -> Op:
+    """Checked when the operation is built, before any connection is taken. Without
+    ``create``, only a queue that exists (a row in ``queues`` or any task), else
+    `QueueNotFound`."""
+    return _pause_queue(stmts, check_name("queue name", name), paused, create)
 
 
-def _pause_queue(stmts: _sql.Statements, name: str, paused: bool) -> Op:
-    yield stmts.queue_pause, {"name": name, "paused": paused}
+def _pause_queue(stmts: _sql.Statements, name: str, paused: bool, create: bool) -> Op:
+    rows = yield stmts.queue_pause, {"name": name, "paused": paused, "create": bool(create)}
+    if not rows:
+        raise QueueNotFound(name)
     return None
 
 

@@ -34,6 +34,7 @@ from pgtasq.errors import RetryIn, SkipRetry, TaskTimeout, TaskValidationError
 
 if TYPE_CHECKING:
     from pgtasq.context import ErrorHook, TaskContext
+    from pgtasq.models import TaskInfo
     from pgtasq.retry import RetryDelay
 
 log = logging.getLogger("pgtasq.consumer")
@@ -139,6 +140,7 @@ class Finisher:
         """Record a failed attempt: retried after the backoff while attempts are left (and
         ``final`` is not set), else failed."""
         info = ctx.info
+        _log_failed_attempt(info, exc)
         await self._call_error_hook(ctx, exc)
         error = await self.records.error(info.attempts, exc)
         past_deadline = info.deadline is not None and info.deadline <= datetime.now(timezone.utc)
@@ -217,3 +219,29 @@ class Finisher:
                 await outcome
         except Exception:
             log.exception("on_error hook raised for task %s", ctx.id)
+
+
+def _log_failed_attempt(info: TaskInfo, exc: BaseException) -> None:
+    """One WARNING line per failed attempt; its traceback too when DEBUG is on."""
+    try:
+        message = (str(exc).strip().splitlines() or [""])[0]
+    except Exception:  # an exception whose __str__ raises or returns no string
+        message = "(its message cannot be read)"
+    log.warning(
+        "task %s (%s) attempt %d/%d failed: %s%s",
+        info.id,
+        info.type,
+        info.attempts,
+        info.max_attempts,
+        type(exc).__name__,
+        f": {message}" if message else "",
+        exc_info=exc if log.isEnabledFor(logging.DEBUG) else None,
+        extra={
+            "task_id": info.id,
+            "task_type": info.type,
+            "queue": info.queue,
+            "attempt": info.attempts,
+            "max_attempts": info.max_attempts,
+            "error": type(exc).__name__,
+        },
+    )

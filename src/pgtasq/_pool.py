@@ -16,6 +16,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
 from pgtasq._database import Backoff, connect_misconfigured, misconfigured
+from pgtasq._dsn import normalize
 from pgtasq.errors import ConfigurationError, DatabaseMisconfigured, DatabaseUnavailable
 
 POOL_MIN_SIZE_DEFAULT = 1
@@ -133,7 +134,7 @@ class LazyPool:
         open_timeout: float = POOL_OPEN_TIMEOUT_DEFAULT,
         prepare: bool = True,
     ) -> None:
-        self.dsn = dsn
+        self.dsn = normalize(dsn)
         self._kwargs = connection_kwargs(prepare=prepare)
         self._open_timeout = check_connect_timeout(open_timeout)
         self._min_size = min_size
@@ -188,7 +189,7 @@ class AsyncLazyPool:
         open_timeout: float = POOL_OPEN_TIMEOUT_DEFAULT,
         prepare: bool = True,
     ) -> None:
-        self.dsn = dsn
+        self.dsn = normalize(dsn)
         self._kwargs = connection_kwargs(prepare=prepare)
         self._open_timeout = check_connect_timeout(open_timeout)
         self._min_size = min_size

@@ -36,7 +36,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
@@ -71,6 +71,7 @@ from pgtasq._services import (
     RescuerConfig,
 )
 from pgtasq._settings import Settings
+from pgtasq._teardown import Deadline, bounded
 from pgtasq.context import ErrorHook, Handler, Middleware, TaskContext
 from pgtasq.errors import (
     RetryIn,
@@ -133,6 +134,8 @@ class Engine:
         self.running: dict[int, _Running] = {}
         self.counts = Counts()
         self.stopping = False
+        # Loop times, set by the first stop request (see request_stop).
+        self._deadline = Deadline(settings.shutdown_timeout)
         # claim loop state (see _claim_loop)
         self._more = True
         self._generation = 0
@@ -171,11 +174,27 @@ class Engine:
     # -- lifecycle ----------------------------------------------------------------------
 
     def request_stop(self, *, force: bool = False) -> None:
-        """Stop claiming and shut down gracefully; ``force`` skips the wait for handlers."""
+        """Stop claiming and shut down gracefully; ``force`` skips the wait for handlers.
+
+        The first request sets the teardown deadline (`pgtasq._teardown.Deadline`):
+        ``shutdown_timeout`` for the running handlers, then a margin to hand back what is
+        left, unregister and close; a forced stop leaves only the margin. Every teardown
+        step is bounded by it.
+        """
+        self._deadline.request(asyncio.get_running_loop().time(), force=force)
+        if not self.stopping or force:
+            log.debug("stop requested (%s)", "fast" if force else "graceful")
         self.stopping = True
         self._wake.set()
         if force:
             self._force.set()
+
+    def _left(self) -> float:
+        """Seconds left before stopping must be over (see `pgtasq._teardown`)."""
+        return self._deadline.left(asyncio.get_running_loop().time())
+
+    async def _bounded(self, step: str, work: Awaitable[Any], cap: float = 1e9) -> None:
+        await bounded(step, work, min(cap, self._left()))
 
     async def run(self, *, burst: bool = False) -> Counts:
         self._wake = asyncio.Event()
@@ -251,9 +270,9 @@ class Engine:
                     raise
                 log.exception("shutdown failed too")  # WorkerCrashed below says why it began
         finally:
-            await loops.close()
-            await self._unregister()
-            await self._pool.close()
+            await self._bounded("stopping the background loops", loops.close())
+            await self._bounded("unregistering", self._unregister())
+            await self._bounded("closing the pool", self._pool.close(timeout=self._left()))
             self._executor.shutdown()
             self._records.close()
             log.info("worker %s stopped: %s", self.worker_id, self.counts)
@@ -328,8 +347,11 @@ class Engine:
         return False
 
     async def _unregister(self) -> None:
+        left = max(0.1, self._left())
         try:
-            async with self._pool.connection(timeout=5.0) as conn:
+            async with self._pool.connection(timeout=left) as conn, conn.transaction():
+                timeout = {"milliseconds": str(max(100, int(self._left() * 1000)))}
+                await fetch(conn, _sql.setting_statement_timeout_local, timeout)
                 await fetch(conn, self.stmts.worker_unregister, {"worker": self.worker_id})
         except (*RETRYABLE, psycopg.Error) as exc:
             log.warning("could not remove worker %s: %s", self.worker_id, short_error(exc))
@@ -380,7 +402,8 @@ class Engine:
             except asyncio.TimeoutError:
                 self._more_ready()
         if self._claims:
-            await asyncio.gather(*self._claims, return_exceptions=True)
+            claims = asyncio.gather(*self._claims, return_exceptions=True)
+            await self._bounded("waiting for claims in flight", claims, self._left())
 
     def _issue_claims(self, low_water: int) -> None:
         settings = self.settings
@@ -549,16 +572,19 @@ class Engine:
 
     async def _shutdown(self) -> None:
         if self.running:
+            loop = asyncio.get_running_loop()
+
+            def waiting_left() -> float:  # counted from the stop request, not from here
+                return self._deadline.waiting_left(loop.time())
+
             log.info(
                 "waiting up to %.0f s for %d running tasks",
-                self.settings.shutdown_timeout,
+                max(0.0, waiting_left()),
                 len(self.running),
             )
-            # One deadline for the whole wait (a first wait before it made it twice as long).
-            deadline = asyncio.get_running_loop().time() + self.settings.shutdown_timeout
             force = asyncio.create_task(self._force.wait())
             while self.running and not self._force.is_set():
-                left = deadline - asyncio.get_running_loop().time()
+                left = waiting_left()
                 if left <= 0:
                     break
                 pending = [e.task for e in self.running.values() if e.task is not None]
@@ -570,8 +596,9 @@ class Engine:
                 self._cancel(entry, "shutdown")
             still = [e.task for e in self.running.values() if e.task is not None]
             if still:
-                await asyncio.wait(still, timeout=5.0)
-        await self._writer.flush_all()
+                log.debug("shutdown: cancelled %d handlers", len(still))
+                await asyncio.wait(still, timeout=max(0.1, min(5.0, self._left() - 1.0)))
+        await self._bounded("writing the outcomes", self._writer.flush_all())
 
     # -- what the services ask and tell ---------------------------------------------------
 

@@ -21,6 +21,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from pgtasq._dsn import normalize
 from pgtasq._limits import duration_problem, text_problem
 from pgtasq._records import RESULT_MAX_BYTES_LIMIT
 from pgtasq._services import HEARTBEAT_INTERVAL_DEFAULT, RESCUE_INTERVAL_DEFAULT
@@ -106,7 +107,7 @@ def _flag(name: str, value: object) -> bool:
 def _listen_dsn(value: object) -> str | None:
     if value is not None and (not isinstance(value, str) or not value):
         raise ConfigurationError("listen_dsn must be a non-empty DSN string, or None")
-    return value
+    return None if value is None else normalize(value)  # checked, and never echoed
 
 
 @dataclasses.dataclass(frozen=True)

@@ -289,6 +289,13 @@ def _events_cte(channel: str, source: str, kind: str) -> str:
 _EMIT = "(SELECT count(*) FROM events) >= 0"
 
 
+# Bounds the statements after it in the same transaction (the worker's teardown uses it).
+setting_statement_timeout_local = Statement(
+    "setting_statement_timeout_local",
+    "SELECT set_config('statement_timeout', %(milliseconds)s, true)",
+)
+
+
 @dataclasses.dataclass(frozen=True)
 class Statements:
     """The statements of one schema."""
@@ -770,10 +777,14 @@ ORDER BY n.name
         "queue_pause",
         f"""
 INSERT INTO {s}.queues (name, paused, paused_at)
-VALUES (CAST(%(name)s AS text), CAST(%(paused)s AS boolean),
-        CASE WHEN CAST(%(paused)s AS boolean) THEN now() END)
+SELECT CAST(%(name)s AS text), CAST(%(paused)s AS boolean),
+       CASE WHEN CAST(%(paused)s AS boolean) THEN now() END
+WHERE CAST(%(create)s AS boolean)
+   OR EXISTS (SELECT 1 FROM {s}.queues WHERE name = CAST(%(name)s AS text))
+   OR EXISTS (SELECT 1 FROM {s}.tasks WHERE queue = CAST(%(name)s AS text))
 ON CONFLICT (name) DO UPDATE
 SET paused = excluded.paused, paused_at = excluded.paused_at, updated_at = now()
+RETURNING name
 """,
     )
     queue_history = Statement(

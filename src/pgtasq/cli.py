@@ -22,6 +22,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import click
 import psycopg
@@ -31,13 +32,17 @@ from pgtasq import (
     _cli_boundary,
     _cli_dev,
     _cli_observe,
+    _dsn,
     _embedded,
+    _logs,
     _migrate,
     _supervisor,
 )
 from pgtasq import demo as _demo
-from pgtasq._cli_boundary import EXIT_MISCONFIGURED
+from pgtasq._cli_boundary import EXIT_MISCONFIGURED, F, first_line
 from pgtasq._cli_output import printable
+from pgtasq._dsn import redact
+from pgtasq._teardown import TEARDOWN_MARGIN
 from pgtasq.consumer import Consumer
 from pgtasq.errors import ConfigurationError, DatabaseMisconfigured, PgtasqError
 from pgtasq.models import TaskInfo
@@ -51,6 +56,11 @@ class _Settings:
     schema: str
     data_dir: str | None
     schema_given: bool = False
+    log_level: str = _logs.LOG_LEVEL_DEFAULT
+    log_format: str = _logs.LOG_FORMAT_DEFAULT
+
+    def setup_logging(self) -> None:
+        _logs.setup(self.log_level, self.log_format)
 
     def home(self) -> Path:
         """Where the embedded server keeps its data: --data-dir, else the project's."""
@@ -71,7 +81,7 @@ class _Settings:
 
 
 def _fail(message: str) -> None:
-    click.echo(f"error: {printable(message)}", err=True)
+    click.echo(f"error: {printable(redact(message))}", err=True)
     sys.exit(1)
 
 
@@ -82,42 +92,140 @@ def _errors() -> Iterator[None]:
     try:
         yield
     except DatabaseMisconfigured as exc:
-        click.echo(f"error: {printable(str(exc))}", err=True)
+        click.echo(f"error: {printable(redact(str(exc)))}", err=True)
         sys.exit(EXIT_MISCONFIGURED)
     except (PgtasqError, psycopg.OperationalError) as exc:
         _fail(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
 
 
+# -- the global options: before the command or after it ------------------------------------
+#
+# `--dsn`, `--schema`, `--data-dir`, `--log-level` and `--log-format` are options of the
+# ``cli`` group (with their environment variables), and are also added to every command
+# and subcommand (`_add_global_options`), so ``pgtasq migrate --dsn URL`` works as well as
+# ``pgtasq --dsn URL migrate``. Given after the command, a value overrides the one before.
+
+
+def _checked_dsn(value: str | None) -> str | None:
+    if not value:
+        return None
+    try:
+        return _dsn.normalize(value)
+    except ConfigurationError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+_GLOBAL_OPTIONS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("--dsn", {"help": "PostgreSQL URL or libpq string; none: embedded server."}),
+    ("--schema", {"default": SCHEMA_DEFAULT, "help": "Schema holding pgtasq's tables."}),
+    (
+        "--data-dir",
+        {
+            "envvar": ["PGTASQ_HOME", "PGTASQ_DATA_DIR"],
+            "default": None,
+            "help": "Where the embedded server keeps its data [default: the nearest .pgtasq/ "
+            "folder here or above, else .pgtasq/ at the project root (pyproject.toml, .git), "
+            "else here].",
+        },
+    ),
+    (
+        "--log-level",
+        {
+            "default": _logs.LOG_LEVEL_DEFAULT,
+            "type": click.Choice(_logs.LOG_LEVELS, case_sensitive=False),
+            "help": "Log this level and above (worker, scheduler).",
+        },
+    ),
+    (
+        "--log-format",
+        {
+            "default": _logs.LOG_FORMAT_DEFAULT,
+            "type": click.Choice(_logs.LOG_FORMATS, case_sensitive=False),
+            "help": "Log lines as text, or as one JSON object per line.",
+        },
+    ),
+)
+
+
+def _envvar(flag: str) -> str:
+    return "PGTASQ_" + flag.lstrip("-").replace("-", "_").upper()
+
+
+def _group_options(f: F) -> F:
+    for flag, spec in reversed(_GLOBAL_OPTIONS):
+        f = click.option(flag, **{"envvar": _envvar(flag), "show_envvar": True, **spec})(f)
+    return f
+
+
+def _override(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+    """A global option given after the command: it overrides the group's value."""
+    if value is None or param.name is None:
+        return
+    settings = ctx.find_object(_Settings)
+    if settings is None:  # pragma: no cover - every command runs under the cli group
+        return
+    if param.name == "dsn":
+        value = _checked_dsn(value)
+    elif param.name == "schema":
+        try:
+            check_schema_name(value)
+        except ConfigurationError as exc:
+            raise click.BadParameter(str(exc)) from None
+        settings.schema_given = True
+    elif param.name in ("log_level", "log_format"):
+        value = value.upper() if param.name == "log_level" else value.lower()
+    setattr(settings, param.name, value)
+
+
+def _add_global_options(group: click.Group) -> None:
+    """Add the global options to every command under ``group``, recursively."""
+    for command in group.commands.values():
+        taken = {opt for param in command.params for opt in param.opts}
+        for flag, spec in _GLOBAL_OPTIONS:
+            if flag in taken:
+                continue
+            command.params.append(
+                click.Option(
+                    [flag],
+                    type=spec.get("type"),
+                    help=spec["help"] + " (Also before the command.)",
+                    expose_value=False,
+                    callback=_override,
+                    is_eager=True,  # set before the other options' callbacks read them
+                )
+            )
+        if isinstance(command, click.Group):
+            _add_global_options(command)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
-@click.option(
-    "--dsn",
-    envvar="PGTASQ_DSN",
-    show_envvar=True,
-    help="PostgreSQL URL or libpq string; none: embedded server.",
-)
-@click.option(
-    "--schema",
-    envvar="PGTASQ_SCHEMA",
-    show_envvar=True,
-    default=SCHEMA_DEFAULT,
-    help="Schema holding pgtasq's tables.",
-)
-@click.option(
-    "--data-dir",
-    envvar=["PGTASQ_HOME", "PGTASQ_DATA_DIR"],
-    show_envvar=True,
-    default=None,
-    help="Where the embedded server keeps its data [default: the nearest .pgtasq/ folder "
-    "here or above, else .pgtasq/ at the project root (pyproject.toml, .git), else here].",
-)
+@_group_options
 @click.version_option(package_name="pgtasq")
 @click.pass_context
-def cli(ctx: click.Context, dsn: str | None, schema: str, data_dir: str | None) -> None:
-    """pgtasq: a PostgreSQL task queue."""
+def cli(
+    ctx: click.Context,
+    dsn: str | None,
+    schema: str,
+    data_dir: str | None,
+    log_level: str,
+    log_format: str,
+) -> None:
+    """pgtasq: a PostgreSQL task queue.
+
+    The options above are also accepted after the command (pgtasq migrate --dsn URL).
+    Shell completion: eval "$(_PGTASQ_COMPLETE=bash_source pgtasq)" (zsh_source, fish_source).
+    """
     given = ctx.get_parameter_source("schema") != click.core.ParameterSource.DEFAULT
     with _errors():
         check_schema_name(schema)  # every command's: one error line, before anything runs
-    ctx.obj = _Settings(dsn=dsn, schema=schema, data_dir=data_dir, schema_given=given)
+    ctx.obj = _Settings(
+        dsn=_checked_dsn(dsn),
+        schema=schema,
+        data_dir=data_dir,
+        schema_given=given,
+        log_level=log_level.upper(),
+        log_format=log_format.lower(),
+    )
 
 
 @cli.command()
@@ -147,7 +255,7 @@ def cli(ctx: click.Context, dsn: str | None, schema: str, data_dir: str | None) 
 @click.pass_obj
 def migrate(settings: _Settings, as_sql: bool, revision: str, downgrade_to: str | None) -> None:
     """Create or upgrade pgtasq's tables (Alembic migrations)."""
-    with _errors():
+    with _errors(), _alembic_errors():
         if as_sql:
             if downgrade_to:
                 raise click.UsageError("--sql prints the upgrade only")
@@ -160,6 +268,17 @@ def migrate(settings: _Settings, as_sql: bool, revision: str, downgrade_to: str 
                 _migrate.migrate(dsn, schema=settings.schema, revision=revision)
             current = _migrate.current_revision(dsn, schema=settings.schema)
         click.echo(f"schema {settings.schema}: at revision {current or 'base (no pgtasq tables)'}")
+
+
+@contextlib.contextmanager
+def _alembic_errors() -> Iterator[None]:
+    """Alembic's own errors (an unknown revision, …) as one line, exit 1."""
+    from alembic.util import CommandError
+
+    try:
+        yield
+    except CommandError as exc:
+        _fail(str(exc))
 
 
 def _show(infos: list[TaskInfo]) -> None:
@@ -215,16 +334,15 @@ def _load(path: str) -> object:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise click.BadParameter(f"cannot import {module_name!r}: {exc}") from exc
+    except PgtasqError:
+        raise  # an invalid cron, queue, setting…: one line (`_errors`)
+    except Exception as exc:
+        logging.getLogger("pgtasq.cli").debug("importing %s failed", module_name, exc_info=True)
+        raise click.ClickException(
+            f"importing {module_name!r} raised {type(exc).__name__}: {first_line(exc)} "
+            "(--log-level DEBUG shows the traceback)"
+        ) from exc
     return getattr(module, attr, None)
-
-
-_log_level_option = click.option(
-    "--log-level",
-    default="INFO",
-    envvar="PGTASQ_LOG_LEVEL",
-    show_envvar=True,
-    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]),
-)
 
 
 _prepare_option = click.option(
@@ -237,22 +355,18 @@ _prepare_option = click.option(
 )
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-
 @cli.command()
 @click.argument("app", envvar="PGTASQ_SCHEDULER_APP")
-@_log_level_option
 @_prepare_option
 @click.pass_obj
-def scheduler(settings: _Settings, app: str, log_level: str, prepare: bool) -> None:
+def scheduler(settings: _Settings, app: str, prepare: bool) -> None:
     """Run the cron entries of APP (module:scheduler) until SIGINT/SIGTERM.
 
     Run as many as you like: each tick of each entry is enqueued once.
     """
-    _setup_logging(log_level)
-    sched = _load_scheduler(app)
+    settings.setup_logging()
+    with _errors():
+        sched = _load_scheduler(app)
     with _errors(), settings.database(quiet=True) as dsn:
         sched.bind(dsn, schema=settings.schema if settings.schema_given else None, prepare=prepare)
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -353,7 +467,6 @@ def scheduler(settings: _Settings, app: str, log_level: str, prepare: bool) -> N
 @_prepare_option
 @_cli_observe.metrics_port_options
 @click.option("--metrics-child", is_flag=True, hidden=True)  # a child of --processes N
-@_log_level_option
 @click.pass_obj
 def worker(
     settings: _Settings,
@@ -374,7 +487,6 @@ def worker(
     metrics_port: int | None,
     metrics_host: str,
     metrics_child: bool,
-    log_level: str,
 ) -> None:
     """Run the handlers of APP (module:consumer) until SIGINT/SIGTERM.
 
@@ -385,8 +497,10 @@ def worker(
     password, a schema not migrated, a missing privilege, a read-only server), which no
     restart fixes. A database that is down is waited for.
     """
-    _setup_logging(log_level)
-    consumer = _load_consumer(app)
+    settings.setup_logging()
+    _supervisor.while_starting()
+    with _errors():
+        consumer = _load_consumer(app)
     options = {
         "concurrency": concurrency,
         "batch_size": batch_size,
@@ -400,7 +514,7 @@ def worker(
     try:
         consumer.configure(**options, listen_dsn=listen_dsn, prepare=None if prepare else False)
     except ConfigurationError as exc:
-        click.echo(f"error: {printable(str(exc))}", err=True)
+        click.echo(f"error: {first_line(exc)}", err=True)
         sys.exit(2)
     with _errors():
         with settings.database(quiet=True) as dsn:
@@ -417,7 +531,8 @@ def worker(
                     child.append("--strict" if strict else "--weighted")
                 if not prepare:
                     child.append("--no-prepare")
-                child += ["--log-level", log_level] + (["--burst"] if burst else [])
+                child += ["--log-level", settings.log_level, "--log-format", settings.log_format]
+                child += ["--burst"] if burst else []
                 child += ["--metrics-child"] if metrics_port is not None else []
                 env = {**os.environ, "PGTASQ_DSN": dsn}
                 if listen_dsn:  # in the environment, not on command lines others can read
@@ -428,7 +543,12 @@ def worker(
                     dsn=dsn, schema=settings.schema, host=metrics_host, port=metrics_port, env=env
                 ) as on_exit:
                     code = _supervisor.supervise(
-                        child, processes, env, burst=burst, on_exit=on_exit
+                        child,
+                        processes,
+                        env,
+                        burst=burst,
+                        on_exit=on_exit,
+                        shutdown_timeout=consumer.settings.shutdown_timeout,
                     )
                 sys.exit(code)
             if settings.schema_given:
@@ -451,6 +571,9 @@ def worker(
                     counts = consumer.run(dsn, burst=burst)
             finally:
                 if sched is not None:
+                    # Bounded like the worker's own teardown: a pass stuck on the database
+                    # must not keep the process alive (its thread is a daemon).
+                    sched.stop(timeout=TEARDOWN_MARGIN)
                     sched.close()
         if burst:
             click.echo(json.dumps(dataclasses.asdict(counts)))
@@ -461,8 +584,24 @@ for _command in (*_cli_admin.COMMANDS, *_cli_observe.COMMANDS):  # tasks, queues
 cli.add_command(_cli_dev.dev)
 
 
+_add_global_options(cli)
+
+
 def main() -> None:
-    cli(prog_name="pgtasq")
+    """The ``pgtasq`` command: click's errors as one ``error:`` line (exit 2), Ctrl-C
+    before a command handles it as a quiet exit 130."""
+    try:
+        code = cli.main(prog_name="pgtasq", standalone_mode=False)
+    except click.UsageError as exc:
+        where = f" (see: {exc.ctx.command_path} --help)" if exc.ctx is not None else ""
+        click.echo(f"error: {printable(redact(exc.format_message()))}{where}", err=True)
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        click.echo(f"error: {printable(redact(exc.format_message()))}", err=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -199,11 +199,13 @@ class Client:
         result: list[QueueInfo] = self._run(ops.list_queues(self._stmts), conn)
         return result
 
-    def pause_queue(self, name: str, *, conn: object = None) -> None:
-        self._run(ops.pause_queue(self._stmts, name, True), conn)
+    def pause_queue(self, name: str, *, conn: object = None, create: bool = True) -> None:
+        """Workers stop claiming the queue's tasks. ``create=False``: raise `QueueNotFound`
+        for a queue that has neither a row in ``queues`` nor a task."""
+        self._run(ops.pause_queue(self._stmts, name, True, create), conn)
 
-    def resume_queue(self, name: str, *, conn: object = None) -> None:
-        self._run(ops.pause_queue(self._stmts, name, False), conn)
+    def resume_queue(self, name: str, *, conn: object = None, create: bool = True) -> None:
+        self._run(ops.pause_queue(self._stmts, name, False, create), conn)
 
     def queue_history(
         self, name: str | None = None, *, days: int = 7, conn: object = None
@@ -383,11 +385,11 @@ class AsyncClient:
         result: list[QueueInfo] = await self._run(ops.list_queues(self._stmts), conn)
         return result
 
-    async def pause_queue(self, name: str, *, conn: object = None) -> None:
-        await self._run(ops.pause_queue(self._stmts, name, True), conn)
+    async def pause_queue(self, name: str, *, conn: object = None, create: bool = True) -> None:
+        await self._run(ops.pause_queue(self._stmts, name, True, create), conn)
 
-    async def resume_queue(self, name: str, *, conn: object = None) -> None:
-        await self._run(ops.pause_queue(self._stmts, name, False), conn)
+    async def resume_queue(self, name: str, *, conn: object = None, create: bool = True) -> None:
+        await self._run(ops.pause_queue(self._stmts, name, False, create), conn)
 
     async def queue_history(
         self, name: str | None = None, *, days: int = 7, conn: object = None

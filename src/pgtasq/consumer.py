@@ -18,11 +18,15 @@ transaction (`TaskContext.complete`) so their effects and the completion commit 
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import signal
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
+from pgtasq import _dsn, _supervisor
 from pgtasq._claims import queue_order
 from pgtasq._limits import text_problem
 from pgtasq._observe import Recorder
@@ -31,6 +35,7 @@ from pgtasq._records import RESULT_MAX_BYTES_DEFAULT
 from pgtasq._runtime import Engine
 from pgtasq._services import CLEAN_INTERVAL_DEFAULT, LEASE_DEFAULT, RETENTION_DEFAULT
 from pgtasq._settings import Queues, Settings
+from pgtasq._teardown import TEARDOWN_MARGIN
 from pgtasq.context import ErrorHook, Handler, Middleware, TaskContext
 from pgtasq.errors import ConfigurationError
 from pgtasq.models import NAME_MAX_LENGTH, QUEUE_DEFAULT
@@ -44,6 +49,9 @@ BATCH_SIZE_DEFAULT = 100
 POLL_INTERVAL_DEFAULT = 1.0
 FLUSH_INTERVAL_DEFAULT = 0.002
 SHUTDOWN_TIMEOUT_DEFAULT = 30.0
+WATCHDOG_GRACE = 1.0  # past the teardown deadline, before run() ends the process
+
+log = logging.getLogger("pgtasq.consumer")
 
 __all__ = ["Consumer", "Counts", "TaskContext", "queue_order"]
 
@@ -111,6 +119,8 @@ class Consumer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._thread_result: Counts | BaseException | None = None
+        self._signals = 0  # SIGINT/SIGTERM received while run() runs
+        self._exit_at: float | None = None  # monotonic time the watchdog ends the process at
 
     def configure(self, **options: Any) -> None:
         """Change settings before running (the CLI's --queues, --lease, …); None keeps a
@@ -166,7 +176,7 @@ class Consumer:
         if not self.handlers:
             raise ConfigurationError("no handlers registered: use @consumer.task('type')")
         return Engine(
-            dsn=dsn,
+            dsn=_dsn.normalize(dsn),
             schema=self.schema,
             settings=self.settings,
             handlers=dict(self.handlers),
@@ -201,22 +211,78 @@ class Consumer:
 
         ``burst=True`` drains the tasks that are ready, then returns the counts. Raises
         `WorkerCrashed` as `arun` does.
+
+        With ``handle_signals`` (in the main thread) this owns the process's stop: SIGUSR1
+        and SIGUSR2 (what ``pgtasq worker --processes N`` sends) also ask for a graceful
+        and a fast stop unless the application handles them, and a watchdog ends the
+        process (exit code 1) if stopping takes longer than ``shutdown_timeout`` + 6 s.
         """
+        own_signals = handle_signals and threading.current_thread() is threading.main_thread()
 
         async def main() -> Counts:
-            loop = asyncio.get_running_loop()
-            if handle_signals and threading.current_thread() is threading.main_thread():
-                for sig in (signal.SIGINT, signal.SIGTERM):
-                    loop.add_signal_handler(sig, self._on_signal)
-            return await self.arun(dsn, burst=burst)
+            if not own_signals:
+                return await self.arun(dsn, burst=burst)
+            previous = self._handle_signals(asyncio.get_running_loop())
+            try:
+                return await self.arun(dsn, burst=burst)
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
 
-        return asyncio.run(main())
+        done = threading.Event()
+        if own_signals:
+            self._signals, self._exit_at = 0, None
+            threading.Thread(
+                target=self._watchdog, args=(done,), name="pgtasq-watchdog", daemon=True
+            ).start()
+        try:
+            return asyncio.run(main())
+        finally:
+            done.set()
 
-    def _on_signal(self) -> None:
-        engine = self._engine
-        if engine is None:
-            return
-        engine.request_stop(force=engine.stopping)
+    def _handle_signals(self, loop: asyncio.AbstractEventLoop) -> dict[int, Any]:
+        """Install the stop signals' handlers; return the ones they replace.
+
+        Plain signal handlers, not the loop's: they run in the main thread between two
+        bytecodes even while a handler blocks the event loop, so the teardown deadline is
+        armed whatever the loop is doing. SIGINT/SIGTERM are counted: the first asks for a
+        graceful stop, the second for a fast one. SIGUSR1 (graceful) and SIGUSR2 (fast) are
+        what ``pgtasq worker --processes N`` sends its children: not counted, so a graceful
+        request to a worker that is already stopping changes nothing. They are handled
+        only if the application has not taken them.
+        """
+
+        def on_signal(signum: int, frame: object) -> None:
+            if signum in (signal.SIGINT, signal.SIGTERM):
+                self._signals += 1
+                force = self._signals > 1
+            else:
+                force = signum == _supervisor.FAST
+            limit = (0.0 if force else self.settings.shutdown_timeout) + TEARDOWN_MARGIN
+            exit_at = time.monotonic() + limit + WATCHDOG_GRACE
+            if self._exit_at is None or exit_at < self._exit_at:
+                self._exit_at = exit_at
+            loop.call_soon_threadsafe(self._request_stop, force)
+
+        signals = [signal.SIGINT, signal.SIGTERM]
+        for sig in (_supervisor.GRACEFUL, _supervisor.FAST):
+            if signal.getsignal(sig) in (signal.SIG_DFL, _supervisor.exit_quietly):
+                signals.append(sig)
+        return {sig: signal.signal(sig, on_signal) for sig in signals}
+
+    def _request_stop(self, force: bool) -> None:
+        if self._engine is not None:
+            self._engine.request_stop(force=force)
+
+    def _watchdog(self, done: threading.Event) -> None:
+        """The process exits at the teardown deadline whatever still runs (a handler that
+        blocks the event loop, a connection that hangs): one overall bound on stopping."""
+        while not done.wait(0.2):
+            exit_at = self._exit_at
+            if exit_at is not None and time.monotonic() > exit_at:
+                log.error("the worker did not finish stopping in time; exiting now")
+                logging.shutdown()
+                os._exit(1)
 
     def start(self, dsn: str | None = None) -> None:
         """Run in a background thread (for embedding in a sync application)."""

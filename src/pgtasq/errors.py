@@ -12,6 +12,7 @@
     ├── DatabaseUnavailable                        no database could be reached
     ├── TaskLost                                   this worker no longer owns the task
     ├── TaskNotFound                               no task with that id
+    ├── QueueNotFound                              no such queue (pause/resume with create=False)
     ├── TaskRunning                                the task is running (retry, delete)
     ├── TaskAlreadyFinalized                       the task is completed (cancel, retry)
     ├── TaskAlreadyAvailable                       the task is pending already (retry)
@@ -161,6 +162,17 @@ class _TaskStateError(PgtasqError):
 
 class TaskNotFound(_TaskStateError):
     what = "does not exist"
+
+
+class QueueNotFound(PgtasqError):
+    """No queue of that name: no row in ``queues`` and no task."""
+
+    def __init__(self, queue: str) -> None:
+        self.queue = queue
+        super().__init__(
+            f"queue {queue!r} does not exist (no task has used it, it was never paused); "
+            "create=True (pgtasq: --create) adds it"
+        )
 
 
 class TaskRunning(_TaskStateError):

@@ -607,7 +607,7 @@ class Scheduler:
         no retry can fix raises `DatabaseMisconfigured`.
         """
         try:
-            self.run_once()
+            counts = self.run_once()
         except (*RETRYABLE, DatabaseUnavailable, psycopg.Error) as exc:
             fatal = misconfigured(exc, self.config.schema)
             if fatal is not None:
@@ -618,16 +618,26 @@ class Scheduler:
             return backoff.next()
         outage.back()
         backoff.reset()
+        if counts.ticks:
+            log.info(
+                "scheduler: %d tick(s) due: %d task(s) enqueued, %d enqueued by another scheduler",
+                counts.ticks,
+                counts.enqueued,
+                counts.existing,
+                extra={"ticks": counts.ticks, "enqueued": counts.enqueued},
+            )
         return self.seconds_to_next()
 
     def run(self) -> None:
         """Run until `stop`."""
         self._stop.clear()
         backoff, outage = Backoff(), Outage(log, "scheduler")
+        log.info("scheduler started: %d entries", len(self._registered) + len(self._provided))
         while not self._stop.is_set():
             delay = self._step(backoff, outage)
             self._wake.wait(delay)
             self._wake.clear()
+        log.info("scheduler stopped")
 
     async def arun(self) -> None:
         """`run` for asyncio: each pass runs in a thread; cancel the task or call `stop`."""

@@ -149,7 +149,11 @@ def spawn(tmp_path: Path) -> Iterator[Spawn]:
         command += ["worker", APP, *args]
         out_path, log_path = tmp_path / f"worker{n}.out", tmp_path / f"worker{n}.log"
         with out_path.open("wb") as out, log_path.open("wb") as err:
-            proc = subprocess.Popen(command, cwd=REPO, env=full_env, stdout=out, stderr=err)
+            # A process group of its own, as a shell gives a job: os.killpg reaches the
+            # worker and its children, and nothing of the test's.
+            proc = subprocess.Popen(
+                command, cwd=REPO, env=full_env, stdout=out, stderr=err, process_group=0
+            )
         worker = Worker(proc, out_path, log_path)
         started.append(worker)
         if ready and "--burst" not in args:

@@ -13,12 +13,14 @@ The payload says what a run does once recorded:
 - ``first_attempt_only``: sleep on attempt 1 only (a rerun finishes at once);
 - ``block``: sleep with ``time.sleep`` instead, blocking the worker's event loop;
 - ``cooperative`` (``work_sync``): end the sleep early once ``ctx.cancelled`` is set.
+- ``fail``: once recorded (and slept), raise ``ValueError(fail)``.
 
 The result is ``{"pid", "attempt", "worker"}`` of the run. Environment: ``WORKER_APP_DSN``
 and ``WORKER_APP_SCHEMA`` (where to record), ``WORKER_APP_SHUTDOWN_TIMEOUT`` (seconds),
 ``WORKER_APP_BREAK_HEARTBEAT`` (set: the worker's heartbeat raises once a task has run),
 ``WORKER_APP_DEFAULTS`` (set: the consumer keeps the library's defaults for its lease,
-heartbeat, rescue, poll and batch settings, so the CLI's options and variables decide).
+heartbeat, rescue, poll and batch settings, so the CLI's options and variables decide),
+``WORKER_APP_IMPORT_DELAY`` (seconds this module sleeps when imported: a slow start).
 """
 
 from __future__ import annotations
@@ -144,6 +146,8 @@ async def work(ctx: TaskContext) -> dict[str, Any]:
         time.sleep(seconds)  # noqa: ASYNC251 - blocking the loop is the point
     elif seconds:
         await asyncio.sleep(seconds)
+    if (ctx.payload or {}).get("fail"):
+        raise ValueError(ctx.payload["fail"])
     return _result(ctx)
 
 
@@ -156,3 +160,7 @@ def work_sync(ctx: TaskContext) -> dict[str, Any]:
     else:
         time.sleep(_seconds(ctx))
     return _result(ctx)
+
+
+# Slow start (seconds), as an application with heavy imports: a signal can land mid-start.
+time.sleep(float(os.environ.get("WORKER_APP_IMPORT_DELAY", "0")))

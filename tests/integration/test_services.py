@@ -299,3 +299,21 @@ async def test_heartbeat_with_nothing_held_keeps_the_worker_row(
         f"SELECT id, now() - heartbeat_at < interval '1 minute' AS fresh FROM {schema}.workers",
     )
     assert worker == {"id": WORKER, "fresh": True}
+
+
+async def test_statement_timeout_local_bounds_the_rest_of_the_transaction(
+    pool: AsyncConnectionPool[Any],
+) -> None:
+    """What the worker's teardown runs before unregistering: a statement after it in the
+    same transaction is cancelled at the timeout; the next transaction has no limit."""
+
+    async def sleep_bounded(conn: psycopg.AsyncConnection[Any]) -> None:
+        async with conn.transaction():
+            await fetch(conn, _sql.setting_statement_timeout_local, {"milliseconds": "100"})
+            await conn.execute("SELECT pg_sleep(5)")
+
+    async with pool.connection() as conn:
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            await sleep_bounded(conn)
+        cur = await conn.execute("SHOW statement_timeout")
+        assert await cur.fetchone() == ("0",)
