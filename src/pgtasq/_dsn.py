@@ -102,15 +102,30 @@ class RedactSecrets(logging.Filter):
         return True
 
 
+class QuietPoolRetries(logging.Filter):
+    """Drops psycopg_pool's line per failed connection attempt ("error connecting in …"),
+    unless pgtasq logs at DEBUG: during an outage it repeats every second, while pgtasq
+    itself says "database unavailable" once and "available again" once."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str) and record.msg.startswith("error connecting in"):
+            return logging.getLogger("pgtasq").isEnabledFor(logging.DEBUG)
+        return True
+
+
 _FILTER = RedactSecrets()
+_QUIET = QuietPoolRetries()
 
 
 def protect_loggers() -> None:
-    """Attach the filter to psycopg's and psycopg_pool's loggers (idempotent)."""
+    """Attach the filters to psycopg's and psycopg_pool's loggers (idempotent)."""
     for name in ("psycopg", "psycopg.pool"):
         logger = logging.getLogger(name)
         if _FILTER not in logger.filters:
             logger.addFilter(_FILTER)
+    pool = logging.getLogger("psycopg.pool")
+    if _QUIET not in pool.filters:
+        pool.addFilter(_QUIET)
 
 
 protect_loggers()

@@ -85,12 +85,16 @@ class Listener:
     async def run(self) -> None:
         backoff = Backoff(cap=RECONNECT_BACKOFF_CAP)
         probed = False
+        lost = False  # logged once per outage
         while True:
             try:
                 conn = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True)
                 async with conn:
                     await conn.execute(self.stmts.listen.text)
                     backoff.reset()
+                    if lost:
+                        log.info("listener reconnected")
+                        lost = False
                     self._on_connected()
                     if not probed:
                         if not await self._probe(conn):
@@ -107,11 +111,14 @@ class Listener:
                         await conn.execute("SELECT 1")  # is the connection still alive?
             except RETRYABLE as exc:
                 delay = backoff.next()
-                log.warning(
+                # Once per outage at WARNING; each further attempt at DEBUG.
+                log.log(
+                    logging.DEBUG if lost else logging.WARNING,
                     "listener lost (%s); polling until it reconnects in %.1f s",
                     short_error(exc),
                     delay,
                 )
+                lost = True
                 await asyncio.sleep(delay)
         log.warning(
             "LISTEN gets no notifications on this connection (PgBouncer in transaction mode?): "
