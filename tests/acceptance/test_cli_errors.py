@@ -78,11 +78,34 @@ def test_pool_log_records_carry_no_password(caplog: pytest.LogCaptureFixture) ->
     _dsn.normalize("postgresql://u:hunter2x@127.0.0.1:1/db")
     with caplog.at_level(logging.WARNING, logger="psycopg.pool"):
         logging.getLogger("psycopg.pool").warning(
-            "error connecting in %r: %s", "pool-1", 'invalid token "hunter2x" and password=other'
+            "discarding broken connection: %s", 'invalid token "hunter2x" and password=other'
         )
     [record] = caplog.records
     assert "hunter2x" not in record.getMessage() and "other" not in record.getMessage()
     assert "***" in record.getMessage()
+
+
+@pytest.mark.parametrize(("level", "kept"), [(logging.INFO, False), (logging.DEBUG, True)])
+def test_pool_retry_lines_show_only_at_debug(
+    caplog: pytest.LogCaptureFixture, level: int, kept: bool
+) -> None:
+    """psycopg_pool's line per failed connection attempt (every second of an outage) is
+    dropped unless pgtasq logs at DEBUG; pgtasq says "database unavailable" once itself.
+    Its other records still pass, with passwords blanked."""
+    _dsn.normalize("postgresql://u:hunter3x@127.0.0.1:1/db")
+    pgtasq_logger = logging.getLogger("pgtasq")
+    before = pgtasq_logger.level
+    pgtasq_logger.setLevel(level)
+    try:
+        with caplog.at_level(logging.DEBUG, logger="psycopg.pool"):
+            pool_logger = logging.getLogger("psycopg.pool")
+            pool_logger.warning("error connecting in %r: %s", "pool-1", "hunter3x refused")
+            pool_logger.warning("discarding closed connection: %s", "<conn>")
+    finally:
+        pgtasq_logger.setLevel(before)
+    messages = [record.getMessage() for record in caplog.records]
+    assert ("error connecting in 'pool-1': *** refused" in messages) is kept, messages
+    assert "discarding closed connection: <conn>" in messages
 
 
 def test_an_invalid_dsn_is_refused_before_psycopg_sees_it() -> None:
