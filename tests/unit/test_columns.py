@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -189,3 +190,16 @@ def test_tables_describe_the_columns() -> None:
 def test_preview_reads_the_same_columns() -> None:
     assert [c.previewed.split(" AS ")[-1] for c in _columns.COLUMNS] == list(_columns.NAMES)
     assert [c.selected.split(" AS ")[-1] for c in _columns.COLUMNS] == list(_columns.NAMES)
+
+
+def test_architecture_doc_lists_the_columns() -> None:
+    text = (Path(__file__).parents[2] / "docs" / "architecture.md").read_text()
+    section = text.split("One table per schema, `<schema>.tasks`:", 1)[1].split("\n\n")[1]
+    named = [
+        name.strip(" `")
+        for line in section.splitlines()[2:]
+        for name in line.split("|")[1].split(",")
+    ]
+    assert named == list(_columns.NAMES), (
+        "edit docs/architecture.md (The row): one line per column of _columns.COLUMNS"
+    )
