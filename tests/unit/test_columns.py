@@ -203,3 +203,19 @@ def test_architecture_doc_lists_the_columns() -> None:
     assert named == list(_columns.NAMES), (
         "edit docs/architecture.md (The row): one line per column of _columns.COLUMNS"
     )
+
+
+# Task options `pgtasq enqueue` does not offer (yet): a new option lands here or in the CLI.
+CLI_NOT_OFFERED = {"run_at", "timeout", "deadline", "retention"}
+
+
+def test_cli_enqueue_offers_the_options() -> None:
+    from pgtasq._cli_tasks import enqueue
+
+    offered = {"type" if p.name == "task_type" else p.name for p in enqueue.params}
+    offered -= {"as_json"}
+    assert offered | CLI_NOT_OFFERED == set(OPTIONS), (
+        "edit _cli_tasks.enqueue (an option and its PGTASQ_ENQUEUE_* variable), or list the "
+        f"option in CLI_NOT_OFFERED in this test: {sorted(set(OPTIONS) - offered)}"
+    )
+    assert not offered & CLI_NOT_OFFERED, "the CLI offers it now: drop it from CLI_NOT_OFFERED"
