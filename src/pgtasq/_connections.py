@@ -4,6 +4,8 @@ Accepted: psycopg ``Connection`` / ``AsyncConnection``; SQLAlchemy ``Connection`
 ``Session`` and ``AsyncConnection`` / ``AsyncSession`` (any PostgreSQL driver SQLAlchemy
 supports: psycopg, psycopg2, asyncpg). SQLAlchemy connections run the statement through
 SQLAlchemy itself, so it joins the session's transaction exactly as the user's own queries do.
+Django's connection (``django.db.connection``, ``connections[alias]``) on psycopg 3: see
+`pgtasq._django_connections`.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any, Protocol
 import psycopg
 from psycopg.rows import dict_row
 
+from pgtasq._django_connections import DjangoRunner, is_django_connection
 from pgtasq._sql import Statement
 
 Row = Mapping[str, Any]
@@ -90,8 +93,8 @@ class _AsyncSQLAlchemyRunner:
 
 
 _ACCEPTED = (
-    "a psycopg Connection or AsyncConnection, or a SQLAlchemy Connection, Session, "
-    "AsyncConnection or AsyncSession"
+    "a psycopg Connection or AsyncConnection, a SQLAlchemy Connection, Session, "
+    "AsyncConnection or AsyncSession, or Django's connection"
 )
 
 
@@ -116,6 +119,8 @@ def sync_runner(conn: object) -> SyncRunner:
         return _PsycopgRunner(conn)
     if _is_sync_sqlalchemy(conn):
         return _SQLAlchemyRunner(conn)
+    if is_django_connection(conn):
+        return DjangoRunner(conn)
     if isinstance(conn, psycopg.AsyncConnection) or _is_async_sqlalchemy(conn):
         raise TypeError(
             f"{type(conn).__name__} is asynchronous: use AsyncProducer (or AsyncClient) with it"
@@ -129,6 +134,11 @@ def async_runner(conn: object) -> AsyncRunner:
         return _AsyncPsycopgRunner(conn)
     if _is_async_sqlalchemy(conn):
         return _AsyncSQLAlchemyRunner(conn)
+    if is_django_connection(conn):
+        raise TypeError(
+            "Django's connection is synchronous: use Producer (or Client) with it, "
+            "from async code through asgiref's sync_to_async"
+        )
     if isinstance(conn, psycopg.Connection) or _is_sync_sqlalchemy(conn):
         raise TypeError(f"{type(conn).__name__} is synchronous: use Producer (or Client) with it")
     raise TypeError(f"conn must be {_ACCEPTED}; got {type(conn).__module__}.{type(conn).__name__}")
