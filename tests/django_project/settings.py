@@ -1,6 +1,6 @@
 """Settings of the Django project pgtasq's Django tests run: a real PostgreSQL, from
-``PGTASQ_DJANGO_DSN`` (the tests set it), on psycopg 3; and a SQLite database to check that
-pgtasq refuses it."""
+``PGTASQ_DJANGO_DSN`` (the tests set it), on psycopg 3, with pgtasq's app installed in the
+schema dj_pgtasq; and a SQLite database to check that pgtasq refuses it."""
 
 from __future__ import annotations
 
@@ -12,11 +12,42 @@ _pg = conninfo_to_dict(os.environ["PGTASQ_DJANGO_DSN"])
 
 SECRET_KEY = "pgtasq-tests-only"
 USE_TZ = True
+ALLOWED_HOSTS = ["testserver"]
 INSTALLED_APPS = [
-    "django.contrib.contenttypes",
+    "django.contrib.admin",
     "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "pgtasq.contrib.django",
     "tests.django_project.shop",
 ]
+MIDDLEWARE = [
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+]
+ROOT_URLCONF = "tests.django_project.urls"
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+PGTASQ = {
+    "SCHEMA": "dj_pgtasq",
+    "DATABASE": "default",
+    "CONSUMER": "tests.django_project.shop.tasks:consumer",
+}
 DATABASES = {
     "default": {
         "ENGINE": "django.db.backends.postgresql",
@@ -29,4 +60,3 @@ DATABASES = {
     "lite": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"},
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
-PGTASQ_SCHEMA = os.environ.get("PGTASQ_DJANGO_SCHEMA", "pgtasq")

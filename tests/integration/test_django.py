@@ -4,11 +4,8 @@ PostgreSQL through psycopg 3: the task commits and rolls back with ``transaction
 from __future__ import annotations
 
 import asyncio
-import os
-import uuid
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
@@ -24,39 +21,6 @@ from pgtasq import (
     Task,
 )
 from tests.conftest import count_tasks
-
-
-def database_dsn(dsn: str, name: str) -> str:
-    url = urlsplit(dsn)
-    return urlunsplit((url.scheme, url.netloc, "/" + name, url.query, url.fragment))
-
-
-@pytest.fixture(scope="session")
-def django_dsn(pg_dsn: str) -> Iterator[str]:
-    """A database of the Django project's own, with its tables; Django set up on it once."""
-    import django
-    from django.conf import settings
-
-    if settings.configured:  # set up by an earlier module of this run
-        yield os.environ["PGTASQ_DJANGO_DSN"]
-        return
-    name = "django_" + uuid.uuid4().hex[:8]
-    with psycopg.connect(pg_dsn, autocommit=True) as c:
-        c.execute(f"CREATE DATABASE {name}")
-    dsn = database_dsn(pg_dsn, name)
-    os.environ["PGTASQ_DJANGO_DSN"] = dsn
-    os.environ["DJANGO_SETTINGS_MODULE"] = "tests.django_project.settings"
-    django.setup()
-    from django.db import connection, connections
-
-    from tests.django_project.shop.models import Order
-
-    with connection.schema_editor() as editor:
-        editor.create_model(Order)
-    yield dsn
-    connections.close_all()
-    with psycopg.connect(pg_dsn, autocommit=True) as c:
-        c.execute(f"DROP DATABASE {name} WITH (FORCE)")
 
 
 @pytest.fixture
