@@ -11,6 +11,7 @@ Django's connection (``django.db.connection``, ``connections[alias]``) on psycop
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -113,10 +114,20 @@ def _is_sync_sqlalchemy(conn: object) -> bool:
     return isinstance(conn, (Connection, Session))
 
 
+def _scoped_session(conn: object) -> object:
+    """The current Session of a SQLAlchemy ``scoped_session`` (Flask-SQLAlchemy's
+    ``db.session``); anything else as it is."""
+    orm = sys.modules.get("sqlalchemy.orm")  # not loaded: conn cannot be one
+    if orm is not None and isinstance(conn, orm.scoped_session):
+        return conn()
+    return conn
+
+
 def sync_runner(conn: object) -> SyncRunner:
     """The runner for a caller's synchronous connection, or a clear TypeError."""
     if isinstance(conn, psycopg.Connection):
         return _PsycopgRunner(conn)
+    conn = _scoped_session(conn)
     if _is_sync_sqlalchemy(conn):
         return _SQLAlchemyRunner(conn)
     if is_django_connection(conn):
