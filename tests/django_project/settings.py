@@ -43,6 +43,14 @@ TEMPLATES = [
         },
     }
 ]
+# Django's tasks API (django.tasks in Django 6; the django-tasks package before) on pgtasq.
+TASKS = {
+    "default": {
+        "BACKEND": "pgtasq.contrib.django.backend.PgtasqBackend",
+        "QUEUES": ["default", "slow"],  # also the queues its worker runs
+        "OPTIONS": {"MAX_ATTEMPTS": 1},
+    }
+}
 PGTASQ = {
     "SCHEMA": "dj_pgtasq",
     "DATABASE": "default",

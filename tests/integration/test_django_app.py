@@ -165,5 +165,11 @@ def test_pgtasq_worker_needs_a_consumer(django_dsn: str) -> None:
 
     assert worker_args(["--burst"])[:2] == ["worker", "tests.django_project.shop.tasks:consumer"]
     assert worker_args(["a.b:c", "--burst"]) == ["worker", "a.b:c", "--burst"]
-    with override_settings(PGTASQ={"SCHEMA": SCHEMA}), pytest.raises(CommandError, match="no con"):
+    # No PGTASQ["CONSUMER"]: the consumer of Django tasks when TASKS uses pgtasq's backend.
+    with override_settings(PGTASQ={"SCHEMA": SCHEMA}):
+        assert worker_args([]) == ["worker", "pgtasq.contrib.django.backend:consumer"]
+    with (
+        override_settings(PGTASQ={"SCHEMA": SCHEMA}, TASKS={}),
+        pytest.raises(CommandError, match="no consumer to run"),
+    ):
         worker_args(["--burst"])

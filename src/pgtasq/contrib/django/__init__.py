@@ -9,6 +9,7 @@
 - ``manage.py pgtasq_worker`` runs the worker of ``PGTASQ["CONSUMER"]``; ``manage.py pgtasq …``
   runs any ``pgtasq`` command on the project's database.
 - Read-only admin pages of tasks and queues.
+- Django's tasks API (``TASKS``): `pgtasq.contrib.django.backend.PgtasqBackend`.
 
 Nothing is imported here, so that Django can load the app before its settings are ready.
 docs/integrations.md has the whole story.
