@@ -31,6 +31,9 @@ def django_dsn(pg_dsn: str) -> Iterator[str]:
     from django.db import connections
 
     call_command("migrate", verbosity=0)  # Django's tables, the shop's, and pgtasq's (its app)
+    # Read once by django.setup(): the processes other tests start need not inherit them.
+    for variable in ("PGTASQ_DJANGO_DSN", "DJANGO_SETTINGS_MODULE"):
+        del os.environ[variable]
     yield dsn
     connections.close_all()
     with psycopg.connect(pg_dsn, autocommit=True) as c:
