@@ -96,6 +96,9 @@ def test_mistakes_are_clear_errors() -> None:
         producer.enqueue("nope")
     with pytest.raises(Exception, match="payload"):
         producer.enqueue("sync.echo", {1, 2})  # a set is not JSON
+    # As Producer's: all the tasks are checked before the first one runs.
+    with pytest.raises(ConfigurationError, match="'nope'"):
+        producer.enqueue_many([Task("sync.echo", 1), Task("nope")])
     assert producer.tasks == []
 
     async def inside_a_loop() -> None:

@@ -75,6 +75,18 @@ class _InlineBase:
         self._lock = threading.Lock()
         self._stmts = _sql.statements(schema)
 
+    def _check(self, tasks: list[Task]) -> None:
+        """What `Producer` checks before any SQL, for all the tasks before any runs."""
+        for task in tasks:
+            if not isinstance(task, Task):
+                raise TypeError(f"enqueue_many takes Task objects, got {type(task).__name__}")
+            dump_payload(task.payload, self.max_payload_bytes)
+            if task.type not in self.consumer.handlers:
+                raise ConfigurationError(
+                    f"inline mode: no handler for task type {task.type!r} on this consumer "
+                    f"(registered: {sorted(self.consumer.handlers)})"
+                )
+
     def _claim(self, task: Task, on_conflict: str) -> tuple[TaskInfo, bool]:
         """The TaskInfo of the running task, and whether to run it (not a duplicate)."""
         if on_conflict not in ("return", "raise"):
@@ -88,11 +100,6 @@ class _InlineBase:
                     raise DuplicateTask(existing)
                 return dataclasses.replace(existing, created=False), False
             task_id = next(self._ids)
-        if task.type not in self.consumer.handlers:
-            raise ConfigurationError(
-                f"inline mode: no handler for task type {task.type!r} on this consumer "
-                f"(registered: {sorted(self.consumer.handlers)})"
-            )
         run_at = task.run_at or now + timedelta(seconds=_seconds(task.delay))
         timeout = None if task.timeout is None else timedelta(seconds=_seconds(task.timeout))
         retention = task.retention
@@ -198,12 +205,14 @@ class InlineProducer(_InlineBase):
         **options: Any,
     ) -> TaskInfo:
         """Run the task now; returns its final TaskInfo. ``conn`` is ignored."""
-        return self._run(as_task(task, payload, options), on_conflict)
+        return self.enqueue_many([as_task(task, payload, options)], on_conflict=on_conflict)[0]
 
     def enqueue_many(
         self, tasks: Iterable[Task], *, conn: object = None, on_conflict: str = "return"
     ) -> list[TaskInfo]:
-        """Run each task now, in order."""
+        """Run each task now, in order, once all of them passed `Producer`'s checks."""
+        tasks = list(tasks)
+        self._check(tasks)
         return [self._run(task, on_conflict) for task in tasks]
 
     def _run(self, task: Task, on_conflict: str) -> TaskInfo:
@@ -250,12 +259,15 @@ class AsyncInlineProducer(_InlineBase):
         **options: Any,
     ) -> TaskInfo:
         """See `InlineProducer.enqueue`."""
-        return await self._run(as_task(task, payload, options), on_conflict)
+        infos = await self.enqueue_many([as_task(task, payload, options)], on_conflict=on_conflict)
+        return infos[0]
 
     async def enqueue_many(
         self, tasks: Iterable[Task], *, conn: object = None, on_conflict: str = "return"
     ) -> list[TaskInfo]:
         """See `InlineProducer.enqueue_many`."""
+        tasks = list(tasks)
+        self._check(tasks)
         return [await self._run(task, on_conflict) for task in tasks]
 
     async def _run(self, task: Task, on_conflict: str) -> TaskInfo:
