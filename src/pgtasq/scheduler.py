@@ -509,7 +509,9 @@ class Scheduler:
 
     # -- one pass
 
-    def run_once(self, now: datetime | None = None, *, conn: object = None) -> SchedulerCounts:
+    def run_once(
+        self, now: datetime | None = None, *, conn: psycopg.Connection[Any] | None = None
+    ) -> SchedulerCounts:
         """Enqueue every due tick of every entry; returns what was done.
 
         ``conn``: a psycopg Connection to run on; in autocommit mode each entry commits on its
