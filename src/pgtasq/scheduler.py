@@ -224,6 +224,7 @@ class Schedule:
 
     @property
     def zone(self) -> ZoneInfo:
+        """The time zone the cron expression is read in."""
         return ZoneInfo(self.timezone)
 
     def next_after(self, after: datetime) -> datetime:
@@ -681,6 +682,7 @@ class Scheduler:
             self._thread = None
 
     def close(self) -> None:
+        """`stop`, then close the scheduler's pool, if it has one."""
         self.stop()
         if self._pool is not None:
             self._pool.close()
