@@ -5,8 +5,8 @@
 
 Each ``src/pgtasq/_X_async.py`` is written by hand; ``_X_sync.py`` is made from it by
 python-trio's ``unasync`` (token-based: ``async``/``await`` dropped, names replaced as in
-`REPLACEMENTS`), then ``ruff check --fix`` and ``ruff format``, under a header saying so.
-Comments and docstrings are copied unchanged. The generated files are committed;
+`REPLACEMENTS` and `DOTTED`), then ``ruff check --fix`` and ``ruff format``, under a header
+saying so. Comments and docstrings are copied unchanged. The generated files are committed;
 tests/unit/test_sync_generated.py runs ``--check``.
 """
 
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -24,7 +25,7 @@ import unasync
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "src" / "pgtasq"
-MODULES = ("client", "producer")  # _<name>_async.py -> _<name>_sync.py
+MODULES = ("client", "pool", "producer")  # _<name>_async.py -> _<name>_sync.py
 COMMAND = "python tools/gen_sync.py"
 
 # Names unasync's defaults do not cover. Without an entry, a name "AsyncFoo" becomes "SyncFoo".
@@ -41,8 +42,25 @@ REPLACEMENTS = {
     "_aguard": "_guard",
     "_arollback_on_error": "_rollback_on_error",
     "async_runner": "sync_runner",
-    "asyncio": "time",  # asyncio.sleep -> time.sleep; the sources use asyncio for nothing else
+    "AsyncConnectionPool": "ConnectionPool",
+    "_async_wait_for_server": "_wait_for_server",
+    "_pool_async": "_pool_sync",
 }
+# Dotted names, which unasync cannot see (it replaces one name at a time): replaced in the
+# source text first, their modules imported; ruff then drops the imports left unused.
+DOTTED = {"asyncio.sleep": "time.sleep", "asyncio.Lock": "threading.Lock"}
+
+
+def replace_dotted(text: str) -> str:
+    modules = set()
+    for old, new in DOTTED.items():
+        text, count = re.subn(rf"\b{re.escape(old)}\b", new, text)
+        if count:
+            modules.add(new.split(".")[0])
+    if modules:
+        imports = "".join(f"import {m}\n" for m in sorted(modules))
+        text = re.sub(r"^import asyncio\n", lambda m: m[0] + imports, text, count=1, flags=re.M)
+    return text
 
 
 def header(source: str) -> str:
@@ -54,7 +72,7 @@ def generate(name: str, out_dir: Path) -> Path:
     source = PACKAGE / f"_{name}_async.py"
     with tempfile.TemporaryDirectory(prefix="pgtasq-unasync-") as tmp:
         copy = Path(tmp) / source.name
-        copy.write_text(source.read_text(encoding="utf-8"), encoding="utf-8")
+        copy.write_text(replace_dotted(source.read_text(encoding="utf-8")), encoding="utf-8")
         rule = unasync.Rule(f"/_{name}_async.py", f"/_{name}_sync.py", REPLACEMENTS)
         unasync.unasync_files([str(copy)], [rule])
         made = Path(tmp) / f"_{name}_sync.py"

@@ -32,9 +32,9 @@ from pgtasq._pool import (
     POOL_MAX_SIZE_DEFAULT,
     POOL_MIN_SIZE_DEFAULT,
     POOL_OPEN_TIMEOUT_DEFAULT,
-    LazyPool,
     check_connect_timeout,
 )
+from pgtasq._pool_sync import LazyPool
 from pgtasq.errors import ConfigurationError
 from pgtasq.filters import COUNT_MODE_DEFAULT, CountMode, TaskFilter
 from pgtasq.models import TaskInfo

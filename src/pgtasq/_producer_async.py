@@ -22,9 +22,9 @@ from pgtasq._pool import (
     POOL_MAX_SIZE_DEFAULT,
     POOL_MIN_SIZE_DEFAULT,
     POOL_OPEN_TIMEOUT_DEFAULT,
-    AsyncLazyPool,
     check_connect_timeout,
 )
+from pgtasq._pool_async import AsyncLazyPool
 from pgtasq._producer_base import BATCH_SIZE_DEFAULT, AsyncFetch, ProducerBase, can_copy
 from pgtasq._sql import Statement
 from pgtasq.errors import ConfigurationError

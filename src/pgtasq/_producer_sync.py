@@ -23,9 +23,9 @@ from pgtasq._pool import (
     POOL_MAX_SIZE_DEFAULT,
     POOL_MIN_SIZE_DEFAULT,
     POOL_OPEN_TIMEOUT_DEFAULT,
-    LazyPool,
     check_connect_timeout,
 )
+from pgtasq._pool_sync import LazyPool
 from pgtasq._producer_base import BATCH_SIZE_DEFAULT, ProducerBase, SyncFetch, can_copy
 from pgtasq._sql import Statement
 from pgtasq.errors import ConfigurationError

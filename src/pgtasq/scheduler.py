@@ -73,7 +73,7 @@ from psycopg.rows import dict_row
 from pgtasq import _sql
 from pgtasq._database import RETRYABLE, Backoff, Outage, misconfigured
 from pgtasq._limits import text_problem
-from pgtasq._pool import LazyPool
+from pgtasq._pool_sync import LazyPool
 from pgtasq.errors import (
     ConfigurationError,
     DatabaseMisconfigured,
