@@ -1,9 +1,8 @@
 # Generated from src/pgtasq/_client_async.py by `python tools/gen_sync.py`: do not edit.
-"""`AsyncClient`, the one written by hand; `Client` is generated from it.
-
-Edit this file, then run ``python tools/gen_sync.py`` to regenerate ``_client_sync.py``
-(``tests/unit/test_sync_generated.py`` fails while it is not current). Docstrings are copied
-unchanged, so they name no class of their own: say "the client", not "AsyncClient".
+"""`AsyncClient` is written by hand in ``_client_async.py``; `Client`, in ``_client_sync.py``,
+is generated from it by ``python tools/gen_sync.py`` (tests/unit/test_sync_generated.py fails
+while it is not current). Docstrings are copied unchanged, so they name no class of their
+own: they say "the client".
 """
 
 from __future__ import annotations

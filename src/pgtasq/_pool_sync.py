@@ -1,8 +1,7 @@
 # Generated from src/pgtasq/_pool_async.py by `python tools/gen_sync.py`: do not edit.
-"""`AsyncLazyPool`, written by hand; `LazyPool` is generated from it.
-
-Edit this file, then run ``python tools/gen_sync.py`` to regenerate ``_pool_sync.py``
-(``tests/unit/test_sync_generated.py`` fails while it is not current).
+"""`AsyncLazyPool` is written by hand in ``_pool_async.py``; `LazyPool`, in ``_pool_sync.py``,
+is generated from it by ``python tools/gen_sync.py`` (tests/unit/test_sync_generated.py fails
+while it is not current).
 """
 
 from __future__ import annotations

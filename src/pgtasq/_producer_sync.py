@@ -1,9 +1,8 @@
 # Generated from src/pgtasq/_producer_async.py by `python tools/gen_sync.py`: do not edit.
-"""`AsyncProducer`, the one written by hand; `Producer` is generated from it.
-
-Edit this file, then run ``python tools/gen_sync.py`` to regenerate ``_producer_sync.py``
-(``tests/unit/test_sync_generated.py`` fails while it is not current). Docstrings are copied
-unchanged, so they name no class of their own: say "the producer", not "AsyncProducer".
+"""`AsyncProducer` is written by hand in ``_producer_async.py``; `Producer`, in
+``_producer_sync.py``, is generated from it by ``python tools/gen_sync.py``
+(tests/unit/test_sync_generated.py fails while it is not current). Docstrings are copied
+unchanged, so they name no class of their own: they say "the producer".
 """
 
 from __future__ import annotations
