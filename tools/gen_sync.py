@@ -28,22 +28,23 @@ PACKAGE = ROOT / "src" / "pgtasq"
 MODULES = ("client", "pool", "producer")  # _<name>_async.py -> _<name>_sync.py
 COMMAND = "python tools/gen_sync.py"
 
-# Names unasync's defaults do not cover. Without an entry, a name "AsyncFoo" becomes "SyncFoo".
+# Names unasync's defaults do not cover. Without an entry, a name "AsyncFoo" becomes "SyncFoo"
+# (AsyncConn -> SyncConn, AsyncRunner -> SyncRunner).
 REPLACEMENTS = {
     "AbstractAsyncContextManager": "AbstractContextManager",
-    "AsyncClient": "Client",
-    "AsyncConnection": "Connection",
-    "AsyncCursor": "Cursor",
-    "AsyncLazyPool": "LazyPool",
-    "AsyncProducer": "Producer",
-    "AsyncFetch": "SyncFetch",
     "_adrive": "_drive",
     "_afetch": "_fetch",
     "_aguard": "_guard",
     "_arollback_on_error": "_rollback_on_error",
     "async_runner": "sync_runner",
-    "AsyncConnectionPool": "ConnectionPool",
     "_async_wait_for_server": "_wait_for_server",
+    "AsyncClient": "Client",
+    "AsyncConnection": "Connection",
+    "AsyncConnectionPool": "ConnectionPool",
+    "AsyncCursor": "Cursor",
+    "AsyncFetch": "SyncFetch",
+    "AsyncLazyPool": "LazyPool",
+    "AsyncProducer": "Producer",
     "_pool_async": "_pool_sync",
 }
 # Dotted names, which unasync cannot see (it replaces one name at a time): replaced in the
