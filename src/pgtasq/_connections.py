@@ -30,8 +30,13 @@ Row = Mapping[str, Any]
 Params = Mapping[str, Any]
 
 # What ``conn=`` accepts: a connection of the caller's whose transaction we join.
+# Django's connection is accepted too (`pgtasq._django_connections`): Django has no types of
+# its own, so it needs no place here.
 SyncConn: TypeAlias = Union[
-    "psycopg.Connection[Any]", "sqlalchemy.Connection", "sqlalchemy.orm.Session"
+    "psycopg.Connection[Any]",
+    "sqlalchemy.Connection",
+    "sqlalchemy.orm.Session",
+    "sqlalchemy.orm.scoped_session[Any]",
 ]
 AsyncConn: TypeAlias = Union[
     "psycopg.AsyncConnection[Any]",

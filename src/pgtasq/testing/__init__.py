@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
+from pgtasq._connections import SyncConn
 from pgtasq._migrate import migrate
 from pgtasq.filters import TaskFilter
 from pgtasq.models import TaskInfo, TaskStatus
@@ -99,7 +100,7 @@ def _statuses(status: str | TaskStatus | Sequence[str | TaskStatus] | None) -> t
 
 
 def enqueued_tasks(
-    db: object,
+    db: str | SyncConn,
     *,
     type: str | None = None,
     payload: Any = _ANY,
@@ -128,10 +129,11 @@ def enqueued_tasks(
     client = Client(schema=schema)
     found: list[TaskInfo] = []
     with contextlib.ExitStack() as stack:
-        if isinstance(db, str):
-            db = stack.enter_context(psycopg.connect(db, autocommit=True))
+        conn = (
+            stack.enter_context(psycopg.connect(db, autocommit=True)) if isinstance(db, str) else db
+        )
         while True:
-            page = client.list_tasks(task_filter, conn=db, count="none")
+            page = client.list_tasks(task_filter, conn=conn, count="none")
             found.extend(page.tasks)
             if page.next_cursor is None:
                 break
@@ -147,7 +149,7 @@ def _describe(filters: dict[str, Any]) -> str:
 
 
 def assert_enqueued(
-    db: object,
+    db: str | SyncConn,
     *,
     type: str | None = None,
     payload: Any = _ANY,
