@@ -173,3 +173,32 @@ def test_pgtasq_worker_needs_a_consumer(django_dsn: str) -> None:
         pytest.raises(CommandError, match="no consumer to run"),
     ):
         worker_args(["--burst"])
+
+
+def test_django_handler_closes_the_threads_connection_after_each_task(django_dsn: str) -> None:
+    from django.db import connections
+
+    from pgtasq import Consumer, TaskContext
+    from pgtasq.contrib.django.handlers import django_handler
+    from pgtasq.testing import run_until_empty
+    from tests.django_project.shop.models import Order
+
+    seen: list[Any] = []  # the Django database wrapper of each handler's thread
+
+    def count_orders(ctx: TaskContext) -> int:
+        seen.append(connections["default"])
+        return Order.objects.count()
+
+    def run(handler: Any) -> Any:
+        consumer = Consumer(schema=SCHEMA, queues=["orm"])
+        consumer.register("orm.count", handler)
+        Producer(schema=SCHEMA).enqueue("orm.count", queue="orm", conn=connections["default"])
+        assert run_until_empty(consumer, django_dsn).completed == 1
+        return seen[-1]
+
+    bare = run(count_orders)
+    assert bare.connection is not None  # left open in the worker's (ended) thread
+    bare.connection.close()  # psycopg's: Django's wrapper belongs to that thread
+    wrapped = run(django_handler(count_orders))
+    assert wrapped is not bare  # another worker, another thread
+    assert wrapped.connection is None  # closed after the task (CONN_MAX_AGE = 0)

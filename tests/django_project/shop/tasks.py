@@ -6,12 +6,14 @@ from django.db import transaction
 
 from pgtasq import Consumer, TaskContext
 from pgtasq.contrib.django import conf
+from pgtasq.contrib.django.handlers import django_handler
 from tests.django_project.shop.models import Order
 
 consumer = Consumer(schema=conf.get().schema)
 
 
 @consumer.task("order.ship")
+@django_handler
 def ship(ctx: TaskContext) -> None:
     from django.db import connection
 

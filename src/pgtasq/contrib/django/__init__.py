@@ -9,6 +9,8 @@
 - ``manage.py pgtasq_worker`` runs the worker of ``PGTASQ["CONSUMER"]``; ``manage.py pgtasq …``
   runs any ``pgtasq`` command on the project's database.
 - Read-only admin pages of tasks and queues.
+- `pgtasq.contrib.django.handlers.django_handler`: ORM handlers close stale connections as a
+  request would.
 - Django's tasks API (``TASKS``): `pgtasq.contrib.django.backend.PgtasqBackend`.
 
 Nothing is imported here, so that Django can load the app before its settings are ready.

@@ -29,13 +29,14 @@ import builtins
 import dataclasses
 from typing import Any
 
-from django.db import close_old_connections, connections
+from django.db import connections
 from django.utils.module_loading import import_string
 
 from pgtasq.client import Client
 from pgtasq.consumer import Consumer
 from pgtasq.context import TaskContext as PgtasqContext
 from pgtasq.contrib.django import conf
+from pgtasq.contrib.django.handlers import django_handler
 from pgtasq.errors import TaskNotFound
 from pgtasq.models import MAX_ATTEMPTS_DEFAULT, TaskInfo, TaskStatus
 from pgtasq.producer import Producer
@@ -158,6 +159,7 @@ class PgtasqBackend(BaseTaskBackend):
         return result
 
 
+@django_handler
 def run_django_task(ctx: PgtasqContext) -> Any:
     """The pgtasq handler of ``django.task``: imports the Django task named in the payload
     and calls it (an async one through asgiref), between Django's connection checks as a
@@ -166,16 +168,12 @@ def run_django_task(ctx: PgtasqContext) -> Any:
     if not isinstance(task, Task):
         raise TypeError(f"{ctx.payload['task']} is not a Django task")
     args, kwargs = ctx.payload["args"], ctx.payload["kwargs"]
-    close_old_connections()
-    try:
-        if task.takes_context:
-            info = dataclasses.replace(ctx.info, status=TaskStatus.RUNNING)
-            backend = task.get_backend()
-            result = backend._result(info, task) if isinstance(backend, PgtasqBackend) else None
-            return task.call(TaskContext(task_result=result), *args, **kwargs)
-        return task.call(*args, **kwargs)
-    finally:
-        close_old_connections()
+    if task.takes_context:
+        info = dataclasses.replace(ctx.info, status=TaskStatus.RUNNING)
+        backend = task.get_backend()
+        result = backend._result(info, task) if isinstance(backend, PgtasqBackend) else None
+        return task.call(TaskContext(task_result=result), *args, **kwargs)
+    return task.call(*args, **kwargs)
 
 
 def register(consumer: Consumer) -> Consumer:
