@@ -14,9 +14,9 @@ from pgtasq import Consumer, Producer, SkipRetry
 
 pytest.importorskip("starlette", reason="the web extra is not installed")
 
-from starlette.testclient import TestClient  # noqa: E402
+from starlette.testclient import TestClient
 
-from pgtasq.web import create_app  # noqa: E402
+from pgtasq.web import create_app
 
 BASE = "http://testserver"
 TOKEN = re.compile(r'name="csrf_token" value="([0-9a-f]+)"')

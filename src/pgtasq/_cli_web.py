@@ -139,4 +139,3 @@ def _check_schema(dsn: str, schema: str) -> None:
         if isinstance(exc, psycopg.OperationalError):
             raise DatabaseUnavailable("cannot connect to PostgreSQL") from None
         raise
-

@@ -8,15 +8,13 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 
 import pytest
-
-from tests.web_support import client_for, enqueue, fail_once, hold, sql
-
-from starlette.applications import Starlette  # noqa: I001 (after the skip in web_support)
+from starlette.applications import Starlette
 from starlette.routing import Mount
 from starlette.testclient import TestClient
 
 from pgtasq import Client
 from pgtasq.web import create_app
+from tests.web_support import client_for, enqueue, fail_once, hold, sql
 
 
 @pytest.fixture
@@ -101,7 +99,9 @@ def test_tasks_page_tabs_and_filters(web: TestClient, pg_dsn: str, schema: str) 
     assert ids(f"/tasks?created_before={future}") == {a, b, later, failed}
 
 
-def test_a_bad_filter_says_why_and_lists_unfiltered(web: TestClient, pg_dsn: str, schema: str) -> None:
+def test_a_bad_filter_says_why_and_lists_unfiltered(
+    web: TestClient, pg_dsn: str, schema: str
+) -> None:
     enqueue(pg_dsn, schema)
     page = web.get("/tasks?id=abc")
     assert page.status_code == 200
@@ -230,9 +230,7 @@ def test_mounted_under_a_prefix_links_stay_inside_it(pg_dsn: str, schema: str) -
         assert "path=/ops/pgtasq" in page.headers["set-cookie"].lower()
 
 
-def test_a_database_that_is_not_migrated_gives_a_clear_page(
-    pg_dsn: str, fresh_schema: str
-) -> None:
+def test_a_database_that_is_not_migrated_gives_a_clear_page(pg_dsn: str, fresh_schema: str) -> None:
     for web in client_for(pg_dsn, fresh_schema):
         page = web.get("/")
         assert page.status_code == 503

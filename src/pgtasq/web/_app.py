@@ -427,7 +427,11 @@ def create_app(
         Route("/tasks/bulk", guarded(d, _actions.bulk_action(d)), methods=["POST"]),
         Route("/tasks/{task_id:int}", page(task_page, d)),
         Route("/tasks/{task_id:int}/{part:str}.json", page(task_download, d, "download")),
-        Route("/tasks/{task_id:int}/{action:str}", guarded(d, _actions.task_action(d)), methods=["POST"]),
+        Route(
+            "/tasks/{task_id:int}/{action:str}",
+            guarded(d, _actions.task_action(d)),
+            methods=["POST"],
+        ),
         Route("/workers", page(workers_page, d)),
         Route("/schedules", page(schedules_page, d)),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),

@@ -28,7 +28,7 @@ class Series:
 
 
 def _nice_max(value: int) -> int:
-    """The axis top: the first of 1, 2, 5 × 10^k at or above ``value`` (at least 1)."""
+    """The axis top: the first of 1, 2 or 5 times 10^k at or above ``value`` (at least 1)."""
     top = 1
     while True:
         for step in (1, 2, 5):
@@ -63,7 +63,7 @@ def bars(labels: Sequence[str], series: Sequence[Series], *, title: str) -> str:
     every = max(1, count // 6)
     for i, label in enumerate(labels):
         x = _PAD_LEFT + i * slot + (slot - bar_w) / 2
-        base = _PAD_TOP + plot_h
+        base: float = _PAD_TOP + plot_h
         tip = [f"{escape(label)}"] + [f"{escape(s.name)}: {s.values[i]}" for s in series]
         out.append(f"<g><title>{' · '.join(tip)}</title>")
         for s in series:

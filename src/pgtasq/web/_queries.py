@@ -64,7 +64,7 @@ def _ident(schema: str) -> sql.Identifier:
     return sql.Identifier(check_schema_name(schema))
 
 
-async def _rows(conn: Conn, query: sql.Composable, params: dict[str, Any]) -> list[dict[str, Any]]:
+async def _rows(conn: Conn, query: sql.Composed, params: dict[str, Any]) -> list[dict[str, Any]]:
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(query, params)
         return await cur.fetchall() if cur.description is not None else []
@@ -145,9 +145,7 @@ ORDER BY host, pid, id
         except ValueError:
             queues = {}
         names = tuple(str(q) for q in queues) if isinstance(queues, dict) else ()
-        out.append(
-            LiveWorker(r["id"], r["host"], r["pid"], names, _types(r["metadata"]), r["age"])
-        )
+        out.append(LiveWorker(r["id"], r["host"], r["pid"], names, _types(r["metadata"]), r["age"]))
     return out
 
 

@@ -53,21 +53,21 @@ def why_not_running(task: TaskInfo, facts: TaskFacts) -> list[str]:
     status = task.status
     if status is TaskStatus.RUNNING:
         holder = task.locked_by or "an unknown worker"
-        lines = [f"It is running: the lease is held by worker {holder}"]
+        running = [f"It is running: the lease is held by worker {holder}"]
         if task.locked_until is not None:
             left = (task.locked_until - facts.now).total_seconds()
             if left >= 0:
-                lines[0] += f" until {when(task.locked_until)} (in {ago(left)})."
+                running[0] += f" until {when(task.locked_until)} (in {ago(left)})."
             else:
-                lines[0] += f"; the lease expired {ago(-left)} ago."
+                running[0] += f"; the lease expired {ago(-left)} ago."
         else:
-            lines[0] += "."
+            running[0] += "."
         if facts.lease_holder_alive is False:
-            lines.append(
+            running.append(
                 "That worker has no recent heartbeat: when the lease runs out, a rescuer puts "
                 "the task back to pending (or failed, without attempts left)."
             )
-        return lines
+        return running
     if status is TaskStatus.COMPLETED:
         return ["It completed; it will not run again."]
     if status is TaskStatus.FAILED:
