@@ -6,9 +6,12 @@ It binds 127.0.0.1 unless told otherwise. Basic auth comes from ``--basic-auth``
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import socket
 import sys
-from typing import NoReturn
+from collections.abc import Iterator
+from typing import Any, NoReturn
 
 import click
 
@@ -31,6 +34,7 @@ def _bind(host: str, port: int) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
+        sock.listen(128)  # connections wait in the backlog until uvicorn accepts them
     except OSError as exc:
         sock.close()
         _error(f"cannot serve on {host}:{port}: {exc.strerror or exc}")
@@ -117,7 +121,25 @@ def web(
                 err=True,
             )
         config = uvicorn.Config(app, log_level="warning", lifespan="on")
-        uvicorn.Server(config).run(sockets=[sock])
+        _quiet_server(uvicorn.Server)(config).run(sockets=[sock])
+
+
+def _quiet_server(base: type[Any]) -> type[Any]:
+    """uvicorn's server, stopping gracefully on SIGINT/SIGTERM and then exiting 0 like
+    ``pgtasq metrics`` (uvicorn itself raises the signal again once stopped)."""
+
+    class Server(base):  # type: ignore[misc]
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            stops = (signal.SIGINT, signal.SIGTERM)
+            previous = {sig: signal.signal(sig, self.handle_exit) for sig in stops}
+            try:
+                yield
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+
+    return Server
 
 
 def _check_schema(dsn: str, schema: str) -> None:
