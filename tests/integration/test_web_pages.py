@@ -135,7 +135,10 @@ def test_task_detail_shows_options_payload_errors_and_timeline(
     assert "It failed after 1 of 1 attempts" in page.text
     assert "the disk is full" in page.text
     assert "&#34;n&#34;: 1" in page.text  # pretty JSON, escaped
-    assert "enqueued" in page.text and "attempt 1 failed" in page.text
+    timeline = re.search(r'<ol class="timeline">(.*?)</ol>', page.text, re.S)
+    assert timeline is not None
+    steps = re.findall(r"<li>[^:]+:\d\d:\d\d: (\w+(?: \d)?(?: \w+)?)", timeline.group(1))
+    assert steps == ["enqueued", "attempt 1 started", "attempt 1 failed", "failed"]
     assert "Retry</button>" in page.text and "Delete</button>" in page.text
 
 

@@ -212,3 +212,25 @@ def test_bulk_actions_count_only_the_states_they_change() -> None:
     assert _actions.eligible(TaskFilter().states("retry"), "delete") == (
         TaskFilter().states("retry")
     )
+
+
+def test_timeline_orders_what_happened() -> None:
+    task = info(
+        status=TaskStatus.FAILED,
+        attempts=2,
+        attempted_at=NOW + timedelta(seconds=20),
+        finalized_at=NOW + timedelta(seconds=21),
+        errors=[
+            {"attempt": 1, "at": (NOW + timedelta(seconds=10)).isoformat(), "error": "E"},
+            {"attempt": 2, "at": (NOW + timedelta(seconds=21)).isoformat(), "error": "E"},
+            {"attempt": 3, "at": "not a time", "error": "E"},
+        ],
+    )
+    assert [what for _, what in _views.timeline(task)] == [
+        "enqueued",
+        "attempt 1 failed: E",
+        "attempt 2 started",
+        "attempt 2 failed: E",
+        "failed",
+    ]
+    assert _views.timeline(task)[0][0] == "2026-01-01 12:00:00"

@@ -319,6 +319,7 @@ async def task_page(d: Dashboard, request: Request) -> Response:
         "task.html",
         task=task,
         why=_views.why_not_running(task, facts),
+        timeline=_views.timeline(task),
         payload=payload,
         payload_cut=payload_cut,
         result=result,

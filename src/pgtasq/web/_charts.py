@@ -53,7 +53,7 @@ def bars(labels: Sequence[str], series: Sequence[Series], *, title: str) -> str:
         f'aria-label="{escape(title)}" xmlns="http://www.w3.org/2000/svg">',
         f"<title>{escape(title)}</title>",
     ]
-    for frac in (0.0, 0.5, 1.0):
+    for frac in (0.0, 0.5, 1.0) if top >= 2 else (0.0, 1.0):
         y = _PAD_TOP + plot_h * (1 - frac)
         out.append(
             f'<line class="grid" x1="{_PAD_LEFT}" y1="{y:.1f}" x2="{WIDTH - 4}" y2="{y:.1f}"/>'

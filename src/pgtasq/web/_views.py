@@ -118,3 +118,31 @@ def error_text(entry: Any) -> str:
     if kind and message:
         return f"{kind}: {message}"
     return str(kind or message or "")
+
+
+def _at(value: Any) -> datetime | None:
+    """An error entry's ``at`` (ISO text in the jsonb) as a datetime, None if unreadable."""
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        return None
+
+
+def timeline(task: TaskInfo) -> list[tuple[str, str]]:
+    """What happened to the task, oldest first: (time as `when` shows it, what)."""
+    events: list[tuple[datetime, int, str]] = [(task.created_at, 0, "enqueued")]
+    for n, entry in enumerate(task.errors, start=1):
+        attempt = entry.get("attempt", n) if isinstance(entry, dict) else n
+        at = _at(entry.get("at")) if isinstance(entry, dict) else None
+        if at is not None:
+            events.append((at, 2, f"attempt {attempt} failed: {error_text(entry)}"))
+    if task.attempted_at is not None:
+        events.append((task.attempted_at, 1, f"attempt {task.attempts} started"))
+    if task.finalized_at is not None:
+        events.append((task.finalized_at, 3, task.status.value))
+    events.sort(key=lambda e: (e[0], e[1]))
+    return [(when(at), what) for at, _, what in events]
