@@ -204,17 +204,24 @@ def _day_chart(history: list[Any], days: int = HISTORY_DAYS) -> str:
 
 
 async def _overview_data(d: Dashboard) -> dict[str, Any]:
+    """The overview, read so that its cost does not grow with the finished history: see
+    `_queries.state_totals`, `queues_now` and `recent_failure_ids`."""
     c, s = d.client, d.settings
     async with d.conn() as conn:
-        stats = await c.stats(conn=conn)
-        queues = await c.list_queues(conn=conn)
+        totals = await _queries.state_totals(conn, s.schema)
+        queues = await _queries.queues_now(conn, s.schema)
         workers = await _queries.live_workers(conn, s.schema, s.worker_alive_seconds)
-        failures = await c.list_tasks(
-            TaskFilter().states("failed").order_by("updated_at", "desc").limit(RECENT_FAILURES),
-            count="none",
-            conn=conn,
-            full=False,
-        )
+        failed_ids = await _queries.recent_failure_ids(conn, s.schema, RECENT_FAILURES)
+        failures: list[Any] = []
+        if failed_ids:
+            found = await c.list_tasks(
+                TaskFilter().ids(*failed_ids).limit(len(failed_ids)),
+                count="none",
+                conn=conn,
+                full=False,
+            )
+            by_id = {t.id: t for t in found.tasks}
+            failures = [by_id[i] for i in failed_ids if i in by_id]
         minutes = await _queries.throughput_per_minute(conn, s.schema)
         history = await c.queue_history(None, days=HISTORY_DAYS, conn=conn)
     minute_chart = _charts.bars(
@@ -227,10 +234,10 @@ async def _overview_data(d: Dashboard) -> dict[str, Any]:
         title="Tasks finished per minute, last hour (UTC)",
     )
     return {
-        "stats": stats,
+        "totals": totals,
         "queues": queues,
         "workers": workers,
-        "failures": failures.tasks,
+        "failures": failures,
         "minute_chart": Markup(minute_chart),  # numbers and escaped labels only
         "day_chart": Markup(_day_chart(history)),
         "last_minute": minutes[-1] if minutes else None,

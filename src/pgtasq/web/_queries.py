@@ -222,3 +222,170 @@ SELECT changed.id FROM changed LEFT JOIN woken ON true
     ).format(s=s)
     rows = await _rows(conn, query, {"id": task_id, "channel": notify_channel(schema)})
     return bool(rows)
+
+
+EXACT_COUNT_ROWS_MAX = (
+    200_000  # above this many rows (the planner's count), finished states are estimated
+)
+RECENT_FAILURES_SPAN_HOURS = 24
+
+
+@dataclasses.dataclass(frozen=True)
+class StateTotals:
+    """Tasks per state now. Pending and running are exact (read through their partial
+    indexes); the finished states are exact on a small table and the planner's estimates
+    on a large one (``finished_exact`` False), where counting them would read every row."""
+
+    pending: int
+    running: int
+    completed: int
+    failed: int
+    cancelled: int
+    finished_exact: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class QueueNow:
+    """A queue's unfinished tasks, as the overview shows them."""
+
+    name: str
+    paused: bool
+    ready: int
+    scheduled: int
+    retry: int
+    running: int
+    oldest_ready_age: float
+    processed_today: int
+    failed_today: int
+
+
+async def _estimate(conn: Conn, query: sql.Composed) -> int:
+    rows = await _rows(conn, sql.SQL("EXPLAIN (FORMAT JSON) ") + query, {})
+    plan = rows[0]["QUERY PLAN"]
+    if isinstance(plan, str):
+        plan = json.loads(plan)
+    return int(plan[0]["Plan"]["Plan Rows"])
+
+
+async def state_totals(conn: Conn, schema: str) -> StateTotals:
+    """See `StateTotals`."""
+    s = _ident(schema)
+    live = await _rows(
+        conn,
+        sql.SQL(
+            """
+SELECT (SELECT count(*) FROM {s}.tasks WHERE status = 'pending') AS pending,
+    (SELECT count(*) FROM {s}.tasks WHERE status = 'running' AND locked_until IS NOT NULL)
+        AS running,
+    (SELECT reltuples FROM pg_class WHERE oid = to_regclass(%(table)s)) AS reltuples
+"""
+        ).format(s=s),
+        {"table": f"{schema}.tasks"},
+    )
+    pending, running = int(live[0]["pending"]), int(live[0]["running"])
+    if (live[0]["reltuples"] or 0) <= EXACT_COUNT_ROWS_MAX:
+        rows = await _rows(
+            conn,
+            sql.SQL(
+                "SELECT count(*) FILTER (WHERE status = 'completed') AS completed, "
+                "count(*) FILTER (WHERE status = 'failed') AS failed, "
+                "count(*) FILTER (WHERE status = 'cancelled') AS cancelled FROM {s}.tasks"
+            ).format(s=s),
+            {},
+        )
+        r = rows[0]
+        return StateTotals(
+            pending, running, int(r["completed"]), int(r["failed"]), int(r["cancelled"]), True
+        )
+    estimates = [
+        await _estimate(
+            conn,
+            sql.SQL("SELECT 1 FROM {s}.tasks WHERE status = {state}").format(
+                s=s, state=sql.Literal(state)
+            ),
+        )
+        for state in ("completed", "failed", "cancelled")
+    ]
+    return StateTotals(pending, running, *estimates, finished_exact=False)
+
+
+async def queues_now(conn: Conn, schema: str) -> list[QueueNow]:
+    """Every queue (with tasks, a row in ``queues`` or counters) with its unfinished tasks:
+    pending ones through the claim index, running ones through the lease index, today's
+    attempts from the daily counters. Finished tasks are not read."""
+    s = _ident(schema)
+    query = sql.SQL(
+        """
+WITH pending AS (
+    SELECT queue AS name,
+        count(*) FILTER (WHERE attempts = 0 AND run_at <= now()) AS ready,
+        count(*) FILTER (WHERE attempts = 0 AND run_at > now()) AS scheduled,
+        count(*) FILTER (WHERE attempts > 0) AS retry,
+        min(run_at) FILTER (WHERE run_at <= now()) AS oldest_ready
+    FROM {s}.tasks WHERE status = 'pending' GROUP BY queue
+),
+running AS (
+    SELECT queue AS name, count(*) AS running FROM {s}.tasks
+    WHERE status = 'running' AND locked_until IS NOT NULL GROUP BY queue
+),
+today AS (
+    SELECT queue AS name, sum(completed + failed + retried) AS processed,
+        sum(failed + retried) AS failed
+    FROM {s}.queue_daily_stats WHERE day = (now() AT TIME ZONE 'UTC')::date GROUP BY queue
+),
+names AS (
+    SELECT name FROM pending UNION SELECT name FROM running UNION SELECT name FROM {s}.queues
+    UNION SELECT name FROM today
+)
+SELECT n.name, coalesce(q.paused, false) AS paused, coalesce(p.ready, 0) AS ready,
+    coalesce(p.scheduled, 0) AS scheduled, coalesce(p.retry, 0) AS retry,
+    coalesce(r.running, 0) AS running,
+    coalesce(extract(epoch FROM now() - p.oldest_ready), 0)::float8 AS oldest_ready_age,
+    coalesce(t.processed, 0)::bigint AS processed_today,
+    coalesce(t.failed, 0)::bigint AS failed_today
+FROM names n
+LEFT JOIN pending p ON p.name = n.name
+LEFT JOIN running r ON r.name = n.name
+LEFT JOIN {s}.queues q ON q.name = n.name
+LEFT JOIN today t ON t.name = n.name
+ORDER BY n.name
+"""
+    ).format(s=s)
+    return [
+        QueueNow(
+            r["name"],
+            bool(r["paused"]),
+            int(r["ready"]),
+            int(r["scheduled"]),
+            int(r["retry"]),
+            int(r["running"]),
+            float(r["oldest_ready_age"]),
+            int(r["processed_today"]),
+            int(r["failed_today"]),
+        )
+        for r in await _rows(conn, query, {})
+    ]
+
+
+async def recent_failure_ids(
+    conn: Conn, schema: str, limit: int, hours: int = RECENT_FAILURES_SPAN_HOURS
+) -> list[int]:
+    """The ids of the tasks that failed last (within ``hours``), latest first, through the
+    indexes on ``finalized_at``: what it reads is bounded by that span's finished tasks."""
+    s = _ident(schema)
+    query = sql.SQL(
+        """
+SELECT id FROM (
+    (SELECT id, finalized_at FROM {s}.tasks
+     WHERE finalized_at > now() - make_interval(hours => %(hours)s) AND retention IS NULL
+       AND status = 'failed'
+     ORDER BY finalized_at DESC LIMIT %(limit)s)
+    UNION ALL
+    (SELECT id, finalized_at FROM {s}.tasks
+     WHERE finalized_at > now() - make_interval(hours => %(hours)s) AND retention IS NOT NULL
+       AND finalized_at IS NOT NULL AND status = 'failed'
+     ORDER BY finalized_at DESC LIMIT %(limit)s)
+) AS failed ORDER BY finalized_at DESC, id DESC LIMIT %(limit)s
+"""
+    ).format(s=s)
+    return [int(r["id"]) for r in await _rows(conn, query, {"hours": hours, "limit": limit})]
