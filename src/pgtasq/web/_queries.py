@@ -297,7 +297,7 @@ SELECT (SELECT count(*) FROM {s}.tasks WHERE status = 'pending') AS pending,
         return StateTotals(
             pending, running, int(r["completed"]), int(r["failed"]), int(r["cancelled"]), True
         )
-    estimates = [
+    completed, failed, cancelled = [
         await _estimate(
             conn,
             sql.SQL("SELECT 1 FROM {s}.tasks WHERE status = {state}").format(
@@ -306,7 +306,7 @@ SELECT (SELECT count(*) FROM {s}.tasks WHERE status = 'pending') AS pending,
         )
         for state in ("completed", "failed", "cancelled")
     ]
-    return StateTotals(pending, running, *estimates, finished_exact=False)
+    return StateTotals(pending, running, completed, failed, cancelled, finished_exact=False)
 
 
 async def queues_now(conn: Conn, schema: str) -> list[QueueNow]:
