@@ -238,3 +238,22 @@ def test_a_database_that_is_not_migrated_gives_a_clear_page(pg_dsn: str, fresh_s
         page = web.get("/")
         assert page.status_code == 503
         assert "Traceback" not in page.text
+
+
+def test_on_a_large_table_finished_states_are_estimated_not_counted(
+    web: TestClient, pg_dsn: str, schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pgtasq.web import _queries
+
+    enqueue(pg_dsn, schema, queue="mail")
+    fail_once(pg_dsn, schema, "boom", "x")
+    small = web.get("/queues").text
+    assert "are not counted" not in small
+    assert "<td>1</td>" in small  # the failed one, counted
+    monkeypatch.setattr(_queries, "EXACT_COUNT_ROWS_MAX", -1)  # every table is "large" now
+    overview = web.get("/").text
+    assert '<span class="num" data-state="pending">1</span>' in overview  # still exact
+    assert re.search(r'data-state="failed">~\d+</span><span>failed \(estimate\)', overview)
+    queues = web.get("/queues").text
+    assert "are not counted on a table this large" in queues
+    assert "<td>—</td>" in queues

@@ -64,7 +64,9 @@ def _ident(schema: str) -> sql.Identifier:
     return sql.Identifier(check_schema_name(schema))
 
 
-async def _rows(conn: Conn, query: sql.Composed, params: dict[str, Any]) -> list[dict[str, Any]]:
+async def _rows(
+    conn: Conn, query: sql.SQL | sql.Composed, params: dict[str, Any]
+) -> list[dict[str, Any]]:
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(query, params)
         return await cur.fetchall() if cur.description is not None else []
@@ -257,6 +259,27 @@ class QueueNow:
     oldest_ready_age: float
     processed_today: int
     failed_today: int
+    processed_total: int
+    failed_total: int
+    # Finished tasks now, per state: None where they were not counted (a large table).
+    completed: int | None = None
+    failed: int | None = None
+    cancelled: int | None = None
+
+
+async def table_rows(conn: Conn, schema: str) -> int:
+    """How many rows the tasks table has, as the planner last counted them (0: never)."""
+    rows = await _rows(
+        conn,
+        sql.SQL("SELECT reltuples FROM pg_class WHERE oid = to_regclass(%(table)s)"),
+        {"table": f"{check_schema_name(schema)}.tasks"},
+    )
+    return max(0, int(rows[0]["reltuples"] or 0)) if rows else 0
+
+
+def counts_exactly(rows: int) -> bool:
+    """Whether a table of ``rows`` tasks is small enough to count its finished ones."""
+    return rows <= EXACT_COUNT_ROWS_MAX
 
 
 async def _estimate(conn: Conn, query: sql.Composed) -> int:
@@ -276,14 +299,13 @@ async def state_totals(conn: Conn, schema: str) -> StateTotals:
             """
 SELECT (SELECT count(*) FROM {s}.tasks WHERE status = 'pending') AS pending,
     (SELECT count(*) FROM {s}.tasks WHERE status = 'running' AND locked_until IS NOT NULL)
-        AS running,
-    (SELECT reltuples FROM pg_class WHERE oid = to_regclass(%(table)s)) AS reltuples
+        AS running
 """
         ).format(s=s),
-        {"table": f"{schema}.tasks"},
+        {},
     )
     pending, running = int(live[0]["pending"]), int(live[0]["running"])
-    if (live[0]["reltuples"] or 0) <= EXACT_COUNT_ROWS_MAX:
+    if counts_exactly(await table_rows(conn, schema)):
         rows = await _rows(
             conn,
             sql.SQL(
@@ -329,9 +351,13 @@ running AS (
     WHERE status = 'running' AND locked_until IS NOT NULL GROUP BY queue
 ),
 today AS (
-    SELECT queue AS name, sum(completed + failed + retried) AS processed,
-        sum(failed + retried) AS failed
-    FROM {s}.queue_daily_stats WHERE day = (now() AT TIME ZONE 'UTC')::date GROUP BY queue
+    SELECT queue AS name,
+        sum(completed + failed + retried)
+            FILTER (WHERE day = (now() AT TIME ZONE 'UTC')::date) AS processed,
+        sum(failed + retried) FILTER (WHERE day = (now() AT TIME ZONE 'UTC')::date) AS failed,
+        sum(completed + failed + retried) AS processed_total,
+        sum(failed + retried) AS failed_total
+    FROM {s}.queue_daily_stats GROUP BY queue
 ),
 names AS (
     SELECT name FROM pending UNION SELECT name FROM running UNION SELECT name FROM {s}.queues
@@ -342,7 +368,9 @@ SELECT n.name, coalesce(q.paused, false) AS paused, coalesce(p.ready, 0) AS read
     coalesce(r.running, 0) AS running,
     coalesce(extract(epoch FROM now() - p.oldest_ready), 0)::float8 AS oldest_ready_age,
     coalesce(t.processed, 0)::bigint AS processed_today,
-    coalesce(t.failed, 0)::bigint AS failed_today
+    coalesce(t.failed, 0)::bigint AS failed_today,
+    coalesce(t.processed_total, 0)::bigint AS processed_total,
+    coalesce(t.failed_total, 0)::bigint AS failed_total
 FROM names n
 LEFT JOIN pending p ON p.name = n.name
 LEFT JOIN running r ON r.name = n.name
@@ -362,6 +390,8 @@ ORDER BY n.name
             float(r["oldest_ready_age"]),
             int(r["processed_today"]),
             int(r["failed_today"]),
+            int(r["processed_total"]),
+            int(r["failed_total"]),
         )
         for r in await _rows(conn, query, {})
     ]
