@@ -74,7 +74,9 @@ def _bind(host: str, port: int) -> socket.socket:
 @click.option(
     "--basic-auth",
     metavar="USER:PASSWORD",
-    help="Require HTTP Basic auth (else from PGTASQ_WEB_USER and PGTASQ_WEB_PASSWORD).",
+    envvar="PGTASQ_WEB_BASIC_AUTH",
+    show_envvar=True,
+    help="Require HTTP Basic auth (or set PGTASQ_WEB_USER and PGTASQ_WEB_PASSWORD).",
 )
 @click.pass_obj
 def web(

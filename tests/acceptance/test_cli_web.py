@@ -61,6 +61,18 @@ def test_web_serves_the_dashboard_behind_basic_auth_until_sigterm(pg_dsn: str, s
     assert "pw-from-env" not in line + rest
 
 
+def test_every_option_has_an_environment_variable_shown_in_help() -> None:
+    import click
+
+    from pgtasq._cli_web import web
+
+    options = [p for p in web.params if isinstance(p, click.Option) and p.name != "help"]
+    assert {o.name for o in options} >= {"host", "port", "read_only", "basic_auth"}
+    for option in options:
+        assert isinstance(option.envvar, str) and option.envvar.startswith("PGTASQ_WEB_")
+        assert option.show_envvar, option.name
+
+
 def test_a_malformed_basic_auth_is_a_usage_error(pg_dsn: str, schema: str) -> None:
     done = subprocess.run(
         command(pg_dsn, schema, "--basic-auth", "onlyauser"),
@@ -88,3 +100,22 @@ def test_a_schema_not_migrated_is_one_error_line_and_exit_78(
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
     assert "topsecret" not in done.stderr
+
+
+def test_a_port_already_taken_is_one_error_line(pg_dsn: str, schema: str) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        done = subprocess.run(
+            command(pg_dsn, schema, "--port", str(port)),
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 1, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: cannot serve on 127.0.0.1:{port}")
