@@ -80,7 +80,7 @@ def served(pg_dsn: str, schema: str) -> Iterator[Served]:
 
 
 @pytest.fixture
-def page(tmp_path: Path) -> Iterator[Any]:
+def page(served: Served, tmp_path: Path) -> Iterator[Any]:
     with playwright_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         context = browser.new_context(viewport={"width": 1280, "height": 800})
@@ -88,10 +88,11 @@ def page(tmp_path: Path) -> Iterator[Any]:
         tab.set_default_timeout(15_000)
         errors: list[str] = []
         tab.on("pageerror", lambda exc: errors.append(str(exc)))
+        tab.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
         yield tab
         tab.screenshot(path=str(tmp_path / "last.png"), full_page=True)
         browser.close()
-        assert errors == [], f"JavaScript errors on the page: {errors}"
+        assert errors == [], f"JavaScript or CSP errors on the page: {errors}"
 
 
 def failed_task(dsn: str, schema: str, task_type: str, message: str) -> int:

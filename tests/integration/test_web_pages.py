@@ -39,6 +39,15 @@ def test_overview_shows_totals_per_state_queues_and_failures(
     assert '<script src="/static/htmx.min.js"' in page.text
 
 
+def test_pages_forbid_framing_and_foreign_scripts(web: TestClient) -> None:
+    for path in ("/", "/tasks", "/tasks/424242"):
+        headers = web.get(path).headers
+        assert headers["x-frame-options"] == "DENY"
+        policy = headers["content-security-policy"]
+        assert "frame-ancestors 'none'" in policy and "script-src 'self';" in policy
+        assert headers["cache-control"] == "no-store"
+
+
 def test_the_live_part_is_a_fragment_with_the_same_numbers(
     web: TestClient, pg_dsn: str, schema: str
 ) -> None:

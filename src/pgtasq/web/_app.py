@@ -54,6 +54,19 @@ POOL_MAX_SIZE_DEFAULT = 4
 
 log = logging.getLogger("pgtasq.web")
 
+# On every page: nothing but the package's own script and styles runs (htmx adds one inline
+# style), no other site may frame the page (its buttons act), no stale copy is kept.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+        "img-src 'self' data:; frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+
 
 @dataclasses.dataclass(frozen=True)
 class WebSettings:
@@ -129,7 +142,7 @@ class Dashboard:
                 path=root or "/",
                 secure=request.url.scheme == "https",
             )
-        response.headers["Cache-Control"] = "no-store"
+        response.headers.update(SECURITY_HEADERS)
         return response
 
 
