@@ -23,7 +23,8 @@ TOKEN = re.compile(r'name="csrf_token" value="([0-9a-f]+)"')
 
 
 def client_for(dsn: str, schema: str, **options: Any) -> Iterator[TestClient]:
-    app = create_app(dsn, schema=schema, **options)
+    """A test client of the app; the overview is not cached unless ``cache_seconds`` says."""
+    app = create_app(dsn, schema=schema, **{"cache_seconds": 0, **options})
     with TestClient(app, base_url=BASE) as client:
         yield client
 

@@ -66,6 +66,30 @@ def test_per_minute_chart_counts_what_finished_this_minute(
     assert "(this minute: 0 completed, 1 failed)" in page.text
 
 
+def test_per_minute_chart_stops_counting_at_its_cap_and_says_so(
+    web: TestClient, pg_dsn: str, schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pgtasq.web import _queries
+
+    for _ in range(3):
+        fail_once(pg_dsn, schema, "boom", "x")
+    assert "earliest minutes are incomplete" not in web.get("/").text
+    monkeypatch.setattr(_queries, "THROUGHPUT_ROWS_MAX", 2)
+    page = web.get("/").text
+    assert "counted up to the latest 2 tasks, so the earliest minutes are incomplete" in page
+    assert "(this minute: 0 completed, 2 failed)" in page
+
+
+def test_the_overview_is_read_once_per_cache_period(pg_dsn: str, schema: str) -> None:
+    for web in client_for(pg_dsn, schema, cache_seconds=3600):
+        assert 'data-state="pending">0<' in web.get("/").text
+        enqueue(pg_dsn, schema)
+        assert 'data-state="pending">0<' in web.get("/live/overview").text  # shared, cached
+        assert web.get("/tasks").text.count("<tr data-id=") == 1  # other pages: fresh
+    for web in client_for(pg_dsn, schema):  # cache_seconds=0: every request reads
+        assert 'data-state="pending">1<' in web.get("/").text
+
+
 def test_htmx_and_its_license_are_served_from_the_package(web: TestClient) -> None:
     script = web.get("/static/htmx.min.js")
     assert script.status_code == 200 and "htmx" in script.text[:200]

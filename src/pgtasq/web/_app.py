@@ -7,12 +7,14 @@ with ``conn=``) and, for what the Client does not ask, `pgtasq.web._queries`. Th
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import json
 import logging
 import os
 import secrets
+import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import date, timedelta
@@ -51,6 +53,9 @@ REFRESH_SECONDS_DEFAULT = 5.0
 HISTORY_DAYS = 14
 RECENT_FAILURES = 10
 POOL_MAX_SIZE_DEFAULT = 4
+# The overview (what every open browser polls) is read at most once per this many seconds,
+# however many browsers poll it.
+CACHE_SECONDS_DEFAULT = 2.0
 
 log = logging.getLogger("pgtasq.web")
 
@@ -80,6 +85,7 @@ class WebSettings:
     refresh_seconds: float = REFRESH_SECONDS_DEFAULT
     worker_alive_seconds: float = _queries.WORKER_ALIVE_SECONDS_DEFAULT
     page_size: int = _forms.PAGE_SIZE_DEFAULT
+    cache_seconds: float = CACHE_SECONDS_DEFAULT
     title: str = "pgtasq"
     secret: bytes = dataclasses.field(default_factory=lambda: secrets.token_bytes(32), repr=False)
 
@@ -92,6 +98,8 @@ class Dashboard:
         self.settings = settings
         self.pool = AsyncLazyPool(dsn, min_size=1, max_size=pool_max_size, name="pgtasq-web")
         self.client = AsyncClient(schema=settings.schema)
+        self._overview: tuple[float, dict[str, Any]] | None = None
+        self._overview_lock: asyncio.Lock | None = None
         self.env = jinja2.Environment(
             loader=jinja2.FileSystemLoader(HERE / "templates"),
             autoescape=True,
@@ -106,6 +114,21 @@ class Dashboard:
             error_text=_views.error_text,
             tabs=_forms.TABS,
         )
+
+    async def overview(self) -> dict[str, Any]:
+        """The overview's data, shared by every request within ``cache_seconds``."""
+        ttl = self.settings.cache_seconds
+        if ttl <= 0:
+            return await _overview_data(self)
+        if self._overview_lock is None:
+            self._overview_lock = asyncio.Lock()
+        async with self._overview_lock:  # one reader at a time; the others get its result
+            cached = self._overview
+            if cached is not None and time.monotonic() - cached[0] < ttl:
+                return cached[1]
+            data = await _overview_data(self)
+            self._overview = (time.monotonic(), data)
+            return data
 
     @contextlib.asynccontextmanager
     async def conn(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
@@ -235,7 +258,7 @@ async def _overview_data(d: Dashboard) -> dict[str, Any]:
             )
             by_id = {t.id: t for t in found.tasks}
             failures = [by_id[i] for i in failed_ids if i in by_id]
-        minutes = await _queries.throughput_per_minute(conn, s.schema)
+        minutes, capped = await _queries.throughput_per_minute(conn, s.schema)
         history = await c.queue_history(None, days=HISTORY_DAYS, conn=conn)
     minute_chart = _charts.bars(
         [m.minute.strftime("%H:%M") for m in minutes],
@@ -254,6 +277,7 @@ async def _overview_data(d: Dashboard) -> dict[str, Any]:
         "minute_chart": Markup(minute_chart),  # numbers and escaped labels only
         "day_chart": Markup(_day_chart(history)),
         "last_minute": minutes[-1] if minutes else None,
+        "minutes_capped": _queries.THROUGHPUT_ROWS_MAX if capped else None,
         "today": {
             "processed": sum(q.processed_today for q in queues),
             "failed": sum(q.failed_today for q in queues),
@@ -262,11 +286,11 @@ async def _overview_data(d: Dashboard) -> dict[str, Any]:
 
 
 async def overview(d: Dashboard, request: Request) -> Response:
-    return d.render(request, "overview.html", **await _overview_data(d))
+    return d.render(request, "overview.html", **await d.overview())
 
 
 async def overview_live(d: Dashboard, request: Request) -> Response:
-    return d.render(request, "_overview_live.html", **await _overview_data(d))
+    return d.render(request, "_overview_live.html", **await d.overview())
 
 
 async def queues_page(d: Dashboard, request: Request) -> Response:
@@ -420,6 +444,7 @@ def create_app(
     worker_alive_seconds: float = _queries.WORKER_ALIVE_SECONDS_DEFAULT,
     page_size: int = _forms.PAGE_SIZE_DEFAULT,
     pool_max_size: int = POOL_MAX_SIZE_DEFAULT,
+    cache_seconds: float = CACHE_SECONDS_DEFAULT,
     secret: bytes | None = None,
     title: str = "pgtasq",
 ) -> Starlette:
@@ -444,6 +469,7 @@ def create_app(
         refresh_seconds=refresh_seconds,
         worker_alive_seconds=worker_alive_seconds,
         page_size=page_size,
+        cache_seconds=cache_seconds,
         title=title,
         **({} if secret is None else {"secret": secret}),
     )

@@ -21,6 +21,7 @@ from pgtasq._sql import notify_channel
 from pgtasq.tables import check_schema_name
 
 THROUGHPUT_MINUTES = 60  # the per-minute chart's span
+THROUGHPUT_ROWS_MAX = 100_000  # the per-minute chart reads at most this many finished tasks
 WORKER_ALIVE_SECONDS_DEFAULT = 60.0  # a worker with an older heartbeat counts as gone
 AHEAD_COUNT_MAX = 10_000  # "N tasks ahead of it" stops counting here
 
@@ -73,13 +74,15 @@ async def _rows(
 
 
 async def throughput_per_minute(
-    conn: Conn, schema: str, minutes: int = THROUGHPUT_MINUTES
-) -> list[MinuteCounts]:
+    conn: Conn, schema: str, minutes: int = THROUGHPUT_MINUTES, cap: int | None = None
+) -> tuple[list[MinuteCounts], bool]:
     """Tasks finished in each of the last ``minutes`` minutes, oldest first, every minute
-    present (zero where nothing finished). Read through the two indexes on ``finalized_at``
-    (tasks_finalized_idx, tasks_retention_idx): what it costs grows with the tasks finished
-    in that span, not with the history."""
+    present (zero where nothing finished); and whether the count stopped at ``cap`` tasks
+    (then the earliest minutes are incomplete). Read newest first through the two indexes
+    on ``finalized_at`` (tasks_finalized_idx, tasks_retention_idx): what it costs grows with
+    the tasks finished in that span, up to ``cap``, not with the history."""
     s = _ident(schema)
+    cap = THROUGHPUT_ROWS_MAX if cap is None else cap
     query = sql.SQL(
         """
 WITH span AS (
@@ -87,12 +90,14 @@ WITH span AS (
         AS since
 ),
 finished AS (
-    SELECT finalized_at, status FROM {s}.tasks
-    WHERE finalized_at >= (SELECT since FROM span) AND retention IS NULL
+    (SELECT finalized_at, status FROM {s}.tasks
+     WHERE finalized_at >= (SELECT since FROM span) AND retention IS NULL
+     ORDER BY finalized_at DESC LIMIT %(cap)s)
     UNION ALL
-    SELECT finalized_at, status FROM {s}.tasks
-    WHERE finalized_at >= (SELECT since FROM span) AND retention IS NOT NULL
-      AND finalized_at IS NOT NULL
+    (SELECT finalized_at, status FROM {s}.tasks
+     WHERE finalized_at >= (SELECT since FROM span) AND retention IS NOT NULL
+       AND finalized_at IS NOT NULL
+     ORDER BY finalized_at DESC LIMIT %(cap)s)
 ),
 minutes AS (
     SELECT generate_series((SELECT since FROM span), date_trunc('minute', now()),
@@ -106,11 +111,13 @@ FROM minutes m LEFT JOIN finished f ON date_trunc('minute', f.finalized_at) = m.
 GROUP BY m.minute ORDER BY m.minute
 """
     ).format(s=s)
-    rows = await _rows(conn, query, {"minutes": minutes})
-    return [
+    rows = await _rows(conn, query, {"minutes": minutes, "cap": cap})
+    counts = [
         MinuteCounts(r["minute"], int(r["completed"]), int(r["failed"]), int(r["cancelled"]))
         for r in rows
     ]
+    capped = sum(m.completed + m.failed + m.cancelled for m in counts) >= cap
+    return counts, capped
 
 
 def _types(metadata: Any) -> tuple[str, ...] | None:
