@@ -55,6 +55,13 @@ def test_an_action_the_state_forbids_comes_back_with_the_reason(
     assert status(pg_dsn, schema, task_id) == "pending"
 
 
+def test_an_action_on_a_missing_task_returns_to_the_list(web: TestClient) -> None:
+    done = post(web, "/tasks/987654/cancel", {"next": "/tasks/987654"})
+    assert done.status_code == 303
+    assert done.headers["location"].startswith("/tasks?notice=Not+done")
+    assert "987654" in web.get(done.headers["location"]).text
+
+
 def test_run_now_makes_a_scheduled_task_ready(web: TestClient, pg_dsn: str, schema: str) -> None:
     task_id = enqueue(pg_dsn, schema, delay=3600)
     assert "Run now</button>" in web.get(f"/tasks/{task_id}").text

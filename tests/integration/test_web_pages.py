@@ -144,19 +144,30 @@ def test_a_bad_filter_says_why_and_lists_unfiltered(
     assert web.get("/tasks?after=garbage").status_code == 200
 
 
-def test_keyset_paging_walks_every_task_once(pg_dsn: str, schema: str) -> None:
-    made = {enqueue(pg_dsn, schema) for _ in range(7)}
+@pytest.mark.parametrize(
+    ("order", "direction"),
+    [("", ""), ("created_at", "asc"), ("run_at", "desc"), ("priority", "asc")],
+)
+def test_keyset_paging_walks_every_task_once(
+    pg_dsn: str, schema: str, order: str, direction: str
+) -> None:
+    made = {enqueue(pg_dsn, schema, priority=n % 3) for n in range(7)}
     seen: list[int] = []
     for web in client_for(pg_dsn, schema, page_size=3):
-        path = "/tasks"
+        path = f"/tasks?order={order}&dir={direction}"
         while True:
             page = web.get(path)
+            assert "problem" not in page.text, page.text
             seen += [int(i) for i in re.findall(r'<tr data-id="(\d+)"', page.text)]
             found = re.search(r'<a href="(\?[^"]*)" rel="next"', page.text)
             if found is None:
                 break
             path = "/tasks" + found.group(1).replace("&amp;", "&")
-    assert seen == sorted(made, reverse=True)
+    assert sorted(seen) == sorted(made) and len(seen) == len(made)
+    if not order:
+        assert seen == sorted(made, reverse=True)  # newest first by default
+    elif order == "created_at":
+        assert seen == sorted(made)
 
 
 def test_task_detail_shows_options_payload_errors_and_timeline(

@@ -161,6 +161,14 @@ def test_task_query_builds_the_client_filter() -> None:
     assert (f.order_field, f.order_direction) == ("id", "desc")
     assert "queue=a%2C+b" in q.query_string()
     assert _forms.task_query({"state": "all"}).task_filter.state_names == ()
+    ordered = _forms.task_query({"order": "run_at", "dir": "asc"})
+    assert (ordered.task_filter.order_field, ordered.task_filter.order_direction) == (
+        "run_at",
+        "asc",
+    )
+    assert "order=run_at&dir=asc" in ordered.query_string()
+    unknown = _forms.task_query({"order": "payload; drop", "dir": "sideways"}).task_filter
+    assert (unknown.order_field, unknown.order_direction) == ("id", "desc")
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from pgtasq.errors import PgtasqError
+from pgtasq.errors import PgtasqError, TaskNotFound
 from pgtasq.filters import InvalidFilter, TaskFilter
 from pgtasq.models import TaskStatus
 from pgtasq.web import _forms, _queries, _security
@@ -101,6 +101,9 @@ def task_action(d: Dashboard) -> Endpoint:
                         await d.client.retry_task(task_id, conn=conn)
                     elif not await _queries.task_run_now(conn, d.settings.schema, task_id):
                         raise PgtasqError(f"task {task_id} is {task.status.value}, not waiting")
+        except TaskNotFound as exc:
+            root = request.scope.get("root_path", "")
+            return RedirectResponse(_forms.with_notice(root + "/tasks", f"Not done: {exc}"), 303)
         except PgtasqError as exc:
             log.info("%s: %s task %d refused: %s", _security.who(request), action, task_id, exc)
             return _redirect(request, form, f"/tasks/{task_id}", f"Not done: {exc}")

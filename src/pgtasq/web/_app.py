@@ -113,6 +113,7 @@ class Dashboard:
             when=_views.when,
             error_text=_views.error_text,
             tabs=_forms.TABS,
+            orders=_forms.ORDERS,
         )
 
     async def overview(self) -> dict[str, Any]:
@@ -325,7 +326,7 @@ async def tasks_page(d: Dashboard, request: Request) -> Response:
     query = _forms.task_query(request.query_params)
     error = query.error
     try:
-        after = _forms.cursor(request.query_params.get("after"))
+        after = _forms.cursor(request.query_params.get("after"), query.task_filter.order_field)
     except InvalidFilter as exc:
         after, error = None, str(exc)
     async with d.conn() as conn:

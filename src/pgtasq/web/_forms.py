@@ -9,13 +9,16 @@ from collections.abc import Mapping
 from datetime import datetime, timezone
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from pgtasq.filters import Cursor, InvalidFilter, TaskFilter
+from pgtasq.filters import ORDER_FIELDS, Cursor, InvalidFilter, TaskFilter
 
 PAGE_SIZE_DEFAULT = 50
 # The tabs of the tasks page: every state a filter knows, and "all".
 TABS = ("all", "pending", "scheduled", "retry", "running", "completed", "failed", "cancelled")
 # The query parameters that select tasks (the rest are paging and display).
 FILTER_FIELDS = ("state", "queue", "type", "id", "created_after", "created_before")
+# How a page is ordered (any order the Client knows; newest first by default).
+ORDER_DEFAULT = ("id", "desc")
+ORDERS = ORDER_FIELDS
 _SPLIT = re.compile(r"[\s,]+")
 
 
@@ -69,7 +72,13 @@ def task_query(params: Mapping[str, str]) -> TaskQuery:
     values = {name: (params.get(name) or "").strip() for name in FILTER_FIELDS}
     if values["state"] == "all":
         values["state"] = ""
-    f = TaskFilter().order_by("id", "desc")
+    order = (params.get("order") or ORDER_DEFAULT[0]).strip()
+    direction = (params.get("dir") or ORDER_DEFAULT[1]).strip()
+    if order not in ORDER_FIELDS or direction not in ("asc", "desc"):
+        order, direction = ORDER_DEFAULT
+    if (order, direction) != ORDER_DEFAULT:
+        values["order"], values["dir"] = order, direction
+    f = TaskFilter().order_by(order, direction)  # type: ignore[arg-type]
     try:
         if values["state"]:
             if values["state"] not in TABS:
@@ -86,16 +95,16 @@ def task_query(params: Mapping[str, str]) -> TaskQuery:
         if values["created_before"]:
             f = f.created_before(_time("created_before", values["created_before"]))
     except InvalidFilter as exc:
-        return TaskQuery(values, TaskFilter().order_by("id", "desc"), str(exc))
+        return TaskQuery(values, TaskFilter().order_by(order, direction), str(exc))  # type: ignore[arg-type]
     return TaskQuery(values, f)
 
 
-def cursor(text: str | None) -> Cursor | None:
-    """The ``after`` parameter (a `Cursor` in text form, ordered by id), None if absent;
-    InvalidFilter if malformed."""
+def cursor(text: str | None, order_field: str) -> Cursor | None:
+    """The ``after`` parameter (a `Cursor` in text form, for a page in that order), None if
+    absent; InvalidFilter if malformed."""
     if not text:
         return None
-    return Cursor.from_text(text, "id")
+    return Cursor.from_text(text, order_field)
 
 
 def safe_next(target: str | None, fallback: str) -> str:
