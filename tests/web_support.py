@@ -106,3 +106,19 @@ def hold(dsn: str, schema: str, task_id: int, worker: str, *, heartbeat_age: flo
         worker,
         task_id,
     )
+
+
+def finish_job(client: TestClient, started: Any, timeout: float = 30.0) -> str:
+    """Follow a bulk action's answer to its job page until the job is finished; the page."""
+    import time
+
+    assert started.status_code == 303, started.text
+    location = started.headers["location"]
+    assert location.startswith("/jobs/"), location
+    deadline = time.monotonic() + timeout
+    while True:
+        page = client.get(location)
+        assert page.status_code == 200, page.text
+        if 'data-finished="yes"' in page.text:
+            return str(page.text)
+        assert time.monotonic() < deadline, "the job did not finish in time"

@@ -160,9 +160,10 @@ def test_bulk_cancel_of_a_selection_confirms_the_count(
     page.click("#bulk-selected button[value=cancel]")
     playwright_api.expect(page.locator("#confirm-count strong")).to_have_text("2")
     page.click("button:has-text('Yes, cancel 2 task(s)')")
-    playwright_api.expect(page.locator(".notice")).to_contain_text("2 task(s) cancelled.")
+    playwright_api.expect(page.locator("#job-done")).to_contain_text("2 task(s) cancelled.")
     states = [status(pg_dsn, schema, i) for i in ids]
     assert states == ["cancelled", "cancelled", "pending"]
+    page.click("text=Back to the tasks")
     playwright_api.expect(page.locator(f"#tasks tr[data-id='{ids[0]}']")).to_have_attribute(
         "data-state", "cancelled"
     )

@@ -14,8 +14,18 @@ import pytest
 from starlette.requests import Request
 from starlette.testclient import TestClient
 
-from pgtasq import Client
-from tests.web_support import BASE, client_for, enqueue, fail_once, hold, post, sql, status
+from pgtasq import Client, Producer, Task
+from tests.web_support import (
+    BASE,
+    client_for,
+    enqueue,
+    fail_once,
+    finish_job,
+    hold,
+    post,
+    sql,
+    status,
+)
 from tests.web_support import token as page_token
 
 
@@ -101,8 +111,10 @@ def test_bulk_on_the_selection_confirms_the_count_then_acts(
     assert confirm.status_code == 200
     assert '<p id="confirm-count">This will cancel <strong>2</strong>' in confirm.text
     assert [status(pg_dsn, schema, i) for i in ids] == ["pending"] * 3  # nothing yet
-    done = post(web, "/tasks/bulk", {**chosen, "confirm": "yes"})
-    assert done.status_code == 303
+    assert '<input type="hidden" name="expected" value="2">' in confirm.text
+    page = finish_job(web, post(web, "/tasks/bulk", {**chosen, "confirm": "yes", "expected": "2"}))
+    assert "<h1>Cancel: 2 of 2 task(s)</h1>" in page
+    assert "Done: 2 task(s) cancelled." in page
     assert [status(pg_dsn, schema, i) for i in ids] == ["cancelled", "cancelled", "pending"]
 
 
@@ -116,9 +128,30 @@ def test_bulk_on_everything_matching_a_filter(web: TestClient, pg_dsn: str, sche
     form["action"] = "delete"
     confirm = post(web, "/tasks/bulk", form)
     assert "<strong>5</strong>" in confirm.text
-    assert post(web, "/tasks/bulk", {**form, "confirm": "yes"}).status_code == 303
+    page = finish_job(web, post(web, "/tasks/bulk", {**form, "confirm": "yes"}))
+    assert "Done: 5 task(s) deleted." in page
     assert [status(pg_dsn, schema, i) for i in [*mail, failed]] == [None] * 5
     assert status(pg_dsn, schema, other) == "pending"
+
+
+def test_a_bulk_job_over_several_batches_reports_every_task(
+    web: TestClient, pg_dsn: str, schema: str
+) -> None:
+    with Producer(pg_dsn, schema=schema) as producer:
+        producer.enqueue_many([Task("t", queue="big") for _ in range(2500)])
+    form = {"scope": "matching", "queue": "big", "action": "cancel"}
+    confirm = post(web, "/tasks/bulk", form)
+    assert "<strong>2500</strong>" in confirm.text
+    page = finish_job(web, post(web, "/tasks/bulk", {**form, "confirm": "yes", "expected": "2500"}))
+    assert "<h1>Cancel: 2500 of 2500 task(s)</h1>" in page
+    assert '<progress max="100" value="100">' in page
+    assert sql(pg_dsn, schema, "SELECT count(*) FROM {s}.tasks WHERE status = 'cancelled'") == [
+        (2500,)
+    ]
+
+
+def test_a_job_that_is_not_there_is_a_404(web: TestClient) -> None:
+    assert web.get("/jobs/nope").status_code == 404
 
 
 def test_every_action_is_logged_with_who_what_and_how_many(
@@ -129,7 +162,7 @@ def test_every_action_is_logged_with_who_what_and_how_many(
     for web in client_for(pg_dsn, schema, basic_auth=("ops", "s3cret")):
         web.auth = ("ops", "s3cret")
         form = {"scope": "selected", "ids": [str(i) for i in ids], "action": "cancel"}
-        post(web, "/tasks/bulk", {**form, "confirm": "yes"})
+        finish_job(web, post(web, "/tasks/bulk", {**form, "confirm": "yes"}))
         post(web, f"/tasks/{ids[0]}/delete")
     lines = [r.getMessage() for r in caplog.records if r.name == "pgtasq.web"]
     assert f"ops: cancel 2 task(s) (selected: ids={ids[0]},{ids[1]})" in lines

@@ -3,13 +3,15 @@ read-only, the ``authorize`` hook, the same origin, a CSRF token), is logged (wh
 many) on the ``pgtasq.web`` logger, and answers with a redirect that carries a notice.
 
 Bulk actions confirm first: the first POST shows how many tasks the action would change,
-the second (``confirm=yes``) changes them.
+the second (``confirm=yes``) starts a job (`pgtasq.web._jobs`) that changes them in
+batches, and answers with the job's page, which shows its progress.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
 from typing import Any
+from urllib.parse import urlencode
 
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
@@ -193,24 +195,34 @@ def bulk_action(d: Dashboard) -> Endpoint:
                     request.scope.get("root_path", "") + "/tasks",
                 ),
             )
-        changed = 0
-        if narrowed is not None:
+        try:
+            expected = max(0, int(str(form.get("expected") or 0)))
+        except ValueError:
+            expected = 0
+        method = {
+            "cancel": d.client.cancel_tasks,
+            "retry": d.client.retry_tasks,
+            "delete": d.client.delete_tasks,
+        }[action]
+
+        async def run(progress: Callable[[int], None]) -> int:
+            if narrowed is None:
+                return 0
             async with d.conn() as conn:
-                run = {
-                    "cancel": d.client.cancel_tasks,
-                    "retry": d.client.retry_tasks,
-                    "delete": d.client.delete_tasks,
-                }[action]
-                changed = await run(task_filter, conn=conn)
-        log.info(
-            "%s: %s %d task(s) (%s: %s)",
-            _security.who(request),
-            action,
-            changed,
-            scope,
-            _describe(task_filter),
+                return await method(task_filter, conn=conn, progress=progress)
+
+        job = d.jobs.start(
+            action=action,
+            who=_security.who(request),
+            described=f"{scope}: {_describe(task_filter)}",
+            expected=expected,
+            run=run,
         )
-        return _redirect(request, form, "/tasks", f"{changed} task(s) {_PAST[action]}.")
+        root = request.scope.get("root_path", "")
+        nxt = form.get("next")
+        back = _forms.safe_next(nxt if isinstance(nxt, str) else None, root + "/tasks")
+        target = f"{root}/jobs/{job.id}?{urlencode({'back': back})}"
+        return RedirectResponse(target, status_code=303)
 
     return endpoint
 

@@ -17,7 +17,7 @@ import secrets
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +46,7 @@ from pgtasq.errors import (
 from pgtasq.filters import InvalidFilter, TaskFilter
 from pgtasq.models import TaskStatus
 from pgtasq.tables import SCHEMA_DEFAULT, check_schema_name
-from pgtasq.web import _charts, _forms, _queries, _security, _views
+from pgtasq.web import _charts, _forms, _jobs, _queries, _security, _views
 
 HERE = Path(__file__).parent
 REFRESH_SECONDS_DEFAULT = 5.0
@@ -98,6 +98,7 @@ class Dashboard:
         self.settings = settings
         self.pool = AsyncLazyPool(dsn, min_size=1, max_size=pool_max_size, name="pgtasq-web")
         self.client = AsyncClient(schema=settings.schema)
+        self.jobs = _jobs.Jobs()
         self._overview: tuple[float, dict[str, Any]] | None = None
         self._overview_lock: asyncio.Lock | None = None
         self.env = jinja2.Environment(
@@ -112,6 +113,7 @@ class Dashboard:
             duration=_views.duration,
             when=_views.when,
             error_text=_views.error_text,
+            when_ts=lambda ts: _views.when(datetime.fromtimestamp(ts, timezone.utc)),
             tabs=_forms.TABS,
             orders=_forms.ORDERS,
         )
@@ -407,6 +409,15 @@ async def task_download(d: Dashboard, request: Request) -> Response:
     )
 
 
+async def job_page(d: Dashboard, request: Request) -> Response:
+    job = d.jobs.get(request.path_params["job_id"])
+    if job is None:
+        raise HTTPException(404, "no such job (jobs are kept by the process that ran them)")
+    root = request.scope.get("root_path", "")
+    back = _forms.safe_next(request.query_params.get("back"), root + "/tasks")
+    return d.render(request, "job.html", job=job, back=back)
+
+
 async def workers_page(d: Dashboard, request: Request) -> Response:
     async with d.conn() as conn:
         workers = await d.client.list_workers(conn=conn)
@@ -481,6 +492,7 @@ def create_app(
         try:
             yield
         finally:
+            await d.jobs.close()
             await d.pool.close()
 
     routes = [
@@ -497,6 +509,7 @@ def create_app(
             guarded(d, _actions.task_action(d)),
             methods=["POST"],
         ),
+        Route("/jobs/{job_id:str}", page(job_page, d)),
         Route("/workers", page(workers_page, d)),
         Route("/schedules", page(schedules_page, d)),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
