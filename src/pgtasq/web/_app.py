@@ -230,7 +230,8 @@ def _day_chart(history: list[Any], days: int = HISTORY_DAYS) -> str:
     for h in history:
         completed[h.day] += h.completed
         failed[h.day] += h.failed + h.retried
-    last = max([h.day for h in history], default=date.today())
+    today = datetime.now(timezone.utc).date()
+    last = max([today, *(h.day for h in history)])
     span = [last - timedelta(days=i) for i in range(days - 1, -1, -1)]
     return _charts.bars(
         [d.strftime("%m-%d") for d in span],
