@@ -191,3 +191,45 @@ def test_live_counts_move_while_tasks_arrive_and_finish(
     playwright_api.expect(pending).to_have_text("2")  # htmx polled the new counts in
     failed_task(pg_dsn, schema, "boom", "x")
     playwright_api.expect(page.locator("[data-state=failed].num")).to_have_text("1")
+
+
+def test_page_through_the_tasks(page: Any, served: Served, pg_dsn: str, schema: str) -> None:
+    from pgtasq import Producer, Task
+
+    with Producer(pg_dsn, schema=schema) as producer:
+        made = [t.id for t in producer.enqueue_many([Task("t") for _ in range(60)])]
+    page.goto(served.url + "/tasks")
+    rows = page.locator("#tasks tbody tr[data-id]")
+    playwright_api.expect(rows).to_have_count(50)
+    first = [int(i) for i in rows.evaluate_all("rs => rs.map(r => r.dataset.id)")]
+    page.click("a[rel=next]")
+    playwright_api.expect(rows).to_have_count(10)
+    second = [int(i) for i in rows.evaluate_all("rs => rs.map(r => r.dataset.id)")]
+    assert first + second == sorted(made, reverse=True)
+    assert page.locator("a[rel=next]").count() == 0
+    page.click("a[rel=first]")
+    playwright_api.expect(rows).to_have_count(50)
+
+
+def test_live_counts_follow_a_running_worker(
+    page: Any, served: Served, pg_dsn: str, schema: str
+) -> None:
+    from pgtasq import Consumer
+
+    release = threading.Event()
+    consumer = Consumer(schema=schema, poll_interval=0.05, shutdown_timeout=5)
+    consumer.register("slow", lambda ctx: release.wait(30))
+    for _ in range(2):
+        enqueue(pg_dsn, schema, "slow")
+    page.goto(served.url + "/")
+    playwright_api.expect(page.locator("[data-state=pending].num")).to_have_text("2")
+    consumer.start(pg_dsn)
+    try:
+        playwright_api.expect(page.locator("[data-state=running].num")).to_have_text("2")
+        playwright_api.expect(page.locator("[data-count=workers].num")).to_have_text("1")
+        release.set()
+        playwright_api.expect(page.locator("[data-state=completed].num")).to_have_text("2")
+        playwright_api.expect(page.locator("[data-state=running].num")).to_have_text("0")
+    finally:
+        release.set()
+        consumer.stop(timeout=30)
