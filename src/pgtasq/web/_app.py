@@ -34,7 +34,7 @@ from starlette.staticfiles import StaticFiles
 
 from pgtasq._database import misconfigured
 from pgtasq._dsn import redact
-from pgtasq._pool import AsyncLazyPool
+from pgtasq._pool_async import AsyncLazyPool
 from pgtasq.client import AsyncClient
 from pgtasq.errors import (
     ConfigurationError,
