@@ -277,6 +277,20 @@ def test_mounted_under_a_prefix_links_stay_inside_it(pg_dsn: str, schema: str) -
         assert "path=/ops/pgtasq" in page.headers["set-cookie"].lower()
 
 
+def test_a_database_that_does_not_answer_gives_a_503_page_without_the_password() -> None:
+    import socket
+
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]  # bound, never listening: connections are refused
+        dsn = f"postgresql://ops:hunter2@127.0.0.1:{port}/db"
+        for web in client_for(dsn, "pgtasq", connect_timeout=1):
+            page = web.get("/")
+            assert page.status_code == 503
+            assert "cannot connect to PostgreSQL" in page.text
+            assert "hunter2" not in page.text and "Traceback" not in page.text
+
+
 def test_a_database_that_is_not_migrated_gives_a_clear_page(pg_dsn: str, fresh_schema: str) -> None:
     for web in client_for(pg_dsn, fresh_schema):
         page = web.get("/")

@@ -56,6 +56,7 @@ POOL_MAX_SIZE_DEFAULT = 4
 # The overview (what every open browser polls) is read at most once per this many seconds,
 # however many browsers poll it.
 CACHE_SECONDS_DEFAULT = 2.0
+CONNECT_TIMEOUT_DEFAULT = 5.0  # how long a page waits for the database to answer at first
 
 log = logging.getLogger("pgtasq.web")
 
@@ -94,9 +95,17 @@ class Dashboard:
     """One dashboard: its pool (opened on first use), a DSN-less `AsyncClient` that runs
     on each request's connection, and the templates."""
 
-    def __init__(self, dsn: str, settings: WebSettings, pool_max_size: int) -> None:
+    def __init__(
+        self, dsn: str, settings: WebSettings, pool_max_size: int, connect_timeout: float
+    ) -> None:
         self.settings = settings
-        self.pool = AsyncLazyPool(dsn, min_size=1, max_size=pool_max_size, name="pgtasq-web")
+        self.pool = AsyncLazyPool(
+            dsn,
+            min_size=1,
+            max_size=pool_max_size,
+            name="pgtasq-web",
+            open_timeout=connect_timeout,
+        )
         self.client = AsyncClient(schema=settings.schema)
         self.jobs = _jobs.Jobs()
         self._overview: tuple[float, dict[str, Any]] | None = None
@@ -458,6 +467,7 @@ def create_app(
     page_size: int = _forms.PAGE_SIZE_DEFAULT,
     pool_max_size: int = POOL_MAX_SIZE_DEFAULT,
     cache_seconds: float = CACHE_SECONDS_DEFAULT,
+    connect_timeout: float = CONNECT_TIMEOUT_DEFAULT,
     secret: bytes | None = None,
     title: str = "pgtasq",
 ) -> Starlette:
@@ -486,7 +496,7 @@ def create_app(
         title=title,
         **({} if secret is None else {"secret": secret}),
     )
-    d = Dashboard(dsn, settings, pool_max_size)
+    d = Dashboard(dsn, settings, pool_max_size, connect_timeout)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
