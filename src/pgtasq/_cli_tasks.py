@@ -428,6 +428,16 @@ _change_command("delete", "deleted", "Delete tasks that are not running.")
     show_envvar=True,
     help="If a task has this key already, return it instead of enqueueing another.",
 )
+@click.option(
+    "--header",
+    "headers",
+    multiple=True,
+    metavar="NAME=VALUE",
+    callback=lambda ctx, param, value: _headers(ctx, param, value),
+    envvar="PGTASQ_ENQUEUE_HEADER",
+    show_envvar=True,
+    help="A header of the task (repeat for more; the variable: space-separated).",
+)
 @json_option
 @click.pass_obj
 def enqueue(
@@ -439,6 +449,7 @@ def enqueue(
     delay: float | None,
     max_attempts: int,
     idempotency_key: str | None,
+    headers: dict[str, str] | None,
     as_json: bool,
 ) -> None:
     """Enqueue one task of TYPE and print it (created: no if its idempotency key was taken)."""
@@ -452,6 +463,7 @@ def enqueue(
             delay=delay,
             max_attempts=max_attempts,
             idempotency_key=idempotency_key,
+            headers=headers,
         )
     if as_json:
         output.print_json(task)
@@ -461,6 +473,18 @@ def enqueue(
     else:
         click.echo(f"task {task.id}: exists already, {task.status.value} (created: no)")
     output.task_details(task)
+
+
+def _headers(
+    ctx: click.Context, param: click.Parameter, value: tuple[str, ...]
+) -> dict[str, str] | None:
+    headers = {}
+    for item in value:
+        name, sep, text = item.partition("=")
+        if not sep or not name:
+            raise click.BadParameter(f"{item!r} is not NAME=VALUE", ctx, param)
+        headers[name] = text
+    return headers or None
 
 
 COMMANDS: tuple[click.Command, ...] = (tasks, enqueue)

@@ -262,6 +262,7 @@ class Schedule:
             "delay": _duration(t.delay),
             "timeout": _duration(t.timeout),
             "retention": _duration(t.retention),
+            "headers": dict(t.headers) if t.headers else None,
         }
 
 
