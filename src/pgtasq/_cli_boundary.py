@@ -22,9 +22,8 @@ import psycopg
 
 from pgtasq import _sql
 from pgtasq._cli_output import printable
-from pgtasq._database import connect_misconfigured, misconfigured
-from pgtasq._dsn import redact
-from pgtasq.errors import DatabaseMisconfigured, DatabaseUnavailable, PgtasqError
+from pgtasq._driver_errors import misconfigured, said, translate
+from pgtasq.errors import DatabaseMisconfigured, PgtasqError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -50,8 +49,7 @@ class CommandSettings(Protocol):
 def first_line(exc: BaseException) -> str:
     """The first line of an error's message, printable on a terminal (it may quote data),
     with any password blanked."""
-    text = str(exc).strip()
-    return printable(redact(text.splitlines()[0])) if text else type(exc).__name__
+    return printable(said(exc))
 
 
 @contextlib.contextmanager
@@ -82,12 +80,10 @@ def connection(settings: CommandSettings) -> Iterator[psycopg.Connection[Any]]:
         try:
             conn = psycopg.connect(dsn, autocommit=True)
         except psycopg.Error as exc:
-            fatal = connect_misconfigured(exc) or misconfigured(exc, settings.schema)
-            if fatal is not None:
-                raise fatal from None  # psycopg's text may quote the DSN
-            if not isinstance(exc, psycopg.OperationalError):
+            error = translate(exc, settings.schema, connecting=True)
+            if error is None:
                 raise
-            raise DatabaseUnavailable(f"cannot connect to PostgreSQL: {first_line(exc)}") from exc
+            raise error from None  # psycopg's text may quote the DSN
         with conn:
             yield conn
 
@@ -111,7 +107,7 @@ def check_database(dsn: str, schema: str) -> None:
             conn.execute(stmts.worker_register.text, params)
             conn.rollback()
     except psycopg.Error as exc:
-        fatal = connect_misconfigured(exc) or misconfigured(exc, schema)
+        fatal = misconfigured(exc, schema, connecting=True)
         if fatal is not None:
             raise fatal from None
 

@@ -15,9 +15,10 @@ from typing import Any
 import psycopg
 from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
-from pgtasq._database import Backoff, connect_misconfigured, misconfigured
+from pgtasq._database import Backoff
+from pgtasq._driver_errors import translate, unavailable
 from pgtasq._dsn import normalize
-from pgtasq.errors import ConfigurationError, DatabaseMisconfigured, DatabaseUnavailable
+from pgtasq.errors import ConfigurationError, DatabaseMisconfigured
 
 POOL_MIN_SIZE_DEFAULT = 1
 POOL_MAX_SIZE_DEFAULT = 10
@@ -45,13 +46,10 @@ def check_connect_timeout(value: object) -> float:
     return float(value)
 
 
-def _unavailable(dsn: str, exc: BaseException) -> DatabaseUnavailable:
-    return DatabaseUnavailable(f"cannot connect to PostgreSQL ({_redact(dsn)}): {exc}")
-
-
 def _refused(exc: psycopg.Error) -> DatabaseMisconfigured | None:
     """A connection error no retry can fix (the schema plays no part before a statement)."""
-    return connect_misconfigured(exc) or misconfigured(exc, "")
+    found = translate(exc, connecting=True)
+    return found if isinstance(found, DatabaseMisconfigured) else None
 
 
 def _attempt_timeout(left: float) -> int:
@@ -79,7 +77,7 @@ def _wait_for_server(dsn: str, timeout: float) -> None:
                 raise fatal from None  # psycopg's text may quote the DSN
             delay = backoff.next()
             if time.monotonic() + delay >= deadline:
-                raise _unavailable(dsn, exc) from exc
+                raise unavailable(exc) from exc
             time.sleep(delay)
 
 
@@ -101,18 +99,8 @@ async def _async_wait_for_server(dsn: str, timeout: float) -> None:
                 raise fatal from None
             delay = backoff.next()
             if time.monotonic() + delay >= deadline:
-                raise _unavailable(dsn, exc) from exc
+                raise unavailable(exc) from exc
             await asyncio.sleep(delay)
-
-
-def _redact(dsn: str) -> str:
-    """The DSN without its password, for messages."""
-    try:
-        info = psycopg.conninfo.conninfo_to_dict(dsn)
-    except psycopg.ProgrammingError:
-        return "<invalid DSN>"
-    info.pop("password", None)
-    return psycopg.conninfo.make_conninfo("", **info)
 
 
 class LazyPool:
@@ -164,7 +152,7 @@ class LazyPool:
                         pool.open(wait=True, timeout=max(left, 1.0))
                     except PoolTimeout as exc:
                         pool.close()
-                        raise _unavailable(self.dsn, exc) from exc
+                        raise unavailable(exc, self.dsn) from exc
                     self._pool = pool
         return pool
 
@@ -219,7 +207,7 @@ class AsyncLazyPool:
                         await pool.open(wait=True, timeout=max(left, 1.0))
                     except PoolTimeout as exc:
                         await pool.close()
-                        raise _unavailable(self.dsn, exc) from exc
+                        raise unavailable(exc, self.dsn) from exc
                     self._pool = pool
         return self._pool
 

@@ -42,7 +42,8 @@ from pgtasq._client_ops import (
     WorkerInfo,
 )
 from pgtasq._connections import async_runner, sync_runner
-from pgtasq._database import RETRYABLE, Backoff, Outage, connect_misconfigured, misconfigured
+from pgtasq._database import RETRYABLE, Backoff, Outage
+from pgtasq._driver_errors import misconfigured
 from pgtasq._pool import (
     POOL_MAX_SIZE_DEFAULT,
     POOL_MIN_SIZE_DEFAULT,
@@ -486,7 +487,7 @@ class _EventWatch:
 
     def lost(self, exc: psycopg.Error) -> float:
         """Seconds to wait before reconnecting; raises what no retry can fix."""
-        fatal = connect_misconfigured(exc) or misconfigured(exc, self._schema)
+        fatal = misconfigured(exc, self._schema, connecting=True)
         if fatal is not None:
             raise fatal from None  # psycopg's text may quote the DSN
         if not isinstance(exc, RETRYABLE):
