@@ -57,7 +57,8 @@ def failures(schema: str | None = None) -> Iterator[None]:
     """Exit 1 with one line on stderr for what a user can act on; `EXIT_MISCONFIGURED` for
     what no retry can fix (`DatabaseMisconfigured`, or the psycopg error that means one).
 
-    ValueError too: the Client raises it for out-of-range ``days`` and ``batch_size``.
+    pgtasq's own refusals of a value are PgtasqErrors (and ValueErrors); a plain ValueError
+    is a value refused on the way (a date, a JSON text), reported the same way.
     """
     try:
         yield

@@ -144,7 +144,7 @@ class RetryIn(PgtasqError):
 
     def __init__(self, delay: float, reason: str = "") -> None:
         if not delay >= 0:
-            raise ValueError(f"RetryIn delay must be >= 0 seconds, got {delay!r}")
+            raise TaskValidationError("delay", f"RetryIn needs seconds >= 0, got {delay!r}")
         self.delay = float(delay)
         self.reason = reason
         super().__init__(f"retry in {delay:g} s" + (f": {reason}" if reason else ""))

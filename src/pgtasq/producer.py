@@ -40,7 +40,7 @@ from pgtasq._pool import (
     LazyPool,
     check_connect_timeout,
 )
-from pgtasq.errors import ConfigurationError
+from pgtasq.errors import ConfigurationError, TaskValidationError
 from pgtasq.models import PAYLOAD_MAX_BYTES_DEFAULT, Task, TaskInfo
 from pgtasq.tables import SCHEMA_DEFAULT, check_schema_name
 
@@ -209,7 +209,9 @@ class _ProducerBase:
     def _batches(self, tasks: Sequence[Task], on_conflict: OnConflict) -> list[Batch]:
         """Validated batches; raises before any SQL is sent."""
         if on_conflict not in ("return", "raise"):
-            raise ValueError(f"on_conflict must be 'return' or 'raise', got {on_conflict!r}")
+            raise TaskValidationError(
+                "on_conflict", f"expected 'return' or 'raise', got {on_conflict!r}"
+            )
         return _enqueue.plan(tasks, self.max_payload_bytes, self.batch_size)
 
     def _flow(self, batches: list[Batch], on_conflict: OnConflict, *, copy: bool) -> Flow:

@@ -519,7 +519,7 @@ class Scheduler:
         """
         now = self._clock() if now is None else now
         if now.tzinfo is None or now.utcoffset() is None:
-            raise ValueError("now must be timezone-aware")
+            raise InvalidSchedule("now", str(now), "must be timezone-aware")
         if conn is not None:
             if not isinstance(conn, psycopg.Connection):
                 raise TypeError("conn must be a psycopg Connection")
