@@ -128,7 +128,7 @@ def _connection(target: Migratable) -> Iterator[sa.Connection]:
             try:
                 conn = engine.connect()
             except sa.exc.DBAPIError as exc:
-                error = translate(exc.orig, connecting=True)
+                error = None if exc.orig is None else translate(exc.orig, connecting=True)
                 if error is None:
                     raise
                 raise error from None  # the driver's text may quote the DSN
