@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import Callable, Iterator
-from typing import Any, Protocol, TypeVar
+from typing import Any, NoReturn, Protocol, TypeVar
 
 import click
 import psycopg
@@ -23,6 +23,7 @@ import psycopg
 from pgtasq import _sql
 from pgtasq._cli_output import printable
 from pgtasq._driver_errors import misconfigured, said, translate
+from pgtasq._dsn import redact
 from pgtasq.errors import DatabaseMisconfigured, PgtasqError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -44,6 +45,26 @@ class CommandSettings(Protocol):
     def database(self, *, quiet: bool = False) -> contextlib.AbstractContextManager[str]: ...
 
     def setup_logging(self) -> None: ...
+
+
+def fail(message: str) -> NoReturn:
+    """End the command: one ``error:`` line on stderr (printable, no password), exit 1."""
+    click.echo(f"error: {printable(redact(message))}", err=True)
+    sys.exit(1)
+
+
+@contextlib.contextmanager
+def command_errors() -> Iterator[None]:
+    """The boundary of the commands that run long (worker, scheduler, migrate, demo): one
+    line and exit 1 for the errors a user can act on (pgtasq's, a lost database), exit
+    `EXIT_MISCONFIGURED` for those no retry can fix; anything else keeps its traceback."""
+    try:
+        yield
+    except DatabaseMisconfigured as exc:
+        click.echo(f"error: {first_line(exc)}", err=True)
+        sys.exit(EXIT_MISCONFIGURED)
+    except (PgtasqError, psycopg.OperationalError) as exc:
+        fail(said(exc))
 
 
 def first_line(exc: BaseException) -> str:
@@ -111,6 +132,12 @@ def check_database(dsn: str, schema: str) -> None:
         fatal = misconfigured(exc, schema, connecting=True)
         if fatal is not None:
             raise fatal from None
+
+
+def env_option(*decls: str, envvar: str, **attrs: Any) -> Callable[[F], F]:
+    """A click option with its environment variable, shown in ``--help`` (every option of
+    ``pgtasq`` has one)."""
+    return click.option(*decls, envvar=envvar, show_envvar=True, **attrs)
 
 
 def json_option(f: F) -> F:
