@@ -119,6 +119,7 @@ class DailyStats:
 
     @property
     def processed(self) -> int:
+        """Finished attempts of the day, whatever their outcome."""
         return self.completed + self.failed + self.retried
 
 
@@ -142,11 +143,15 @@ class Stats:
 
     @property
     def started(self) -> int:
+        """Attempts started: the finished ones and those running now."""
         return self.completed + self.failed + self.retried + self.running_now
 
 
 @dataclasses.dataclass(frozen=True)
 class WorkerInfo:
+    """A registered worker process as `list_workers` reports it: its queues and weights, its
+    concurrency, its last heartbeat and the ids of the tasks it runs now."""
+
     id: str
     host: str
     pid: int

@@ -139,6 +139,7 @@ class Schedule:
 
     @property
     def zone(self) -> ZoneInfo:
+        """The entry's time zone, whose wall clock the cron expression reads."""
         return ZoneInfo(self.timezone)
 
     def next_after(self, after: datetime) -> datetime:

@@ -68,18 +68,22 @@ class TaskContext:
 
     @property
     def id(self) -> int:
+        """The task's id."""
         return self.info.id
 
     @property
     def type(self) -> str:
+        """The task's type: the name its handler was registered under."""
         return self.info.type
 
     @property
     def payload(self) -> Any:
+        """The task's payload, as decoded from its JSON."""
         return self.info.payload
 
     @property
     def queue(self) -> str:
+        """The queue the task was claimed from."""
         return self.info.queue
 
     @property
@@ -89,10 +93,12 @@ class TaskContext:
 
     @property
     def max_attempts(self) -> int:
+        """How many attempts the task may have in all (this one included)."""
         return self.info.max_attempts
 
     @property
     def claimed_at(self) -> datetime:
+        """When this attempt claimed the task (the database's clock)."""
         assert self.info.attempted_at is not None
         return self.info.attempted_at
 

@@ -161,6 +161,8 @@ class _TaskStateError(PgtasqError):
 
 
 class TaskNotFound(_TaskStateError):
+    """No task has this id (never enqueued, deleted, or cleaned)."""
+
     what = "does not exist"
 
 
@@ -176,12 +178,18 @@ class QueueNotFound(PgtasqError):
 
 
 class TaskRunning(_TaskStateError):
+    """The task is running: retry and delete refuse it (cancel it first)."""
+
     what = "is running; cancel it first"
 
 
 class TaskAlreadyFinalized(_TaskStateError):
+    """The task is completed: cancel and retry refuse it."""
+
     what = "is completed already"
 
 
 class TaskAlreadyAvailable(_TaskStateError):
+    """The task is pending already: retry has nothing to do."""
+
     what = "is pending already"

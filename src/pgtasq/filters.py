@@ -284,21 +284,28 @@ class TaskFilter:
         return self._with(state_names=states)
 
     def types(self, *types: str) -> TaskFilter:
+        """Only tasks of one of these types (none given: any type)."""
         return self._with(type_names=types)
 
     def queues(self, *queues: str) -> TaskFilter:
+        """Only tasks in one of these queues (none given: any queue)."""
         return self._with(queue_names=queues)
 
     def ids(self, *ids: int) -> TaskFilter:
+        """Only the tasks with these ids (none given: any id)."""
         return self._with(task_ids=ids)
 
     def created_after(self, when: datetime) -> TaskFilter:
+        """Only tasks created at or after ``when`` (timezone-aware)."""
         return self._with(created_from=when)
 
     def created_before(self, when: datetime) -> TaskFilter:
+        """Only tasks created before ``when`` (timezone-aware)."""
         return self._with(created_until=when)
 
     def order_by(self, field: str, direction: Direction = "asc") -> TaskFilter:
+        """Order by ``field`` (one of `ORDER_FIELDS`; ties by id), ``"asc"`` or ``"desc"``;
+        drops a cursor set by `after`, which belongs to the former order."""
         return self._with(order_field=field, order_direction=direction, cursor=None)
 
     def limit(self, n: int) -> TaskFilter:

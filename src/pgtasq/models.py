@@ -59,6 +59,8 @@ class TaskStatus(str, enum.Enum):
 
     @property
     def is_final(self) -> bool:
+        """Whether the status is final (completed, failed, cancelled): no worker will run the
+        task again unless a Client retries it."""
         return self in FINAL_STATUSES
 
 

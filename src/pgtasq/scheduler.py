@@ -468,6 +468,7 @@ class Scheduler:
             self._thread = None
 
     def close(self) -> None:
+        """Stop the loop if it runs (`stop`) and close the scheduler's pool."""
         self.stop()
         if self._pool is not None:
             self._pool.close()
