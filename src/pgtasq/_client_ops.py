@@ -125,7 +125,7 @@ class DailyStats:
 
 @dataclasses.dataclass(frozen=True)
 class Stats:
-    """A snapshot: totals since the schema was created, and the tasks per state now.
+    """A snapshot: totals since the schema was created, and the tasks per status now.
 
     ``enqueued`` counts ids drawn, so it includes enqueues that were rolled back.
     ``started`` is derived: finished attempts plus the tasks running now.

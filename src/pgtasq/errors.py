@@ -24,8 +24,10 @@
     RetryIn(PgtasqError)                           run again after a delay; not a failure
 
 Validation happens before any SQL is sent, so a ``TaskValidationError`` never leaves the
-caller's transaction broken. psycopg errors that mean "the server is not there" are translated
-to ``DatabaseUnavailable`` at the connection boundary and re-raised ``from`` the original.
+caller's transaction broken. psycopg errors are translated in one place
+(`pgtasq._driver_errors`, which tabulates the mapping): "the server is not there" becomes
+``DatabaseUnavailable``, what no retry can fix ``DatabaseMisconfigured``; every message reads
+``<what is wrong>: <what to do>`` and holds no password.
 """
 
 from __future__ import annotations
