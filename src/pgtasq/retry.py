@@ -33,7 +33,7 @@ def exponential_backoff(
 ) -> float:
     """Seconds to wait after failed attempt ``attempt`` (1-based)."""
     if attempt < 1:
-        raise TaskValidationError("attempt", f"attempts count from 1, got {attempt!r}")
+        raise TaskValidationError("attempt", f"1-based (the first attempt is 1), got {attempt!r}")
     # Cap the exponent first: 2**1000 would overflow a float.
     ceiling = min(cap, base * 2.0 ** min(attempt - 1, 62))
     return ceiling / 2 + rand() * ceiling / 2
