@@ -76,3 +76,17 @@ def test_scheduler_run_once_refuses_a_naive_time(pg_dsn: str, schema: str) -> No
 def test_handler_signals_and_retry_delays() -> None:
     _raises(TaskValidationError, lambda: RetryIn(-1), "delay")
     _raises(TaskValidationError, lambda: exponential_backoff(0), "attempt")
+
+
+def test_migrate_names_a_refused_login_without_the_password(pg_dsn: str, schema: str) -> None:
+    """migrate() goes through the same translation as the Client: a login no retry can fix
+    is DatabaseMisconfigured (it was DatabaseUnavailable, as if the server were down)."""
+    from psycopg.conninfo import make_conninfo
+
+    from pgtasq import DatabaseMisconfigured, migrate
+
+    dsn = make_conninfo(pg_dsn, user="pgtasq_no_such_role", password="s3cret-pw")
+    with pytest.raises(DatabaseMisconfigured) as raised:
+        migrate(dsn, schema=schema)
+    assert raised.value.reason == "authentication"
+    assert "pgtasq_no_such_role" in str(raised.value) and "s3cret-pw" not in str(raised.value)
