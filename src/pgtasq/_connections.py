@@ -10,15 +10,30 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, Union
 
 import psycopg
 from psycopg.rows import dict_row
 
 from pgtasq._sql import Statement
 
+if TYPE_CHECKING:  # SQLAlchemy loads only when the caller hands us one of its connections
+    import sqlalchemy
+    import sqlalchemy.ext.asyncio
+    import sqlalchemy.orm
+
 Row = Mapping[str, Any]
 Params = Mapping[str, Any]
+
+# What ``conn=`` accepts: a connection of the caller's whose transaction we join.
+SyncConn: TypeAlias = Union[
+    "psycopg.Connection[Any]", "sqlalchemy.Connection", "sqlalchemy.orm.Session"
+]
+AsyncConn: TypeAlias = Union[
+    "psycopg.AsyncConnection[Any]",
+    "sqlalchemy.ext.asyncio.AsyncConnection",
+    "sqlalchemy.ext.asyncio.AsyncSession",
+]
 
 
 class SyncRunner(Protocol):

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from pgtasq._connections import async_runner, sync_runner
+from pgtasq._connections import AsyncConn, SyncConn, async_runner, sync_runner
 from pgtasq._records import RESULT_MAX_BYTES_LIMIT, prepare_result
 from pgtasq.errors import TaskLost, TaskValidationError
 from pgtasq.models import TaskInfo
@@ -114,7 +114,7 @@ class TaskContext:
             "result": [dump_result(result)],
         }
 
-    def complete(self, conn: object, result: Any = None) -> None:
+    def complete(self, conn: SyncConn, result: Any = None) -> None:
         """Mark the task completed inside ``conn``'s open transaction (sync connections).
 
         Your writes and the completion then commit together or not at all. Raises
@@ -128,7 +128,7 @@ class TaskContext:
             raise TaskLost(self.info.id)
         self.completed_in_transaction = True
 
-    async def acomplete(self, conn: object, result: Any = None) -> None:
+    async def acomplete(self, conn: AsyncConn, result: Any = None) -> None:
         """`complete` for async connections (psycopg AsyncConnection, SQLAlchemy async)."""
         params = await asyncio.to_thread(self._finish_params, result)  # off the loop
         rows = await async_runner(conn).fetch(self._stmts.task_finish_many_in_tx, params)

@@ -78,7 +78,7 @@ from pgtasq._cron import (
 )
 from pgtasq._cron import Schedule as Schedule  # public here, where it always was
 from pgtasq._database import RETRYABLE, Backoff, Outage, misconfigured
-from pgtasq._pool import LazyPool
+from pgtasq._pool_sync import LazyPool
 from pgtasq.errors import (
     ConfigurationError,
     DatabaseMisconfigured,
@@ -298,7 +298,9 @@ class Scheduler:
 
     # -- one pass
 
-    def run_once(self, now: datetime | None = None, *, conn: object = None) -> SchedulerCounts:
+    def run_once(
+        self, now: datetime | None = None, *, conn: psycopg.Connection[Any] | None = None
+    ) -> SchedulerCounts:
         """Enqueue every due tick of every entry; returns what was done.
 
         ``conn``: a psycopg Connection to run on; in autocommit mode each entry commits on its
