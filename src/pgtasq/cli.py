@@ -26,6 +26,7 @@ from pgtasq import (
     _cli_dev,
     _cli_observe,
     _cli_run,
+    _cli_web,
     _dsn,
     _embedded,
     _logs,
@@ -282,6 +283,7 @@ def demo(settings: _Settings, count: int) -> None:
 for _command in (*_cli_run.COMMANDS, *_cli_admin.COMMANDS, *_cli_observe.COMMANDS):
     cli.add_command(_command)
 cli.add_command(_cli_dev.dev)
+cli.add_command(_cli_web.web)
 
 
 _add_global_options(cli)
