@@ -27,7 +27,14 @@ from pgtasq._cli_boundary import CommandSettings, F, connection, failures, first
 from pgtasq._client_ops import BULK_BATCH_DEFAULT, TaskPage
 from pgtasq.client import Client
 from pgtasq.errors import PgtasqError
-from pgtasq.filters import COUNT_EXACT_MAX, LIMIT_DEFAULT, ORDER_FIELDS, STATES, Cursor, TaskFilter
+from pgtasq.filters import (
+    COUNT_EXACT_MAX,
+    LIMIT_DEFAULT,
+    ORDER_FIELDS,
+    STATUSES,
+    Cursor,
+    TaskFilter,
+)
 from pgtasq.models import MAX_ATTEMPTS_DEFAULT, PRIORITY_DEFAULT, QUEUE_DEFAULT, TaskInfo
 from pgtasq.producer import Producer
 
@@ -70,12 +77,14 @@ def _filter_options(envvar_prefix: str, *, page: bool) -> Callable[[F], F]:
 
     options = [
         click.option(
-            "--state",
-            "states",
+            "--status",
+            "statuses",
             multiple=True,
-            help=f"Only tasks in this state (repeatable): {', '.join(STATES)}.",
-            **env("STATE"),
+            help=f"Only tasks with this status (repeatable): {', '.join(STATUSES)}.",
+            **env("STATUS"),
         ),
+        # Deprecated spelling of --status, kept working (with a warning) and out of --help.
+        click.option("--state", "states", multiple=True, hidden=True, **env("STATE")),
         click.option("--type", "types", multiple=True, help="Only this task type.", **env("TYPE")),
         click.option("--queue", "queues", multiple=True, help="Only this queue.", **env("QUEUE")),
         click.option("--id", "ids", multiple=True, type=int, help="Only this id.", **env("ID")),
@@ -119,9 +128,11 @@ def _filter_options(envvar_prefix: str, *, page: bool) -> Callable[[F], F]:
         @functools.wraps(f)
         def command(*args: Any, **kwargs: Any) -> Any:
             with failures():
+                if states := kwargs.pop("states"):
+                    click.echo("warning: --state is deprecated: use --status", err=True)
                 task_filter = (
                     TaskFilter()
-                    .states(*kwargs.pop("states"))
+                    .statuses(*kwargs.pop("statuses"), *states)
                     .types(*kwargs.pop("types"))
                     .queues(*kwargs.pop("queues"))
                     .ids(*kwargs.pop("ids"))
@@ -353,7 +364,7 @@ def _change_command(action: str, done: str, summary: str) -> None:
             raise click.UsageError("give IDs or --all-matching, not both")
         if not all_matching:
             if task_filter != TaskFilter():
-                raise click.UsageError("filters (--state, --type, ...) need --all-matching")
+                raise click.UsageError("filters (--status, --type, ...) need --all-matching")
             if not task_ids:
                 raise click.UsageError("give task IDs, or --all-matching with filters")
             _change_by_ids(settings, action, done, task_ids, as_json)

@@ -13,7 +13,7 @@ from pgtasq._connections import Row
 from pgtasq._enqueue import Batch, Flow, OnConflict
 from pgtasq._limits import PAYLOAD_MAX_BYTES_CEILING
 from pgtasq._tracing import Sending, Tracing
-from pgtasq.errors import ConfigurationError
+from pgtasq.errors import ConfigurationError, TaskValidationError
 from pgtasq.models import Task
 from pgtasq.tables import check_schema_name
 
@@ -90,7 +90,9 @@ class ProducerBase:
     def _batches(self, tasks: Sequence[Task], on_conflict: OnConflict) -> list[Batch]:
         """Validated batches; raises before any SQL is sent."""
         if on_conflict not in ("return", "raise"):
-            raise ValueError(f"on_conflict must be 'return' or 'raise', got {on_conflict!r}")
+            raise TaskValidationError(
+                "on_conflict", f"expected 'return' or 'raise', got {on_conflict!r}"
+            )
         return _enqueue.plan(tasks, self.max_payload_bytes, self.batch_size)
 
     def _flow(self, batches: list[Batch], on_conflict: OnConflict, *, copy: bool) -> Flow:

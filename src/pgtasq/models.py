@@ -62,7 +62,8 @@ class TaskStatus(str, enum.Enum):
 
     @property
     def is_final(self) -> bool:
-        """Completed, failed or cancelled: no worker will run the task again by itself."""
+        """Whether the status is final (completed, failed, cancelled): no worker will run the
+        task again unless a Client retries it."""
         return self in FINAL_STATUSES
 
 
