@@ -122,6 +122,16 @@ def test_enqueue_then_get(run: Callable[..., Any], pg_dsn: str, schema: str) -> 
     assert count_tasks(pg_dsn, schema) == 2
 
 
+def test_enqueue_with_headers(run: Callable[..., Any], pg_dsn: str, schema: str) -> None:
+    shown = as_json(run("enqueue", "t", "--header", "tenant=acme", "--header=note=a=b", "--json"))
+    assert shown["headers"] == {"tenant": "acme", "note": "a=b"}
+    assert as_json(run("tasks", "get", str(shown["id"]), "--json"))["headers"] == shown["headers"]
+    failed(run("enqueue", "t", "--header", "no-equals-sign"), "is not NAME=VALUE", code=2)
+    failed(run("enqueue", "t", "--header", "=v"), "is not NAME=VALUE", code=2)
+    failed(run("enqueue", "t", "--header", "x" * 300 + "=v"), "a name must be 1 to 255")
+    assert count_tasks(pg_dsn, schema) == 1
+
+
 def test_tasks_get_shows_a_bounded_errors_history_and_odd_entries(
     run: Callable[..., Any], pg_dsn: str, schema: str, producer: Producer
 ) -> None:
