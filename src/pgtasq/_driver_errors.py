@@ -90,6 +90,19 @@ def translate(
     return None
 
 
+def call_error(exc: BaseException, schema: str, *, own: bool) -> PgtasqError | None:
+    """What a Client or Producer call raises for ``exc``, met while it ran its statements
+    (None: re-raise ``exc`` unchanged). ``own``: on pgtasq's own pool, where a lost server is
+    `DatabaseUnavailable`; on the caller's connection (``conn=``) that stays the driver's
+    error, which the caller's own code around its transaction expects. A schema that is not
+    migrated, or not granted, or a read-only server is pgtasq's to say on either."""
+    if not isinstance(exc, (psycopg.Error, PoolTimeout)):
+        return None
+    if not own and isinstance(exc, RETRYABLE) and not isinstance(exc, _NOT_MIGRATED):
+        return misconfigured(exc, schema) if exc.sqlstate is not None else None
+    return translate(exc, schema)
+
+
 def unavailable(exc: BaseException, dsn: str | None = None) -> DatabaseUnavailable:
     """`DatabaseUnavailable` for a server that could not be reached (or went away). ``dsn``,
     without its password, says where, for errors that do not (a pool's timeout)."""

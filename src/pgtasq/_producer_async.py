@@ -13,9 +13,11 @@ from typing import Any
 import psycopg
 from psycopg.pq import TransactionStatus
 from psycopg.rows import DictRow, dict_row
+from psycopg_pool import PoolTimeout
 
 from pgtasq import _enqueue
 from pgtasq._connections import AsyncConn, Params, Row, async_runner
+from pgtasq._driver_errors import call_error
 from pgtasq._enqueue import Batch, Copy, Done, Flow, OnConflict
 from pgtasq._pool import (
     POOL_MAX_SIZE_DEFAULT,
@@ -103,13 +105,19 @@ class AsyncProducer(ProducerBase):
         tasks = list(tasks)
         if not tasks:
             return []
-        if self._tracing.tracer() is None:
-            return await self._enqueue(tasks, conn, on_conflict)
-        with self._tracing.sending([t.queue for t in tasks]) as sending:
-            assert sending is not None
-            infos = await self._enqueue(self._traced(tasks, sending), conn, on_conflict)
-            sending.sent([info.id for info in infos])
-            return infos
+        try:
+            if self._tracing.tracer() is None:
+                return await self._enqueue(tasks, conn, on_conflict)
+            with self._tracing.sending([t.queue for t in tasks]) as sending:
+                assert sending is not None
+                infos = await self._enqueue(self._traced(tasks, sending), conn, on_conflict)
+                sending.sent([info.id for info in infos])
+                return infos
+        except (psycopg.Error, PoolTimeout) as exc:
+            error = call_error(exc, self.schema, own=conn is None)
+            if error is None:
+                raise
+            raise error from exc
 
     async def _enqueue(
         self, tasks: list[Task], conn: AsyncConn | None, on_conflict: OnConflict
