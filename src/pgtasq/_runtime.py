@@ -15,8 +15,11 @@ One asyncio loop per process runs six concurrent parts:
 The heartbeat, the rescuer and the cleaner are services of their own (`pgtasq._services`),
 the listener is `pgtasq._listener.Listener` and the flusher `pgtasq._outcomes.OutcomeWriter`;
 the engine builds them, runs their loops and answers their callbacks. Handlers are called
-through the chains of `pgtasq._executor`. What stays here: claiming, running one task (its
-timer and the outcome it leads to) and the shutdown.
+through the chains of `pgtasq._executor`. The decisions are plain code with tables of unit
+tests: how much to claim and when (`pgtasq._claims.ClaimPlanner`), what a finished handler's
+task becomes (`pgtasq._policy.decide`, through `pgtasq._finishing.Finisher`). The worker's
+row is `pgtasq._registration`'s. What stays here is I/O and asyncio: the claims, one task
+per handler (its timer), readiness (see `Engine.run`) and the shutdown.
 
 Every error that means the database is away is logged, backed off and retried: a restart of
 PostgreSQL, a terminated backend or a network cut never stops the worker, and since every
@@ -30,30 +33,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import json
 import logging
-import os
-import socket
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
-import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from pgtasq import _sql
 from pgtasq._claims import PROBE_QUEUES_MIN, Burst, Claim, ClaimPlanner, queue_order
-from pgtasq._database import (
-    RETRYABLE,
-    Backoff,
-    Outage,
-    connect_misconfigured,
-    fetch,
-    misconfigured,
-    short_error,
-)
+from pgtasq._database import RETRYABLE, Backoff, Outage, fetch
 from pgtasq._executor import DaemonExecutor, handler_chain, is_async
 from pgtasq._finishing import Finisher, RecordMaker
 from pgtasq._listener import Listener
@@ -61,6 +51,7 @@ from pgtasq._observe import Recorder
 from pgtasq._outcomes import Counts, Outcome, OutcomeWriter
 from pgtasq._policy import time_limit
 from pgtasq._pool import connection_kwargs
+from pgtasq._registration import new_worker_id, register, unregister, worker_row
 from pgtasq._services import (
     STALE_WORKER_AFTER_DEFAULT,
     BackgroundLoops,
@@ -74,19 +65,12 @@ from pgtasq._services import (
 from pgtasq._settings import Settings
 from pgtasq._teardown import Deadline, bounded
 from pgtasq.context import ErrorHook, Handler, Middleware, TaskContext
-from pgtasq.errors import (
-    RetryIn,
-    SkipRetry,
-    TaskTimeout,
-    WorkerCrashed,
-)
+from pgtasq.errors import RetryIn, SkipRetry, TaskTimeout, WorkerCrashed
 from pgtasq.models import TaskInfo
 from pgtasq.retry import RetryDelay
 
 log = logging.getLogger("pgtasq.consumer")
 
-CONNECT_TIMEOUT = 10.0  # seconds one connection attempt may take before it counts as failed
-OPEN_BACKOFF_CAP = 5.0  # the longest wait between two attempts to reach the database
 # Outcome.status -> the outcome label of the worker's metrics
 _OUTCOME_NAMES = {
     "completed": "completed",
@@ -126,7 +110,7 @@ class Engine:
         self.metrics = metrics or Recorder()  # the base class records nothing
         self.settings = settings
         self.stmts = _sql.statements(schema, worker_events=settings.events)
-        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.worker_id = new_worker_id()
         self.on_error = on_error
         self.is_failure = is_failure
         self.retry_delay = retry_delay
@@ -153,14 +137,7 @@ class Engine:
             name: handler_chain(fn, middleware, self._executor) for name, fn in handlers.items()
         }
         self._threaded = {name for name, fn in handlers.items() if not is_async(fn)}
-        self._worker_params = {
-            "worker": self.worker_id,
-            "host": socket.gethostname(),
-            "pid": os.getpid(),
-            "queues": json.dumps(dict(settings.queues)),
-            "concurrency": settings.concurrency,
-            "metadata": json.dumps({"strict": settings.strict, "types": self.types}),
-        }
+        self._worker_params = worker_row(self.worker_id, settings, self.types)
         # Created inside the loop (run()).
         self._wake: asyncio.Event
         self._force: asyncio.Event
@@ -279,7 +256,8 @@ class Engine:
                 log.exception("shutdown failed too")  # WorkerCrashed below says why it began
         finally:
             await self._bounded("stopping the background loops", loops.close())
-            await self._bounded("unregistering", self._unregister())
+            unregistering = unregister(self._pool, self.stmts, self.worker_id, self._left())
+            await self._bounded("unregistering", unregistering)
             await self._bounded("closing the pool", self._pool.close(timeout=self._left()))
             self._executor.shutdown()
             self._records.close()
@@ -320,50 +298,16 @@ class Engine:
         )
 
     async def _open(self) -> bool:
-        """Register the worker on a connection of its own, waiting while the database is
-        unreachable: False when a stop came first. What no retry can fix (authentication, a
-        schema not migrated, a permission, a read-only server) raises `DatabaseMisconfigured`.
-        """
-        backoff = Backoff(cap=OPEN_BACKOFF_CAP)
-        outage = self._outage
-        while not self.stopping:
-            try:
-                conn = await asyncio.wait_for(
-                    psycopg.AsyncConnection.connect(self.dsn, autocommit=True), CONNECT_TIMEOUT
-                )
-            except (psycopg.Error, asyncio.TimeoutError) as exc:
-                fatal = connect_misconfigured(exc) or misconfigured(exc, self.stmts.schema)
-                if fatal is not None:
-                    raise fatal from None  # psycopg's text may quote the DSN
-                outage.lost(exc)
-                await self._sleep_unless_stopping(backoff.next())
-                continue
-            try:
-                async with conn:
-                    await fetch(conn, self.stmts.worker_register, self._worker_params)
-            except psycopg.Error as exc:
-                fatal = misconfigured(exc, self.stmts.schema)
-                if fatal is not None:
-                    raise fatal from exc
-                if not isinstance(exc, RETRYABLE):
-                    raise
-                outage.lost(exc)
-                await self._sleep_unless_stopping(backoff.next())
-                continue
-            outage.back()
-            self._registered = True
-            return True
-        return False
-
-    async def _unregister(self) -> None:
-        left = max(0.1, self._left())
-        try:
-            async with self._pool.connection(timeout=left) as conn, conn.transaction():
-                timeout = {"milliseconds": str(max(100, int(self._left() * 1000)))}
-                await fetch(conn, _sql.setting_statement_timeout_local, timeout)
-                await fetch(conn, self.stmts.worker_unregister, {"worker": self.worker_id})
-        except (*RETRYABLE, psycopg.Error) as exc:
-            log.warning("could not remove worker %s: %s", self.worker_id, short_error(exc))
+        """Register (`pgtasq._registration.register`): False when a stop came first."""
+        self._registered = await register(
+            dsn=self.dsn,
+            stmts=self.stmts,
+            row=self._worker_params,
+            outage=self._outage,
+            stopping=lambda: self.stopping,
+            pause=self._sleep_unless_stopping,
+        )
+        return self._registered
 
     async def _sleep_unless_stopping(self, seconds: float) -> None:
         with contextlib.suppress(asyncio.TimeoutError):
