@@ -467,7 +467,9 @@ class Engine:
     async def _execute(self, entry: _Running) -> None:
         ctx = entry.ctx
         info = ctx.info
-        limit = time_limit(info, datetime.now(timezone.utc))
+        limit = None
+        if info.timeout is not None or info.deadline is not None:
+            limit = time_limit(info, datetime.now(timezone.utc))
         if limit == 0.0 and info.deadline is not None:
             entry.finishing = True
             try:
@@ -501,8 +503,13 @@ class Engine:
             entry.finishing = True
             if timer is not None:
                 timer.cancel()  # the handler finished in time, however long storing takes
-            if entry.cancel_reason != "lost" and not ctx.completed_in_transaction:
-                await self._finisher.completed(ctx, result, lambda: entry.cancel_reason == "lost")
+            finisher = self._finisher
+            if (
+                entry.cancel_reason != "lost"
+                and not ctx.completed_in_transaction
+                and not finisher.completed_now(ctx, result)
+            ):
+                await finisher.completed(ctx, result, lambda: entry.cancel_reason == "lost")
         finally:
             if timer is not None:
                 timer.cancel()

@@ -25,6 +25,7 @@ from pgtasq._policy import (
     Ended,
     How,
     decide,
+    returned,
     time_limit,
 )
 from pgtasq.models import TaskInfo, TaskStatus
@@ -345,3 +346,13 @@ def test_burst_ends_after_an_idle_empty_claim_with_every_outcome_written() -> No
     # an outcome recorded since the confirmation (a retry ran): confirm again
     plan2 = dataclasses.replace(plan, confirmed_after=2)
     assert plan2.burst_step(running=0, recorded=3) is Burst.CONFIRM
+
+
+@pytest.mark.parametrize(("result", "note"), [(None, None), ('{"a":1}', None), ("1", "note")])
+def test_the_hot_path_writes_what_decide_writes(result: str | None, note: str | None) -> None:
+    """`returned` is `decide`'s RETURNED row without the `Ended` (the worker's hot path):
+    a change to one that misses the other fails here."""
+    task = claimed(2, 3)
+    assert returned(task, result, note) == decide(
+        Ended(RETURNED, result=result, error=note), task, NOW
+    )
