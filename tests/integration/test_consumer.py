@@ -501,7 +501,7 @@ def test_start_gives_up_with_a_clear_error_when_not_ready_in_time(schema: str) -
     consumer.register("t", lambda ctx: None)
     unreachable = "postgresql://pgtasq:secret@127.0.0.1:9/postgres?connect_timeout=1"
     began = time.monotonic()
-    with pytest.raises(DatabaseUnavailable, match="not ready within 0.5 s") as caught:
+    with pytest.raises(DatabaseUnavailable, match=r"not ready within 0\.5 s") as caught:
         consumer.start(unreachable, ready_timeout=0.5)
     assert "registering" in str(caught.value) and "secret" not in str(caught.value)
     assert consumer._thread is None and consumer._engine is None  # stopped, not left behind
