@@ -231,7 +231,7 @@ class Consumer:
     def _became_ready(self, ready: asyncio.Future[None]) -> None:
         if not ready.done():
             ready.set_result(None)
-        for hook in self._ready_hooks:
+        for hook in tuple(self._ready_hooks):  # start() removes its own from another thread
             hook()
 
     async def ready(self, timeout: float | None = READY_TIMEOUT_DEFAULT) -> None:
