@@ -178,7 +178,8 @@ class Engine:
         """Work until stopped (with ``burst``, until drained); return the counts.
 
         ``on_ready()`` is called once the worker is registered, its first claim is done and,
-        unless it only polls, its LISTEN is in place: a task committed from then on wakes it.
+        unless it only polls, its LISTEN is in place and checked (`Listener`): a task
+        committed from then on wakes it (or the listener found that it cannot, and said so).
         """
         self._wake = asyncio.Event()
         self._force = asyncio.Event()
@@ -237,7 +238,8 @@ class Engine:
                     stmts=self.stmts,
                     queues=self.queue_names,
                     poll_interval=self.settings.poll_interval,
-                    on_connected=self._listener_connected,
+                    on_connected=self._more_ready,  # notifications may have been missed
+                    on_checked=self._listener_checked,
                     on_notified=self._notified,
                 )
                 loops.start("listen", listener.run())
@@ -315,10 +317,9 @@ class Engine:
         if not self.stopping:
             self._wake.clear()
 
-    def _listener_connected(self) -> None:
-        """LISTEN is in place (again): notifications may have been missed meanwhile."""
+    def _listener_checked(self) -> None:
+        """LISTEN is in place and was checked (it works, or the worker is left to polling)."""
         self._listening = True
-        self._more_ready()
         self._check_ready()
 
     def waiting_for(self) -> list[str]:

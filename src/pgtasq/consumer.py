@@ -13,7 +13,8 @@
 Embedded in an application, ``consumer.start(dsn)`` runs it on a thread of its own and
 returns once it is ready; in an event loop, run `Consumer.arun` as a task and ``await
 consumer.ready()``. Ready means registered, listening (a task committed from then on wakes
-it at once) and done with its first claim.
+it at once; or, behind a PgBouncer in transaction mode, found to be left to polling) and
+done with its first claim.
 
 Delivery is at least once: a task whose worker dies, or loses the database for longer than
 its lease, runs again elsewhere. Make handlers idempotent, or complete them inside their own
