@@ -230,9 +230,7 @@ class Engine:
             loops.start("flush", self._writer.run())
             loops.start("rescue", self._rescuer.run())
             loops.start("clean", self._cleaner.run())
-            if not (self.settings.listen and not burst):
-                self._listening = True  # polling only: nothing to wait for
-            else:
+            if self.settings.listen and not burst:
                 listener = Listener(
                     dsn=self.settings.listen_dsn or self.dsn,
                     stmts=self.stmts,
@@ -243,6 +241,8 @@ class Engine:
                     on_notified=self._notified,
                 )
                 loops.start("listen", listener.run())
+            else:
+                self._listening = True  # polling only: nothing to wait for
             log.info(
                 "worker %s started: queues %s, concurrency %d",
                 self.worker_id,
