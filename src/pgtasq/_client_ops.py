@@ -119,6 +119,7 @@ class DailyStats:
 
     @property
     def processed(self) -> int:
+        """Finished attempts of the day, whatever their outcome."""
         return self.completed + self.failed + self.retried
 
 
@@ -142,11 +143,15 @@ class Stats:
 
     @property
     def started(self) -> int:
+        """Attempts started: finished ones plus the tasks running now."""
         return self.completed + self.failed + self.retried + self.running_now
 
 
 @dataclasses.dataclass(frozen=True)
 class WorkerInfo:
+    """A registered worker as `list_workers` reports it: where it runs, the queues it
+    serves (with their weights), its last heartbeat and the ids of the tasks it runs."""
+
     id: str
     host: str
     pid: int

@@ -59,6 +59,7 @@ class TaskStatus(str, enum.Enum):
 
     @property
     def is_final(self) -> bool:
+        """Completed, failed or cancelled: no worker will run the task again by itself."""
         return self in FINAL_STATUSES
 
 

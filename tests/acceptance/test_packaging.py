@@ -39,6 +39,22 @@ def test_wheel_contains_package_and_migrations(wheel: Path) -> None:
     assert versions == repo_versions
 
 
+def test_wheel_carries_the_django_app_and_the_pytest_plugin(wheel: Path) -> None:
+    archive = zipfile.ZipFile(wheel)
+    names = set(archive.namelist())
+    for name in (
+        "pgtasq/testing/__init__.py",
+        "pgtasq/testing/pytest_plugin.py",
+        "pgtasq/contrib/django/apps.py",
+        "pgtasq/contrib/django/migrations/0001_pgtasq_schema.py",
+        "pgtasq/contrib/django/management/commands/pgtasq_worker.py",
+    ):
+        assert name in names, name
+    (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
+    text = archive.read(entry_points).decode()
+    assert "[pytest11]\npgtasq = pgtasq.testing.pytest_plugin" in text
+
+
 def test_installed_wheel_migrates(
     wheel: Path, tmp_path: Path, pg_dsn: str, fresh_schema: str
 ) -> None:
