@@ -2,18 +2,19 @@
 
 Every method takes ``conn=None``: with a connection of yours it runs there and never
 commits; without one it uses the client's pool and each statement commits on its own.
-What each operation does by the task's current state:
+What each operation does by the task's current state (`pgtasq._transitions` writes this
+table; a test checks it is current):
 
-=========  ==========================  ===========================  =======================
- status     cancel_task                 retry_task                   delete_task
-=========  ==========================  ===========================  =======================
-pending    cancelled                   TaskAlreadyAvailable         deleted
-running    cancelled (handler stops)   TaskRunning                  TaskRunning
-completed  TaskAlreadyFinalized        TaskAlreadyFinalized         deleted
-failed     cancelled                   pending (an attempt left)    deleted
-cancelled  no change                   pending (an attempt left)    deleted
-missing    TaskNotFound                TaskNotFound                 TaskNotFound
-=========  ==========================  ===========================  =======================
+=========  ====================================  ===================================  ============
+ status     cancel_task                           retry_task                           delete_task
+=========  ====================================  ===================================  ============
+pending    cancelled                             TaskAlreadyAvailable                 deleted
+running    cancelled (its handler is cancelled)  TaskRunning                          TaskRunning
+completed  TaskAlreadyFinalized                  TaskAlreadyFinalized                 deleted
+failed     cancelled                             pending (at least one attempt left)  deleted
+cancelled  no change                             pending (at least one attempt left)  deleted
+missing    TaskNotFound                          TaskNotFound                         TaskNotFound
+=========  ====================================  ===================================  ============
 
 Each change is one conditional statement, so a race with a worker is decided in the database.
 

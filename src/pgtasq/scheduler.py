@@ -252,7 +252,8 @@ class Schedule:
         return f"{entry_key_prefix(self.id)}{tick.astimezone(_UTC).isoformat()}"
 
     def options(self) -> dict[str, Any]:
-        """The task's options, as the schedules table stores them (durations in seconds)."""
+        """The task's options, as the schedules table stores them (durations in seconds):
+        those `_columns.SCHEDULE_OPTIONS` names (tests/unit/test_columns.py checks)."""
         t = self.task
         return {
             "queue": t.queue,

@@ -91,3 +91,15 @@ def test_installed_wheel_migrates(
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "pgtasq_0003"
+
+
+def test_wheel_carries_the_dashboard_templates_and_htmx_with_its_license(wheel: Path) -> None:
+    names = set(zipfile.ZipFile(wheel).namelist())
+    web = REPO / "src" / "pgtasq" / "web"
+    for folder in ("templates", "static"):
+        files = sorted(p.name for p in (web / folder).iterdir() if p.is_file())
+        assert files, folder
+        for name in files:
+            assert f"pgtasq/web/{folder}/{name}" in names
+    assert "pgtasq/web/static/htmx.min.js" in names
+    assert "pgtasq/web/static/htmx.LICENSE.txt" in names
