@@ -64,6 +64,8 @@ from pgtasq._services import (
 )
 from pgtasq._settings import Settings
 from pgtasq._teardown import Deadline, bounded
+from pgtasq._tracing import TRACING, Tracing
+from pgtasq._tracing import outcome as tracing_outcome
 from pgtasq.context import ErrorHook, Handler, Middleware, TaskContext
 from pgtasq.errors import RetryIn, SkipRetry, TaskTimeout, WorkerCrashed
 from pgtasq.models import TaskInfo
@@ -87,6 +89,9 @@ class _Running:
     cancel_reason: str | None = None  # lost | shutdown | timeout
     finishing: bool = False  # the handler is done: its outcome is being made, not cancelled
     started: float = 0.0  # time.perf_counter() at the start, when metrics are on
+    span: Any = None  # its consumer span, when tracing is on
+    outcome: str | None = None  # what was recorded for it, when tracing is on
+    error: BaseException | None = None  # what its handler raised
 
 
 class Engine:
@@ -105,8 +110,10 @@ class Engine:
         retry_delay: RetryDelay,
         metrics: Recorder | None = None,
         on_ready: Callable[[], None] | None = None,
+        tracer_provider: Any = None,
     ) -> None:
         self.dsn = dsn
+        self._tracing = Tracing(tracer_provider)
         self.metrics = metrics or Recorder()  # the base class records nothing
         self.settings = settings
         self.stmts = _sql.statements(schema, worker_events=settings.events)
@@ -207,7 +214,7 @@ class Engine:
             flush_interval=self.settings.flush_interval,
             on_written=self._wake.set,  # room to claim again (see claim_room)
             metrics=self.metrics,
-            on_record=self._observe_outcome if self.metrics.enabled else None,
+            on_record=self._observe_outcome if self.metrics.enabled or TRACING else None,
         )
         self._finisher = Finisher(
             writer=self._writer,
@@ -454,7 +461,10 @@ class Engine:
             entry.started = time.perf_counter()
             self.metrics.task_started(info.queue, info.type, info.run_at, ctx.claimed_at)
             self._observe_slots()
-        entry.task = asyncio.create_task(self._execute(entry))
+        if TRACING and self._tracing.tracer() is not None:
+            entry.task = asyncio.create_task(self._traced(entry))
+        else:
+            entry.task = asyncio.create_task(self._execute(entry))
 
     # -- running one task ---------------------------------------------------------------
 
@@ -464,6 +474,25 @@ class Engine:
         entry.ctx.cancelled.set()
         if entry.task is not None and not entry.finishing:
             entry.task.cancel()
+
+    async def _traced(self, entry: _Running) -> None:
+        """`_execute` in the attempt's consumer span (see `pgtasq._tracing`)."""
+        ctx = entry.ctx
+        info = ctx.info
+        with self._tracing.processing(
+            task_id=info.id,
+            queue=info.queue,
+            task_type=info.type,
+            attempt=info.attempts,
+            headers=info.headers,
+        ) as span:
+            entry.span = span
+            await self._execute(entry)
+            if entry.outcome is None:  # nothing queued for the writer to record
+                lost = entry.cancel_reason == "lost"
+                entry.outcome = "completed" if ctx.completed_in_transaction else "released"
+                entry.outcome = "cancelled" if lost else entry.outcome
+            tracing_outcome(span, entry.outcome, entry.error)
 
     async def _execute(self, entry: _Running) -> None:
         ctx = entry.ctx
@@ -491,7 +520,8 @@ class Engine:
         except asyncio.CancelledError:
             entry.finishing = True
             if entry.cancel_reason == "timeout":
-                await self._finisher.failed(ctx, TaskTimeout(info.id, limit or 0.0))
+                entry.error = TaskTimeout(info.id, limit or 0.0)
+                await self._finisher.failed(ctx, entry.error)
             else:  # a shutdown; or lost: someone else owns the task now, nothing is written
                 self._finisher.released(ctx, lost=entry.cancel_reason == "lost")
         except RetryIn as exc:
@@ -499,6 +529,7 @@ class Engine:
             self._finisher.retry_in(ctx, exc)
         except Exception as exc:
             entry.finishing = True
+            entry.error = exc
             await self._finisher.failed(ctx, exc)
         else:
             entry.finishing = True
@@ -573,7 +604,11 @@ class Engine:
         entry = self.running.get(outcome.id)  # still there: recorded before the handler ends
         if entry is not None:
             info = entry.ctx.info
-            self.metrics.task_outcome(info.queue, info.type, _OUTCOME_NAMES[outcome.status])
+            name = _OUTCOME_NAMES[outcome.status]
+            if entry.span is not None:
+                entry.outcome = name
+            if self.metrics.enabled:
+                self.metrics.task_outcome(info.queue, info.type, name)
 
     def _observe_slots(self) -> None:
         running = len(self.running)

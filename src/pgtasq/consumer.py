@@ -92,6 +92,7 @@ class Consumer:
         is_failure: Callable[[BaseException], bool] = lambda exc: True,
         retry_delay: RetryDelay = default_retry_delay,
         metrics: Recorder | None = None,
+        tracer_provider: Any = None,
     ) -> None:
         self.dsn = dsn
         self.schema = check_schema_name(schema)
@@ -101,6 +102,7 @@ class Consumer:
         self.is_failure = is_failure
         self.retry_delay = retry_delay
         self.metrics = metrics  # pgtasq.metrics.WorkerMetrics(): count what the worker does
+        self.tracer_provider = tracer_provider  # OpenTelemetry's; None: the global one
         # What was given; None leaves heartbeat_interval and rescue_interval to the lease.
         self._options: dict[str, Any] = {
             "queues": queues,
@@ -195,6 +197,7 @@ class Consumer:
             retry_delay=self.retry_delay,
             metrics=self.metrics,
             on_ready=on_ready,
+            tracer_provider=self.tracer_provider,
         )
 
     async def arun(self, dsn: str | None = None, *, burst: bool = False) -> Counts:
