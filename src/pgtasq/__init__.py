@@ -42,7 +42,7 @@ from pgtasq.errors import (
     WorkerCrashed,
 )
 from pgtasq.filters import Cursor, InvalidFilter, TaskFilter
-from pgtasq.models import Task, TaskInfo, TaskStatus
+from pgtasq.models import Progress, Task, TaskInfo, TaskStatus
 from pgtasq.producer import AsyncProducer, Producer
 from pgtasq.scheduler import Schedule, Scheduler, SchedulerCounts
 from pgtasq.tables import SCHEMA_DEFAULT
@@ -67,6 +67,7 @@ __all__ = [
     "PgtasqError",
     "Preview",
     "Producer",
+    "Progress",
     "QueueInfo",
     "QueueNotFound",
     "RetryIn",

@@ -25,9 +25,11 @@ from typing import Any
 import click
 
 from pgtasq._client_ops import Preview, QueueInfo, WorkerInfo
+from pgtasq.models import Progress as TaskProgress
 from pgtasq.models import TaskInfo
 
 PAYLOAD_COLUMN_WIDTH = 40
+PROGRESS_COLUMN_WIDTH = 24
 
 # What a terminal may act on rather than show (see the module docstring).
 _UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
@@ -143,9 +145,22 @@ def dataclass_table(kind: type[Any], items: Sequence[Any]) -> None:
     table(" ".join(names).upper(), [[getattr(item, name) for name in names] for item in items])
 
 
+def progress_cell(progress: TaskProgress | None) -> str:
+    """A task's progress in a few characters: ``25%`` (a fraction) or its JSON object, then
+    its note; ``-`` for none."""
+    if progress is None:
+        return "-"
+    value = progress.value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        shown = f"{value * 100:.0f}%"
+    else:
+        shown = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return printable(shown if progress.note is None else f"{shown} {progress.note}")
+
+
 def task_table(tasks: Sequence[TaskInfo]) -> None:
     table(
-        "ID QUEUE TYPE STATUS PRIORITY ATTEMPTS RUN_AT CREATED_AT PAYLOAD",
+        "ID QUEUE TYPE STATUS PRIORITY ATTEMPTS PROGRESS RUN_AT CREATED_AT PAYLOAD",
         [
             (
                 t.id,
@@ -154,6 +169,7 @@ def task_table(tasks: Sequence[TaskInfo]) -> None:
                 t.status,
                 t.priority,
                 f"{t.attempts}/{t.max_attempts}",
+                _clip(progress_cell(t.progress), PROGRESS_COLUMN_WIDTH),
                 t.run_at,
                 t.created_at,
                 _clip(text(t.payload), PAYLOAD_COLUMN_WIDTH),
@@ -211,7 +227,10 @@ def worker_table(workers: Sequence[WorkerInfo]) -> None:
 def task_details(task: TaskInfo) -> None:
     """One ``field: value`` line per field, then one line per recorded error."""
     for field in dataclasses.fields(task):
-        if field.name not in ("created", "errors"):
+        if field.name == "progress":
+            updated = "" if task.progress is None else f" (at {text(task.progress.updated_at)})"
+            click.echo(f"{'progress:':<17}{progress_cell(task.progress)}{updated}")
+        elif field.name not in ("created", "errors"):
             click.echo(f"{field.name + ':':<17}{text(getattr(task, field.name))}")
     click.echo(f"{'errors:':<17}{len(task.errors) or '-'}")
     for error in task.errors:

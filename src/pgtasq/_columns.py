@@ -62,6 +62,8 @@ class Column(NamedTuple):
     expression of one row's `task_insert_one` (``%(name)s`` placeholders), ``bulk`` that of
     `task_insert` (over the unnest's columns, named as the params). ``copy``: whether
     `task_insert_copy` sends it always, or only when a task of the batch sets it.
+    ``claim``: whether a worker's claim returns it (a column no handler reads up front is
+    left out, so the claim's rows stay lean; `TaskInfo.from_row` reads it as None).
     """
 
     name: str
@@ -73,6 +75,7 @@ class Column(NamedTuple):
     value: str = ""
     bulk: str = ""
     copy: Copy | None = None
+    claim: bool = True
 
     @property
     def selected(self) -> str:
@@ -170,6 +173,9 @@ COLUMNS: tuple[Column, ...] = (
         bulk="coalesce(headers::jsonb, '{}')",
         copy="optional",
     ),
+    # What the running attempt reported (`TaskContext.set_progress`): written by the worker's
+    # progress writer, reset by the claim, never returned by it (see `pgtasq._progress`).
+    Column("progress", "jsonb", select="progress::text AS progress", claim=False),
 )
 
 KEY_COLUMN = "idempotency_key"
@@ -214,8 +220,10 @@ TASK_COLUMNS_PREVIEW = wrap([c.previewed for c in COLUMNS], "    ")
 # returns it (the task's limits clamped).
 TASK_COLUMNS_T = wrap([f"t.{c.selected}" for c in COLUMNS], "    ")
 TASK_COLUMNS_CLAIMED = ",\n    ".join(
-    f"{c.clamp} AS {c.name}" if c.clamp else f"t.{c.selected}" for c in COLUMNS
+    f"{c.clamp} AS {c.name}" if c.clamp else f"t.{c.selected}" for c in COLUMNS if c.claim
 )
+# The columns a claim leaves out (`TaskInfo.from_row` reads them as None).
+NOT_CLAIMED = tuple(c.name for c in COLUMNS if not c.claim)
 # The names alone (of a CTE holding rows selected with TASK_COLUMNS).
 TASK_COLUMN_NAMES = wrap(list(NAMES), "    ")
 

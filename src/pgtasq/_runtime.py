@@ -9,6 +9,7 @@ One asyncio loop per process runs six concurrent parts:
 - the heartbeat: once a tick, one statement extends the leases that are due and returns
   the tasks this worker no longer owns, whose handlers are then cancelled;
 - the flusher: outcomes are queued in memory and written in one statement per flush;
+- the progress writer: what handlers report (`ctx.set_progress`), throttled and batched;
 - the rescuer: leases that expired go back to pending (or to failed);
 - the cleaner: finished tasks past their retention are deleted.
 
@@ -51,6 +52,7 @@ from pgtasq._observe import Recorder
 from pgtasq._outcomes import Counts, Outcome, OutcomeWriter
 from pgtasq._policy import time_limit
 from pgtasq._pool import connection_kwargs
+from pgtasq._progress import ProgressWriter
 from pgtasq._registration import new_worker_id, register, unregister, worker_row
 from pgtasq._services import (
     STALE_WORKER_AFTER_DEFAULT,
@@ -150,6 +152,7 @@ class Engine:
         self._force: asyncio.Event
         self._pool: AsyncConnectionPool[Any]
         self._writer: OutcomeWriter
+        self._progress: ProgressWriter
         self._finisher: Finisher
         self._loops: BackgroundLoops
         self._heartbeat: Heartbeat
@@ -216,6 +219,7 @@ class Engine:
             metrics=self.metrics,
             on_record=self._observe_outcome if self.metrics.enabled or TRACING else None,
         )
+        self._progress = ProgressWriter(pool=self._pool, stmts=self.stmts, worker_id=self.worker_id)
         self._finisher = Finisher(
             writer=self._writer,
             records=self._records,
@@ -235,6 +239,7 @@ class Engine:
             self._observe_slots()
             loops.start("heartbeat", self._heartbeat.run())
             loops.start("flush", self._writer.run())
+            loops.start("progress", self._progress.run())
             loops.start("rescue", self._rescuer.run())
             loops.start("clean", self._cleaner.run())
             if self.settings.listen and not burst:
@@ -453,7 +458,11 @@ class Engine:
 
     def _start(self, info: TaskInfo) -> None:
         ctx = TaskContext(
-            info, worker_id=self.worker_id, stmts=self.stmts, threaded=info.type in self._threaded
+            info,
+            worker_id=self.worker_id,
+            stmts=self.stmts,
+            threaded=info.type in self._threaded,
+            progress=self._progress.record,
         )
         entry = _Running(ctx)
         self.running[info.id] = entry
@@ -516,7 +525,12 @@ class Engine:
             else None
         )
         try:
-            result = await self._chains[info.type](ctx)
+            try:
+                result = await self._chains[info.type](ctx)
+            finally:  # its last progress goes before its outcome (the fence would refuse it)
+                ctx.progress_sink = None
+                if info.id in self._progress.unwritten:
+                    await self._progress.settle(info.id)
         except asyncio.CancelledError:
             entry.finishing = True
             if entry.cancel_reason == "timeout":

@@ -102,6 +102,7 @@ claimed AS (
 UPDATE {s}.tasks t
 SET status = 'running', attempted_at = now(), updated_at = now(),
     attempts = least(t.attempts, 2147483646) + 1,  -- an int: total on any stored count
+    progress = NULL,  -- a new attempt reports its own
     locked_by = %(worker)s, locked_until = now() + {seconds("CAST(%(lease)s AS float8)")}
 -- by primary key, from the array of what `ready` locked: a join to `ready` would be planned
 -- from LIMIT's row estimate, which a generic plan guesses from the statistics
@@ -209,6 +210,31 @@ SELECT id, queue, status FROM done WHERE {self._emit}"""
         """The same, in a handler's own transaction (`ctx.complete`): durable as the user
         asked."""
         return self._finish_many() + "\n"
+
+    @statement
+    def task_progress_many(self) -> str:
+        """The progress the worker's running tasks reported (`pgtasq._progress`), one value
+        per task (a JSON object: value, note), stamped with the database's clock. Fenced: a
+        task this worker lost keeps what it has. Returns the ids written. updated_at is left
+        alone: it says when the row last changed state or options."""
+        s = self.schema
+        return f"""
+WITH m AS MATERIALIZED (
+    SELECT m.*, {self._fenced} FROM unnest(
+        CAST(%(id)s AS bigint[]), CAST(%(claimed_at)s AS timestamptz[]),
+        CAST(%(progress)s AS text[])
+    ) AS m(id, claimed_at, progress)
+),
+written AS (
+UPDATE {s}.tasks t
+SET progress = m.progress::jsonb || jsonb_build_object(
+    'at', to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"'))
+FROM m
+WHERE t.id = m.id AND {FENCE}
+RETURNING t.id
+){self._worker_event_cte("written", "'progress'")}
+SELECT id FROM written WHERE {self._emit} AND {ASYNC_COMMIT}
+"""
 
     @statement
     def task_release_many(self) -> str:

@@ -7,6 +7,10 @@ was claimed.
 Cancellation: an async handler is cancelled (``asyncio.CancelledError``) when its task is
 cancelled, times out or is taken away. A sync handler cannot be interrupted from outside its
 thread: it should check ``ctx.cancelled`` (a `threading.Event`) in its loops and return.
+
+Progress: ``ctx.set_progress(0.4, note="page 4 of 10")`` (from either kind of handler)
+reports how far the task got; `Client.get_task` shows it (`TaskInfo.progress`). See
+docs/progress.md and `pgtasq._progress`.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from pgtasq._connections import AsyncConn, SyncConn, async_runner, sync_runner
+from pgtasq._progress import progress_text
 from pgtasq._records import RESULT_MAX_BYTES_LIMIT, prepare_result
 from pgtasq.errors import TaskLost, TaskValidationError
 from pgtasq.models import TaskInfo
@@ -52,11 +57,21 @@ class _Flag:
         return self._set
 
 
+# Where a worker takes the progress its handlers report: (task id, claim time, JSON text).
+ProgressSink = Callable[[int, datetime, str], None]
+
+
 class TaskContext:
     """The running task, handed to its handler."""
 
     def __init__(
-        self, info: TaskInfo, *, worker_id: str, stmts: _sql.Statements, threaded: bool = True
+        self,
+        info: TaskInfo,
+        *,
+        worker_id: str,
+        stmts: _sql.Statements,
+        threaded: bool = True,
+        progress: ProgressSink | None = None,
     ) -> None:
         self.info = info
         self.worker_id = worker_id
@@ -65,6 +80,8 @@ class TaskContext:
         self.cancelled: threading.Event | _Flag = threading.Event() if threaded else _Flag()
         self.completed_in_transaction = False
         self._stmts = stmts
+        # Set by the worker; cleared when the handler ends (later reports are ignored).
+        self.progress_sink = progress
 
     @property
     def id(self) -> int:
@@ -101,6 +118,23 @@ class TaskContext:
         """When this attempt claimed the task (the database's clock)."""
         assert self.info.attempted_at is not None
         return self.info.attempted_at
+
+    def set_progress(self, value: float | dict[str, Any], note: str | None = None) -> None:
+        """Report how far the task got: a fraction done from 0.0 to 1.0, or a JSON object of
+        your own (``{"done": 30, "total": 120}``), and an optional short ``note``.
+
+        Safe to call as often as you like, from an async handler or from a sync handler's
+        thread: it returns at once, without I/O. The worker writes the latest value at most
+        once per half second per task (and the last one before the task's outcome), so
+        `Client.get_task` sees it within about that. A bad value raises
+        `TaskValidationError` here; a database error never reaches the handler (the value
+        is written when the database is back), and the report of a task this worker lost
+        changes nothing. A new attempt starts with no progress. See docs/progress.md.
+        """
+        text = progress_text(value, note)
+        sink = self.progress_sink
+        if sink is not None:
+            sink(self.info.id, self.claimed_at, text)
 
     def _finish_params(self, result: Any) -> dict[str, Any]:
         return {

@@ -348,6 +348,40 @@ def _json(value: Any) -> Any:
 
 
 @dataclasses.dataclass(frozen=True)
+class Progress:
+    """What a running task last reported with `TaskContext.set_progress`.
+
+    ``value``: a fraction of the work done (0.0 to 1.0), or a JSON object of your own
+    (``{"done": 30, "total": 120}``); ``note``: a short text, or None; ``updated_at``: when
+    the worker wrote it (the database's clock). It belongs to the latest attempt: a new
+    attempt starts with none (`TaskInfo.progress` is None until it reports).
+    """
+
+    value: float | dict[str, Any]
+    note: str | None
+    updated_at: datetime
+
+    @classmethod
+    def from_json(cls, text: str | None) -> Progress | None:
+        """The ``tasks.progress`` column (jsonb as text, or None); None for what is not a
+        progress object (a row written by hand), rather than failing the reader."""
+        if text is None:
+            return None
+        stored = _json(text)
+        if not isinstance(stored, dict) or "value" not in stored:
+            return None
+        at = stored.get("at")
+        try:
+            updated_at = datetime.fromisoformat(at) if isinstance(at, str) else None
+        except ValueError:
+            updated_at = None
+        if updated_at is None:
+            return None
+        note = stored.get("note")
+        return cls(stored["value"], note if isinstance(note, str) else None, updated_at)
+
+
+@dataclasses.dataclass(frozen=True)
 class TaskInfo:
     """What the row says about a task: one field per column of `_columns.COLUMNS`, in order
     (tests/unit/test_columns.py checks).
@@ -378,6 +412,7 @@ class TaskInfo:
     finalized_at: datetime | None
     retention: timedelta | None
     headers: dict[str, str] = dataclasses.field(default_factory=dict)
+    progress: Progress | None = None
     created: bool = True
 
     @classmethod
@@ -398,13 +433,18 @@ class TaskInfo:
         fields["retention"] = _interval(fields["retention"])
         headers = fields["headers"]
         fields["headers"] = {} if headers == "{}" else _json(headers)
+        # a claim leaves it out (`_columns.NOT_CLAIMED`): the claim reset it
+        progress = row.get("progress")
+        fields["progress"] = None if progress is None else Progress.from_json(progress)
         fields["created"] = created
         info: TaskInfo = object.__new__(cls)
         _set_fields(info, "__dict__", fields)
         return info
 
 
-_ROW_FIELDS = tuple(f.name for f in dataclasses.fields(TaskInfo) if f.name != "created")
+_ROW_FIELDS = tuple(
+    f.name for f in dataclasses.fields(TaskInfo) if f.name not in ("created", "progress")
+)
 _STATUS_BY_VALUE = {s.value: s for s in TaskStatus}
 
 
@@ -417,6 +457,7 @@ _PENDING_FIELDS: dict[str, Any] = {
     "locked_until": None,
     "attempted_at": None,
     "finalized_at": None,
+    "progress": None,
     "created": True,
 }
 

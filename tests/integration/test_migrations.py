@@ -15,7 +15,7 @@ import pgtasq
 from pgtasq import TaskStatus, tables
 from pgtasq._migrate import migrations_path, sqlalchemy_url
 
-HEAD = "pgtasq_0004"
+HEAD = "pgtasq_0006"
 
 
 def _tables(dsn: str, schema: str) -> set[str]:

@@ -132,6 +132,7 @@ def _params(
         "task_finish_many": {**mine, "status": ["completed"] * n, "delay": [0.0] * n,
                              "refund": [0] * n, "error": [None] * n, "result": [None] * n},
         "task_release_many": mine,
+        "task_progress_many": {**mine, "progress": ['{"value":0.5,"note":null}'] * n},
         "task_rescue_expired": {"limit": 1000},
         "task_clean": {"retention": 86400.0, "batch": 1000},
     }[name]  # fmt: skip
@@ -199,6 +200,7 @@ def describe(node: dict[str, Any]) -> str:
         "task_heartbeat",
         "task_finish_many",
         "task_release_many",
+        "task_progress_many",
         "task_rescue_expired",
         "task_clean",
     ],
@@ -224,7 +226,7 @@ def test_worker_statement_touches_only_its_batch(
     ]
     assert not problems, f"{name} under {mode}:\n" + "\n".join(problems)
     changed = plan["Actual Rows"] if name != "task_heartbeat" else None
-    if name in ("task_finish_many", "task_release_many", "task_claim"):
+    if name in ("task_finish_many", "task_release_many", "task_progress_many", "task_claim"):
         assert changed == BATCH  # the statement did its work
     if name == "queue_ready":
         assert changed == 3
@@ -235,7 +237,9 @@ def test_worker_statement_touches_only_its_batch(
 
 
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("name", ["task_heartbeat", "task_finish_many", "task_release_many"])
+@pytest.mark.parametrize(
+    "name", ["task_heartbeat", "task_finish_many", "task_release_many", "task_progress_many"]
+)
 def test_large_batches_stay_linear(
     pg_dsn: str,
     table: tuple[str, dict[str, tuple[list[int], list[datetime]]]],

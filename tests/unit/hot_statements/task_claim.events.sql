@@ -12,6 +12,7 @@ claimed AS (
 UPDATE pgtasq.tasks t
 SET status = 'running', attempted_at = now(), updated_at = now(),
     attempts = least(t.attempts, 2147483646) + 1,  -- an int: total on any stored count
+    progress = NULL,  -- a new attempt reports its own
     locked_by = %(worker)s, locked_until = now() + make_interval(secs => least(greatest(CAST(%(lease)s AS float8), 0), 3155760000.0))
 -- by primary key, from the array of what `ready` locked: a join to `ready` would be planned
 -- from LIMIT's row estimate, which a generic plan guesses from the statistics
