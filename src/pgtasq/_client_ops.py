@@ -165,7 +165,8 @@ class TaskEvent:
     """Something that happened to tasks, as `Client.events` reports it.
 
     ``kind``: enqueued (also: made ready again by a retry or a shutdown hand-back), started,
-    retried, completed, failed, cancelled, deleted. ``count`` is how many tasks; ``task_ids``
+    retried, completed, failed, progress (a running task's progress was written), cancelled,
+    deleted. ``count`` is how many tasks; ``task_ids``
     lists them (the first 300 per event); ``queues`` names the queues of ``enqueued`` events
     (empty when there were too many to send).
     """

@@ -45,6 +45,9 @@ PROGRESS_INTERVAL_DEFAULT = 0.5
 # and a note alone, in characters.
 PROGRESS_MAX_BYTES = 8192
 PROGRESS_NOTE_MAX_LENGTH = 1000
+# How long a handler's end waits for its last progress to be written (`settle`): the
+# outcome comes next, and a database that is away must not hold the slot for long.
+SETTLE_TIMEOUT = 5.0
 
 
 def progress_text(value: Any, note: str | None) -> str:
@@ -183,11 +186,11 @@ class ProgressWriter:
     async def settle(self, task_id: int) -> None:
         """Write the task's last unwritten value, if any (its handler has ended: before the
         outcome, which the fence would then refuse it after). Never raises: a value that
-        cannot be written now is dropped, as its attempt is over."""
+        cannot be written within `SETTLE_TIMEOUT` is dropped, as its attempt is over."""
         if task_id not in self.unwritten:
             return
         try:
-            await self.run_once(task_id)
+            await asyncio.wait_for(self.run_once(task_id), SETTLE_TIMEOUT)
         except Exception as exc:
             self._take(task_id)
             self._log_once(

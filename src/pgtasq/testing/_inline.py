@@ -10,7 +10,8 @@ if the caller's transaction later rolls back, and ``conn=`` is accepted and igno
 attempt, no retries (``RetryIn`` and ``SkipRetry`` fail the task); ``run_at``/``delay``,
 priorities, queues, pauses, timeouts and deadlines are recorded but not applied; a sync
 handler runs in the caller's thread, so ``ctx.cancelled`` is never set;
-``ctx.complete(conn)`` needs a real task row and raises `TaskLost`. The payload goes through
+``ctx.complete(conn)`` needs a real task row and raises `TaskLost`; ``ctx.set_progress``
+checks its value as a worker would and keeps nothing. The payload goes through
 JSON as it would through the database, so the handler sees what a worker would give it.
 Test what the transaction promises, and the worker's behaviour, against PostgreSQL (the
 ``pgtasq_schema`` fixture and `run_until_empty`).
