@@ -27,7 +27,6 @@ from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row
 from sqlalchemy.orm import Session
 
-import pgtasq
 from pgtasq import (
     Client,
     ConfigurationError,
@@ -52,7 +51,7 @@ from pgtasq import (
     _sql,
 )
 from pgtasq.filters import ID_MAX, ORDER_FIELDS
-from tests.conftest import _drop_schema, count_tasks
+from tests.conftest import _drop_schema, clone_schema, count_tasks
 
 Row = dict[str, Any]
 
@@ -917,7 +916,7 @@ class Big:
 def big(pg_dsn: str) -> Iterator[Big]:
     """3000 tasks in three enqueue batches, in every state, with varied order fields."""
     schema = "t_" + uuid.uuid4().hex[:12]
-    pgtasq.migrate(pg_dsn, schema=schema)
+    clone_schema(pg_dsn, schema)
     rand = random.Random(7)
     past = datetime.now(timezone.utc) - timedelta(hours=1)
     created: list[datetime] = []

@@ -11,7 +11,6 @@ from collections.abc import Callable, Iterator
 import psycopg
 import pytest
 
-import pgtasq
 from pgtasq import (
     AsyncClient,
     Client,
@@ -24,7 +23,7 @@ from pgtasq import (
     _sql,
 )
 from pgtasq import _client_ops as ops
-from tests.conftest import count_tasks
+from tests.conftest import clone_schema, count_tasks
 
 
 def _consumer(schema: str) -> Consumer:
@@ -212,7 +211,7 @@ def schema_pair(pg_dsn: str) -> Iterator[Callable[[str, str], tuple[str, str]]]:
     def make(a: str, b: str) -> tuple[str, str]:
         for name in (a, b):
             made.append(name)
-            pgtasq.migrate(pg_dsn, schema=name)
+            clone_schema(pg_dsn, name)
         return a, b
 
     yield make
