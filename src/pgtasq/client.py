@@ -20,10 +20,8 @@ Each change is one conditional statement, so a race with a worker is decided in 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import psycopg
@@ -43,6 +41,8 @@ from pgtasq._client_ops import (
 )
 from pgtasq._connections import async_runner, sync_runner
 from pgtasq._database import RETRYABLE, Backoff, Outage, connect_misconfigured, misconfigured
+from pgtasq._events_async import AsyncEventStream
+from pgtasq._events_sync import EventStream
 from pgtasq._pool import (
     POOL_MAX_SIZE_DEFAULT,
     POOL_MIN_SIZE_DEFAULT,
@@ -58,8 +58,10 @@ from pgtasq.tables import SCHEMA_DEFAULT, check_schema_name
 
 __all__ = [
     "AsyncClient",
+    "AsyncEventStream",
     "Client",
     "DailyStats",
+    "EventStream",
     "Preview",
     "QueueInfo",
     "ScheduleInfo",
@@ -239,8 +241,12 @@ class Client:
         result: int = self._run(ops.clean(self._stmts, retention, batch_size, progress), conn)
         return result
 
-    def events(self, *, timeout: float | None = None) -> Iterator[TaskEvent]:
+    def events(self, *, timeout: float | None = None) -> EventStream:
         """Task events as they happen, from LISTEN on a connection of its own.
+
+        ``with client.events() as events:`` is listening when the block starts (so what
+        the block enqueues is seen), and closes the connection at its end;
+        ``for event in client.events():`` connects at the first event asked for.
 
         Ends after ``timeout`` seconds without an event (None: never). Events are delivered
         at the commit of the statement that caused them; a watcher that is not connected
@@ -250,22 +256,7 @@ class Client:
         """
         if self._pool is None:
             raise ConfigurationError(_NO_DSN.format("Client", "Client"))
-        watch = _EventWatch(timeout, self._stmts.schema)
-        while not watch.expired():
-            try:
-                with psycopg.connect(self._pool.dsn, autocommit=True) as conn:
-                    conn.execute(self._stmts.listen.text)
-                    conn.execute(self._stmts.listen_events.text)
-                    watch.connected()
-                    while not watch.expired():
-                        for note in conn.notifies(timeout=watch.wait()):
-                            event = ops.parse_event(self._stmts, note.channel, note.payload)
-                            if event is not None:
-                                watch.seen()
-                                yield event
-                        conn.execute("SELECT 1")  # is the connection still alive?
-            except psycopg.Error as exc:
-                time.sleep(watch.lost(exc))
+        return EventStream(self._pool.dsn, self._stmts, _EventWatch(timeout, self._stmts.schema))
 
     def close(self) -> None:
         if self._pool is not None:
@@ -423,27 +414,13 @@ class AsyncClient:
         result: int = await self._run(op, conn)
         return result
 
-    async def events(self, *, timeout: float | None = None) -> AsyncIterator[TaskEvent]:
-        """See `Client.events`."""
+    def events(self, *, timeout: float | None = None) -> AsyncEventStream:
+        """See `Client.events`: ``async with client.events() as events:`` is listening when
+        the block starts; ``async for event in client.events():`` works too."""
         if self._pool is None:
             raise ConfigurationError(_NO_DSN.format("AsyncClient", "AsyncClient"))
         watch = _EventWatch(timeout, self._stmts.schema)
-        while not watch.expired():
-            try:
-                conn = await psycopg.AsyncConnection.connect(self._pool.dsn, autocommit=True)
-                async with conn:
-                    await conn.execute(self._stmts.listen.text)
-                    await conn.execute(self._stmts.listen_events.text)
-                    watch.connected()
-                    while not watch.expired():
-                        async for note in conn.notifies(timeout=watch.wait()):
-                            event = ops.parse_event(self._stmts, note.channel, note.payload)
-                            if event is not None:
-                                watch.seen()
-                                yield event
-                        await conn.execute("SELECT 1")
-            except psycopg.Error as exc:
-                await asyncio.sleep(watch.lost(exc))
+        return AsyncEventStream(self._pool.dsn, self._stmts, watch)
 
     async def close(self) -> None:
         if self._pool is not None:
