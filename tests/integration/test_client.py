@@ -97,6 +97,12 @@ def enqueue(dsn: str, schema: str, *tasks: Task) -> list[int]:
         return [i.id for i in p.enqueue_many(tasks)]
 
 
+# A cancel reaches a running handler at the worker's next heartbeat (every 0.2 s with `fast`):
+# allow a loaded machine a few seconds, still far less than the lease (60 s) or a shutdown,
+# the other ways a handler ends.
+CANCEL_NOTICED_WITHIN = 5.0
+
+
 def wait_for(check: Callable[[], bool], timeout: float = 5.0) -> None:
     deadline = time.monotonic() + timeout
     while not check():
@@ -410,7 +416,7 @@ def test_cancel_fences_out_the_workers_completion(pg_dsn: str, schema: str, clie
     assert after.locked_by is None and after.locked_until is None and after.errors == []
 
 
-def test_cancel_stops_the_running_handler_within_a_second(
+def test_cancel_stops_the_running_handler_at_the_next_heartbeat(
     pg_dsn: str, schema: str, client: Client
 ) -> None:
     consumer = fast(schema)
@@ -440,10 +446,11 @@ def test_cancel_stops_the_running_handler_within_a_second(
         cancel_at = time.monotonic()
         assert client.cancel_task(a).status is TaskStatus.CANCELLED
         assert client.cancel_task(s).status is TaskStatus.CANCELLED
-        wait_for(lambda: a in stopped and s in stopped, timeout=2)
+        wait_for(lambda: a in stopped and s in stopped, timeout=CANCEL_NOTICED_WITHIN)
     finally:
         counts = consumer.stop(timeout=10)
-    assert stopped[a] - cancel_at < 1.0 and stopped[s] - cancel_at < 1.0
+    assert stopped[a] - cancel_at < CANCEL_NOTICED_WITHIN
+    assert stopped[s] - cancel_at < CANCEL_NOTICED_WITHIN
     assert counts is not None and (counts.completed, counts.failed) == (0, 0)
     for task_id in (a, s):
         info = info_of(pg_dsn, schema, task_id)
