@@ -204,8 +204,9 @@ def events(settings: CommandSettings, timeout: float | None, as_json: bool) -> N
         Client(dsn, schema=settings.schema) as client,
         client.events(timeout=timeout) as stream,
     ):
-        # From here on nothing committed is missed: scripts may wait for this line.
-        log.info("listening for task events in schema %s", settings.schema)
+        if stream.listening:  # (not when --timeout ran out with the database away)
+            # From here on nothing committed is missed: scripts may wait for this line.
+            log.info("listening for task events in schema %s", settings.schema)
         for event in stream:
             if as_json:
                 output.print_json(dataclasses.asdict(event))

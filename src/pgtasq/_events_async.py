@@ -41,6 +41,12 @@ class AsyncEventStream:
         self._events: deque[TaskEvent] = deque()
         self._closed = False
 
+    @property
+    def listening(self) -> bool:
+        """Whether its LISTEN is in place now (False before it connects, while the database
+        is away, and once it has ended)."""
+        return self._conn is not None
+
     async def __aenter__(self) -> AsyncEventStream:
         await self._listen()
         return self

@@ -42,6 +42,12 @@ class EventStream:
         self._events: deque[TaskEvent] = deque()
         self._closed = False
 
+    @property
+    def listening(self) -> bool:
+        """Whether its LISTEN is in place now (False before it connects, while the database
+        is away, and once it has ended)."""
+        return self._conn is not None
+
     def __enter__(self) -> EventStream:
         self._listen()
         return self

@@ -100,12 +100,12 @@ def _wait_for(check: Callable[[], bool], timeout: float = 5.0) -> None:
 def test_the_block_is_listening_from_its_start_to_its_end(pg_dsn: str, schema: str) -> None:
     with Client(pg_dsn, schema=schema) as client:
         with client.events(timeout=5.0) as stream:
-            assert _listeners(pg_dsn, schema) == 1
+            assert stream.listening and _listeners(pg_dsn, schema) == 1
             with Producer(pg_dsn, schema=schema) as producer:
                 info = producer.enqueue("t")
             event = next(stream)
             assert (event.kind, event.task_ids) == ("enqueued", [info.id])
-        assert _listeners(pg_dsn, schema) == 0
+        assert not stream.listening and _listeners(pg_dsn, schema) == 0
         assert list(stream) == []  # closed
 
 
@@ -115,7 +115,7 @@ def test_plain_iteration_connects_at_the_first_event_asked_for(pg_dsn: str, sche
     got: list[TaskEvent] = []
     with Client(pg_dsn, schema=schema) as client:
         stream = client.events(timeout=5.0)
-        assert _listeners(pg_dsn, schema) == 0
+        assert not stream.listening and _listeners(pg_dsn, schema) == 0
 
         def watch(events: EventStream) -> None:
             for event in events:
