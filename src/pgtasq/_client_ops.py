@@ -15,13 +15,11 @@ from typing import Any
 
 from pgtasq import _sql
 from pgtasq._limits import ID_MAX, duration_problem
+from pgtasq._transitions import refusals
 from pgtasq.errors import (
     ConfigurationError,
     QueueNotFound,
-    TaskAlreadyAvailable,
-    TaskAlreadyFinalized,
     TaskNotFound,
-    TaskRunning,
     TaskValidationError,
 )
 from pgtasq.filters import (
@@ -33,7 +31,7 @@ from pgtasq.filters import (
     check_count,
     check_name,
 )
-from pgtasq.models import TaskInfo, TaskStatus
+from pgtasq.models import TaskInfo
 
 Row = Mapping[str, Any]
 Step = tuple[_sql.Statement, dict[str, Any]]
@@ -119,6 +117,7 @@ class DailyStats:
 
     @property
     def processed(self) -> int:
+        """Finished attempts of the day, whatever their outcome."""
         return self.completed + self.failed + self.retried
 
 
@@ -142,11 +141,15 @@ class Stats:
 
     @property
     def started(self) -> int:
+        """Attempts started: finished ones plus the tasks running now."""
         return self.completed + self.failed + self.retried + self.running_now
 
 
 @dataclasses.dataclass(frozen=True)
 class WorkerInfo:
+    """A registered worker as `list_workers` reports it: where it runs, the queues it
+    serves (with their weights), its last heartbeat and the ids of the tasks it runs."""
+
     id: str
     host: str
     pid: int
@@ -218,8 +221,9 @@ def _get_task(stmts: _sql.Statements, task_id: int) -> Op:
 def _changed_or_raise(
     task_id: int, rows: Sequence[Row], errors: Mapping[str, type[Exception]]
 ) -> TaskInfo:
-    """After a conditional change: the error for the state it found, or the row it reports
-    (the changed row, or for a no-op the row as the statement locked it)."""
+    """After a conditional change: the error for the state it found (its refusals in
+    `pgtasq._transitions`), or the row it reports (the changed row, or for a no-op the row
+    as the statement locked it)."""
     if not rows:
         raise TaskNotFound(task_id)
     row = rows[0]
@@ -236,7 +240,7 @@ def cancel_task(stmts: _sql.Statements, task_id: int) -> Op:
 
 def _cancel_task(stmts: _sql.Statements, task_id: int) -> Op:
     rows = yield stmts.task_cancel, {"id": task_id}
-    return _changed_or_raise(task_id, rows, {TaskStatus.COMPLETED.value: TaskAlreadyFinalized})
+    return _changed_or_raise(task_id, rows, refusals("cancel"))
 
 
 def retry_task(stmts: _sql.Statements, task_id: int) -> Op:
@@ -246,15 +250,7 @@ def retry_task(stmts: _sql.Statements, task_id: int) -> Op:
 
 def _retry_task(stmts: _sql.Statements, task_id: int) -> Op:
     rows = yield stmts.task_retry, {"id": task_id}
-    return _changed_or_raise(
-        task_id,
-        rows,
-        {
-            TaskStatus.PENDING.value: TaskAlreadyAvailable,
-            TaskStatus.RUNNING.value: TaskRunning,
-            TaskStatus.COMPLETED.value: TaskAlreadyFinalized,
-        },
-    )
+    return _changed_or_raise(task_id, rows, refusals("retry"))
 
 
 def delete_task(stmts: _sql.Statements, task_id: int) -> Op:
@@ -264,7 +260,7 @@ def delete_task(stmts: _sql.Statements, task_id: int) -> Op:
 
 def _delete_task(stmts: _sql.Statements, task_id: int) -> Op:
     rows = yield stmts.task_delete, {"id": task_id}
-    return _changed_or_raise(task_id, rows, {TaskStatus.RUNNING.value: TaskRunning})
+    return _changed_or_raise(task_id, rows, refusals("delete"))
 
 
 def list_tasks(

@@ -90,7 +90,8 @@ def plan(tasks: Sequence[Task], max_payload_bytes: int, batch_size: int) -> list
 
 
 def insert_arrays(tasks: Sequence[Task], payloads: Sequence[str]) -> dict[str, list[Any]]:
-    """The parameters of `task_insert` for a batch: one array per column."""
+    """The parameters of `task_insert` for a batch: one array per `_columns.INSERT_ARRAYS`
+    (unrolled for speed; tests/unit/test_columns.py checks it against the table)."""
     delay: list[float | None] = []
     timeout: list[float | None] = []
     retention: list[float | None] = []
@@ -250,7 +251,8 @@ def copy_interval(value: timedelta | None) -> str:
 
 
 def copy_columns(tasks: Sequence[Task]) -> tuple[str, ...]:
-    """The columns of `task_insert_copy` this batch needs: the optional ones only if used."""
+    """The columns of `task_insert_copy` this batch needs: the optional ones only if used
+    (`_columns.COPY_COLUMNS_OPTIONAL`, unrolled; tests/unit/test_columns.py checks)."""
     extra = []
     if any(t.run_at is not None or t.delay is not None for t in tasks):
         extra.append("run_at")

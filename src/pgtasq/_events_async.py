@@ -10,16 +10,14 @@ from __future__ import annotations
 import asyncio
 import weakref
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import psycopg
 
 from pgtasq import _client_ops as ops
 from pgtasq import _sql
+from pgtasq._client_base import EventWatch
 from pgtasq._client_ops import TaskEvent
-
-if TYPE_CHECKING:
-    from pgtasq.client import _EventWatch
 
 
 class AsyncEventStream:
@@ -32,10 +30,10 @@ class AsyncEventStream:
     client's ``events``); closing it, or leaving the block, closes its connection.
     """
 
-    def __init__(self, dsn: str, stmts: _sql.Statements, watch: _EventWatch) -> None:
+    def __init__(self, dsn: str, stmts: _sql.Statements, timeout: float | None) -> None:
         self._dsn = dsn
         self._stmts = stmts
-        self._watch = watch
+        self._watch = EventWatch(timeout, stmts.schema)
         self._conn: psycopg.AsyncConnection[Any] | None = None
         self._release: weakref.finalize[Any, Any] | None = None
         self._events: deque[TaskEvent] = deque()

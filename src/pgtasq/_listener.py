@@ -30,7 +30,7 @@ PROBE_KEY = "pgtasq_probe"
 
 def relevant(payload: str, queues: Collection[str]) -> bool:
     """Whether a notification's payload names one of ``queues``: a JSON object whose
-    ``queues`` is a list of queue names or ``"*"`` (see `_sql._wake`), or a bare list of
+    ``queues`` is a list of queue names or ``"*"`` (see `_sql_common.wake`), or a bare list of
     names. Anything else wakes the worker too, and nothing raises
     (anyone may NOTIFY the channel): better a claim for nothing than a task left waiting
     for the next poll."""

@@ -2,21 +2,18 @@
 
 Pool connections are in autocommit: each pgtasq operation is one statement (or runs in an
 explicit transaction), so no BEGIN/COMMIT round trips are spent on the hot path.
+`AsyncLazyPool` is written once (``_pool_async.py``); `LazyPool` is generated from it
+(``_pool_sync.py``, by ``python tools/gen_sync.py``). What they share is here.
 """
 
 from __future__ import annotations
 
-import asyncio
 import math
-import threading
-import time
 from typing import Any
 
 import psycopg
-from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
-from pgtasq._database import Backoff, connect_misconfigured, misconfigured
-from pgtasq._dsn import normalize
+from pgtasq._database import connect_misconfigured, misconfigured
 from pgtasq.errors import ConfigurationError, DatabaseMisconfigured, DatabaseUnavailable
 
 POOL_MIN_SIZE_DEFAULT = 1
@@ -59,52 +56,6 @@ def _attempt_timeout(left: float) -> int:
     return max(2, math.ceil(left))
 
 
-def _wait_for_server(dsn: str, timeout: float) -> None:
-    """Connect (and disconnect) until the server accepts us, for up to ``timeout`` seconds.
-
-    What no retry can fix (a wrong password, an unknown database) raises
-    `DatabaseMisconfigured` at the first attempt, instead of after ``timeout`` seconds of
-    psycopg_pool's retries; a server that stays away raises `DatabaseUnavailable`.
-    """
-    deadline = time.monotonic() + timeout
-    backoff = Backoff(cap=PROBE_BACKOFF_CAP)
-    while True:
-        try:
-            left = deadline - time.monotonic()
-            psycopg.connect(dsn, connect_timeout=_attempt_timeout(left)).close()
-            return
-        except psycopg.Error as exc:
-            fatal = _refused(exc)
-            if fatal is not None:
-                raise fatal from None  # psycopg's text may quote the DSN
-            delay = backoff.next()
-            if time.monotonic() + delay >= deadline:
-                raise _unavailable(dsn, exc) from exc
-            time.sleep(delay)
-
-
-async def _async_wait_for_server(dsn: str, timeout: float) -> None:
-    """`_wait_for_server` for asyncio."""
-    deadline = time.monotonic() + timeout
-    backoff = Backoff(cap=PROBE_BACKOFF_CAP)
-    while True:
-        try:
-            left = deadline - time.monotonic()
-            conn = await psycopg.AsyncConnection.connect(
-                dsn, connect_timeout=_attempt_timeout(left)
-            )
-            await conn.close()
-            return
-        except psycopg.Error as exc:
-            fatal = _refused(exc)
-            if fatal is not None:
-                raise fatal from None
-            delay = backoff.next()
-            if time.monotonic() + delay >= deadline:
-                raise _unavailable(dsn, exc) from exc
-            await asyncio.sleep(delay)
-
-
 def _redact(dsn: str) -> str:
     """The DSN without its password, for messages."""
     try:
@@ -113,117 +64,3 @@ def _redact(dsn: str) -> str:
         return "<invalid DSN>"
     info.pop("password", None)
     return psycopg.conninfo.make_conninfo("", **info)
-
-
-class LazyPool:
-    """A psycopg ``ConnectionPool`` opened on first use, so constructing is free and safe.
-
-    Opening first connects once by itself (`_wait_for_server`), retrying for up to
-    ``open_timeout`` seconds, then raises `DatabaseUnavailable`; an error no retry can fix
-    raises `DatabaseMisconfigured` at once. A pool that failed to open is closed and the
-    next use opens a new one (a closed psycopg pool cannot be opened again).
-    """
-
-    def __init__(
-        self,
-        dsn: str,
-        *,
-        min_size: int,
-        max_size: int,
-        name: str,
-        open_timeout: float = POOL_OPEN_TIMEOUT_DEFAULT,
-        prepare: bool = True,
-    ) -> None:
-        self.dsn = normalize(dsn)
-        self._kwargs = connection_kwargs(prepare=prepare)
-        self._open_timeout = check_connect_timeout(open_timeout)
-        self._min_size = min_size
-        self._max_size = max_size
-        self._name = name
-        self._lock = threading.Lock()
-        self._pool: ConnectionPool[Any] | None = None
-
-    def get(self) -> ConnectionPool[Any]:
-        pool = self._pool
-        if pool is None:
-            with self._lock:
-                pool = self._pool
-                if pool is None:
-                    started = time.monotonic()
-                    _wait_for_server(self.dsn, self._open_timeout)
-                    left = self._open_timeout - (time.monotonic() - started)
-                    pool = ConnectionPool(
-                        self.dsn,
-                        min_size=self._min_size,
-                        max_size=self._max_size,
-                        open=False,
-                        name=self._name,
-                        kwargs=self._kwargs,
-                    )
-                    try:
-                        pool.open(wait=True, timeout=max(left, 1.0))
-                    except PoolTimeout as exc:
-                        pool.close()
-                        raise _unavailable(self.dsn, exc) from exc
-                    self._pool = pool
-        return pool
-
-    def close(self) -> None:
-        with self._lock:
-            if self._pool is not None:
-                pool, self._pool = self._pool, None
-                pool.close()
-
-
-class AsyncLazyPool:
-    """An ``AsyncConnectionPool`` opened on first use (it cannot be opened in ``__init__``);
-    like `LazyPool`, opening waits up to ``open_timeout`` seconds."""
-
-    def __init__(
-        self,
-        dsn: str,
-        *,
-        min_size: int,
-        max_size: int,
-        name: str,
-        open_timeout: float = POOL_OPEN_TIMEOUT_DEFAULT,
-        prepare: bool = True,
-    ) -> None:
-        self.dsn = normalize(dsn)
-        self._kwargs = connection_kwargs(prepare=prepare)
-        self._open_timeout = check_connect_timeout(open_timeout)
-        self._min_size = min_size
-        self._max_size = max_size
-        self._name = name
-        self._lock: asyncio.Lock | None = None
-        self._pool: AsyncConnectionPool[Any] | None = None
-
-    async def get(self) -> AsyncConnectionPool[Any]:
-        if self._pool is None:
-            if self._lock is None:
-                self._lock = asyncio.Lock()
-            async with self._lock:
-                if self._pool is None:
-                    started = time.monotonic()
-                    await _async_wait_for_server(self.dsn, self._open_timeout)
-                    left = self._open_timeout - (time.monotonic() - started)
-                    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-                        self.dsn,
-                        min_size=self._min_size,
-                        max_size=self._max_size,
-                        open=False,
-                        name=self._name,
-                        kwargs=self._kwargs,
-                    )
-                    try:
-                        await pool.open(wait=True, timeout=max(left, 1.0))
-                    except PoolTimeout as exc:
-                        await pool.close()
-                        raise _unavailable(self.dsn, exc) from exc
-                    self._pool = pool
-        return self._pool
-
-    async def close(self) -> None:
-        if self._pool is not None:
-            pool, self._pool = self._pool, None
-            await pool.close()

@@ -32,6 +32,7 @@ from pgtasq import (
     _cli_boundary,
     _cli_dev,
     _cli_observe,
+    _cli_web,
     _dsn,
     _embedded,
     _logs,
@@ -582,6 +583,7 @@ def worker(
 for _command in (*_cli_admin.COMMANDS, *_cli_observe.COMMANDS):  # tasks, queues, …, health
     cli.add_command(_command)
 cli.add_command(_cli_dev.dev)
+cli.add_command(_cli_web.web)
 
 
 _add_global_options(cli)

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from pgtasq._connections import async_runner, sync_runner
+from pgtasq._connections import AsyncConn, SyncConn, async_runner, sync_runner
 from pgtasq._records import RESULT_MAX_BYTES_LIMIT, prepare_result
 from pgtasq.errors import TaskLost, TaskValidationError
 from pgtasq.models import TaskInfo
@@ -68,18 +68,22 @@ class TaskContext:
 
     @property
     def id(self) -> int:
+        """The task's id."""
         return self.info.id
 
     @property
     def type(self) -> str:
+        """The task's type, which chose its handler."""
         return self.info.type
 
     @property
     def payload(self) -> Any:
+        """The task's payload, as decoded from JSON."""
         return self.info.payload
 
     @property
     def queue(self) -> str:
+        """The queue the task was claimed from."""
         return self.info.queue
 
     @property
@@ -89,10 +93,12 @@ class TaskContext:
 
     @property
     def max_attempts(self) -> int:
+        """How many attempts the task may have in all."""
         return self.info.max_attempts
 
     @property
     def claimed_at(self) -> datetime:
+        """When this attempt claimed the task (the database's clock)."""
         assert self.info.attempted_at is not None
         return self.info.attempted_at
 
@@ -108,7 +114,7 @@ class TaskContext:
             "result": [dump_result(result)],
         }
 
-    def complete(self, conn: object, result: Any = None) -> None:
+    def complete(self, conn: SyncConn, result: Any = None) -> None:
         """Mark the task completed inside ``conn``'s open transaction (sync connections).
 
         Your writes and the completion then commit together or not at all. Raises
@@ -122,7 +128,7 @@ class TaskContext:
             raise TaskLost(self.info.id)
         self.completed_in_transaction = True
 
-    async def acomplete(self, conn: object, result: Any = None) -> None:
+    async def acomplete(self, conn: AsyncConn, result: Any = None) -> None:
         """`complete` for async connections (psycopg AsyncConnection, SQLAlchemy async)."""
         params = await asyncio.to_thread(self._finish_params, result)  # off the loop
         rows = await async_runner(conn).fetch(self._stmts.task_finish_many_in_tx, params)

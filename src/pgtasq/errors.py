@@ -161,6 +161,8 @@ class _TaskStateError(PgtasqError):
 
 
 class TaskNotFound(_TaskStateError):
+    """No task has that id (it never existed, or was deleted)."""
+
     what = "does not exist"
 
 
@@ -176,12 +178,18 @@ class QueueNotFound(PgtasqError):
 
 
 class TaskRunning(_TaskStateError):
+    """The task is running, and the operation may not touch a running task."""
+
     what = "is running; cancel it first"
 
 
 class TaskAlreadyFinalized(_TaskStateError):
+    """The task is completed: it cannot be cancelled or retried."""
+
     what = "is completed already"
 
 
 class TaskAlreadyAvailable(_TaskStateError):
+    """The task is pending already: there is nothing to retry."""
+
     what = "is pending already"

@@ -266,24 +266,31 @@ class TaskFilter:
         return dataclasses.replace(self, **changes)
 
     def states(self, *states: str | TaskStatus) -> TaskFilter:
+        """Only tasks in one of these states (unknown names: InvalidFilter)."""
         return self._with(state_names=states)
 
     def types(self, *types: str) -> TaskFilter:
+        """Only tasks of one of these types."""
         return self._with(type_names=types)
 
     def queues(self, *queues: str) -> TaskFilter:
+        """Only tasks in one of these queues."""
         return self._with(queue_names=queues)
 
     def ids(self, *ids: int) -> TaskFilter:
+        """Only the tasks with these ids."""
         return self._with(task_ids=ids)
 
     def created_after(self, when: datetime) -> TaskFilter:
+        """Only tasks created at ``when`` or later (timezone-aware)."""
         return self._with(created_from=when)
 
     def created_before(self, when: datetime) -> TaskFilter:
+        """Only tasks created before ``when`` (timezone-aware)."""
         return self._with(created_until=when)
 
     def order_by(self, field: str, direction: Direction = "asc") -> TaskFilter:
+        """Sort by one of `ORDER_FIELDS`, then by id; drops the `after` cursor."""
         return self._with(order_field=field, order_direction=direction, cursor=None)
 
     def limit(self, n: int) -> TaskFilter:

@@ -59,6 +59,7 @@ class TaskStatus(str, enum.Enum):
 
     @property
     def is_final(self) -> bool:
+        """Completed, failed or cancelled: no worker will run the task again by itself."""
         return self in FINAL_STATUSES
 
 
@@ -148,6 +149,7 @@ class Task:
     idempotency_key: str | None = None
     retention: Seconds | None = None
 
+    # Its fields are the insert params of `_columns.COLUMNS` (tests/unit/test_columns.py).
     # Written by hand rather than generated: enqueue_many builds thousands of these, and a
     # frozen dataclass's generated __init__ sets each field through object.__setattr__
     # (about 1 µs for eleven fields). Same signature, same checks, same messages.
@@ -305,7 +307,8 @@ def _json(value: Any) -> Any:
 
 @dataclasses.dataclass(frozen=True)
 class TaskInfo:
-    """What the row says about a task.
+    """What the row says about a task: one field per column of `_columns.COLUMNS`, in order
+    (tests/unit/test_columns.py checks).
 
     ``created`` is False when `enqueue` found an existing task with the same idempotency key
     and returned it instead of inserting a new one.

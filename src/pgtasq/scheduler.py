@@ -73,7 +73,7 @@ from psycopg.rows import dict_row
 from pgtasq import _sql
 from pgtasq._database import RETRYABLE, Backoff, Outage, misconfigured
 from pgtasq._limits import text_problem
-from pgtasq._pool import LazyPool
+from pgtasq._pool_sync import LazyPool
 from pgtasq.errors import (
     ConfigurationError,
     DatabaseMisconfigured,
@@ -224,6 +224,7 @@ class Schedule:
 
     @property
     def zone(self) -> ZoneInfo:
+        """The time zone the cron expression is read in."""
         return ZoneInfo(self.timezone)
 
     def next_after(self, after: datetime) -> datetime:
@@ -251,7 +252,8 @@ class Schedule:
         return f"{entry_key_prefix(self.id)}{tick.astimezone(_UTC).isoformat()}"
 
     def options(self) -> dict[str, Any]:
-        """The task's options, as the schedules table stores them (durations in seconds)."""
+        """The task's options, as the schedules table stores them (durations in seconds):
+        those `_columns.SCHEDULE_OPTIONS` names (tests/unit/test_columns.py checks)."""
         t = self.task
         return {
             "queue": t.queue,
@@ -509,7 +511,9 @@ class Scheduler:
 
     # -- one pass
 
-    def run_once(self, now: datetime | None = None, *, conn: object = None) -> SchedulerCounts:
+    def run_once(
+        self, now: datetime | None = None, *, conn: psycopg.Connection[Any] | None = None
+    ) -> SchedulerCounts:
         """Enqueue every due tick of every entry; returns what was done.
 
         ``conn``: a psycopg Connection to run on; in autocommit mode each entry commits on its
@@ -679,6 +683,7 @@ class Scheduler:
             self._thread = None
 
     def close(self) -> None:
+        """`stop`, then close the scheduler's pool, if it has one."""
         self.stop()
         if self._pool is not None:
             self._pool.close()

@@ -117,7 +117,7 @@ def metadata(schema: str = SCHEMA_DEFAULT) -> sa.MetaData:
             "(status = 'running') = (locked_until IS NOT NULL)", name="tasks_lease_iff_running"
         ),
         # Idempotency keys: unique, and partial, so the many keyless rows never touch it.
-        # ON CONFLICT must name the predicate to use it as the arbiter (see _sql.task_insert).
+        # ON CONFLICT must name the predicate to use it as the arbiter (see _sql_tasks.task_insert).
         sa.Index(
             "tasks_idempotency_key_key",
             "idempotency_key",

@@ -39,6 +39,22 @@ def test_wheel_contains_package_and_migrations(wheel: Path) -> None:
     assert versions == repo_versions
 
 
+def test_wheel_carries_the_django_app_and_the_pytest_plugin(wheel: Path) -> None:
+    archive = zipfile.ZipFile(wheel)
+    names = set(archive.namelist())
+    for name in (
+        "pgtasq/testing/__init__.py",
+        "pgtasq/testing/pytest_plugin.py",
+        "pgtasq/contrib/django/apps.py",
+        "pgtasq/contrib/django/migrations/0001_pgtasq_schema.py",
+        "pgtasq/contrib/django/management/commands/pgtasq_worker.py",
+    ):
+        assert name in names, name
+    (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
+    text = archive.read(entry_points).decode()
+    assert "[pytest11]\npgtasq = pgtasq.testing.pytest_plugin" in text
+
+
 def test_installed_wheel_migrates(
     wheel: Path, tmp_path: Path, pg_dsn: str, fresh_schema: str
 ) -> None:
@@ -75,3 +91,15 @@ def test_installed_wheel_migrates(
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "pgtasq_0003"
+
+
+def test_wheel_carries_the_dashboard_templates_and_htmx_with_its_license(wheel: Path) -> None:
+    names = set(zipfile.ZipFile(wheel).namelist())
+    web = REPO / "src" / "pgtasq" / "web"
+    for folder in ("templates", "static"):
+        files = sorted(p.name for p in (web / folder).iterdir() if p.is_file())
+        assert files, folder
+        for name in files:
+            assert f"pgtasq/web/{folder}/{name}" in names
+    assert "pgtasq/web/static/htmx.min.js" in names
+    assert "pgtasq/web/static/htmx.LICENSE.txt" in names

@@ -1,23 +1,34 @@
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 
 from pgtasq import ConfigurationError, _sql
 from pgtasq.tables import check_schema_name
 
 
-def test_every_statement_renders_for_sqlalchemy() -> None:
-    stmts = _sql.statements("pgtasq")
-    for field in dataclasses.fields(stmts):
-        stmt = getattr(stmts, field.name)
-        if not isinstance(stmt, _sql.Statement):
-            continue
-        assert stmt.name == field.name
+@pytest.mark.parametrize("events", [False, True])
+def test_every_statement_renders_for_sqlalchemy(events: bool) -> None:
+    stmts = _sql.statements("pgtasq", worker_events=events)
+    observe = _sql.observe_statements("pgtasq")
+    every = [(stmts, name) for name in stmts.names()]
+    every += [(observe, name) for name in observe.names()]
+    assert len(every) >= 39
+    for owner, name in every:
+        stmt = getattr(owner, name)
+        assert isinstance(stmt, _sql.Statement)
+        assert getattr(owner, name) is stmt  # built once, then kept
+        assert stmt.name == name
         rendered = str(stmt.sqlalchemy)
         assert "%(" not in rendered
-        assert "pgtasq." in rendered or field.name.startswith("listen")
+        assert "pgtasq." in rendered or name.startswith("listen")
+
+
+def test_statements_are_one_object_per_schema_and_events() -> None:
+    assert _sql.statements("pgtasq") is _sql.statements("pgtasq")
+    assert _sql.statements("pgtasq") is not _sql.statements("pgtasq", worker_events=True)
+    assert "events AS" in _sql.statements("pgtasq", worker_events=True).task_claim.text
+    assert "events AS" not in _sql.statements("pgtasq").task_claim.text
+    assert _sql.statements("other").task_claim.text.count("other.tasks") == 2
 
 
 def test_placeholders_convert() -> None:

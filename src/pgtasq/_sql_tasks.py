@@ -1,0 +1,204 @@
+"""The statements on tasks by id: the enqueues, the reads, and the Client's changes."""
+
+from __future__ import annotations
+
+import functools
+
+from pgtasq._columns import (
+    COPY_COLUMNS,
+    COPY_COLUMNS_OPTIONAL,
+    INSERT_ARRAYS,
+    TASK_COLUMN_NAMES,
+    TASK_COLUMNS,
+    TASK_COLUMNS_T,
+    insert_columns,
+    insert_select,
+    insert_values,
+    wrap,
+)
+from pgtasq._sql_common import (
+    EMIT,
+    EVENT_IDS_MAX,
+    ON_KEY_CONFLICT,
+    SchemaStatements,
+    Statement,
+    events_cte,
+    statement,
+    wake,
+    wake_rows,
+)
+from pgtasq._transitions import TRANSITIONS, states_sql
+from pgtasq.tables import TASKS_ID_SEQUENCE, check_schema_name
+
+
+class TaskStatements(SchemaStatements):
+    """Enqueue, read, cancel, retry and delete tasks."""
+
+    def _insert_one(self, *, keyed: bool) -> str:
+        return f"""
+INSERT INTO {self.schema}.tasks
+    ({insert_columns(keyed=keyed)})
+VALUES (
+    {insert_values(keyed=keyed)})
+{ON_KEY_CONFLICT if keyed else ""}
+RETURNING id, {"idempotency_key, " if keyed else ""}run_at, created_at,
+          {wake(self.channel, "json_build_array(queue)", "1", "json_build_array(id)")} AS notified
+"""
+
+    @statement
+    def task_insert(self) -> str:
+        """One statement enqueues a whole batch: the arrays become rows, rows with a taken
+        idempotency key are skipped (the caller then selects them), and one NOTIFY goes out
+        for the statement, delivered at commit."""
+        arrays = ",\n        ".join(f"CAST(%({name})s AS {kind}[])" for name, kind in INSERT_ARRAYS)
+        names = wrap([name for name, _ in INSERT_ARRAYS] + ["ord"], "        ")
+        return f"""
+WITH input AS (
+    SELECT * FROM unnest(
+        {arrays}
+    ) WITH ORDINALITY AS i ({names})
+),
+inserted AS (
+    INSERT INTO {self.schema}.tasks
+        ({insert_columns(keyed=True, indent="         ")})
+    SELECT {insert_select()}
+    FROM input
+    ORDER BY ord
+    {ON_KEY_CONFLICT}
+    RETURNING id, queue, idempotency_key, run_at, created_at
+),
+woken AS ({wake_rows(self.channel, "inserted")})
+SELECT id, idempotency_key, run_at, created_at
+FROM inserted LEFT JOIN woken ON true
+"""
+
+    @statement
+    def task_insert_one(self) -> str:
+        """One task: the same columns as scalars, so the plan is a plain INSERT … VALUES
+        (no unnest, no CTE), and the NOTIFY rides on the RETURNING of the row it announces."""
+        return self._insert_one(keyed=True)
+
+    @statement
+    def task_insert_one_keyless(self) -> str:
+        """One task without an idempotency key: no ON CONFLICT, so PostgreSQL inserts the row
+        directly instead of speculatively (no arbiter check, no extra WAL record)."""
+        return self._insert_one(keyed=False)
+
+    @statement
+    def task_insert_copy_ids(self) -> str:
+        """The first half of a COPY enqueue, in the transaction of the COPY: the
+        transaction's now() (which the rows' created_at, updated_at and default run_at will
+        equal), one id per row in order, and the NOTIFY for the rows to come, delivered at
+        commit. The ids are usually consecutive; then only the first is sent back (parsing
+        1000 ids costs the client more than drawing them costs the server), else all."""
+        notified = wake(
+            self.channel,
+            "to_json(CAST(%(queues)s AS text[]))",
+            "cardinality(ids)",
+            f"to_json(ids[1:{EVENT_IDS_MAX}])",
+        )
+        return f"""
+WITH drawn AS (
+    SELECT ARRAY(SELECT nextval('{self.schema}.{TASKS_ID_SEQUENCE}')
+                 FROM generate_series(1, CAST(%(count)s AS int))) AS ids
+)
+SELECT now() AS now, ids[1] AS first_id,
+       CASE WHEN ids[cardinality(ids)] - ids[1] + 1 = cardinality(ids) THEN NULL
+            ELSE ids END AS ids,
+       {notified} AS notified
+FROM drawn
+"""
+
+    @statement
+    def task_select_by_keys(self) -> str:
+        return (
+            f"SELECT {TASK_COLUMNS} FROM {self.schema}.tasks "
+            "WHERE idempotency_key = ANY(CAST(%(keys)s AS text[]))"
+        )
+
+    @statement
+    def task_select(self) -> str:
+        return f"SELECT {TASK_COLUMNS} FROM {self.schema}.tasks WHERE id = CAST(%(id)s AS bigint)"
+
+    @statement
+    def task_select_many(self) -> str:
+        return (
+            f"SELECT {TASK_COLUMNS} FROM {self.schema}.tasks "
+            "WHERE id = ANY(CAST(%(ids)s AS bigint[])) ORDER BY id"
+        )
+
+    @statement
+    def task_count_by_status(self) -> str:
+        return (
+            f"SELECT status::text AS status, count(*) AS count FROM {self.schema}.tasks "
+            "GROUP BY status ORDER BY status"
+        )
+
+    # -- the Client: one conditional statement per change (`pgtasq._transitions`). `target`
+    # locks the row and reads it (as its latest committed version, once the lock is ours);
+    # the change happens only from the states it may leave. The statement returns the state
+    # the row was in (`before`) and the row as the statement left it: the changed row, or,
+    # when nothing changed, the row `target` locked. So one statement decides and reports;
+    # the Client never reads the row again (a second read could see a later change).
+    def _transition(self, action: str) -> str:
+        s = self.schema
+        t = TRANSITIONS[action]
+        leaves = states_sql("target.before", t.from_states)
+        if t.sets is None:
+            change = f"""DELETE FROM {s}.tasks t USING target
+    WHERE t.id = target.id AND {leaves}"""
+        else:
+            change = f"""UPDATE {s}.tasks t
+    SET {t.sets}
+    FROM target
+    WHERE t.id = target.id AND {leaves}"""
+        tail = []
+        if t.event is not None:
+            tail.append(events_cte(self.events, "changed", f"'{t.event}'"))
+        if t.wake:
+            tail.append(f"woken AS ({wake_rows(self.channel, 'changed')})")
+        ctes = "".join(",\n" + cte for cte in tail)
+        joined = " LEFT JOIN woken ON true" if t.wake else ""
+        emitted = f" WHERE {EMIT}" if t.event else ""
+        return f"""
+WITH target AS (
+    SELECT status AS before, {TASK_COLUMNS} FROM {s}.tasks
+    WHERE id = CAST(%(id)s AS bigint) FOR UPDATE
+),
+changed AS (
+    {change}
+    RETURNING {TASK_COLUMNS_T}
+){ctes}
+SELECT target.before::text AS before, r.*
+FROM target, (
+    SELECT {TASK_COLUMN_NAMES} FROM changed
+    UNION ALL
+    SELECT {TASK_COLUMN_NAMES} FROM target WHERE NOT EXISTS (SELECT FROM changed)
+) r{joined}{emitted}
+"""
+
+    @statement
+    def task_cancel(self) -> str:
+        return self._transition("cancel")
+
+    @statement
+    def task_retry(self) -> str:
+        return self._transition("retry")
+
+    @statement
+    def task_delete(self) -> str:
+        return self._transition("delete")
+
+
+@functools.lru_cache(maxsize=256)
+def task_insert_copy(schema: str, columns: tuple[str, ...]) -> Statement:
+    """The COPY of a keyless batch into the tasks table, sending these columns (text format).
+
+    ``columns`` is `COPY_COLUMNS` plus those of `COPY_COLUMNS_OPTIONAL` the batch uses. The
+    ids come from `task_insert_copy_ids`, run in the same transaction just before.
+    """
+    s = check_schema_name(schema)
+    allowed = COPY_COLUMNS + COPY_COLUMNS_OPTIONAL
+    if columns[: len(COPY_COLUMNS)] != COPY_COLUMNS or not set(columns) <= set(allowed):
+        raise ValueError(f"COPY columns must be {COPY_COLUMNS} and some of {COPY_COLUMNS_OPTIONAL}")
+    return Statement("task_insert_copy", f"COPY {s}.tasks ({', '.join(columns)}) FROM STDIN")

@@ -1,0 +1,33 @@
+
+WITH input AS (
+    SELECT * FROM unnest(
+        CAST(%(queue)s AS text[]),
+        CAST(%(type)s AS text[]),
+        CAST(%(payload)s AS text[]),
+        CAST(%(priority)s AS smallint[]),
+        CAST(%(run_at)s AS timestamptz[]),
+        CAST(%(delay)s AS float8[]),
+        CAST(%(max_attempts)s AS int[]),
+        CAST(%(timeout)s AS float8[]),
+        CAST(%(deadline)s AS timestamptz[]),
+        CAST(%(idempotency_key)s AS text[]),
+        CAST(%(retention)s AS float8[])
+    ) WITH ORDINALITY AS i (queue, type, payload, priority, run_at, delay, max_attempts, timeout, deadline,
+        idempotency_key, retention, ord)
+),
+inserted AS (
+    INSERT INTO pgtasq.tasks
+        (queue, type, payload, priority, run_at, max_attempts, timeout, deadline,
+         idempotency_key, retention)
+    SELECT queue, type, payload::jsonb, priority,
+           coalesce(run_at, now() + make_interval(secs => coalesce(delay, 0))),
+           max_attempts, make_interval(secs => timeout), deadline, idempotency_key,
+           make_interval(secs => retention)
+    FROM input
+    ORDER BY ord
+    ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+    RETURNING id, queue, idempotency_key, run_at, created_at
+),
+woken AS (SELECT pg_notify('pgtasq_w_pgtasq', json_build_object('queues', CASE WHEN octet_length(CAST(json_agg(DISTINCT queue) AS text)) <= 1500 THEN json_agg(DISTINCT queue) ELSE '"*"'::json END, 'count', count(*), 'ids', to_json((array_agg(id ORDER BY id))[1:300]))::text) FROM inserted HAVING count(*) > 0)
+SELECT id, idempotency_key, run_at, created_at
+FROM inserted LEFT JOIN woken ON true
