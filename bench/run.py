@@ -2,6 +2,7 @@
 
     python bench/run.py --dsn DSN --workload enqueue1|enqueueB|drain|drainH|latency -n N
                         [-b B] [--schema S] [--processes P] [--rate R] [--metrics]
+                        [--tracing]
                         [--history H] [--backlog K [--backlog-kind KIND]]
                         [--plan-cache-mode auto|generic|custom]
 
@@ -22,6 +23,9 @@ then, before anything is timed (see realtable.py):
                 queue|scheduled|mixed, default mixed: half each)
 and, when either is given, VACUUM ANALYZE, so the planner has statistics as autovacuum would
 have given it. The measured tasks are enqueued after that, as in the peers' runners.
+--metrics turns the worker's Prometheus metrics on (drain), --tracing OpenTelemetry tracing
+(drain: the enqueue and the worker, with the SDK, spans batched to an exporter that drops
+them, so the cost measured is pgtasq's and the SDK's, not an exporter's network).
 --plan-cache-mode generic|custom sets plan_cache_mode (force_generic_plan/force_custom_plan)
 for every session the runner opens after the setup (PGOPTIONS), so both plan kinds can be
 measured; auto (the default) leaves the server's setting.
@@ -90,8 +94,27 @@ def _scrape_every_second(recorder: Any) -> None:
         recorder.apply()
 
 
-def _drain_process(dsn: str, schema: str, start: Any, done: Any, metrics: bool = False) -> None:
+def _install_tracing() -> Any:
+    """An OpenTelemetry SDK provider, set globally, whose spans are batched and dropped."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+    class Drop(SpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(Drop()))
+    trace.set_tracer_provider(provider)
+    return provider
+
+
+def _drain_process(
+    dsn: str, schema: str, start: Any, done: Any, metrics: bool = False, tracing: bool = False
+) -> None:
     recorder = None
+    provider = _install_tracing() if tracing else None
     if metrics:  # --metrics: the worker's Prometheus metrics on (in a registry of its own)
         from prometheus_client import CollectorRegistry
 
@@ -108,18 +131,23 @@ def _drain_process(dsn: str, schema: str, start: Any, done: Any, metrics: bool =
 
     start.wait()
     counts = consumer.run(dsn, burst=True, handle_signals=False)
+    if provider is not None:
+        provider.shutdown()
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     done.put((counts.completed, rss_mb))
 
 
-def drain(dsn: str, schema: str, n: int, processes: int, metrics: bool = False) -> dict[str, Any]:
-    with Producer(dsn, schema=schema) as producer:
+def drain(
+    dsn: str, schema: str, n: int, processes: int, metrics: bool = False, tracing: bool = False
+) -> dict[str, Any]:
+    provider = _install_tracing() if tracing else None
+    with Producer(dsn, schema=schema, tracer_provider=provider) as producer:
         for first in range(0, n, 5000):
             producer.enqueue_many([Task("noop", {}) for _ in range(min(5000, n - first))])
     ctx = multiprocessing.get_context("spawn")
     start, done = ctx.Event(), ctx.Queue()
     procs = [
-        ctx.Process(target=_drain_process, args=(dsn, schema, start, done, metrics))
+        ctx.Process(target=_drain_process, args=(dsn, schema, start, done, metrics, tracing))
         for _ in range(processes)
     ]
     for proc in procs:
@@ -138,7 +166,12 @@ def drain(dsn: str, schema: str, n: int, processes: int, metrics: bool = False) 
         "done": completed,
         "seconds": seconds,
         "jobs_per_s": completed / seconds,
-        "settings": {"processes": processes, "defaults": True, "metrics": metrics},
+        "settings": {
+            "processes": processes,
+            "defaults": True,
+            "metrics": metrics,
+            "tracing": tracing,
+        },
         "rss_mb_max": round(max(r for _, r in results), 1),
         "table_after": table_after,
     }
@@ -186,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--processes", type=int, default=1, help="worker processes for drain")
     ap.add_argument("--rate", type=float, default=100.0, help="tasks per second for latency")
     ap.add_argument("--metrics", action="store_true", help="drain with worker metrics on")
+    ap.add_argument("--tracing", action="store_true", help="drain with OpenTelemetry tracing on")
     ap.add_argument(
         "--history",
         type=int,
@@ -235,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         shown = conn.execute("SHOW plan_cache_mode").fetchone()
     result["plan_cache_mode"] = shown[0] if shown else None
     if workload == "drain":
-        result.update(drain(a.dsn, a.schema, a.n, a.processes, a.metrics))
+        result.update(drain(a.dsn, a.schema, a.n, a.processes, a.metrics, a.tracing))
         print(json.dumps(result))
         return 0
     if a.workload == "latency":

@@ -75,7 +75,7 @@ def main() -> None:
 
         # The data arrived: retry what failed (in bulk, by filter).
         missing.clear()
-        print("retried:", client.retry_tasks(mine.states("failed")))
+        print("retried:", client.retry_tasks(mine.statuses("failed")))
         run_until_empty(consumer, dsn)
         assert client.get_task(infos[1].id).result == {"rows": 20}
 
@@ -90,7 +90,7 @@ def main() -> None:
         assert client.get_task(paused.id).result == {"rows": 40}
 
         # Delete what is finished in this queue.
-        deleted = client.delete_tasks(mine.states("completed", "cancelled"))
+        deleted = client.delete_tasks(mine.statuses("completed", "cancelled"))
         print("deleted:", deleted)
         assert client.list_tasks(mine).tasks == []
         print("stats:", client.stats())

@@ -19,7 +19,7 @@ import click
 
 from pgtasq import _cli_output as output
 from pgtasq import _cli_tasks
-from pgtasq._cli_boundary import CommandSettings, connection, failures, json_option
+from pgtasq._cli_boundary import CommandSettings, connection, env_option, failures, json_option
 from pgtasq.client import RETENTION_DEFAULT, Client, DailyStats
 
 log = logging.getLogger("pgtasq.cli")
@@ -56,11 +56,10 @@ def _pause_command(paused: bool) -> click.Command:
     verb = "pause" if paused else "resume"
 
     @click.argument("name")
-    @click.option(
+    @env_option(
         "--create",
         is_flag=True,
         envvar=f"PGTASQ_QUEUES_{verb.upper()}_CREATE",
-        show_envvar=True,
         help="Also for a queue that does not exist yet (no task, never paused).",
     )
     @json_option
@@ -89,12 +88,11 @@ _pause_command(False)
 
 @queues.command("history")
 @click.argument("name", required=False)
-@click.option(
+@env_option(
     "--days",
     default=HISTORY_DAYS_DEFAULT,
     type=click.IntRange(min=1),
     envvar="PGTASQ_QUEUES_HISTORY_DAYS",
-    show_envvar=True,
     help="How many days back, today included.",
 )
 @json_option
@@ -128,22 +126,20 @@ def workers(settings: CommandSettings, as_json: bool) -> None:
 
 
 @click.command()
-@click.option(
+@env_option(
     "--retention",
     type=click.FloatRange(min=0, min_open=True),
     default=RETENTION_DEFAULT,
     show_default=True,
     envvar="PGTASQ_CLEAN_RETENTION",
-    show_envvar=True,
     help="Seconds to keep finished tasks that have no retention of their own.",
 )
-@click.option(
+@env_option(
     "--batch-size",
     type=click.IntRange(1, 10_000),
     default=1000,
     show_default=True,
     envvar="PGTASQ_CLEAN_BATCH_SIZE",
-    show_envvar=True,
     help="Tasks deleted per statement.",
 )
 @json_option
@@ -181,11 +177,10 @@ def stats(settings: CommandSettings, as_json: bool) -> None:
 
 
 @click.command()
-@click.option(
+@env_option(
     "--timeout",
     type=click.FloatRange(min=0, min_open=True),
     envvar="PGTASQ_EVENTS_TIMEOUT",
-    show_envvar=True,
     help="Stop after this many seconds without an event [default: never].",
 )
 @json_option

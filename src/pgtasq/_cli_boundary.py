@@ -15,16 +15,16 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import Callable, Iterator
-from typing import Any, Protocol, TypeVar
+from typing import Any, NoReturn, Protocol, TypeVar
 
 import click
 import psycopg
 
 from pgtasq import _sql
 from pgtasq._cli_output import printable
-from pgtasq._database import connect_misconfigured, misconfigured
+from pgtasq._driver_errors import misconfigured, said, translate
 from pgtasq._dsn import redact
-from pgtasq.errors import DatabaseMisconfigured, DatabaseUnavailable, PgtasqError
+from pgtasq.errors import DatabaseMisconfigured, PgtasqError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -47,11 +47,30 @@ class CommandSettings(Protocol):
     def setup_logging(self) -> None: ...
 
 
+def fail(message: str) -> NoReturn:
+    """End the command: one ``error:`` line on stderr (printable, no password), exit 1."""
+    click.echo(f"error: {printable(redact(message))}", err=True)
+    sys.exit(1)
+
+
+@contextlib.contextmanager
+def command_errors() -> Iterator[None]:
+    """The boundary of the commands that run long (worker, scheduler, migrate, demo): one
+    line and exit 1 for the errors a user can act on (pgtasq's, a lost database), exit
+    `EXIT_MISCONFIGURED` for those no retry can fix; anything else keeps its traceback."""
+    try:
+        yield
+    except DatabaseMisconfigured as exc:
+        click.echo(f"error: {first_line(exc)}", err=True)
+        sys.exit(EXIT_MISCONFIGURED)
+    except (PgtasqError, psycopg.OperationalError) as exc:
+        fail(said(exc))
+
+
 def first_line(exc: BaseException) -> str:
     """The first line of an error's message, printable on a terminal (it may quote data),
     with any password blanked."""
-    text = str(exc).strip()
-    return printable(redact(text.splitlines()[0])) if text else type(exc).__name__
+    return printable(said(exc))
 
 
 @contextlib.contextmanager
@@ -59,7 +78,8 @@ def failures(schema: str | None = None) -> Iterator[None]:
     """Exit 1 with one line on stderr for what a user can act on; `EXIT_MISCONFIGURED` for
     what no retry can fix (`DatabaseMisconfigured`, or the psycopg error that means one).
 
-    ValueError too: the Client raises it for out-of-range ``days`` and ``batch_size``.
+    pgtasq's own refusals of a value are PgtasqErrors (and ValueErrors); a plain ValueError
+    is a value refused on the way (a date, a JSON text), reported the same way.
     """
     try:
         yield
@@ -82,12 +102,10 @@ def connection(settings: CommandSettings) -> Iterator[psycopg.Connection[Any]]:
         try:
             conn = psycopg.connect(dsn, autocommit=True)
         except psycopg.Error as exc:
-            fatal = connect_misconfigured(exc) or misconfigured(exc, settings.schema)
-            if fatal is not None:
-                raise fatal from None  # psycopg's text may quote the DSN
-            if not isinstance(exc, psycopg.OperationalError):
+            error = translate(exc, settings.schema, connecting=True)
+            if error is None:
                 raise
-            raise DatabaseUnavailable(f"cannot connect to PostgreSQL: {first_line(exc)}") from exc
+            raise error from None  # psycopg's text may quote the DSN
         with conn:
             yield conn
 
@@ -111,9 +129,15 @@ def check_database(dsn: str, schema: str) -> None:
             conn.execute(stmts.worker_register.text, params)
             conn.rollback()
     except psycopg.Error as exc:
-        fatal = connect_misconfigured(exc) or misconfigured(exc, schema)
+        fatal = misconfigured(exc, schema, connecting=True)
         if fatal is not None:
             raise fatal from None
+
+
+def env_option(*decls: str, envvar: str, **attrs: Any) -> Callable[[F], F]:
+    """A click option with its environment variable, shown in ``--help`` (every option of
+    ``pgtasq`` has one)."""
+    return click.option(*decls, envvar=envvar, show_envvar=True, **attrs)
 
 
 def json_option(f: F) -> F:

@@ -17,13 +17,12 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from pgtasq import _health
-from pgtasq._cli_boundary import CommandSettings, failures, json_option
-from pgtasq._cli_output import printable
+from pgtasq._cli_boundary import CommandSettings, F, env_option, fail, failures, json_option
 from pgtasq._limits import text_problem
 
 if TYPE_CHECKING:
@@ -34,32 +33,28 @@ METRICS_HOST_DEFAULT = "127.0.0.1"
 
 
 @click.command()
-@click.option(
+@env_option(
     "--worker-alive",
     type=click.FloatRange(min=0, min_open=True),
     envvar="PGTASQ_HEALTH_WORKER_ALIVE",
-    show_envvar=True,
     help="Also fail (exit 5) unless some worker heartbeat is at most this many seconds old.",
 )
-@click.option(
+@env_option(
     "--queue",
     envvar="PGTASQ_HEALTH_QUEUE",
-    show_envvar=True,
     help="The queue --max-pending-age looks at.",
 )
-@click.option(
+@env_option(
     "--max-pending-age",
     type=click.FloatRange(min=0),
     envvar="PGTASQ_HEALTH_MAX_PENDING_AGE",
-    show_envvar=True,
     help="Also fail (exit 6) when the queue's oldest ready task waited longer (seconds).",
 )
-@click.option(
+@env_option(
     "--timeout",
     default=_health.CONNECT_TIMEOUT_DEFAULT,
     type=click.FloatRange(min=1),
     envvar="PGTASQ_HEALTH_TIMEOUT",
-    show_envvar=True,
     help="Seconds to wait for a connection.",
 )
 @json_option
@@ -102,54 +97,57 @@ def health(
         sys.exit(failed.exit_code)
 
 
-def metrics_port_options(f: click.decorators.FC) -> click.decorators.FC:
-    """``--metrics-port`` and ``--metrics-host`` (the worker's)."""
-    f = click.option(
-        "--metrics-host",
-        default=METRICS_HOST_DEFAULT,
-        envvar="PGTASQ_METRICS_HOST",
-        show_envvar=True,
-        help="Address the metrics endpoint listens on (0.0.0.0: every interface).",
-    )(f)
-    return click.option(
-        "--metrics-port",
+def _endpoint_options(
+    flag_prefix: str, envvar_prefix: str, *, port_default: int | None, port_help: str
+) -> Callable[[F], F]:
+    """Where an HTTP endpoint listens: ``--{flag_prefix}port`` and ``--{flag_prefix}host``
+    (``{envvar_prefix}_PORT``, ``{envvar_prefix}_HOST``); the command receives them as
+    ``{flag_prefix}port`` and ``{flag_prefix}host`` (dashes as underscores)."""
+    port = env_option(
+        f"--{flag_prefix}port",
+        envvar=f"{envvar_prefix}_PORT",
+        default=port_default,
         type=click.IntRange(1, 65535),
-        envvar="PGTASQ_METRICS_PORT",
-        show_envvar=True,
-        help="Serve Prometheus metrics (any path) and /healthz on this port [default: off].",
-    )(f)
+        help=port_help,
+    )
+    host = env_option(
+        f"--{flag_prefix}host",
+        envvar=f"{envvar_prefix}_HOST",
+        default=METRICS_HOST_DEFAULT,
+        help="Address to listen on (0.0.0.0: every interface).",
+    )
+
+    def decorate(f: F) -> F:
+        return port(host(f))
+
+    return decorate
+
+
+# The worker's (`pgtasq worker --metrics-port`): off unless a port is given.
+metrics_port_options = _endpoint_options(
+    "metrics-",
+    "PGTASQ_METRICS",
+    port_default=None,
+    port_help="Serve Prometheus metrics (any path) and /healthz on this port [default: off].",
+)
 
 
 @click.command("metrics")
-@click.option(
-    "--port",
-    default=METRICS_PORT_DEFAULT,
-    type=click.IntRange(1, 65535),
-    envvar="PGTASQ_EXPORTER_PORT",
-    show_envvar=True,
-    help="Port to serve on.",
+@_endpoint_options(
+    "", "PGTASQ_EXPORTER", port_default=METRICS_PORT_DEFAULT, port_help="Port to serve on."
 )
-@click.option(
-    "--host",
-    default=METRICS_HOST_DEFAULT,
-    envvar="PGTASQ_EXPORTER_HOST",
-    show_envvar=True,
-    help="Address to listen on (0.0.0.0: every interface).",
-)
-@click.option(
+@env_option(
     "--cache-seconds",
     default=10.0,
     type=click.FloatRange(min=0),
     envvar="PGTASQ_EXPORTER_CACHE_SECONDS",
-    show_envvar=True,
     help="Query the database at most once per this many seconds, however often scraped.",
 )
-@click.option(
+@env_option(
     "--worker-alive",
     default=60.0,
     type=click.FloatRange(min=0, min_open=True),
     envvar="PGTASQ_EXPORTER_WORKER_ALIVE",
-    show_envvar=True,
     help="A worker counts as alive with a heartbeat at most this many seconds old.",
 )
 @click.pass_obj
@@ -183,16 +181,11 @@ def metrics_command(
 COMMANDS = (health, metrics_command)
 
 
-def _error(message: str) -> NoReturn:
-    click.echo(f"error: {printable(message)}", err=True)
-    sys.exit(1)
-
-
 def _import_metrics() -> ModuleType:
     try:
         from pgtasq import metrics
     except ImportError as exc:
-        _error(str(exc))
+        fail(str(exc))
     return metrics
 
 
@@ -201,7 +194,7 @@ def _serve(app: Any, host: str, port: int) -> Any:
     try:
         return metrics.serve(app, host, port)
     except OSError as exc:
-        _error(f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}")
+        fail(f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}")
 
 
 # -- the worker's metrics -------------------------------------------------------------------

@@ -27,7 +27,14 @@ from pgtasq._cli_boundary import CommandSettings, F, connection, failures, first
 from pgtasq._client_ops import BULK_BATCH_DEFAULT, TaskPage
 from pgtasq.client import Client
 from pgtasq.errors import PgtasqError
-from pgtasq.filters import COUNT_EXACT_MAX, LIMIT_DEFAULT, ORDER_FIELDS, STATES, Cursor, TaskFilter
+from pgtasq.filters import (
+    COUNT_EXACT_MAX,
+    LIMIT_DEFAULT,
+    ORDER_FIELDS,
+    STATUSES,
+    Cursor,
+    TaskFilter,
+)
 from pgtasq.models import MAX_ATTEMPTS_DEFAULT, PRIORITY_DEFAULT, QUEUE_DEFAULT, TaskInfo
 from pgtasq.producer import Producer
 
@@ -70,12 +77,14 @@ def _filter_options(envvar_prefix: str, *, page: bool) -> Callable[[F], F]:
 
     options = [
         click.option(
-            "--state",
-            "states",
+            "--status",
+            "statuses",
             multiple=True,
-            help=f"Only tasks in this state (repeatable): {', '.join(STATES)}.",
-            **env("STATE"),
+            help=f"Only tasks with this status (repeatable): {', '.join(STATUSES)}.",
+            **env("STATUS"),
         ),
+        # Deprecated spelling of --status, kept working (with a warning) and out of --help.
+        click.option("--state", "states", multiple=True, hidden=True, **env("STATE")),
         click.option("--type", "types", multiple=True, help="Only this task type.", **env("TYPE")),
         click.option("--queue", "queues", multiple=True, help="Only this queue.", **env("QUEUE")),
         click.option("--id", "ids", multiple=True, type=int, help="Only this id.", **env("ID")),
@@ -119,9 +128,11 @@ def _filter_options(envvar_prefix: str, *, page: bool) -> Callable[[F], F]:
         @functools.wraps(f)
         def command(*args: Any, **kwargs: Any) -> Any:
             with failures():
+                if states := kwargs.pop("states"):
+                    click.echo("warning: --state is deprecated: use --status", err=True)
                 task_filter = (
                     TaskFilter()
-                    .states(*kwargs.pop("states"))
+                    .statuses(*kwargs.pop("statuses"), *states)
                     .types(*kwargs.pop("types"))
                     .queues(*kwargs.pop("queues"))
                     .ids(*kwargs.pop("ids"))
@@ -353,7 +364,7 @@ def _change_command(action: str, done: str, summary: str) -> None:
             raise click.UsageError("give IDs or --all-matching, not both")
         if not all_matching:
             if task_filter != TaskFilter():
-                raise click.UsageError("filters (--state, --type, ...) need --all-matching")
+                raise click.UsageError("filters (--status, --type, ...) need --all-matching")
             if not task_ids:
                 raise click.UsageError("give task IDs, or --all-matching with filters")
             _change_by_ids(settings, action, done, task_ids, as_json)
@@ -428,6 +439,16 @@ _change_command("delete", "deleted", "Delete tasks that are not running.")
     show_envvar=True,
     help="If a task has this key already, return it instead of enqueueing another.",
 )
+@click.option(
+    "--header",
+    "headers",
+    multiple=True,
+    metavar="NAME=VALUE",
+    callback=lambda ctx, param, value: _headers(ctx, param, value),
+    envvar="PGTASQ_ENQUEUE_HEADER",
+    show_envvar=True,
+    help="A header of the task (repeat for more; the variable: space-separated).",
+)
 @json_option
 @click.pass_obj
 def enqueue(
@@ -439,6 +460,7 @@ def enqueue(
     delay: float | None,
     max_attempts: int,
     idempotency_key: str | None,
+    headers: dict[str, str] | None,
     as_json: bool,
 ) -> None:
     """Enqueue one task of TYPE and print it (created: no if its idempotency key was taken)."""
@@ -452,6 +474,7 @@ def enqueue(
             delay=delay,
             max_attempts=max_attempts,
             idempotency_key=idempotency_key,
+            headers=headers,
         )
     if as_json:
         output.print_json(task)
@@ -461,6 +484,18 @@ def enqueue(
     else:
         click.echo(f"task {task.id}: exists already, {task.status.value} (created: no)")
     output.task_details(task)
+
+
+def _headers(
+    ctx: click.Context, param: click.Parameter, value: tuple[str, ...]
+) -> dict[str, str] | None:
+    headers = {}
+    for item in value:
+        name, sep, text = item.partition("=")
+        if not sep or not name:
+            raise click.BadParameter(f"{item!r} is not NAME=VALUE", ctx, param)
+        headers[name] = text
+    return headers or None
 
 
 COMMANDS: tuple[click.Command, ...] = (tasks, enqueue)

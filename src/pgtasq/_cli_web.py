@@ -9,23 +9,16 @@ from __future__ import annotations
 import contextlib
 import signal
 import socket
-import sys
 from collections.abc import Iterator
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 
-from pgtasq._cli_boundary import CommandSettings, failures
-from pgtasq._cli_output import printable
+from pgtasq._cli_boundary import CommandSettings, fail, failures
 
 WEB_HOST_DEFAULT = "127.0.0.1"
 WEB_PORT_DEFAULT = 8008
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
-
-
-def _error(message: str) -> NoReturn:
-    click.echo(f"error: {printable(message)}", err=True)
-    sys.exit(1)
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -37,7 +30,7 @@ def _bind(host: str, port: int) -> socket.socket:
         sock.listen(128)  # connections wait in the backlog until uvicorn accepts them
     except OSError as exc:
         sock.close()
-        _error(f"cannot serve on {host}:{port}: {exc.strerror or exc}")
+        fail(f"cannot serve on {host}:{port}: {exc.strerror or exc}")
     return sock
 
 
@@ -95,7 +88,7 @@ def web(
         from pgtasq import web as web_module
         from pgtasq.web import _security
     except ImportError as exc:
-        _error(f'pgtasq web needs the web extra ({exc.name} is missing): pip install "pgtasq[web]"')
+        fail(f'pgtasq web needs the web extra ({exc.name} is missing): pip install "pgtasq[web]"')
     auth = None
     if basic_auth is not None:
         try:
@@ -149,17 +142,14 @@ def _check_schema(dsn: str, schema: str) -> None:
     wrong password…), rather than on the first page."""
     import psycopg
 
-    from pgtasq._database import connect_misconfigured, misconfigured
+    from pgtasq._driver_errors import translate
     from pgtasq.client import Client
-    from pgtasq.errors import DatabaseUnavailable
 
     try:
         with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
             Client(schema=schema).list_workers(conn=conn)
     except psycopg.Error as exc:
-        fatal = connect_misconfigured(exc) or misconfigured(exc, schema)
-        if fatal is not None:
-            raise fatal from None
-        if isinstance(exc, psycopg.OperationalError):
-            raise DatabaseUnavailable("cannot connect to PostgreSQL") from None
-        raise
+        error = translate(exc, schema, connecting=True)
+        if error is None:
+            raise
+        raise error from None

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import psycopg
+from psycopg_pool import PoolTimeout
+
 from pgtasq import _client_ops as ops
 from pgtasq import _sql
 from pgtasq._client_base import NO_DSN, RETENTION_DEFAULT
@@ -21,6 +24,7 @@ from pgtasq._client_ops import (
     WorkerInfo,
 )
 from pgtasq._connections import AsyncConn, AsyncRunner, async_runner
+from pgtasq._driver_errors import call_error
 from pgtasq._events_async import AsyncEventStream
 from pgtasq._pool import (
     POOL_MAX_SIZE_DEFAULT,
@@ -71,13 +75,20 @@ class AsyncClient:
         )
 
     async def _run(self, op: ops.Op, conn: AsyncConn | None) -> Any:
-        if conn is not None:
-            return await _adrive(op, async_runner(conn))
-        if self._pool is None:
+        if conn is None and self._pool is None:
             raise ConfigurationError(NO_DSN.format(name=type(self).__name__))
-        pool = await self._pool.get()
-        async with pool.connection() as own:
-            return await _adrive(op, async_runner(own))
+        try:
+            if conn is not None:
+                return await _adrive(op, async_runner(conn))
+            assert self._pool is not None
+            pool = await self._pool.get()
+            async with pool.connection() as own:
+                return await _adrive(op, async_runner(own))
+        except (psycopg.Error, PoolTimeout) as exc:
+            error = call_error(exc, self.schema, own=conn is None)
+            if error is None:
+                raise
+            raise error from exc
 
     async def get_task(self, task_id: int, *, conn: AsyncConn | None = None) -> TaskInfo:
         """The task with this id, read whole; raises `TaskNotFound`."""

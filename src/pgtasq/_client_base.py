@@ -8,7 +8,8 @@ import time
 
 import psycopg
 
-from pgtasq._database import RETRYABLE, Backoff, Outage, connect_misconfigured, misconfigured
+from pgtasq._database import RETRYABLE, Backoff, Outage
+from pgtasq._driver_errors import misconfigured
 
 RETENTION_DEFAULT = 86400.0  # finished tasks without a retention of their own: one day
 EVENTS_CHECK_EVERY = 5.0  # seconds without a notification before the connection is checked
@@ -49,7 +50,7 @@ class EventWatch:
 
     def lost(self, exc: psycopg.Error) -> float:
         """Seconds to wait before reconnecting; raises what no retry can fix."""
-        fatal = connect_misconfigured(exc) or misconfigured(exc, self._schema)
+        fatal = misconfigured(exc, self._schema, connecting=True)
         if fatal is not None:
             raise fatal from None  # psycopg's text may quote the DSN
         if not isinstance(exc, RETRYABLE):

@@ -123,7 +123,7 @@ class DailyStats:
 
 @dataclasses.dataclass(frozen=True)
 class Stats:
-    """A snapshot: totals since the schema was created, and the tasks per state now.
+    """A snapshot: totals since the schema was created, and the tasks per status now.
 
     ``enqueued`` counts ids drawn, so it includes enqueues that were rolled back.
     ``started`` is derived: finished attempts plus the tasks running now.
@@ -141,14 +141,14 @@ class Stats:
 
     @property
     def started(self) -> int:
-        """Attempts started: finished ones plus the tasks running now."""
+        """Attempts started: the finished ones and those running now."""
         return self.completed + self.failed + self.retried + self.running_now
 
 
 @dataclasses.dataclass(frozen=True)
 class WorkerInfo:
-    """A registered worker as `list_workers` reports it: where it runs, the queues it
-    serves (with their weights), its last heartbeat and the ids of the tasks it runs."""
+    """A registered worker process as `list_workers` reports it: its queues and weights, its
+    concurrency, its last heartbeat and the ids of the tasks it runs now."""
 
     id: str
     host: str

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import psycopg
+from psycopg_pool import PoolTimeout
+
 from pgtasq import _client_ops as ops
 from pgtasq import _sql
 from pgtasq._client_base import NO_DSN, RETENTION_DEFAULT
@@ -22,6 +25,7 @@ from pgtasq._client_ops import (
     WorkerInfo,
 )
 from pgtasq._connections import SyncConn, SyncRunner, sync_runner
+from pgtasq._driver_errors import call_error
 from pgtasq._events_sync import EventStream
 from pgtasq._pool import (
     POOL_MAX_SIZE_DEFAULT,
@@ -72,13 +76,20 @@ class Client:
         )
 
     def _run(self, op: ops.Op, conn: SyncConn | None) -> Any:
-        if conn is not None:
-            return _drive(op, sync_runner(conn))
-        if self._pool is None:
+        if conn is None and self._pool is None:
             raise ConfigurationError(NO_DSN.format(name=type(self).__name__))
-        pool = self._pool.get()
-        with pool.connection() as own:
-            return _drive(op, sync_runner(own))
+        try:
+            if conn is not None:
+                return _drive(op, sync_runner(conn))
+            assert self._pool is not None
+            pool = self._pool.get()
+            with pool.connection() as own:
+                return _drive(op, sync_runner(own))
+        except (psycopg.Error, PoolTimeout) as exc:
+            error = call_error(exc, self.schema, own=conn is None)
+            if error is None:
+                raise
+            raise error from exc
 
     def get_task(self, task_id: int, *, conn: SyncConn | None = None) -> TaskInfo:
         """The task with this id, read whole; raises `TaskNotFound`."""

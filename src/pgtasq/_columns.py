@@ -160,6 +160,16 @@ COLUMNS: tuple[Column, ...] = (
     Column("attempted_at", "timestamptz"),
     Column("finalized_at", "timestamptz"),
     _duration("retention", "optional"),
+    Column(
+        "headers",
+        "jsonb",
+        select="headers::text AS headers",
+        # a dict of strings as JSON text, or None for none ({}: the column's default)
+        params=(Param("headers", "text", schedule=True),),
+        value="coalesce(CAST(%(headers)s AS jsonb), '{}')",
+        bulk="coalesce(headers::jsonb, '{}')",
+        copy="optional",
+    ),
 )
 
 KEY_COLUMN = "idempotency_key"

@@ -1,6 +1,7 @@
 """The database boundary of the long-running parts (worker, scheduler, event watcher):
-which errors mean "try again", which mean "this row's data", and which no retry can fix
-(`misconfigured`), how long to wait before trying (`Backoff`), the log lines of an outage
+which errors mean "try again" (`RETRYABLE`), which mean "this row's data", and which no retry
+can fix (`misconfigured`, from `pgtasq._driver_errors`, the one place psycopg's errors become
+pgtasq's), how long to wait before trying (`Backoff`), the log lines of an outage
 (`Outage`), running one statement on an async connection, and logging a recurring problem
 once."""
 
@@ -9,96 +10,19 @@ from __future__ import annotations
 import logging
 import math
 import random
-import re
 import time
 from collections.abc import Callable
 from typing import Any
 
 import psycopg
-from psycopg import errors as pg_errors
 from psycopg.rows import dict_row
-from psycopg_pool import PoolTimeout
 
 from pgtasq import _sql
-from pgtasq.errors import DatabaseMisconfigured
-from pgtasq.tables import SCHEMA_DEFAULT
 
-# The database is away (restart, failover, network, terminated backend): log, wait, retry.
-# `misconfigured` is asked first: a wrong password is an OperationalError too.
-RETRYABLE = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout)
-
-_NOT_MIGRATED = (pg_errors.UndefinedTable, pg_errors.UndefinedObject, pg_errors.InvalidSchemaName)
-
-# What the server says when it refuses a connection for good (libpq gives no SQLSTATE for
-# these: the text is all there is), with the fix. Anything else is retried.
-_REFUSED = (
-    (r"authentication failed", "authentication", "check the user and password in the DSN"),
-    (
-        r"no pg_hba\.conf entry|pg_hba\.conf rejects",
-        "authentication",
-        "allow this client in the server's pg_hba.conf",
-    ),
-    (r"is not permitted to log in", "authentication", "use a role that may log in"),
-    (r'^role ".*" does not exist', "authentication", "check the user in the DSN"),
-    (r'^database ".*" does not exist', "database", "create it, or fix its name in the DSN"),
-    (r"^permission denied for database", "permission", "grant the role CONNECT on it"),
-)
-_FATAL_LINE = re.compile(r"FATAL:\s+(.*)")
-
-
-def _refusal(exc: psycopg.OperationalError) -> DatabaseMisconfigured | None:
-    text = str(exc)
-    if "no password supplied" in text:
-        return DatabaseMisconfigured(
-            "authentication",
-            "the server asks for a password and none was given: add it to the DSN "
-            "(or use PGPASSWORD or a .pgpass file)",
-        )
-    for said in reversed(_FATAL_LINE.findall(text)):
-        for pattern, reason, fix in _REFUSED:
-            if re.search(pattern, said.strip()):
-                return DatabaseMisconfigured(reason, f"{said.strip()}: {fix}")
-    return None
-
-
-def misconfigured(exc: BaseException, schema: str) -> DatabaseMisconfigured | None:
-    """The `DatabaseMisconfigured` that ``exc`` (raised by psycopg) means, or None when it is
-    not one of the errors no retry can fix."""
-    if isinstance(exc, DatabaseMisconfigured):
-        return exc
-    if not isinstance(exc, psycopg.Error):
-        return None
-    said = short_text(exc)
-    if isinstance(exc, _NOT_MIGRATED):
-        flag = "" if schema == SCHEMA_DEFAULT else f" --schema {schema}"
-        return DatabaseMisconfigured(
-            "not_migrated",
-            f'schema "{schema}" is not migrated ({said}): run pgtasq{flag} migrate',
-        )
-    if isinstance(exc, pg_errors.InsufficientPrivilege):
-        return DatabaseMisconfigured(
-            "permission",
-            f'{said}: grant the role USAGE on schema "{schema}" and SELECT, INSERT, UPDATE, '
-            "DELETE on its tables (or run as the role that ran pgtasq migrate)",
-        )
-    if isinstance(exc, pg_errors.ReadOnlySqlTransaction):
-        return DatabaseMisconfigured(
-            "read_only",
-            f"the server is read-only ({said}): point the DSN at the primary "
-            "(with several hosts, add target_session_attrs=read-write)",
-        )
-    if isinstance(exc, psycopg.OperationalError) and exc.sqlstate is None:
-        return _refusal(exc)
-    return None
-
-
-def connect_misconfigured(exc: BaseException) -> DatabaseMisconfigured | None:
-    """A connection attempt that failed before reaching a server because of the DSN itself:
-    psycopg raises ProgrammingError. Its text may quote the DSN, password included, so the
-    message does not repeat it."""
-    if isinstance(exc, psycopg.ProgrammingError) and exc.sqlstate is None:
-        return DatabaseMisconfigured("dsn", "the DSN cannot be parsed: check its syntax")
-    return None
+# Re-exported: the loops import them from here with the rest of the boundary.
+from pgtasq._driver_errors import RETRYABLE as RETRYABLE
+from pgtasq._driver_errors import connect_misconfigured as connect_misconfigured
+from pgtasq._driver_errors import misconfigured as misconfigured
 
 
 class Outage:
@@ -200,12 +124,6 @@ async def fetch(
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(stmt.text, params)
         return await cur.fetchall() if cur.description is not None else []
-
-
-def short_text(exc: BaseException) -> str:
-    """The first line of an error's message."""
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 def short_error(exc: BaseException) -> str:

@@ -23,7 +23,15 @@ from typing import Any, Literal, NamedTuple
 from pgtasq import _sql
 from pgtasq._connections import Row
 from pgtasq.errors import DuplicateTask, PgtasqError
-from pgtasq.models import Task, TaskInfo, _duration, _pending_info, _seconds, dump_payload
+from pgtasq.models import (
+    Task,
+    TaskInfo,
+    _duration,
+    _pending_info,
+    _seconds,
+    dump_headers,
+    dump_payload,
+)
 
 OnConflict = Literal["return", "raise"]
 STALE_KEY_RETRIES = 3
@@ -111,6 +119,7 @@ def insert_arrays(tasks: Sequence[Task], payloads: Sequence[str]) -> dict[str, l
         "deadline": [utc(t.deadline) for t in tasks],
         "idempotency_key": [t.idempotency_key for t in tasks],
         "retention": retention,
+        "headers": [dump_headers(t.headers) for t in tasks],
     }
 
 
@@ -135,6 +144,7 @@ def one_params(task: Task, payload: str) -> dict[str, Any]:
         "timeout": None if task.timeout is None else _seconds("timeout", task.timeout),
         "deadline": utc(task.deadline),
         "retention": None if task.retention is None else _seconds("retention", task.retention),
+        "headers": dump_headers(task.headers),
     }
     if task.idempotency_key is not None:
         params["idempotency_key"] = task.idempotency_key
@@ -262,6 +272,8 @@ def copy_columns(tasks: Sequence[Task]) -> tuple[str, ...]:
         extra.append("deadline")
     if any(t.retention is not None for t in tasks):
         extra.append("retention")
+    if any(t.headers for t in tasks):
+        extra.append("headers")
     return _sql.COPY_COLUMNS + tuple(extra)
 
 
@@ -319,8 +331,10 @@ def copy_optional(task: Task, optional: tuple[str, ...], run_at: datetime | None
             fields.append(copy_interval(_duration(task.timeout)))
         elif column == "deadline":
             fields.append(copy_timestamp(task.deadline))
-        else:
+        elif column == "retention":
             fields.append(copy_interval(_duration(task.retention)))
+        else:
+            fields.append(copy_text(dump_headers(task.headers) or "{}"))
     return "\t" + "\t".join(fields)
 
 

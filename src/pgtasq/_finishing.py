@@ -2,10 +2,10 @@
 returned or raised, with everything it hands over made safe to store.
 
 `RecordMaker` turns a result or an exception into what a row can hold (`pgtasq._records`),
-off the event loop when that is more than a few fields of work. `Finisher` decides the
-outcome (completed, failed, retried, and after which delay), calls the user's hooks
-(``on_error``, ``is_failure``, ``retry_delay``) without letting them raise, and queues the
-outcome on the `OutcomeWriter`.
+off the event loop when that is more than a few fields of work. `Finisher` calls the user's
+hooks (``on_error``, ``is_failure``, ``retry_delay``) without letting them raise, hands what
+they and the records say to the outcome policy (`pgtasq._policy.decide`: completed, failed,
+retried, and after which delay) and queues the write it returns on the `OutcomeWriter`.
 """
 
 from __future__ import annotations
@@ -20,6 +20,17 @@ from typing import TYPE_CHECKING, Any
 from pgtasq._database import LogOnce, short_error
 from pgtasq._executor import DaemonExecutor
 from pgtasq._outcomes import Outcome, OutcomeRejected, OutcomeWriter, clamp_delay
+from pgtasq._policy import (
+    CANCELLED,
+    LOST,
+    RAISED,
+    RETRY_IN,
+    RETURNED,
+    TIMED_OUT,
+    Ended,
+    decide,
+    returned,
+)
 from pgtasq._records import (
     INLINE_BUDGET,
     Prepared,
@@ -56,8 +67,14 @@ class RecordMaker:
         self.patience = patience
         self._threads = DaemonExecutor(2)
 
+    def inline(self, value: Any) -> Prepared | None:
+        """``value`` ready to store when a few fields of work on the loop suffice, else
+        None (then `result` does it off the loop)."""
+        return prepare_result(value, self.result_max_bytes, INLINE_BUDGET)
+
     async def result(self, value: Any) -> Prepared:
-        prepared = prepare_result(value, self.result_max_bytes, INLINE_BUDGET)
+        """``value`` ready to store (`inline` first, then on a thread)."""
+        prepared = self.inline(value)
         if prepared is not None:
             return prepared
         done = await self._off_loop(prepare_result, value, self.result_max_bytes)
@@ -89,7 +106,12 @@ class RecordMaker:
 
 
 class Finisher:
-    """Records the outcome of each finished handler on ``writer``."""
+    """Records the outcome of each finished handler on ``writer``.
+
+    It gathers what `pgtasq._policy.decide` needs (the result made safe to store, the error
+    entry, the answers of the user's hooks, called so that they cannot raise) and queues the
+    write `decide` returns.
+    """
 
     def __init__(
         self,
@@ -107,34 +129,50 @@ class Finisher:
         self.retry_delay = retry_delay
         self._log_once = LogOnce(log)
 
+    def _record(
+        self, ended: Ended, info: TaskInfo, retry_delay: Callable[[], float] | None = None
+    ) -> None:
+        outcome = decide(ended, info, datetime.now(timezone.utc), retry_delay)
+        if outcome is not None:
+            self._writer.record(outcome)
+
+    def completed_now(self, ctx: TaskContext, result: Any) -> bool:
+        """Record a returned result that is ready to store after a few fields of work on
+        the loop (most are); False leaves it to `completed`. The worker's hot path: no
+        coroutine, no clock."""
+        prepared = self.records.inline(result)
+        if prepared is None or prepared.error is not None or prepared.note is not None:
+            return False
+        self._writer.record(returned(ctx.info, prepared.text, None))
+        return True
+
     async def completed(self, ctx: TaskContext, result: Any, lost: Callable[[], bool]) -> None:
         """Record a returned result, made safe to store; one that cannot be stored fails
         the task at once (running it again would return it again). Nothing when ``lost()``
         says the task was taken away meanwhile."""
         info = ctx.info
-        prepared = await self.records.result(result)
-        if lost():
-            return
+        # Most results are a few fields: checked here, without a coroutine of their own.
+        prepared = self.records.inline(result)
+        if prepared is None:
+            prepared = await self.records.result(result)
+            if lost():
+                return
         if prepared.error is not None:
             await self.failed(ctx, TaskValidationError("result", prepared.error), final=True)
             return
         note = None
         if prepared.note is not None:
             note = dump_entry(note_entry(info.attempts, "ResultSanitized", prepared.note))
-        self._writer.record(
-            Outcome(
-                info.id,
-                ctx.claimed_at,
-                "completed",
-                result=prepared.text,
-                error=note,
-                attempt=info.attempts,
-            )
-        )
+        self._record(Ended(RETURNED, result=prepared.text, error=note), info)
 
     def retry_in(self, ctx: TaskContext, exc: RetryIn) -> None:
-        delay = clamp_delay(exc.delay, self._warn_delay)
-        self._writer.record(Outcome(ctx.id, ctx.claimed_at, "pending", delay=delay, refund=1))
+        """Record a `RetryIn`: pending again after its delay, the attempt given back."""
+        self._record(Ended(RETRY_IN, delay=clamp_delay(exc.delay, self._warn_delay)), ctx.info)
+
+    def released(self, ctx: TaskContext, *, lost: bool) -> None:
+        """Record a handler cancelled by a shutdown (back to pending), or nothing when the
+        task was taken away (``lost``)."""
+        self._record(Ended(LOST if lost else CANCELLED), ctx.info)
 
     async def failed(self, ctx: TaskContext, exc: BaseException, *, final: bool = False) -> None:
         """Record a failed attempt: retried after the backoff while attempts are left (and
@@ -143,37 +181,12 @@ class Finisher:
         _log_failed_attempt(info, exc)
         await self._call_error_hook(ctx, exc)
         error = await self.records.error(info.attempts, exc)
-        past_deadline = info.deadline is not None and info.deadline <= datetime.now(timezone.utc)
         final = final or isinstance(exc, SkipRetry)
-        if final or (isinstance(exc, TaskTimeout) and past_deadline):
-            self._record_failed(ctx, error)
-            return
-        counts = self._safe_is_failure(exc)
-        if counts and info.attempts >= info.max_attempts:
-            self._record_failed(ctx, error)
-            return
-        try:
-            delay = clamp_delay(float(self.retry_delay(info, exc)), self._warn_delay)
-        except Exception as hook_error:
-            self._log_once(
-                "retry_delay",
-                logging.ERROR,
-                "retry_delay raised %s for task %s; retrying in 1 s (logged once)",
-                type(hook_error).__name__,
-                info.id,
-            )
-            delay = 1.0
-        self._writer.record(
-            Outcome(
-                info.id,
-                ctx.claimed_at,
-                "pending",
-                delay=delay,
-                refund=0 if counts else 1,
-                error=error,
-                attempt=info.attempts,
-            )
-        )
+        if isinstance(exc, TaskTimeout):
+            ended = Ended(TIMED_OUT, error=error, final=final)
+        else:  # is_failure is asked only when its answer matters
+            ended = Ended(RAISED, error=error, final=final, counts=final or self._counts(exc))
+        self._record(ended, info, lambda: self._retry_delay(info, exc))
 
     def unreadable(self, row: dict[str, Any], exc: Exception) -> None:
         """Fail a claimed task whose row cannot be read (a payload nested too deep for
@@ -192,18 +205,25 @@ class Finisher:
             Outcome(row["id"], row["attempted_at"], "failed", error=error, attempt=row["attempts"])
         )
 
-    def _record_failed(self, ctx: TaskContext, error: str) -> None:
-        info = ctx.info
-        self._writer.record(
-            Outcome(info.id, ctx.claimed_at, "failed", error=error, attempt=info.attempts)
-        )
+    def _retry_delay(self, info: TaskInfo, exc: BaseException) -> float:
+        """The ``retry_delay`` hook's answer, within what a row holds; 1 s if it raised."""
+        try:
+            return clamp_delay(float(self.retry_delay(info, exc)), self._warn_delay)
+        except Exception as hook_error:
+            self._log_once(
+                "retry_delay",
+                logging.ERROR,
+                "retry_delay raised %s for task %s; retrying in 1 s (logged once)",
+                type(hook_error).__name__,
+                info.id,
+            )
+            return 1.0
 
     def _warn_delay(self, message: str) -> None:
         self._log_once("delay", logging.WARNING, "%s (logged once)", message)
 
-    def _safe_is_failure(self, exc: BaseException) -> bool:
-        if isinstance(exc, TaskTimeout):
-            return True
+    def _counts(self, exc: BaseException) -> bool:
+        """Whether ``exc`` counts as a failed attempt (``is_failure``; True if it raised)."""
         try:
             return bool(self.is_failure(exc))
         except Exception:

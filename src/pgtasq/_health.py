@@ -31,6 +31,7 @@ from psycopg.rows import dict_row
 from pgtasq import _sql
 from pgtasq._cli_boundary import first_line  # printable, and redacted where it can be
 from pgtasq._cli_output import printable
+from pgtasq._driver_errors import translate
 
 EXIT_DATABASE = 3
 EXIT_SCHEMA = 4
@@ -78,7 +79,8 @@ def run_checks(
     try:
         conn = psycopg.connect(dsn, autocommit=True, connect_timeout=max(1, round(connect_timeout)))
     except psycopg.Error as exc:
-        return [Check("database", False, f"cannot connect: {first_line(exc)}", EXIT_DATABASE)]
+        said = first_line(translate(exc, schema, connecting=True) or exc)
+        return [Check("database", False, said, EXIT_DATABASE)]
     with conn:
         try:
             conn.execute("SELECT 1")

@@ -50,6 +50,10 @@ PAYLOAD_MAX_BYTES_CEILING = 32 * 1024 * 1024
 # in psycopg's loader, in a worker's thread) recurses once per level and would raise
 # RecursionError long before PostgreSQL's own limit. serde_json uses the same default.
 PAYLOAD_MAX_DEPTH = 128
+# A task's headers (`Task.headers`): string keys and values, small enough to travel with
+# every claim of the task.
+HEADER_NAME_MAX_LENGTH = 255
+HEADERS_MAX_BYTES = 16 * 1024  # as UTF-8 JSON text
 
 # -- schema names -------------------------------------------------------------------------------
 

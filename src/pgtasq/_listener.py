@@ -61,6 +61,7 @@ class Listener:
     connection must come back within `PROBE_TIMEOUT`. Through PgBouncer in transaction mode
     it does not (the LISTEN stays on a server connection other clients then use); the
     listener then logs that once, closes its connection and leaves the worker to polling.
+    ``on_checked()`` is called once that check is over, either way (the worker is ready).
     """
 
     def __init__(
@@ -72,6 +73,7 @@ class Listener:
         poll_interval: float,
         on_connected: Callable[[], None],
         on_notified: Callable[[], None],
+        on_checked: Callable[[], None] | None = None,
     ) -> None:
         self.dsn = dsn
         self.stmts = stmts
@@ -80,6 +82,7 @@ class Listener:
         self.check_every = max(poll_interval, CHECK_EVERY_MIN)
         self._on_connected = on_connected
         self._on_notified = on_notified
+        self._on_checked = on_checked
         self._log_once = LogOnce(log)
 
     async def run(self) -> None:
@@ -97,7 +100,10 @@ class Listener:
                         lost = False
                     self._on_connected()
                     if not probed:
-                        if not await self._probe(conn):
+                        works = await self._probe(conn)
+                        if self._on_checked is not None:
+                            self._on_checked()
+                        if not works:
                             break
                         probed = True
                     while True:

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any, Union
 
 import psycopg
 
-from pgtasq.errors import ConfigurationError, DatabaseUnavailable
+from pgtasq._driver_errors import translate
+from pgtasq.errors import ConfigurationError
 from pgtasq.tables import SCHEMA_DEFAULT, check_schema_name
 
 if TYPE_CHECKING:
@@ -126,10 +127,11 @@ def _connection(target: Migratable) -> Iterator[sa.Connection]:
         try:
             try:
                 conn = engine.connect()
-            except sa.exc.OperationalError as exc:
-                raise DatabaseUnavailable(
-                    f"cannot connect to PostgreSQL: {str(exc.orig).strip().splitlines()[0]}"
-                ) from exc
+            except sa.exc.DBAPIError as exc:
+                error = None if exc.orig is None else translate(exc.orig, connecting=True)
+                if error is None:
+                    raise
+                raise error from None  # the driver's text may quote the DSN
             with conn, conn.begin():
                 yield conn
         finally:

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from pgtasq.errors import ConfigurationError
+
 LABEL_VALUES_MAX_DEFAULT = 200
 OTHER_LABEL = "other"
 
@@ -60,7 +62,7 @@ class LabelCap:
 
     def __init__(self, limit: int = LABEL_VALUES_MAX_DEFAULT) -> None:
         if limit < 1:
-            raise ValueError(f"limit must be >= 1, got {limit}")
+            raise ConfigurationError(f"label_values_max must be >= 1, got {limit!r}")
         self.limit = limit
         self._seen: set[str] = set()
 

@@ -70,7 +70,7 @@ class OutcomeRejected(Exception):
     """The error an ``errors`` entry names when the database refused a task's outcome."""
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True)
 class Outcome:
     """What became of one claimed task. ``delay`` is capped at `DELAY_MAX` seconds;
     ``attempt`` is the attempt it ends (for the entry written if the outcome is refused)."""
@@ -85,7 +85,8 @@ class Outcome:
     attempt: int = 0
 
     def __post_init__(self) -> None:
-        self.delay = clamp_delay(self.delay)
+        if not 0.0 <= self.delay <= DELAY_MAX:  # (NaN too) inline: one Outcome per task
+            self.delay = clamp_delay(self.delay)
 
 
 class OutcomeWriter:

@@ -13,7 +13,7 @@ from typing import Any
 
 import psycopg
 
-from pgtasq._database import connect_misconfigured, misconfigured
+from pgtasq._driver_errors import misconfigured, unavailable
 from pgtasq.errors import ConfigurationError, DatabaseMisconfigured, DatabaseUnavailable
 
 POOL_MIN_SIZE_DEFAULT = 1
@@ -43,24 +43,15 @@ def check_connect_timeout(value: object) -> float:
 
 
 def _unavailable(dsn: str, exc: BaseException) -> DatabaseUnavailable:
-    return DatabaseUnavailable(f"cannot connect to PostgreSQL ({_redact(dsn)}): {exc}")
+    """The server at ``dsn`` (named without its password) stayed away (`_driver_errors`)."""
+    return unavailable(exc, dsn)
 
 
 def _refused(exc: psycopg.Error) -> DatabaseMisconfigured | None:
     """A connection error no retry can fix (the schema plays no part before a statement)."""
-    return connect_misconfigured(exc) or misconfigured(exc, "")
+    return misconfigured(exc, "", connecting=True)
 
 
 def _attempt_timeout(left: float) -> int:
     # libpq's connect_timeout is whole seconds, and treats 1 as 2.
     return max(2, math.ceil(left))
-
-
-def _redact(dsn: str) -> str:
-    """The DSN without its password, for messages."""
-    try:
-        info = psycopg.conninfo.conninfo_to_dict(dsn)
-    except psycopg.ProgrammingError:
-        return "<invalid DSN>"
-    info.pop("password", None)
-    return psycopg.conninfo.make_conninfo("", **info)

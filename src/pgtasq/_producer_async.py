@@ -13,9 +13,11 @@ from typing import Any
 import psycopg
 from psycopg.pq import TransactionStatus
 from psycopg.rows import DictRow, dict_row
+from psycopg_pool import PoolTimeout
 
 from pgtasq import _enqueue
 from pgtasq._connections import AsyncConn, Params, Row, async_runner
+from pgtasq._driver_errors import call_error
 from pgtasq._enqueue import Batch, Copy, Done, Flow, OnConflict
 from pgtasq._pool import (
     POOL_MAX_SIZE_DEFAULT,
@@ -37,7 +39,8 @@ class AsyncProducer(ProducerBase):
     With a DSN the producer owns a small pool, opened on first use; close it with
     ``close()`` or a ``with`` block. Without a DSN it works only with ``conn=`` on every
     call. ``prepare=False`` never uses server-side prepared statements (for PgBouncer
-    before 1.21).
+    before 1.21). ``tracer_provider``: the OpenTelemetry provider of its spans (default: the
+    global one; see docs/observability.md).
     """
 
     def __init__(
@@ -51,8 +54,14 @@ class AsyncProducer(ProducerBase):
         pool_max_size: int = POOL_MAX_SIZE_DEFAULT,
         connect_timeout: float = POOL_OPEN_TIMEOUT_DEFAULT,
         prepare: bool = True,
+        tracer_provider: Any = None,
     ) -> None:
-        super().__init__(schema=schema, max_payload_bytes=max_payload_bytes, batch_size=batch_size)
+        super().__init__(
+            schema=schema,
+            max_payload_bytes=max_payload_bytes,
+            batch_size=batch_size,
+            tracer_provider=tracer_provider,
+        )
         connect_timeout = check_connect_timeout(connect_timeout)
         self._pool = (
             AsyncLazyPool(
@@ -96,6 +105,23 @@ class AsyncProducer(ProducerBase):
         tasks = list(tasks)
         if not tasks:
             return []
+        try:
+            if self._tracing.tracer() is None:
+                return await self._enqueue(tasks, conn, on_conflict)
+            with self._tracing.sending([t.queue for t in tasks]) as sending:
+                assert sending is not None
+                infos = await self._enqueue(self._traced(tasks, sending), conn, on_conflict)
+                sending.sent([info.id for info in infos])
+                return infos
+        except (psycopg.Error, PoolTimeout) as exc:
+            error = call_error(exc, self.schema, own=conn is None)
+            if error is None:
+                raise
+            raise error from exc
+
+    async def _enqueue(
+        self, tasks: list[Task], conn: AsyncConn | None, on_conflict: OnConflict
+    ) -> list[TaskInfo]:
         batches = self._batches(tasks, on_conflict)
         if isinstance(conn, psycopg.AsyncConnection):
             async with conn.cursor(row_factory=dict_row) as cur:

@@ -12,7 +12,8 @@ from pgtasq import _enqueue, _sql
 from pgtasq._connections import Row
 from pgtasq._enqueue import Batch, Flow, OnConflict
 from pgtasq._limits import PAYLOAD_MAX_BYTES_CEILING
-from pgtasq.errors import ConfigurationError
+from pgtasq._tracing import Sending, Tracing
+from pgtasq.errors import ConfigurationError, TaskValidationError
 from pgtasq.models import Task
 from pgtasq.tables import check_schema_name
 
@@ -61,6 +62,7 @@ class ProducerBase:
         schema: str,
         max_payload_bytes: int,
         batch_size: int,
+        tracer_provider: Any = None,
     ) -> None:
         check_schema_name(schema)
         if (
@@ -79,11 +81,18 @@ class ProducerBase:
         self.batch_size = batch_size
         self._stmts = _sql.statements(schema)
         self._cursors = PoolCursors()
+        self._tracing = Tracing(tracer_provider)
+
+    def _traced(self, tasks: list[Task], sending: Sending) -> list[Task]:
+        """The tasks with the trace context of their enqueue in their headers."""
+        return [t.with_options(headers=sending.headers(t.headers)) for t in tasks]
 
     def _batches(self, tasks: Sequence[Task], on_conflict: OnConflict) -> list[Batch]:
         """Validated batches; raises before any SQL is sent."""
         if on_conflict not in ("return", "raise"):
-            raise ValueError(f"on_conflict must be 'return' or 'raise', got {on_conflict!r}")
+            raise TaskValidationError(
+                "on_conflict", f"expected 'return' or 'raise', got {on_conflict!r}"
+            )
         return _enqueue.plan(tasks, self.max_payload_bytes, self.batch_size)
 
     def _flow(self, batches: list[Batch], on_conflict: OnConflict, *, copy: bool) -> Flow:

@@ -14,9 +14,11 @@ from typing import Any
 import psycopg
 from psycopg.pq import TransactionStatus
 from psycopg.rows import DictRow, dict_row
+from psycopg_pool import PoolTimeout
 
 from pgtasq import _enqueue
 from pgtasq._connections import Params, Row, SyncConn, sync_runner
+from pgtasq._driver_errors import call_error
 from pgtasq._enqueue import Batch, Copy, Done, Flow, OnConflict
 from pgtasq._pool import (
     POOL_MAX_SIZE_DEFAULT,
@@ -38,7 +40,8 @@ class Producer(ProducerBase):
     With a DSN the producer owns a small pool, opened on first use; close it with
     ``close()`` or a ``with`` block. Without a DSN it works only with ``conn=`` on every
     call. ``prepare=False`` never uses server-side prepared statements (for PgBouncer
-    before 1.21).
+    before 1.21). ``tracer_provider``: the OpenTelemetry provider of its spans (default: the
+    global one; see docs/observability.md).
     """
 
     def __init__(
@@ -52,8 +55,14 @@ class Producer(ProducerBase):
         pool_max_size: int = POOL_MAX_SIZE_DEFAULT,
         connect_timeout: float = POOL_OPEN_TIMEOUT_DEFAULT,
         prepare: bool = True,
+        tracer_provider: Any = None,
     ) -> None:
-        super().__init__(schema=schema, max_payload_bytes=max_payload_bytes, batch_size=batch_size)
+        super().__init__(
+            schema=schema,
+            max_payload_bytes=max_payload_bytes,
+            batch_size=batch_size,
+            tracer_provider=tracer_provider,
+        )
         connect_timeout = check_connect_timeout(connect_timeout)
         self._pool = (
             LazyPool(
@@ -97,6 +106,23 @@ class Producer(ProducerBase):
         tasks = list(tasks)
         if not tasks:
             return []
+        try:
+            if self._tracing.tracer() is None:
+                return self._enqueue(tasks, conn, on_conflict)
+            with self._tracing.sending([t.queue for t in tasks]) as sending:
+                assert sending is not None
+                infos = self._enqueue(self._traced(tasks, sending), conn, on_conflict)
+                sending.sent([info.id for info in infos])
+                return infos
+        except (psycopg.Error, PoolTimeout) as exc:
+            error = call_error(exc, self.schema, own=conn is None)
+            if error is None:
+                raise
+            raise error from exc
+
+    def _enqueue(
+        self, tasks: list[Task], conn: SyncConn | None, on_conflict: OnConflict
+    ) -> list[TaskInfo]:
         batches = self._batches(tasks, on_conflict)
         if isinstance(conn, psycopg.Connection):
             with conn.cursor(row_factory=dict_row) as cur:

@@ -15,8 +15,11 @@ One asyncio loop per process runs six concurrent parts:
 The heartbeat, the rescuer and the cleaner are services of their own (`pgtasq._services`),
 the listener is `pgtasq._listener.Listener` and the flusher `pgtasq._outcomes.OutcomeWriter`;
 the engine builds them, runs their loops and answers their callbacks. Handlers are called
-through the chains of `pgtasq._executor`. What stays here: claiming, running one task (its
-timer and the outcome it leads to) and the shutdown.
+through the chains of `pgtasq._executor`. The decisions are plain code with tables of unit
+tests: how much to claim and when (`pgtasq._claims.ClaimPlanner`), what a finished handler's
+task becomes (`pgtasq._policy.decide`, through `pgtasq._finishing.Finisher`). The worker's
+row is `pgtasq._registration`'s. What stays here is I/O and asyncio: the claims, one task
+per handler (its timer), readiness (see `Engine.run`) and the shutdown.
 
 Every error that means the database is away is logged, backed off and retried: a restart of
 PostgreSQL, a terminated backend or a network cut never stops the worker, and since every
@@ -30,36 +33,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import json
 import logging
-import os
-import socket
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
-import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from pgtasq import _sql
-from pgtasq._claims import PROBE_QUEUES_MIN, claim_room, queue_order
-from pgtasq._database import (
-    RETRYABLE,
-    Backoff,
-    Outage,
-    connect_misconfigured,
-    fetch,
-    misconfigured,
-    short_error,
-)
+from pgtasq._claims import PROBE_QUEUES_MIN, Burst, Claim, ClaimPlanner, queue_order
+from pgtasq._database import RETRYABLE, Backoff, Outage, fetch
 from pgtasq._executor import DaemonExecutor, handler_chain, is_async
 from pgtasq._finishing import Finisher, RecordMaker
 from pgtasq._listener import Listener
 from pgtasq._observe import Recorder
 from pgtasq._outcomes import Counts, Outcome, OutcomeWriter
+from pgtasq._policy import time_limit
 from pgtasq._pool import connection_kwargs
+from pgtasq._registration import new_worker_id, register, unregister, worker_row
 from pgtasq._services import (
     STALE_WORKER_AFTER_DEFAULT,
     BackgroundLoops,
@@ -72,21 +64,15 @@ from pgtasq._services import (
 )
 from pgtasq._settings import Settings
 from pgtasq._teardown import Deadline, bounded
+from pgtasq._tracing import TRACING, Tracing
+from pgtasq._tracing import outcome as tracing_outcome
 from pgtasq.context import ErrorHook, Handler, Middleware, TaskContext
-from pgtasq.errors import (
-    RetryIn,
-    SkipRetry,
-    TaskTimeout,
-    WorkerCrashed,
-)
+from pgtasq.errors import RetryIn, SkipRetry, TaskTimeout, WorkerCrashed
 from pgtasq.models import TaskInfo
 from pgtasq.retry import RetryDelay
 
 log = logging.getLogger("pgtasq.consumer")
 
-CLAIMS_IN_FLIGHT_MAX = 2
-CONNECT_TIMEOUT = 10.0  # seconds one connection attempt may take before it counts as failed
-OPEN_BACKOFF_CAP = 5.0  # the longest wait between two attempts to reach the database
 # Outcome.status -> the outcome label of the worker's metrics
 _OUTCOME_NAMES = {
     "completed": "completed",
@@ -103,6 +89,9 @@ class _Running:
     cancel_reason: str | None = None  # lost | shutdown | timeout
     finishing: bool = False  # the handler is done: its outcome is being made, not cancelled
     started: float = 0.0  # time.perf_counter() at the start, when metrics are on
+    span: Any = None  # its consumer span, when tracing is on
+    outcome: str | None = None  # what was recorded for it, when tracing is on
+    error: BaseException | None = None  # what its handler raised
 
 
 class Engine:
@@ -120,12 +109,15 @@ class Engine:
         is_failure: Callable[[BaseException], bool],
         retry_delay: RetryDelay,
         metrics: Recorder | None = None,
+        on_ready: Callable[[], None] | None = None,
+        tracer_provider: Any = None,
     ) -> None:
         self.dsn = dsn
+        self._tracing = Tracing(tracer_provider)
         self.metrics = metrics or Recorder()  # the base class records nothing
         self.settings = settings
         self.stmts = _sql.statements(schema, worker_events=settings.events)
-        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.worker_id = new_worker_id()
         self.on_error = on_error
         self.is_failure = is_failure
         self.retry_delay = retry_delay
@@ -136,12 +128,12 @@ class Engine:
         self.stopping = False
         # Loop times, set by the first stop request (see request_stop).
         self._deadline = Deadline(settings.shutdown_timeout)
-        # claim loop state (see _claim_loop)
-        self._more = True
-        self._generation = 0
-        self._in_flight = 0
-        self._reserved = 0
-        self._empty_when_idle = False
+        self._plan = ClaimPlanner(settings.concurrency, settings.batch_size)
+        # Ready (see run): registered, a claim done, and listening unless polling only.
+        self._on_ready = on_ready
+        self._registered = False
+        self._polled = False
+        self._listening = False
         self._claims: set[asyncio.Task[None]] = set()
         self._claim_backoff = Backoff()
         # One log line when the database goes, one when it is back, whichever part notices.
@@ -152,14 +144,7 @@ class Engine:
             name: handler_chain(fn, middleware, self._executor) for name, fn in handlers.items()
         }
         self._threaded = {name for name, fn in handlers.items() if not is_async(fn)}
-        self._worker_params = {
-            "worker": self.worker_id,
-            "host": socket.gethostname(),
-            "pid": os.getpid(),
-            "queues": json.dumps(dict(settings.queues)),
-            "concurrency": settings.concurrency,
-            "metadata": json.dumps({"strict": settings.strict, "types": self.types}),
-        }
+        self._worker_params = worker_row(self.worker_id, settings, self.types)
         # Created inside the loop (run()).
         self._wake: asyncio.Event
         self._force: asyncio.Event
@@ -197,6 +182,12 @@ class Engine:
         await bounded(step, work, min(cap, self._left()))
 
     async def run(self, *, burst: bool = False) -> Counts:
+        """Work until stopped (with ``burst``, until drained); return the counts.
+
+        ``on_ready()`` is called once the worker is registered, its first claim is done and,
+        unless it only polls, its LISTEN is in place and checked (`Listener`): a task
+        committed from then on wakes it (or the listener found that it cannot, and said so).
+        """
         self._wake = asyncio.Event()
         self._force = asyncio.Event()
         try:
@@ -223,7 +214,7 @@ class Engine:
             flush_interval=self.settings.flush_interval,
             on_written=self._wake.set,  # room to claim again (see claim_room)
             metrics=self.metrics,
-            on_record=self._observe_outcome if self.metrics.enabled else None,
+            on_record=self._observe_outcome if self.metrics.enabled or TRACING else None,
         )
         self._finisher = Finisher(
             writer=self._writer,
@@ -253,9 +244,12 @@ class Engine:
                     queues=self.queue_names,
                     poll_interval=self.settings.poll_interval,
                     on_connected=self._more_ready,  # notifications may have been missed
+                    on_checked=self._listener_checked,
                     on_notified=self._notified,
                 )
                 loops.start("listen", listener.run())
+            else:
+                self._listening = True  # polling only: nothing to wait for
             log.info(
                 "worker %s started: queues %s, concurrency %d",
                 self.worker_id,
@@ -271,7 +265,8 @@ class Engine:
                 log.exception("shutdown failed too")  # WorkerCrashed below says why it began
         finally:
             await self._bounded("stopping the background loops", loops.close())
-            await self._bounded("unregistering", self._unregister())
+            unregistering = unregister(self._pool, self.stmts, self.worker_id, self._left())
+            await self._bounded("unregistering", unregistering)
             await self._bounded("closing the pool", self._pool.close(timeout=self._left()))
             self._executor.shutdown()
             self._records.close()
@@ -312,49 +307,16 @@ class Engine:
         )
 
     async def _open(self) -> bool:
-        """Register the worker on a connection of its own, waiting while the database is
-        unreachable: False when a stop came first. What no retry can fix (authentication, a
-        schema not migrated, a permission, a read-only server) raises `DatabaseMisconfigured`.
-        """
-        backoff = Backoff(cap=OPEN_BACKOFF_CAP)
-        outage = self._outage
-        while not self.stopping:
-            try:
-                conn = await asyncio.wait_for(
-                    psycopg.AsyncConnection.connect(self.dsn, autocommit=True), CONNECT_TIMEOUT
-                )
-            except (psycopg.Error, asyncio.TimeoutError) as exc:
-                fatal = connect_misconfigured(exc) or misconfigured(exc, self.stmts.schema)
-                if fatal is not None:
-                    raise fatal from None  # psycopg's text may quote the DSN
-                outage.lost(exc)
-                await self._sleep_unless_stopping(backoff.next())
-                continue
-            try:
-                async with conn:
-                    await fetch(conn, self.stmts.worker_register, self._worker_params)
-            except psycopg.Error as exc:
-                fatal = misconfigured(exc, self.stmts.schema)
-                if fatal is not None:
-                    raise fatal from exc
-                if not isinstance(exc, RETRYABLE):
-                    raise
-                outage.lost(exc)
-                await self._sleep_unless_stopping(backoff.next())
-                continue
-            outage.back()
-            return True
-        return False
-
-    async def _unregister(self) -> None:
-        left = max(0.1, self._left())
-        try:
-            async with self._pool.connection(timeout=left) as conn, conn.transaction():
-                timeout = {"milliseconds": str(max(100, int(self._left() * 1000)))}
-                await fetch(conn, _sql.setting_statement_timeout_local, timeout)
-                await fetch(conn, self.stmts.worker_unregister, {"worker": self.worker_id})
-        except (*RETRYABLE, psycopg.Error) as exc:
-            log.warning("could not remove worker %s: %s", self.worker_id, short_error(exc))
+        """Register (`pgtasq._registration.register`): False when a stop came first."""
+        self._registered = await register(
+            dsn=self.dsn,
+            stmts=self.stmts,
+            row=self._worker_params,
+            outage=self._outage,
+            stopping=lambda: self.stopping,
+            pause=self._sleep_unless_stopping,
+        )
+        return self._registered
 
     async def _sleep_unless_stopping(self, seconds: float) -> None:
         with contextlib.suppress(asyncio.TimeoutError):
@@ -362,78 +324,82 @@ class Engine:
         if not self.stopping:
             self._wake.clear()
 
+    def _listener_checked(self) -> None:
+        """LISTEN is in place and was checked (it works, or the worker is left to polling)."""
+        self._listening = True
+        self._check_ready()
+
+    def waiting_for(self) -> list[str]:
+        """What the worker has not done yet on its way to ready (see `run`)."""
+        steps = {
+            "registering": self._registered,
+            "its first claim": self._polled,
+            "LISTEN": self._listening,
+        }
+        return [step for step, done in steps.items() if not done]
+
+    def _check_ready(self) -> None:
+        if self._polled and self._listening and self._on_ready is not None:
+            on_ready, self._on_ready = self._on_ready, None
+            on_ready()
+
     # -- claiming -----------------------------------------------------------------------
 
     def _more_ready(self) -> None:
         """New tasks may be ready (a notification, a poll, a rescue): claim again."""
-        self._generation += 1
-        self._more = True
+        self._plan.more_ready()
         self._wake.set()
 
     async def _claim_loop(self, burst: bool) -> None:
-        """Keep up to two claims in flight while there is capacity and work.
-
-        Two claims overlap the database's work on one with Python's on the other's rows.
-        Capacity is reserved when a claim starts, so running + reserved never exceeds
-        the concurrency, and running + reserved + outcomes not yet written never exceeds
-        `unrecorded_max` (`claim_room`).
-        """
-        settings = self.settings
-        low_water = max(1, min(settings.batch_size, settings.concurrency) // 2)
-        confirmed_after = -1
+        """Make the claims the planner plans (`ClaimPlanner`) until stopped or drained."""
         if burst:
             await self._rescuer.try_once()
+        poll_interval = self.settings.poll_interval
         while not self.stopping:
             self._wake.clear()
-            self._issue_claims(low_water)
-            idle = not self.running and self._in_flight == 0
-            if burst and idle and not self._more:
-                # Done when a claim made while idle, after every outcome was written, found
-                # nothing: a retry that is due now must get its turn in the same burst.
-                if self._empty_when_idle and self._writer.recorded == confirmed_after:
+            self._issue_claims()
+            if burst:
+                step = self._plan.burst_step(
+                    running=len(self.running), recorded=self._writer.recorded
+                )
+                if step is Burst.DONE:
                     break
-                confirmed_after = self._writer.recorded
-                await self._writer.flush_all()
-                self._empty_when_idle = False
-                self._more = True
-                continue
+                if step is Burst.CONFIRM:
+                    await self._writer.flush_all()
+                    continue
             try:
-                await asyncio.wait_for(self._wake.wait(), settings.poll_interval)
+                await asyncio.wait_for(self._wake.wait(), poll_interval)
             except asyncio.TimeoutError:
                 self._more_ready()
         if self._claims:
             claims = asyncio.gather(*self._claims, return_exceptions=True)
             await self._bounded("waiting for claims in flight", claims, self._left())
 
-    def _issue_claims(self, low_water: int) -> None:
-        settings = self.settings
-        while self._more and self._in_flight < CLAIMS_IN_FLIGHT_MAX and not self.stopping:
-            free = claim_room(
-                concurrency=settings.concurrency,
+    def _issue_claims(self, low_water: int | None = None) -> None:
+        plan = self._plan.plan
+        while not self.stopping:
+            claim = plan(
                 running=len(self.running),
-                reserved=self._reserved,
                 unwritten=len(self._writer.unflushed),
+                low_water=low_water,
             )
-            want = min(free, settings.batch_size)
-            busy = bool(self.running) or self._in_flight > 0
-            if want <= 0 or (busy and want < low_water):
+            if claim is None:
                 break
-            self._reserved += want
-            self._in_flight += 1
-            claim = asyncio.create_task(self._claim_batch(want, self._generation, not busy))
-            self._claims.add(claim)
-            claim.add_done_callback(self._claims.discard)
+            task = asyncio.create_task(self._claim_batch(claim))
+            self._claims.add(task)
+            task.add_done_callback(self._claims.discard)
 
     def _notified(self) -> None:
         """A NOTIFY for one of our queues: claim right away, without a trip through the loop."""
         self._more_ready()
-        if self._in_flight == 0 and not self.running:
+        if self._plan.in_flight == 0 and not self.running:
             self._issue_claims(1)
 
-    async def _claim_batch(self, want: int, generation: int, idle_at_start: bool) -> None:
+    async def _claim_batch(self, claim: Claim) -> None:
+        got: int | None = None
         try:
             try:
-                claimed = await self._claim(want)
+                claimed = await self._claim(claim.want)
                 self._claim_backoff.reset()
                 self._outage.back()
                 self.metrics.database_ok()
@@ -441,23 +407,19 @@ class Engine:
                 self._outage.lost(exc)
                 self.metrics.database_error("claim")
                 await asyncio.sleep(self._claim_backoff.next())
-                self._more = True
                 return
             for info in claimed:
                 self._start(info)
-            if len(claimed) < want and generation == self._generation:
-                self._more = False  # drained, unless something new arrived meanwhile
-            if claimed:
-                self._empty_when_idle = False
-            elif idle_at_start:
-                self._empty_when_idle = True
+            got = len(claimed)
+            if not self._polled:
+                self._polled = True
+                self._check_ready()
         except Exception as exc:
             # Not a lost database: a missing table, a revoked privilege, a bug. Claiming
             # again would fail again at once, so the worker stops as when a loop dies.
             self._loops.crash("claim", exc)
         finally:
-            self._reserved -= want
-            self._in_flight -= 1
+            self._plan.claimed(claim, got)
             self._wake.set()
 
     async def _claim(self, limit: int) -> list[TaskInfo]:
@@ -499,17 +461,12 @@ class Engine:
             entry.started = time.perf_counter()
             self.metrics.task_started(info.queue, info.type, info.run_at, ctx.claimed_at)
             self._observe_slots()
-        entry.task = asyncio.create_task(self._execute(entry))
+        if TRACING and self._tracing.tracer() is not None:
+            entry.task = asyncio.create_task(self._traced(entry))
+        else:
+            entry.task = asyncio.create_task(self._execute(entry))
 
     # -- running one task ---------------------------------------------------------------
-
-    def _time_limit(self, info: TaskInfo) -> float | None:
-        limits = []
-        if info.timeout is not None:
-            limits.append(info.timeout.total_seconds())
-        if info.deadline is not None:
-            limits.append((info.deadline - datetime.now(timezone.utc)).total_seconds())
-        return max(0.0, min(limits)) if limits else None
 
     def _cancel(self, entry: _Running, reason: str) -> None:
         if entry.cancel_reason is None:
@@ -518,10 +475,31 @@ class Engine:
         if entry.task is not None and not entry.finishing:
             entry.task.cancel()
 
+    async def _traced(self, entry: _Running) -> None:
+        """`_execute` in the attempt's consumer span (see `pgtasq._tracing`)."""
+        ctx = entry.ctx
+        info = ctx.info
+        with self._tracing.processing(
+            task_id=info.id,
+            queue=info.queue,
+            task_type=info.type,
+            attempt=info.attempts,
+            headers=info.headers,
+        ) as span:
+            entry.span = span
+            await self._execute(entry)
+            if entry.outcome is None:  # nothing queued for the writer to record
+                lost = entry.cancel_reason == "lost"
+                entry.outcome = "completed" if ctx.completed_in_transaction else "released"
+                entry.outcome = "cancelled" if lost else entry.outcome
+            tracing_outcome(span, entry.outcome, entry.error)
+
     async def _execute(self, entry: _Running) -> None:
         ctx = entry.ctx
         info = ctx.info
-        limit = self._time_limit(info)
+        limit = None
+        if info.timeout is not None or info.deadline is not None:
+            limit = time_limit(info, datetime.now(timezone.utc))
         if limit == 0.0 and info.deadline is not None:
             entry.finishing = True
             try:
@@ -542,22 +520,28 @@ class Engine:
         except asyncio.CancelledError:
             entry.finishing = True
             if entry.cancel_reason == "timeout":
-                await self._finisher.failed(ctx, TaskTimeout(info.id, limit or 0.0))
-            elif entry.cancel_reason != "lost":
-                self._writer.record(Outcome(info.id, ctx.claimed_at, "release"))
-            # lost: someone else owns the task now; write nothing.
+                entry.error = TaskTimeout(info.id, limit or 0.0)
+                await self._finisher.failed(ctx, entry.error)
+            else:  # a shutdown; or lost: someone else owns the task now, nothing is written
+                self._finisher.released(ctx, lost=entry.cancel_reason == "lost")
         except RetryIn as exc:
             entry.finishing = True
             self._finisher.retry_in(ctx, exc)
         except Exception as exc:
             entry.finishing = True
+            entry.error = exc
             await self._finisher.failed(ctx, exc)
         else:
             entry.finishing = True
             if timer is not None:
                 timer.cancel()  # the handler finished in time, however long storing takes
-            if entry.cancel_reason != "lost" and not ctx.completed_in_transaction:
-                await self._finisher.completed(ctx, result, lambda: entry.cancel_reason == "lost")
+            finisher = self._finisher
+            if (
+                entry.cancel_reason != "lost"
+                and not ctx.completed_in_transaction
+                and not finisher.completed_now(ctx, result)
+            ):
+                await finisher.completed(ctx, result, lambda: entry.cancel_reason == "lost")
         finally:
             if timer is not None:
                 timer.cancel()
@@ -620,7 +604,11 @@ class Engine:
         entry = self.running.get(outcome.id)  # still there: recorded before the handler ends
         if entry is not None:
             info = entry.ctx.info
-            self.metrics.task_outcome(info.queue, info.type, _OUTCOME_NAMES[outcome.status])
+            name = _OUTCOME_NAMES[outcome.status]
+            if entry.span is not None:
+                entry.outcome = name
+            if self.metrics.enabled:
+                self.metrics.task_outcome(info.queue, info.type, name)
 
     def _observe_slots(self) -> None:
         running = len(self.running)

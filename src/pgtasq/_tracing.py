@@ -34,6 +34,7 @@ except ImportError:  # tracing off: the API is not installed
     _trace = None  # type: ignore[assignment]
     _propagate = None  # type: ignore[assignment]
 
+TRACING = _trace is not None  # the API is installed: tracing can be on
 SYSTEM = "pgtasq"
 INSTRUMENTATION = "pgtasq"
 

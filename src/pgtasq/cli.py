@@ -12,12 +12,7 @@ privilege, a read-only server; `pgtasq worker --processes N` does not restart in
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import importlib
 import json
-import logging
-import os
-import signal
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,29 +20,24 @@ from pathlib import Path
 from typing import Any
 
 import click
-import psycopg
 
 from pgtasq import (
     _cli_admin,
-    _cli_boundary,
     _cli_dev,
     _cli_observe,
+    _cli_run,
     _cli_web,
     _dsn,
     _embedded,
     _logs,
     _migrate,
-    _supervisor,
 )
 from pgtasq import demo as _demo
-from pgtasq._cli_boundary import EXIT_MISCONFIGURED, F, first_line
+from pgtasq._cli_boundary import F, command_errors, fail
 from pgtasq._cli_output import printable
 from pgtasq._dsn import redact
-from pgtasq._teardown import TEARDOWN_MARGIN
-from pgtasq.consumer import Consumer
-from pgtasq.errors import ConfigurationError, DatabaseMisconfigured, PgtasqError
+from pgtasq.errors import ConfigurationError
 from pgtasq.models import TaskInfo
-from pgtasq.scheduler import Scheduler
 from pgtasq.tables import SCHEMA_DEFAULT, check_schema_name
 
 
@@ -79,24 +69,6 @@ class _Settings:
         server = _embedded.start(home)
         with server:
             yield str(server.get_uri())
-
-
-def _fail(message: str) -> None:
-    click.echo(f"error: {printable(redact(message))}", err=True)
-    sys.exit(1)
-
-
-@contextlib.contextmanager
-def _errors() -> Iterator[None]:
-    """One line on stderr and exit 1 for the errors a user can act on; exit 78
-    (`EXIT_MISCONFIGURED`) for those no retry can fix."""
-    try:
-        yield
-    except DatabaseMisconfigured as exc:
-        click.echo(f"error: {printable(redact(str(exc)))}", err=True)
-        sys.exit(EXIT_MISCONFIGURED)
-    except (PgtasqError, psycopg.OperationalError) as exc:
-        _fail(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
 
 
 # -- the global options: before the command or after it ------------------------------------
@@ -217,7 +189,7 @@ def cli(
     Shell completion: eval "$(_PGTASQ_COMPLETE=bash_source pgtasq)" (zsh_source, fish_source).
     """
     given = ctx.get_parameter_source("schema") != click.core.ParameterSource.DEFAULT
-    with _errors():
+    with command_errors():
         check_schema_name(schema)  # every command's: one error line, before anything runs
     ctx.obj = _Settings(
         dsn=_checked_dsn(dsn),
@@ -256,7 +228,7 @@ def cli(
 @click.pass_obj
 def migrate(settings: _Settings, as_sql: bool, revision: str, downgrade_to: str | None) -> None:
     """Create or upgrade pgtasq's tables (Alembic migrations)."""
-    with _errors(), _alembic_errors():
+    with command_errors(), _alembiccommand_errors():
         if as_sql:
             if downgrade_to:
                 raise click.UsageError("--sql prints the upgrade only")
@@ -272,14 +244,14 @@ def migrate(settings: _Settings, as_sql: bool, revision: str, downgrade_to: str 
 
 
 @contextlib.contextmanager
-def _alembic_errors() -> Iterator[None]:
+def _alembiccommand_errors() -> Iterator[None]:
     """Alembic's own errors (an unknown revision, …) as one line, exit 1."""
     from alembic.util import CommandError
 
     try:
         yield
     except CommandError as exc:
-        _fail(str(exc))
+        fail(str(exc))
 
 
 def _show(infos: list[TaskInfo]) -> None:
@@ -303,284 +275,12 @@ def _show(infos: list[TaskInfo]) -> None:
 def demo(settings: _Settings, count: int) -> None:
     """Show the main job end to end: migrate, enqueue in a transaction, roll one back,
     run a worker, print what happened."""
-    with _errors(), settings.database() as dsn:
+    with command_errors(), settings.database() as dsn:
         if not _demo.run(dsn, settings.schema, count, click.echo):
-            _fail("the demo did not see what it expected")
+            fail("the demo did not see what it expected")
 
 
-def _load_consumer(path: str) -> Consumer:
-    """``module:attribute`` -> the Consumer it names (the current folder is importable)."""
-    consumer = _load(path)
-    if not isinstance(consumer, Consumer):
-        raise click.BadParameter(f"{path} is not a pgtasq Consumer (got {type(consumer).__name__})")
-    return consumer
-
-
-def _load_scheduler(path: str) -> Scheduler:
-    scheduler = _load(path)
-    if not isinstance(scheduler, Scheduler):
-        raise click.BadParameter(
-            f"{path} is not a pgtasq Scheduler (got {type(scheduler).__name__})"
-        )
-    return scheduler
-
-
-def _load(path: str) -> object:
-    module_name, _, attr = path.partition(":")
-    if not module_name or not attr:
-        raise click.BadParameter("expected module:attribute, e.g. myapp.tasks:consumer")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise click.BadParameter(f"cannot import {module_name!r}: {exc}") from exc
-    except PgtasqError:
-        raise  # an invalid cron, queue, setting…: one line (`_errors`)
-    except Exception as exc:
-        logging.getLogger("pgtasq.cli").debug("importing %s failed", module_name, exc_info=True)
-        raise click.ClickException(
-            f"importing {module_name!r} raised {type(exc).__name__}: {first_line(exc)} "
-            "(--log-level DEBUG shows the traceback)"
-        ) from exc
-    return getattr(module, attr, None)
-
-
-_prepare_option = click.option(
-    "--prepare/--no-prepare",
-    default=True,
-    envvar="PGTASQ_PREPARE",
-    show_envvar=True,
-    help="Server-side prepared statements; --no-prepare for PgBouncer before 1.21 "
-    "(or without max_prepared_statements).",
-)
-
-
-@cli.command()
-@click.argument("app", envvar="PGTASQ_SCHEDULER_APP")
-@_prepare_option
-@click.pass_obj
-def scheduler(settings: _Settings, app: str, prepare: bool) -> None:
-    """Run the cron entries of APP (module:scheduler) until SIGINT/SIGTERM.
-
-    Run as many as you like: each tick of each entry is enqueued once.
-    """
-    settings.setup_logging()
-    with _errors():
-        sched = _load_scheduler(app)
-    with _errors(), settings.database(quiet=True) as dsn:
-        sched.bind(dsn, schema=settings.schema if settings.schema_given else None, prepare=prepare)
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: sched.stop(timeout=0))
-        sched.run()
-        sched.close()
-
-
-@cli.command()
-@click.argument("app", envvar="PGTASQ_APP")
-@click.option(
-    "--processes",
-    default=1,
-    type=click.IntRange(1, 256),
-    envvar="PGTASQ_PROCESSES",
-    show_envvar=True,
-    help="Worker processes (a dead one is restarted).",
-)
-@click.option(
-    "--concurrency",
-    type=int,
-    envvar="PGTASQ_CONCURRENCY",
-    show_envvar=True,
-    help="Tasks run at once per process, 1 to 10000 [default: the consumer's].",
-)
-@click.option(
-    "--batch-size",
-    type=int,
-    envvar="PGTASQ_BATCH_SIZE",
-    show_envvar=True,
-    help="Most tasks claimed by one statement, 1 to 10000 [default: the consumer's].",
-)
-@click.option(
-    "--queues",
-    envvar="PGTASQ_QUEUES",
-    show_envvar=True,
-    help="Queues and weights, e.g. critical=6,default=3,low=1 [default: the consumer's].",
-)
-@click.option(
-    "--strict/--weighted",
-    default=None,
-    envvar="PGTASQ_STRICT",
-    show_envvar=True,
-    help="Strict priority between queues instead of weighted.",
-)
-@click.option(
-    "--lease",
-    type=float,
-    envvar="PGTASQ_LEASE",
-    show_envvar=True,
-    help="Seconds a dead worker's tasks wait before they run elsewhere, >= 1 "
-    "[default: the consumer's].",
-)
-@click.option(
-    "--heartbeat-interval",
-    type=float,
-    envvar="PGTASQ_HEARTBEAT_INTERVAL",
-    show_envvar=True,
-    help="Seconds between heartbeats, under half the lease [default: the consumer's, "
-    "else lease / 6, at most 1].",
-)
-@click.option(
-    "--rescue-interval",
-    type=float,
-    envvar="PGTASQ_RESCUE_INTERVAL",
-    show_envvar=True,
-    help="Seconds between rescues of expired leases [default: the consumer's, "
-    "else lease / 4, at most 1].",
-)
-@click.option(
-    "--shutdown-timeout",
-    type=float,
-    envvar="PGTASQ_SHUTDOWN_TIMEOUT",
-    show_envvar=True,
-    help="Seconds running tasks get to finish after a signal, >= 0 [default: the consumer's].",
-)
-@click.option(
-    "--burst",
-    is_flag=True,
-    envvar="PGTASQ_BURST",
-    show_envvar=True,
-    help="Run the ready tasks, then exit.",
-)
-@click.option(
-    "--scheduler",
-    "scheduler_app",
-    envvar="PGTASQ_SCHEDULER_APP",
-    show_envvar=True,
-    help="Also run this module:scheduler's cron entries in the worker process.",
-)
-@click.option(
-    "--listen-dsn",
-    envvar="PGTASQ_LISTEN_DSN",
-    show_envvar=True,
-    help="A direct connection (not through PgBouncer) for LISTEN [default: --dsn; through a "
-    "transaction-mode PgBouncer the worker then polls].",
-)
-@_prepare_option
-@_cli_observe.metrics_port_options
-@click.option("--metrics-child", is_flag=True, hidden=True)  # a child of --processes N
-@click.pass_obj
-def worker(
-    settings: _Settings,
-    app: str,
-    processes: int,
-    concurrency: int | None,
-    batch_size: int | None,
-    queues: str | None,
-    strict: bool | None,
-    lease: float | None,
-    heartbeat_interval: float | None,
-    rescue_interval: float | None,
-    shutdown_timeout: float | None,
-    burst: bool,
-    scheduler_app: str | None,
-    listen_dsn: str | None,
-    prepare: bool,
-    metrics_port: int | None,
-    metrics_host: str,
-    metrics_child: bool,
-) -> None:
-    """Run the handlers of APP (module:consumer) until SIGINT/SIGTERM.
-
-    The first signal stops claiming and waits for running tasks (then hands the rest
-    back); a second one stops at once. Exit code 0 after a clean stop; 1 when a background
-    loop of the worker (heartbeat, flush, …) stopped on an error and the worker with it; 2
-    for an invalid option; 78 when the database cannot be used as configured (a wrong
-    password, a schema not migrated, a missing privilege, a read-only server), which no
-    restart fixes. A database that is down is waited for.
-    """
-    settings.setup_logging()
-    _supervisor.while_starting()
-    with _errors():
-        consumer = _load_consumer(app)
-    options = {
-        "concurrency": concurrency,
-        "batch_size": batch_size,
-        "queues": queues,
-        "strict": strict,
-        "lease": lease,
-        "heartbeat_interval": heartbeat_interval,
-        "rescue_interval": rescue_interval,
-        "shutdown_timeout": shutdown_timeout,
-    }
-    try:
-        consumer.configure(**options, listen_dsn=listen_dsn, prepare=None if prepare else False)
-    except ConfigurationError as exc:
-        click.echo(f"error: {first_line(exc)}", err=True)
-        sys.exit(2)
-    with _errors():
-        with settings.database(quiet=True) as dsn:
-            if processes > 1:
-                schema = settings.schema if settings.schema_given else consumer.schema
-                _cli_boundary.check_database(dsn, schema)
-                child = [sys.executable, "-m", "pgtasq.cli", "worker", app, "--processes", "1"]
-                for name, value in options.items():
-                    if name != "strict" and value is not None:
-                        child += ["--" + name.replace("_", "-"), str(value)]
-                if scheduler_app is not None:
-                    child += ["--scheduler", scheduler_app]
-                if strict is not None:
-                    child.append("--strict" if strict else "--weighted")
-                if not prepare:
-                    child.append("--no-prepare")
-                child += ["--log-level", settings.log_level, "--log-format", settings.log_format]
-                child += ["--burst"] if burst else []
-                child += ["--metrics-child"] if metrics_port is not None else []
-                env = {**os.environ, "PGTASQ_DSN": dsn}
-                if listen_dsn:  # in the environment, not on command lines others can read
-                    env["PGTASQ_LISTEN_DSN"] = listen_dsn
-                if settings.schema_given:
-                    env["PGTASQ_SCHEMA"] = settings.schema
-                with _cli_observe.supervisor_metrics(
-                    dsn=dsn, schema=settings.schema, host=metrics_host, port=metrics_port, env=env
-                ) as on_exit:
-                    code = _supervisor.supervise(
-                        child,
-                        processes,
-                        env,
-                        burst=burst,
-                        on_exit=on_exit,
-                        shutdown_timeout=consumer.settings.shutdown_timeout,
-                    )
-                sys.exit(code)
-            if settings.schema_given:
-                consumer.schema = settings.schema
-            sched = _load_scheduler(scheduler_app) if scheduler_app else None
-            if sched is not None:
-                # Checked first, so that what no retry fixes is one line, not a thread's too.
-                _cli_boundary.check_database(dsn, consumer.schema)
-                sched.bind(dsn, schema=consumer.schema, prepare=prepare)
-                sched.start()
-            try:
-                with _cli_observe.worker_metrics(
-                    consumer,
-                    dsn=dsn,
-                    schema=consumer.schema,
-                    host=metrics_host,
-                    port=metrics_port,
-                    child=metrics_child,
-                ):
-                    counts = consumer.run(dsn, burst=burst)
-            finally:
-                if sched is not None:
-                    # Bounded like the worker's own teardown: a pass stuck on the database
-                    # must not keep the process alive (its thread is a daemon).
-                    sched.stop(timeout=TEARDOWN_MARGIN)
-                    sched.close()
-        if burst:
-            click.echo(json.dumps(dataclasses.asdict(counts)))
-
-
-for _command in (*_cli_admin.COMMANDS, *_cli_observe.COMMANDS):  # tasks, queues, …, health
+for _command in (*_cli_run.COMMANDS, *_cli_admin.COMMANDS, *_cli_observe.COMMANDS):
     cli.add_command(_command)
 cli.add_command(_cli_dev.dev)
 cli.add_command(_cli_web.web)

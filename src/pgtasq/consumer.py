@@ -10,6 +10,12 @@
 
     consumer.run(dsn)            # blocks; SIGINT/SIGTERM shut down gracefully
 
+Embedded in an application, ``consumer.start(dsn)`` runs it on a thread of its own and
+returns once it is ready; in an event loop, run `Consumer.arun` as a task and ``await
+consumer.ready()``. Ready means registered, listening (a task committed from then on wakes
+it at once; or, behind a PgBouncer in transaction mode, found to be left to polling) and
+done with its first claim.
+
 Delivery is at least once: a task whose worker dies, or loses the database for longer than
 its lease, runs again elsewhere. Make handlers idempotent, or complete them inside their own
 transaction (`TaskContext.complete`) so their effects and the completion commit together.
@@ -37,7 +43,7 @@ from pgtasq._services import CLEAN_INTERVAL_DEFAULT, LEASE_DEFAULT, RETENTION_DE
 from pgtasq._settings import Queues, Settings
 from pgtasq._teardown import TEARDOWN_MARGIN
 from pgtasq.context import ErrorHook, Handler, Middleware, TaskContext
-from pgtasq.errors import ConfigurationError
+from pgtasq.errors import ConfigurationError, DatabaseUnavailable
 from pgtasq.models import NAME_MAX_LENGTH, QUEUE_DEFAULT
 from pgtasq.retry import RetryDelay, default_retry_delay
 from pgtasq.tables import SCHEMA_DEFAULT, check_schema_name
@@ -50,6 +56,7 @@ POLL_INTERVAL_DEFAULT = 1.0
 FLUSH_INTERVAL_DEFAULT = 0.002
 SHUTDOWN_TIMEOUT_DEFAULT = 30.0
 WATCHDOG_GRACE = 1.0  # past the teardown deadline, before run() ends the process
+READY_TIMEOUT_DEFAULT = 30.0  # seconds start() and ready() wait for the worker to be ready
 
 log = logging.getLogger("pgtasq.consumer")
 
@@ -85,6 +92,7 @@ class Consumer:
         is_failure: Callable[[BaseException], bool] = lambda exc: True,
         retry_delay: RetryDelay = default_retry_delay,
         metrics: Recorder | None = None,
+        tracer_provider: Any = None,
     ) -> None:
         self.dsn = dsn
         self.schema = check_schema_name(schema)
@@ -94,6 +102,7 @@ class Consumer:
         self.is_failure = is_failure
         self.retry_delay = retry_delay
         self.metrics = metrics  # pgtasq.metrics.WorkerMetrics(): count what the worker does
+        self.tracer_provider = tracer_provider  # OpenTelemetry's; None: the global one
         # What was given; None leaves heartbeat_interval and rescue_interval to the lease.
         self._options: dict[str, Any] = {
             "queues": queues,
@@ -121,6 +130,8 @@ class Consumer:
         self._thread_result: Counts | BaseException | None = None
         self._signals = 0  # SIGINT/SIGTERM received while run() runs
         self._exit_at: float | None = None  # monotonic time the watchdog ends the process at
+        self._ready: asyncio.Future[None] | None = None  # of the current (or next) arun
+        self._ready_hooks: list[Callable[[], None]] = []  # start()'s, called when ready
 
     def configure(self, **options: Any) -> None:
         """Change settings before running (the CLI's --queues, --lease, …); None keeps a
@@ -169,7 +180,7 @@ class Consumer:
 
     # -- running ------------------------------------------------------------------------
 
-    def _new_engine(self, dsn: str | None) -> Engine:
+    def _new_engine(self, dsn: str | None, on_ready: Callable[[], None]) -> Engine:
         dsn = dsn or self.dsn
         if not dsn:
             raise ConfigurationError("no DSN: pass one to Consumer(dsn) or to run(dsn)")
@@ -185,6 +196,8 @@ class Consumer:
             is_failure=self.is_failure,
             retry_delay=self.retry_delay,
             metrics=self.metrics,
+            on_ready=on_ready,
+            tracer_provider=self.tracer_provider,
         )
 
     async def arun(self, dsn: str | None = None, *, burst: bool = False) -> Counts:
@@ -196,13 +209,67 @@ class Consumer:
         """
         if self._engine is not None:
             raise RuntimeError("this consumer is already running")
-        engine = self._new_engine(dsn)
-        self._engine = engine
-        self._loop = asyncio.get_running_loop()
+        loop = asyncio.get_running_loop()
+        if self._ready is None or self._ready.get_loop() is not loop:
+            self._ready = loop.create_future()
+        ready = self._ready
         try:
-            return await engine.run(burst=burst)
+            engine = self._new_engine(dsn, lambda: self._became_ready(ready))
+            self._engine = engine
+            self._loop = loop
+            try:
+                return await engine.run(burst=burst)
+            finally:
+                self._engine = None
+        except BaseException as exc:
+            if not ready.done():
+                ready.set_exception(exc if isinstance(exc, Exception) else _stopped())
+                ready.exception()  # retrieved: nobody need be waiting
+            raise
         finally:
-            self._engine = None
+            if not ready.done():  # a burst, or a stop, that ended before ready
+                ready.set_exception(_stopped())
+                ready.exception()
+            self._ready = None
+
+    def _became_ready(self, ready: asyncio.Future[None]) -> None:
+        if not ready.done():
+            ready.set_result(None)
+        for hook in tuple(self._ready_hooks):  # start() removes its own from another thread
+            hook()
+
+    async def ready(self, timeout: float | None = READY_TIMEOUT_DEFAULT) -> None:
+        """Wait until the consumer running (or about to run) `arun` in this event loop is
+        ready: registered, listening, its first claim done. A task committed after this
+        returns wakes it at once (unless it only polls: ``listen=False``).
+
+        ::
+
+            worker = asyncio.create_task(consumer.arun(dsn))
+            await consumer.ready()
+
+        Raises what ended `arun` if it ended first (`RuntimeError` if it ended without
+        error, as a stop or a drained burst do), and `DatabaseUnavailable` after
+        ``timeout`` seconds (None waits for as long as it takes).
+        """
+        loop = asyncio.get_running_loop()
+        if self._ready is None or (self._ready.get_loop() is not loop and self._engine is None):
+            self._ready = loop.create_future()
+        ready = self._ready
+        if ready.get_loop() is not loop:
+            raise RuntimeError("ready() must be awaited in the event loop the consumer runs in")
+        try:
+            await asyncio.wait_for(asyncio.shield(ready), timeout)
+        except asyncio.TimeoutError:
+            raise self._not_ready(timeout) from None
+
+    def _not_ready(self, timeout: float | None) -> DatabaseUnavailable:
+        engine = self._engine
+        steps = engine.waiting_for() if engine is not None else ["starting"]
+        return DatabaseUnavailable(
+            f"the consumer was not ready within {timeout:g} s "
+            f"(still waiting for: {', '.join(steps)}); is the database reachable?"
+        )
 
     def run(
         self, dsn: str | None = None, *, burst: bool = False, handle_signals: bool = True
@@ -284,28 +351,52 @@ class Consumer:
                 logging.shutdown()
                 os._exit(1)
 
-    def start(self, dsn: str | None = None) -> None:
-        """Run in a background thread (for embedding in a sync application)."""
+    def start(
+        self, dsn: str | None = None, *, ready_timeout: float | None = READY_TIMEOUT_DEFAULT
+    ) -> None:
+        """Run in a background thread (for embedding in a sync application); return once
+        the consumer is ready: registered, listening, its first claim done (see `ready`).
+
+        Raises what stopped the consumer if it stopped before (such as
+        `DatabaseMisconfigured`), or `DatabaseUnavailable` if it is not ready within
+        ``ready_timeout`` seconds (None waits for as long as it takes); then it is stopped,
+        and nothing runs in the background.
+        """
         if self._thread is not None:
             raise RuntimeError("this consumer is already started")
-        started = threading.Event()
+        ready = threading.Event()
+        ended = threading.Event()
+        self._ready_hooks.append(ready.set)
 
         def target() -> None:
-            async def main() -> Counts:
-                task = asyncio.ensure_future(self.arun(dsn))
-                await asyncio.sleep(0)
-                started.set()
-                return await task
-
             try:
-                self._thread_result = asyncio.run(main())
+                self._thread_result = asyncio.run(self.arun(dsn))
             except BaseException as exc:
                 self._thread_result = exc
-                started.set()
+            finally:
+                ended.set()
+                ready.set()
 
-        self._thread = threading.Thread(target=target, name="pgtasq-consumer", daemon=True)
-        self._thread.start()
-        started.wait()
+        thread = threading.Thread(target=target, name="pgtasq-consumer", daemon=True)
+        self._thread = thread
+        try:
+            thread.start()
+            in_time = ready.wait(ready_timeout)
+        finally:
+            self._ready_hooks.remove(ready.set)
+        if ended.is_set():  # it stopped before it was ready: say why
+            self._thread = None
+            thread.join()
+            if isinstance(self._thread_result, BaseException):
+                raise self._thread_result
+            raise RuntimeError("the consumer stopped before it was ready")
+        if not in_time:
+            error = self._not_ready(ready_timeout)
+            try:
+                self.stop(force=True, timeout=TEARDOWN_MARGIN + WATCHDOG_GRACE)
+            except Exception as stopped:
+                raise error from stopped
+            raise error
 
     def stop(self, *, force: bool = False, timeout: float | None = None) -> Counts | None:
         """Ask a running consumer to stop; when started with `start()`, wait for it and
@@ -325,3 +416,7 @@ class Consumer:
         if isinstance(result, BaseException):
             raise result
         return result
+
+
+def _stopped() -> RuntimeError:
+    return RuntimeError("the consumer stopped before it was ready")

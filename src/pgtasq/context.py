@@ -73,12 +73,12 @@ class TaskContext:
 
     @property
     def type(self) -> str:
-        """The task's type, which chose its handler."""
+        """The task's type: the name its handler was registered under."""
         return self.info.type
 
     @property
     def payload(self) -> Any:
-        """The task's payload, as decoded from JSON."""
+        """The task's payload, as decoded from its JSON."""
         return self.info.payload
 
     @property
@@ -93,7 +93,7 @@ class TaskContext:
 
     @property
     def max_attempts(self) -> int:
-        """How many attempts the task may have in all."""
+        """How many attempts the task may have in all (this one included)."""
         return self.info.max_attempts
 
     @property

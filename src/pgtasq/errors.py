@@ -24,8 +24,10 @@
     RetryIn(PgtasqError)                           run again after a delay; not a failure
 
 Validation happens before any SQL is sent, so a ``TaskValidationError`` never leaves the
-caller's transaction broken. psycopg errors that mean "the server is not there" are translated
-to ``DatabaseUnavailable`` at the connection boundary and re-raised ``from`` the original.
+caller's transaction broken. psycopg errors are translated in one place
+(`pgtasq._driver_errors`, which tabulates the mapping): "the server is not there" becomes
+``DatabaseUnavailable``, what no retry can fix ``DatabaseMisconfigured``; every message reads
+``<what is wrong>: <what to do>`` and holds no password.
 """
 
 from __future__ import annotations
@@ -144,7 +146,7 @@ class RetryIn(PgtasqError):
 
     def __init__(self, delay: float, reason: str = "") -> None:
         if not delay >= 0:
-            raise ValueError(f"RetryIn delay must be >= 0 seconds, got {delay!r}")
+            raise TaskValidationError("delay", f"RetryIn needs seconds >= 0, got {delay!r}")
         self.delay = float(delay)
         self.reason = reason
         super().__init__(f"retry in {delay:g} s" + (f": {reason}" if reason else ""))
@@ -161,7 +163,7 @@ class _TaskStateError(PgtasqError):
 
 
 class TaskNotFound(_TaskStateError):
-    """No task has that id (it never existed, or was deleted)."""
+    """No task has this id (never enqueued, deleted, or cleaned)."""
 
     what = "does not exist"
 
@@ -178,18 +180,18 @@ class QueueNotFound(PgtasqError):
 
 
 class TaskRunning(_TaskStateError):
-    """The task is running, and the operation may not touch a running task."""
+    """The task is running: retry and delete refuse it (cancel it first)."""
 
     what = "is running; cancel it first"
 
 
 class TaskAlreadyFinalized(_TaskStateError):
-    """The task is completed: it cannot be cancelled or retried."""
+    """The task is completed: cancel and retry refuse it."""
 
     what = "is completed already"
 
 
 class TaskAlreadyAvailable(_TaskStateError):
-    """The task is pending already: there is nothing to retry."""
+    """The task is pending already: retry has nothing to do."""
 
     what = "is pending already"

@@ -2,20 +2,21 @@
 
 ::
 
-    f = TaskFilter().states("failed", "cancelled").queues("mail").order_by("created_at", "desc")
+    f = TaskFilter().statuses("failed", "cancelled").queues("mail").order_by("created_at", "desc")
     page = client.list_tasks(f.limit(50))
     more = client.list_tasks(f.limit(50).after(page.next_cursor))   # keyset pagination
     every = client.list_tasks(f, count="exact").total               # see COUNT_MODES
 
-Every method returns a new filter and validates its arguments at once. States are the
-stored ones (pending, running, completed, failed, cancelled) plus two views of pending:
-``scheduled`` (run_at in the future) and ``retry`` (pending after a failed attempt).
+Every method returns a new filter and validates its arguments at once. Statuses are the
+stored ones (`TaskStatus`: pending, running, completed, failed, cancelled) plus two views of
+pending: ``scheduled`` (run_at in the future) and ``retry`` (pending after a failed attempt).
 Order fields come from a fixed set; values only ever travel as bound parameters.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import Any, Literal
@@ -29,7 +30,8 @@ LIMIT_DEFAULT = 100
 LIMIT_MAX = 10_000
 OFFSET_MAX = 1_000_000
 VIEW_STATES = ("scheduled", "retry")
-STATES = tuple(s.value for s in TaskStatus) + VIEW_STATES
+STATUSES = tuple(s.value for s in TaskStatus) + VIEW_STATES
+STATES = STATUSES  # the former name
 # Fields that are never NULL, so keyset pagination on (field, id) is exact.
 ORDER_FIELDS = ("id", "created_at", "updated_at", "run_at", "priority", "attempts")
 Direction = Literal["asc", "desc"]
@@ -54,10 +56,11 @@ def _sequence(kind: str, values: object) -> tuple[Any, ...]:
 
 
 def _states(values: object) -> tuple[str, ...]:
-    names = tuple(s.value if isinstance(s, TaskStatus) else s for s in _sequence("states", values))
-    unknown = [s for s in names if s not in STATES]
+    statuses = _sequence("statuses", values)
+    names = tuple(s.value if isinstance(s, TaskStatus) else s for s in statuses)
+    unknown = [s for s in names if s not in STATUSES]
     if unknown:
-        raise InvalidFilter(f"states: unknown {unknown!r}; known: {', '.join(STATES)}")
+        raise InvalidFilter(f"statuses: unknown {unknown!r}; known: {', '.join(STATUSES)}")
     return names
 
 
@@ -265,24 +268,35 @@ class TaskFilter:
     def _with(self, **changes: Any) -> TaskFilter:
         return dataclasses.replace(self, **changes)
 
+    def statuses(self, *statuses: str | TaskStatus) -> TaskFilter:
+        """Only tasks with one of these statuses: a `TaskStatus` (or its value), or one of
+        the views of pending tasks, ``"scheduled"`` (``run_at`` in the future) and
+        ``"retry"`` (pending after a failed attempt)."""
+        return self._with(state_names=statuses)
+
     def states(self, *states: str | TaskStatus) -> TaskFilter:
-        """Only tasks in one of these states (unknown names: InvalidFilter)."""
+        """Deprecated: `statuses` (the column, the field and the type say status)."""
+        warnings.warn(
+            "TaskFilter.states() is deprecated: use TaskFilter.statuses()",
+            DeprecationWarning,
+            stacklevel=2,
+        )
         return self._with(state_names=states)
 
     def types(self, *types: str) -> TaskFilter:
-        """Only tasks of one of these types."""
+        """Only tasks of one of these types (none given: any type)."""
         return self._with(type_names=types)
 
     def queues(self, *queues: str) -> TaskFilter:
-        """Only tasks in one of these queues."""
+        """Only tasks in one of these queues (none given: any queue)."""
         return self._with(queue_names=queues)
 
     def ids(self, *ids: int) -> TaskFilter:
-        """Only the tasks with these ids."""
+        """Only the tasks with these ids (none given: any id)."""
         return self._with(task_ids=ids)
 
     def created_after(self, when: datetime) -> TaskFilter:
-        """Only tasks created at ``when`` or later (timezone-aware)."""
+        """Only tasks created at or after ``when`` (timezone-aware)."""
         return self._with(created_from=when)
 
     def created_before(self, when: datetime) -> TaskFilter:
@@ -290,7 +304,8 @@ class TaskFilter:
         return self._with(created_until=when)
 
     def order_by(self, field: str, direction: Direction = "asc") -> TaskFilter:
-        """Sort by one of `ORDER_FIELDS`, then by id; drops the `after` cursor."""
+        """Order by ``field`` (one of `ORDER_FIELDS`; ties by id), ``"asc"`` or ``"desc"``;
+        drops a cursor set by `after`, which belongs to the former order."""
         return self._with(order_field=field, order_direction=direction, cursor=None)
 
     def limit(self, n: int) -> TaskFilter:

@@ -311,6 +311,7 @@ class _ApplyBeforeCollect(Collector):
         self._metrics = metrics
 
     def collect(self) -> Iterable[Metric]:
+        """Bring the worker's metrics up to date before a scrape; adds none of its own."""
         self._metrics.apply()
         return []
 
@@ -348,9 +349,12 @@ class DatabaseCollector(Collector):
         self._families: list[Metric] = []
 
     def describe(self) -> Iterable[Metric]:
-        return []  # do not query at registration
+        """Nothing: registering the collector does not query the database."""
+        return []
 
     def collect(self) -> Iterator[Metric]:
+        """The metrics of the database (queues, workers, schedules), queried at most once
+        per ``cache_seconds`` however often scraped."""
         with self._lock:
             if time.monotonic() - self._at >= self.cache_seconds:
                 self._families = self._query()

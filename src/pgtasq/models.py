@@ -14,9 +14,9 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-# The limits live in pgtasq._limits; these names are kept importable from here.
-from pgtasq._limits import IDEMPOTENCY_KEY_MAX_LENGTH as IDEMPOTENCY_KEY_MAX_LENGTH
 from pgtasq._limits import (
+    HEADER_NAME_MAX_LENGTH,
+    HEADERS_MAX_BYTES,
     MAX_ATTEMPTS_MAX,
     PAYLOAD_MAX_DEPTH,
     duration_problem,
@@ -24,6 +24,9 @@ from pgtasq._limits import (
     text_problem,
     timestamp_problem,
 )
+
+# The limits live in pgtasq._limits; these names are kept importable from here.
+from pgtasq._limits import IDEMPOTENCY_KEY_MAX_LENGTH as IDEMPOTENCY_KEY_MAX_LENGTH
 from pgtasq._limits import NAME_MAX_LENGTH as NAME_MAX_LENGTH
 from pgtasq._limits import PAYLOAD_MAX_BYTES_DEFAULT as PAYLOAD_MAX_BYTES_DEFAULT
 from pgtasq._limits import PRIORITY_MAX as PRIORITY_MAX
@@ -59,7 +62,8 @@ class TaskStatus(str, enum.Enum):
 
     @property
     def is_final(self) -> bool:
-        """Completed, failed or cancelled: no worker will run the task again by itself."""
+        """Whether the status is final (completed, failed, cancelled): no worker will run the
+        task again unless a Client retries it."""
         return self in FINAL_STATUSES
 
 
@@ -123,6 +127,41 @@ def _check_max_attempts(value: object) -> None:
         )
 
 
+def _check_headers(value: object) -> dict[str, str]:
+    """``value`` as a dict of its own (a copy), or TaskValidationError naming ``headers``."""
+    if not isinstance(value, Mapping):
+        raise TaskValidationError(
+            "headers", f"must be a mapping of strings to strings, got {type(value).__name__}"
+        )
+    headers = dict(value)
+    for name, text in headers.items():
+        if not isinstance(name, str) or not isinstance(text, str):
+            raise TaskValidationError(
+                "headers",
+                f"names and values must be strings, got {type(name).__name__}: "
+                f"{type(text).__name__} for {name!r}",
+            )
+        if not 0 < len(name) <= HEADER_NAME_MAX_LENGTH:
+            raise TaskValidationError(
+                "headers",
+                f"a name must be 1 to {HEADER_NAME_MAX_LENGTH} characters, got {len(name)}",
+            )
+        problem = text_problem(name) or text_problem(text)
+        if problem is not None:
+            raise TaskValidationError("headers", f"{name!r}: {problem}")
+    size = len((dump_headers(headers) or "{}").encode())
+    if size > HEADERS_MAX_BYTES:
+        raise TaskValidationError(
+            "headers", f"are {size} bytes of JSON, over the limit of {HEADERS_MAX_BYTES}"
+        )
+    return headers
+
+
+def dump_headers(headers: Mapping[str, str] | None) -> str | None:
+    """Headers as the JSON text an enqueue sends (None for none: the column's ``{}``)."""
+    return json.dumps(headers, separators=(",", ":"), ensure_ascii=False) if headers else None
+
+
 _set_fields = object.__setattr__  # a frozen dataclass's own way to set its fields
 
 
@@ -148,6 +187,7 @@ class Task:
     deadline: datetime | None = None
     idempotency_key: str | None = None
     retention: Seconds | None = None
+    headers: Mapping[str, str] | None = None
 
     # Its fields are the insert params of `_columns.COLUMNS` (tests/unit/test_columns.py).
     # Written by hand rather than generated: enqueue_many builds thousands of these, and a
@@ -167,6 +207,7 @@ class Task:
         deadline: datetime | None = None,
         idempotency_key: str | None = None,
         retention: Seconds | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         _name("type", type)
         if queue is not QUEUE_DEFAULT:
@@ -210,6 +251,7 @@ class Task:
                 "deadline": deadline,
                 "idempotency_key": idempotency_key,
                 "retention": retention,
+                "headers": None if headers is None else _check_headers(headers),
             },
         )
 
@@ -335,6 +377,7 @@ class TaskInfo:
     attempted_at: datetime | None
     finalized_at: datetime | None
     retention: timedelta | None
+    headers: dict[str, str] = dataclasses.field(default_factory=dict)
     created: bool = True
 
     @classmethod
@@ -353,6 +396,8 @@ class TaskInfo:
             fields["result"] = _json(fields["result"])
         fields["timeout"] = _interval(fields["timeout"])
         fields["retention"] = _interval(fields["retention"])
+        headers = fields["headers"]
+        fields["headers"] = {} if headers == "{}" else _json(headers)
         fields["created"] = created
         info: TaskInfo = object.__new__(cls)
         _set_fields(info, "__dict__", fields)
@@ -406,6 +451,8 @@ def _pending_info(task: Task, task_id: int, run_at: datetime, created_at: dateti
     fields["updated_at"] = created_at
     retention = task.retention
     fields["retention"] = None if retention is None else _duration(retention)
+    headers = task.headers
+    fields["headers"] = {} if headers is None else dict(headers)
     info: TaskInfo = object.__new__(TaskInfo)
     _set_fields(info, "__dict__", fields)
     return info

@@ -12,6 +12,8 @@ import random
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from pgtasq.errors import TaskValidationError
+
 if TYPE_CHECKING:
     from pgtasq.models import TaskInfo
 
@@ -31,7 +33,7 @@ def exponential_backoff(
 ) -> float:
     """Seconds to wait after failed attempt ``attempt`` (1-based)."""
     if attempt < 1:
-        raise ValueError(f"attempt is 1-based, got {attempt}")
+        raise TaskValidationError("attempt", f"1-based (the first attempt is 1), got {attempt!r}")
     # Cap the exponent first: 2**1000 would overflow a float.
     ceiling = min(cap, base * 2.0 ** min(attempt - 1, 62))
     return ceiling / 2 + rand() * ceiling / 2

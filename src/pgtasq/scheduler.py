@@ -56,23 +56,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import json
 import logging
-import re
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
-from typing import Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import Any
 
-import croniter
 import psycopg
 from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row
 
 from pgtasq import _sql
+from pgtasq._cron import (
+    MAX_TICKS_PER_RUN_DEFAULT,
+    MISSED_DEFAULT,
+    TIMEZONE_DEFAULT,
+    Due,
+    Missed,
+    due,
+    upsert_params,
+)
+from pgtasq._cron import Schedule as Schedule  # public here, where it always was
 from pgtasq._database import RETRYABLE, Backoff, Outage, misconfigured
-from pgtasq._limits import text_problem
 from pgtasq._pool_sync import LazyPool
 from pgtasq.errors import (
     ConfigurationError,
@@ -81,7 +86,6 @@ from pgtasq.errors import (
     InvalidSchedule,
 )
 from pgtasq.models import (
-    IDEMPOTENCY_KEY_MAX_LENGTH,
     PAYLOAD_MAX_BYTES_DEFAULT,
     Task,
     _with_reserved_key,
@@ -92,217 +96,16 @@ from pgtasq.tables import SCHEMA_DEFAULT, check_schema_name
 
 log = logging.getLogger("pgtasq.scheduler")
 
-Missed = Literal["skip", "once"]
 Clock = Callable[[], datetime]
 Provider = Callable[[], Iterable["Schedule"]]
 
-TIMEZONE_DEFAULT = "UTC"
-MISSED_DEFAULT: Missed = "skip"
 PROVIDER_INTERVAL_DEFAULT = 60.0
 SLEEP_MAX_DEFAULT = 60.0
-MAX_TICKS_PER_RUN_DEFAULT = 100
 CONNECT_TIMEOUT = 2.0  # seconds one pass waits for the database before backing off
-# The keys of ticks: in pgtasq's reserved namespace (no producer can take one), the entry id
-# length-prefixed so that one entry's keys never start like another's (`rep` vs `rep:eu`).
-KEY_PREFIX = _sql.SCHEDULE_KEY_PREFIX  # "pgtasq:schedule:", under models.RESERVED_KEY_PREFIX
-ALIASES = frozenset(
-    {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"}
-)
-# The longest tick suffix of a key: ":" + "2026-03-29T01:00:00+00:00".
-_TICK_SUFFIX_LENGTH = 26
-# ... and the longest length prefix, "209:".
-ENTRY_ID_MAX_LENGTH = IDEMPOTENCY_KEY_MAX_LENGTH - len(KEY_PREFIX) - 4 - _TICK_SUFFIX_LENGTH
-
-_UTC = timezone.utc
-
-# croniter's "R" (random) and "H" (hashed) fields, with an optional range and step: "R",
-# "H(0-29)", "R/5". R draws a value per process, so schedulers would disagree on the ticks
-# and "once per tick" would break; H needs a hash id, which pgtasq does not pass.
-_DRAWN_FIELD = re.compile(r"^([hr])(\(\d+-\d+\))?(/\d+)?$", re.IGNORECASE)
-_DRAWN_MESSAGE = {
-    "r": "the R (random) field is not supported: every scheduler would draw its own value, "
-    "so a tick would not be the same across schedulers; write the value out",
-    "h": "the H (hashed) field is not supported; write the value out",
-}
 
 
 def _utc_now() -> datetime:
-    return datetime.now(_UTC)
-
-
-# -- the core: no I/O ---------------------------------------------------------------------
-
-
-def _check_text(field: str, value: str) -> None:
-    """What the schedules table stores must be text PostgreSQL accepts (no NUL, UTF-8)."""
-    problem = text_problem(value)
-    if problem is not None:
-        raise InvalidSchedule(field, value, problem)
-
-
-def check_cron(cron: str) -> bool:
-    """Validate a cron expression; returns whether it has a seconds field (InvalidSchedule)."""
-    if not isinstance(cron, str):
-        raise InvalidSchedule("cron", repr(cron), "expected a string")
-    _check_text("cron", cron)
-    expr = cron.strip()
-    if expr.startswith("@"):
-        if expr.lower() not in ALIASES:
-            raise InvalidSchedule("cron", cron, f"unknown alias; use one of {sorted(ALIASES)}")
-        return False
-    fields = expr.split()
-    if len(fields) not in (5, 6):
-        raise InvalidSchedule("cron", cron, f"expected 5 or 6 fields, got {len(fields)}")
-    seconds = len(fields) == 6
-    for field in fields:
-        drawn = _DRAWN_FIELD.match(field)
-        if drawn:
-            raise InvalidSchedule("cron", cron, _DRAWN_MESSAGE[drawn.group(1).lower()])
-    try:
-        it = croniter.croniter(expr, datetime(2000, 1, 1, tzinfo=_UTC), second_at_beginning=seconds)
-        it.get_next(datetime)
-    except (ValueError, KeyError, TypeError, IndexError) as exc:
-        raise InvalidSchedule("cron", cron, str(exc) or type(exc).__name__) from exc
-    return seconds
-
-
-def entry_key_prefix(entry_id: str) -> str:
-    """How the idempotency keys of an entry's ticks start (`_sql` matches the same text)."""
-    return f"{KEY_PREFIX}{len(entry_id)}:{entry_id}:"
-
-
-def check_timezone(name: str) -> ZoneInfo:
-    """The zone of an IANA name; raises InvalidSchedule."""
-    if not isinstance(name, str) or not name.strip():
-        raise InvalidSchedule("timezone", repr(name), "expected an IANA time zone name")
-    _check_text("timezone", name)
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError, OSError) as exc:
-        # OSError: zoneinfo looks the name up as a file (a name too long for one, a folder)
-        raise InvalidSchedule("timezone", name, "unknown time zone") from exc
-
-
-def _duration(value: Any) -> float | None:
-    if value is None:
-        return None
-    return value.total_seconds() if isinstance(value, timedelta) else float(value)
-
-
-@dataclasses.dataclass(frozen=True)
-class Schedule:
-    """One scheduler entry: run ``task`` at every tick of ``cron`` in ``timezone``.
-
-    Validated when built (InvalidSchedule). ``id`` defaults to a stable name derived from
-    the task type and the expression (and the zone, when it is not UTC).
-    """
-
-    cron: str
-    task: Task
-    _: dataclasses.KW_ONLY
-    id: str = ""
-    timezone: str = TIMEZONE_DEFAULT
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.task, Task):
-            raise TypeError(f"task must be a pgtasq.Task, got {type(self.task).__name__}")
-        check_cron(self.cron)
-        check_timezone(self.timezone)
-        for field in ("idempotency_key", "run_at", "deadline"):
-            if getattr(self.task, field) is not None:
-                raise InvalidSchedule(
-                    "task", self.task.type, f"a scheduled task cannot set {field} (it is per tick)"
-                )
-        if not self.id:
-            zone = "" if self.timezone == TIMEZONE_DEFAULT else f"@{self.timezone}"
-            object.__setattr__(self, "id", f"{self.task.type}:{self.cron.strip()}{zone}")
-        if not isinstance(self.id, str) or len(self.id) > ENTRY_ID_MAX_LENGTH:
-            raise InvalidSchedule(
-                "id", str(self.id), f"must be a string of at most {ENTRY_ID_MAX_LENGTH} characters"
-            )
-        _check_text("id", self.id)
-
-    @property
-    def zone(self) -> ZoneInfo:
-        """The time zone the cron expression is read in."""
-        return ZoneInfo(self.timezone)
-
-    def next_after(self, after: datetime) -> datetime:
-        """The first tick strictly after ``after``, in UTC."""
-        seconds = len(self.cron.split()) == 6
-        it = croniter.croniter(
-            self.cron.strip(), after.astimezone(self.zone), second_at_beginning=seconds
-        )
-        result: datetime = it.get_next(datetime)
-        return result.astimezone(_UTC)
-
-    def latest_at(self, now: datetime) -> datetime:
-        """The most recent tick at or before ``now``, in UTC."""
-        seconds = len(self.cron.split()) == 6
-        it = croniter.croniter(
-            self.cron.strip(), now.astimezone(self.zone), second_at_beginning=seconds
-        )
-        prev: datetime = it.get_prev(datetime)
-        prev = prev.astimezone(_UTC)
-        following = self.next_after(prev)
-        return following if following <= now else prev
-
-    def key(self, tick: datetime) -> str:
-        """The idempotency key of one tick (`entry_key_prefix` and the tick)."""
-        return f"{entry_key_prefix(self.id)}{tick.astimezone(_UTC).isoformat()}"
-
-    def options(self) -> dict[str, Any]:
-        """The task's options, as the schedules table stores them (durations in seconds):
-        those `_columns.SCHEDULE_OPTIONS` names (tests/unit/test_columns.py checks)."""
-        t = self.task
-        return {
-            "queue": t.queue,
-            "priority": t.priority,
-            "max_attempts": t.max_attempts,
-            "delay": _duration(t.delay),
-            "timeout": _duration(t.timeout),
-            "retention": _duration(t.retention),
-        }
-
-
-@dataclasses.dataclass(frozen=True)
-class Due:
-    """What one entry has to do at ``now``: these ticks, then wait for ``next_due``."""
-
-    ticks: tuple[datetime, ...]
-    next_due: datetime
-    dropped: int = 0
-
-
-def due(
-    entry: Schedule,
-    next_due: datetime | None,
-    last_run_at: datetime | None,
-    now: datetime,
-    missed: Missed,
-    max_ticks: int = MAX_TICKS_PER_RUN_DEFAULT,
-) -> Due:
-    """The ticks of ``entry`` to enqueue at ``now``.
-
-    ``next_due`` None: the entry is being taken up; ``missed`` and ``last_run_at`` (from the
-    schedules table) decide about the ticks before now. Otherwise every tick from
-    ``next_due`` to ``now`` (inclusive), at most ``max_ticks`` of them.
-    """
-    if next_due is None:
-        following = entry.next_after(now)
-        if missed == "once" and last_run_at is not None:
-            latest = entry.latest_at(now)
-            if latest > last_run_at:
-                return Due((latest,), following)
-        return Due((), following)
-    ticks: list[datetime] = []
-    tick = next_due
-    while tick <= now:
-        if len(ticks) == max_ticks:
-            return Due(tuple(ticks), entry.next_after(now), dropped=1)
-        ticks.append(tick)
-        tick = entry.next_after(tick)
-    return Due(tuple(ticks), tick)
+    return datetime.now(timezone.utc)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -338,22 +141,6 @@ class SchedulerConfig:
             raise ConfigurationError(
                 f"max_ticks_per_run must be >= 1, got {self.max_ticks_per_run}"
             )
-
-
-def upsert_params(
-    entry: Schedule, payload: str, last_run_at: datetime | None, next_run_at: datetime
-) -> dict[str, Any]:
-    """The parameters of `schedule_upsert`."""
-    return {
-        "id": entry.id,
-        "cron": entry.cron,
-        "timezone": entry.timezone,
-        "task_type": entry.task.type,
-        "payload": payload,
-        "options": json.dumps(entry.options(), sort_keys=True),
-        "last_run_at": last_run_at,
-        "next_run_at": next_run_at,
-    }
 
 
 def _entry_transaction(conn: psycopg.Connection[Any]) -> contextlib.AbstractContextManager[Any]:
@@ -523,7 +310,7 @@ class Scheduler:
         """
         now = self._clock() if now is None else now
         if now.tzinfo is None or now.utcoffset() is None:
-            raise ValueError("now must be timezone-aware")
+            raise InvalidSchedule("now", str(now), "must be timezone-aware")
         if conn is not None:
             if not isinstance(conn, psycopg.Connection):
                 raise TypeError("conn must be a psycopg Connection")
@@ -683,7 +470,7 @@ class Scheduler:
             self._thread = None
 
     def close(self) -> None:
-        """`stop`, then close the scheduler's pool, if it has one."""
+        """Stop the loop if it runs (`stop`) and close the scheduler's pool."""
         self.stop()
         if self._pool is not None:
             self._pool.close()

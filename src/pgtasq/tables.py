@@ -94,6 +94,7 @@ def metadata(schema: str = SCHEMA_DEFAULT) -> sa.MetaData:
         sa.Column("attempted_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("finalized_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("retention", sa.Interval, nullable=True),
+        sa.Column("headers", pg.JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
         # PostgreSQL rebuilds every CHECK expression at the start of every INSERT (about 10 %
         # of a one-row enqueue's server work, callgrind), so they are written small: BETWEEN
         # would repeat char_length(); "<> ''" is the cheap half of the length check.

@@ -84,7 +84,7 @@ def test_every_option_has_an_environment_variable_shown_in_help() -> None:
     top = ok(pgtasq("--help"))
     assert all(name in top for name in ("tasks", "queues", "workers", "enqueue", "worker"))
     help_text = ok(pgtasq("tasks", "cancel", "--help"))
-    assert "PGTASQ_TASKS_CANCEL_STATE" in help_text and "--all-matching" in help_text
+    assert "PGTASQ_TASKS_CANCEL_STATUS" in help_text and "--all-matching" in help_text
 
 
 def test_enqueue_then_get(run: Callable[..., Any], pg_dsn: str, schema: str) -> None:
@@ -120,6 +120,16 @@ def test_enqueue_then_get(run: Callable[..., Any], pg_dsn: str, schema: str) -> 
     assert timedelta(seconds=3590) < run_at - created_at < timedelta(seconds=3610)
     assert later["payload"] is None
     assert count_tasks(pg_dsn, schema) == 2
+
+
+def test_enqueue_with_headers(run: Callable[..., Any], pg_dsn: str, schema: str) -> None:
+    shown = as_json(run("enqueue", "t", "--header", "tenant=acme", "--header=note=a=b", "--json"))
+    assert shown["headers"] == {"tenant": "acme", "note": "a=b"}
+    assert as_json(run("tasks", "get", str(shown["id"]), "--json"))["headers"] == shown["headers"]
+    failed(run("enqueue", "t", "--header", "no-equals-sign"), "is not NAME=VALUE", code=2)
+    failed(run("enqueue", "t", "--header", "=v"), "is not NAME=VALUE", code=2)
+    failed(run("enqueue", "t", "--header", "x" * 300 + "=v"), "a name must be 1 to 255")
+    assert count_tasks(pg_dsn, schema) == 1
 
 
 def test_tasks_get_shows_a_bounded_errors_history_and_odd_entries(
@@ -176,8 +186,11 @@ def test_tasks_list_filters_orders_and_pages(run: Callable[..., Any], producer: 
     assert [t["id"] for t in by_priority["tasks"]] == [t.id for t in reversed(mail)]
     assert (by_priority["total"], by_priority["total_exact"]) == (3, True)
     assert by_priority["next_cursor"] is None
-    scheduled = as_json(run("tasks", "list", "--state=scheduled", "--json"))
+    scheduled = as_json(run("tasks", "list", "--status=scheduled", "--json"))
     assert [t["id"] for t in scheduled["tasks"]] == [later.id]
+    old_spelling = run("tasks", "list", "--state=scheduled", "--json")  # deprecated, still works
+    assert json.loads(old_spelling.stdout) == scheduled
+    assert old_spelling.stderr.strip() == "warning: --state is deprecated: use --status"
     typed = as_json(run("tasks", "list", "--json", env={"PGTASQ_TASKS_LIST_TYPE": "report"}))
     assert [t["id"] for t in typed["tasks"]] == [t.id for t in [*reports, later]]
     future = (datetime.now().astimezone() + timedelta(hours=1)).isoformat()
@@ -247,11 +260,11 @@ def test_tasks_list_estimates_a_large_total_and_counts_on_request(
         (("tasks", "list", "--after=12"), "after: expected a cursor VALUE,ID"),
         (("tasks", "list", "--order=created_at", "--after=3,4"), "after: expected a cursor"),
         (("tasks", "list", "--after=3,4", "--offset=2"), "use either offset or after"),
-        (("tasks", "list", "--state=bogus"), "states: unknown ['bogus']"),
+        (("tasks", "list", "--status=bogus"), "statuses: unknown ['bogus']"),
         (("tasks", "list", "--order=payload"), "order_by: unknown field 'payload'"),
         (("tasks", "list", "--limit=0"), "limit: must be from 1 to 10000"),
         (("tasks", "get", "999"), "task 999 does not exist"),
-        (("tasks", "delete", "--all-matching", "--yes", "--state=nope"), "states: unknown"),
+        (("tasks", "delete", "--all-matching", "--yes", "--status=nope"), "statuses: unknown"),
         (("queues", "history", "--days=5000"), "days must be from 1 to 3650"),
     ],
 )
@@ -266,7 +279,7 @@ def test_operation_errors_are_one_line_and_exit_1(
     [
         (("tasks", "cancel"), "give task IDs, or --all-matching"),
         (("tasks", "cancel", "1", "--all-matching"), "give IDs or --all-matching, not both"),
-        (("tasks", "retry", "--state=failed"), "need --all-matching"),
+        (("tasks", "retry", "--status=failed"), "need --all-matching"),
         (("tasks", "get", "seven"), "'seven' is not a valid integer"),
         (("tasks", "list", "--created-after=yesterday"), "'yesterday' is not ISO 8601"),
     ],
@@ -310,7 +323,7 @@ def test_bulk_operations_show_progress_and_delete_needs_yes(
     assert set(lines) <= {f"cancel: {n} of 25 tasks ({n * 4}%)" for n in (10, 20, 25)}
     assert count_tasks(pg_dsn, schema, status="cancelled") == 25
 
-    retried = as_json(run("tasks", "retry", "--all-matching", "--state=cancelled", "--json"))
+    retried = as_json(run("tasks", "retry", "--all-matching", "--status=cancelled", "--json"))
     assert retried == {"action": "retry", "count": 25}
     assert count_tasks(pg_dsn, schema, status="pending") == 30
 

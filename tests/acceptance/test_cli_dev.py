@@ -127,6 +127,16 @@ def _wait(check: object, timeout: float = 60.0) -> None:
         time.sleep(0.1)
 
 
+def _workers(dsn: str) -> int:
+    """Workers registered in the project's database (0 while it cannot be reached)."""
+    try:
+        with psycopg.connect(dsn, connect_timeout=2) as c:
+            row = c.execute("SELECT count(*) FROM pgtasq.workers").fetchone()
+    except psycopg.OperationalError:
+        return 0
+    return int(row[0]) if row else 0
+
+
 def test_a_server_left_by_kill_9_is_stopped(project: Path) -> None:
     """kill -9 of a command leaves its server running; before, nothing could stop it and
     no later command would (the dead command stayed on the server's list of users)."""
@@ -134,7 +144,8 @@ def test_a_server_left_by_kill_9_is_stopped(project: Path) -> None:
     worker = _worker(project)
     try:
         _wait(lambda: _status(project)["running"] is True)
-        time.sleep(1.0)  # the worker is connected and working
+        dsn = str(_status(project)["dsn"])
+        _wait(lambda: _workers(dsn) == 1)  # the worker is connected and working
     finally:
         worker.send_signal(signal.SIGKILL)
         worker.communicate(timeout=30)

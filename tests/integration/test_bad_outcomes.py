@@ -265,14 +265,14 @@ def test_a_refused_outcome_fails_only_its_task(
     """An outcome the database still refuses (here a result text jsonb rejects, as if the
     checks had missed something) is written alone: its task fails with an OutcomeRejected
     entry, every other outcome of the batch is written, and it is logged once."""
-    real_result = RecordMaker.result
+    real_inline = RecordMaker.inline
 
-    async def leaky(self: RecordMaker, value: Any) -> Prepared:
+    def leaky(self: RecordMaker, value: Any) -> Prepared | None:
         if value == "poison":
             return Prepared(text='"\\u0000"')  # jsonb: unsupported Unicode escape sequence
-        return await real_result(self, value)
+        return real_inline(self, value)
 
-    monkeypatch.setattr(RecordMaker, "result", leaky)
+    monkeypatch.setattr(RecordMaker, "inline", leaky)
     consumer = fast(schema, concurrency=20, batch_size=20, flush_interval=0.2)
 
     @consumer.task("t")

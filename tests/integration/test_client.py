@@ -806,7 +806,7 @@ def test_sqlalchemy_session(pg_dsn: str, schema: str) -> None:
         assert status_of(pg_dsn, schema, task_id) == "pending"
         with Session(engine) as session, session.begin():
             client.cancel_task(task_id, conn=session)
-            page = client.list_tasks(TaskFilter().states("cancelled"), conn=session)
+            page = client.list_tasks(TaskFilter().statuses("cancelled"), conn=session)
             assert [t.id for t in page.tasks] == [task_id]
         assert status_of(pg_dsn, schema, task_id) == "cancelled"
     finally:
@@ -998,19 +998,19 @@ def test_big_dataset_has_every_state(big: Big) -> None:
     ("build", "expect"),
     [
         (lambda f, b: f, {}),
-        (lambda f, b: f.states("pending"), {"states": ("pending",)}),
-        (lambda f, b: f.states("scheduled"), {"states": ("scheduled",)}),
-        (lambda f, b: f.states("retry"), {"states": ("retry",)}),
-        (lambda f, b: f.states("failed", "retry"), {"states": ("failed", "retry")}),
+        (lambda f, b: f.statuses("pending"), {"states": ("pending",)}),
+        (lambda f, b: f.statuses("scheduled"), {"states": ("scheduled",)}),
+        (lambda f, b: f.statuses("retry"), {"states": ("retry",)}),
+        (lambda f, b: f.statuses("failed", "retry"), {"states": ("failed", "retry")}),
         (
-            lambda f, b: f.states(TaskStatus.RUNNING, "completed", "cancelled"),
+            lambda f, b: f.statuses(TaskStatus.RUNNING, "completed", "cancelled"),
             {"states": ("running", "completed", "cancelled")},
         ),
         (lambda f, b: f.types("sms"), {"types": ("sms",)}),
         (lambda f, b: f.types("sms", "push", "nope"), {"types": ("sms", "push", "nope")}),
         (lambda f, b: f.queues("mail"), {"queues": ("mail",)}),
         (
-            lambda f, b: f.queues("bulk").types("email").states("pending"),
+            lambda f, b: f.queues("bulk").types("email").statuses("pending"),
             {"queues": ("bulk",), "types": ("email",), "states": ("pending",)},
         ),
         (lambda f, b: f.ids(3, 4, 2999, 999_999), {"ids": (3, 4, 2999, 999_999)}),
@@ -1092,7 +1092,7 @@ def test_keyset_pagination_walks_every_row_once_in_order(
 
 
 def test_keyset_pagination_with_a_filter_and_an_exact_last_page(pg_dsn: str, big: Big) -> None:
-    f = TaskFilter().states("pending", "failed").queues("mail").order_by("run_at", "desc")
+    f = TaskFilter().statuses("pending", "failed").queues("mail").order_by("run_at", "desc")
     expected = _ordered(
         [r for r in big.rows if _matches(r, big.now, ("pending", "failed"), queues=("mail",))],
         "run_at",
@@ -1230,7 +1230,7 @@ def test_injection_through_every_filter_value_changes_nothing(
     assert client.queue_history(nasty[0]) == []
 
     with pytest.raises(InvalidFilter):
-        TaskFilter().states("pending') OR true --")
+        TaskFilter().statuses("pending') OR true --")
     for field in ("id; DROP TABLE tasks", "payload", "id DESC, (SELECT 1)", "ID", "id "):
         with pytest.raises(InvalidFilter):
             TaskFilter().order_by(field)
@@ -1374,22 +1374,23 @@ def test_bulk_delete_never_deletes_running_tasks(pg_dsn: str, schema: str, clien
     assert {r["id"]: r for r in all_rows(pg_dsn, schema)} == running
     assert set(a["running"]) < set(running)
     # Explicitly asking for running tasks deletes nothing either.
-    assert client.delete_tasks(TaskFilter().states("running")) == 0
+    assert client.delete_tasks(TaskFilter().statuses("running")) == 0
     assert count_tasks(pg_dsn, schema) == 6
 
 
 def test_bulk_with_views_ids_and_types(pg_dsn: str, schema: str, client: Client) -> None:
     a = seed(pg_dsn, schema, "a", MIX)
     x = seed(pg_dsn, schema, "a", {"pending": 4}, type_="x")
-    assert client.cancel_tasks(TaskFilter().states("scheduled")) == 5
+    assert client.cancel_tasks(TaskFilter().statuses("scheduled")) == 5
     steps: list[int] = []
     assert (
-        client.cancel_tasks(TaskFilter().states("retry"), batch_size=1, progress=steps.append) == 3
+        client.cancel_tasks(TaskFilter().statuses("retry"), batch_size=1, progress=steps.append)
+        == 3
     )
     assert steps == [1, 2, 3]  # the empty batch after a full last one reports nothing
     assert client.delete_tasks(TaskFilter().ids(*a["pending"][:3], a["running"][0])) == 3
     assert client.cancel_tasks(TaskFilter().types("x")) == 4
-    assert client.retry_tasks(TaskFilter().types("x").states("cancelled")) == 4
+    assert client.retry_tasks(TaskFilter().types("x").statuses("cancelled")) == 4
     assert {status_of(pg_dsn, schema, i) for i in x["pending"]} == {"pending"}
     assert {status_of(pg_dsn, schema, i) for i in a["scheduled"] + a["retry"]} == {"cancelled"}
     assert count_tasks(pg_dsn, schema) == sum(MIX.values()) + 4 - 3
@@ -1495,8 +1496,8 @@ def test_list_queues_counts_each_state_and_latency(
     assert q.pending + q.scheduled + q.retry == count_tasks(
         pg_dsn, schema, queue="q", status="pending"
     )
-    # The retry column is what `tasks list --state retry` lists.
-    assert q.retry == client.list_tasks(TaskFilter().states("retry").queues("q")).total
+    # The retry column is what `tasks list --status retry` lists.
+    assert q.retry == client.list_tasks(TaskFilter().statuses("retry").queues("q")).total
     assert timedelta(seconds=30) <= q.latency < timedelta(seconds=35)
     assert not q.paused
     # No attempt has finished: the daily counters are empty.

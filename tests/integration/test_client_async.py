@@ -248,7 +248,7 @@ async def test_on_the_callers_async_connection(pg_dsn: str, schema: str) -> None
             with pytest.raises(error):
                 await call(task_id, conn=conn)
             assert conn.info.transaction_status == TransactionStatus.INTRANS
-        assert await client.delete_tasks(TaskFilter().states("pending"), conn=conn) == 1
+        assert await client.delete_tasks(TaskFilter().statuses("pending"), conn=conn) == 1
         await conn.commit()
     assert count_tasks(pg_dsn, schema) == 1
     with pytest.raises(ConfigurationError, match="no DSN"):
@@ -312,7 +312,7 @@ async def test_list_pages_and_bulk(pg_dsn: str, schema: str, aclient: AsyncClien
     assert await aclient.cancel_tasks(TaskFilter().queues("a"), batch_size=7, progress=steps.append)
     assert steps == [min(7 * k, 250) for k in range(1, 250 // 7 + 2)]
     start = db_now(pg_dsn)
-    assert await aclient.retry_tasks(TaskFilter().states("cancelled"), batch_size=100) == 250
+    assert await aclient.retry_tasks(TaskFilter().statuses("cancelled"), batch_size=100) == 250
     retried = [r for r in all_rows(pg_dsn, schema) if r["queue"] == "a"]
     assert len(retried) == 250
     assert all(r["run_at"] >= start and r["status"] == "pending" for r in retried)

@@ -97,9 +97,8 @@ def test_idle_worker_on_many_queues_polls_with_few_statements(
     async def job(ctx: TaskContext) -> None:
         done.set()
 
-    consumer.start(pg_dsn)
+    consumer.start(pg_dsn)  # returns once registered, listening, the first poll done
     try:
-        time.sleep(0.5)  # started: registered, listening
         before = statements
         time.sleep(2.0)  # four polls, two heartbeats
         idle = statements - before

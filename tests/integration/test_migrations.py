@@ -15,7 +15,7 @@ import pgtasq
 from pgtasq import TaskStatus, tables
 from pgtasq._migrate import migrations_path, sqlalchemy_url
 
-HEAD = "pgtasq_0003"
+HEAD = "pgtasq_0004"
 
 
 @pytest.fixture

@@ -234,7 +234,7 @@ def test_producer_client_scheduler_and_worker_through_the_bouncer(
         assert page.total == 12 * 45
         for info in page.tasks[:6]:
             client.cancel_task(info.id)
-        assert client.retry_tasks(TaskFilter().states("cancelled"), batch_size=1) == 6
+        assert client.retry_tasks(TaskFilter().statuses("cancelled"), batch_size=1) == 6
         assert client.cancel_tasks(TaskFilter().queues("many"), batch_size=7) == 12 * 45
         assert client.delete_tasks(TaskFilter().queues("many"), batch_size=7) == 12 * 45
         assert sum(q.pending for q in client.list_queues()) == 12 * 5 + 7

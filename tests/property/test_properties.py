@@ -258,7 +258,7 @@ def make_task(task_type: Any, payload: Any, options: dict[str, Any]) -> Task:
 filter_calls = st.lists(
     st.one_of(
         st.tuples(
-            st.just("states"),
+            st.just("statuses"),
             st.lists(st.one_of(st.sampled_from([*STATES, "bogus"]), st.just(TaskStatus.FAILED))),
         ),
         st.tuples(st.just("types"), st.lists(st.one_of(names, wrong_types), max_size=3)),

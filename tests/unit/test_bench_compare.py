@@ -53,3 +53,15 @@ def test_failed_measured_tasks_are_flagged_and_errors_shown() -> None:
     lines = compare.summary_lines(results)
     assert any(line.endswith("jobs/s (31 measured tasks failed)") for line in lines)
     assert any("failed" in line and "timeout after 900 s" in line for line in lines)
+
+
+def test_the_docs_point_at_scripts_inside_the_repository() -> None:
+    """README and docs/benchmarks.md once sent readers to ../shared/bench/compare.py, a file
+    outside the repository: every script they name is one of bench/'s."""
+    import re
+
+    for doc in (REPO / "README.md", REPO / "docs" / "benchmarks.md"):
+        text = doc.read_text()
+        assert not re.search(r"\.\./|shared/bench", text), doc
+        for script in re.findall(r"\bbench/[\w/]+\.py\b", text):
+            assert (REPO / script).is_file(), (doc, script)

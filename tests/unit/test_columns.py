@@ -39,6 +39,7 @@ def _values() -> dict[str, Any]:
         "deadline": NOW + timedelta(days=1),
         "idempotency_key": "k",
         "retention": 13.0,
+        "headers": {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"},
     }
 
 

@@ -25,7 +25,7 @@ T = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
 def test_builder_is_immutable_and_chains() -> None:
     base = TaskFilter()
-    f = base.states("failed", TaskStatus.CANCELLED).types("a").queues("q1", "q2").limit(5)
+    f = base.statuses("failed", TaskStatus.CANCELLED).types("a").queues("q1", "q2").limit(5)
     assert base == TaskFilter()
     assert f.state_names == ("failed", "cancelled")
     assert (f.type_names, f.queue_names, f.limit_rows) == (("a",), ("q1", "q2"), 5)
@@ -36,7 +36,7 @@ def test_builder_is_immutable_and_chains() -> None:
 @pytest.mark.parametrize(
     "build",
     [
-        lambda f: f.states("archived"),
+        lambda f: f.statuses("archived"),
         lambda f: f.types(""),
         lambda f: f.queues("q" * 129),
         lambda f: f.ids(0),
@@ -70,7 +70,7 @@ def test_ids_are_task_ids_up_to_the_bigint_maximum() -> None:
 
 
 def test_views_and_order() -> None:
-    f = TaskFilter().states("scheduled", "retry").order_by("created_at", "desc")
+    f = TaskFilter().statuses("scheduled", "retry").order_by("created_at", "desc")
     assert f.state_names == ("scheduled", "retry")
     assert (f.order_field, f.order_direction) == ("created_at", "desc")
     assert TaskFilter().created_after(T).created_before(T).created_from == T
@@ -79,7 +79,7 @@ def test_views_and_order() -> None:
 
 # The same mistake made through a method and through the fields: the same error, at once.
 SAME_MISTAKE: list[tuple[Callable[[TaskFilter], object], dict[str, Any]]] = [
-    (lambda f: f.states("archived"), {"state_names": ("archived",)}),
+    (lambda f: f.statuses("archived"), {"state_names": ("archived",)}),
     (lambda f: f.types(""), {"type_names": ("",)}),
     (lambda f: f.queues("q" * 129), {"queue_names": ("q" * 129,)}),
     (lambda f: f.ids(0), {"task_ids": (0,)}),
@@ -143,7 +143,7 @@ def test_fields_are_normalized_like_the_methods() -> None:
     )
     by_methods = (
         TaskFilter()
-        .states(TaskStatus.FAILED, "retry")
+        .statuses(TaskStatus.FAILED, "retry")
         .types("a")
         .queues("q")
         .ids(3, 4)
@@ -198,3 +198,9 @@ def test_count_modes() -> None:
     for bad in ("all", None, 1, "AUTO"):
         with pytest.raises(InvalidFilter, match="count: expected one of auto, exact, none"):
             check_count(bad)
+
+
+def test_states_is_a_deprecated_spelling_of_statuses() -> None:
+    with pytest.warns(DeprecationWarning, match="use TaskFilter.statuses"):
+        old = TaskFilter().states("failed", TaskStatus.CANCELLED)
+    assert old == TaskFilter().statuses("failed", "cancelled")

@@ -53,5 +53,5 @@ def test_copy_statement_is_pinned() -> None:
     columns = _sql.COPY_COLUMNS + _sql.COPY_COLUMNS_OPTIONAL
     assert _sql.task_insert_copy("pgtasq", columns).text == (
         "COPY pgtasq.tasks (id, queue, type, payload, priority, max_attempts, run_at, timeout, "
-        "deadline, retention) FROM STDIN"
+        "deadline, retention, headers) FROM STDIN"
     )

@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 
 import pytest
 
+from pgtasq import ConfigurationError
 from pgtasq._observe import OTHER_LABEL, LabelCap, Recorder
 
 
@@ -24,8 +25,8 @@ def test_label_cap_keeps_the_first_values() -> None:
 
 
 def test_label_cap_refuses_zero() -> None:
-    with pytest.raises(ValueError, match="limit must be >= 1"):
-        LabelCap(0)
+    with pytest.raises(ConfigurationError, match="label_values_max must be >= 1"):
+        LabelCap(0)  # a ConfigurationError is a ValueError too
 
 
 def test_the_default_recorder_records_nothing_and_imports_nothing() -> None:

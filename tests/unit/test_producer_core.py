@@ -47,7 +47,7 @@ def _existing(id_: int, key: str) -> dict[str, Any]:
         "status": "running", "run_at": T0, "attempts": 1, "max_attempts": 5, "timeout": None,
         "deadline": None, "idempotency_key": key, "errors": "[]", "result": None,
         "locked_by": "w1", "locked_until": T0, "created_at": T0, "updated_at": T0,
-        "attempted_at": T0, "finalized_at": None, "retention": None,
+        "attempted_at": T0, "finalized_at": None, "retention": None, "headers": "{}",
     }  # fmt: skip
 
 

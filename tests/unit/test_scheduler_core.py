@@ -7,14 +7,9 @@ from datetime import datetime, timezone
 import pytest
 
 from pgtasq import InvalidSchedule, PgtasqError, Schedule, Scheduler, Task, TaskValidationError
+from pgtasq._cron import ENTRY_ID_MAX_LENGTH, check_cron, due, entry_key_prefix
 from pgtasq.models import IDEMPOTENCY_KEY_MAX_LENGTH, RESERVED_KEY_PREFIX
-from pgtasq.scheduler import (
-    ENTRY_ID_MAX_LENGTH,
-    SchedulerConfig,
-    check_cron,
-    due,
-    entry_key_prefix,
-)
+from pgtasq.scheduler import SchedulerConfig
 
 UTC = timezone.utc
 

@@ -210,15 +210,15 @@ def test_with_notice_replaces_an_old_notice() -> None:
 
 
 def test_bulk_actions_count_only_the_states_they_change() -> None:
-    assert _actions.eligible(TaskFilter(), "retry") == TaskFilter().states("failed", "cancelled")
-    running = TaskFilter().states("running")
+    assert _actions.eligible(TaskFilter(), "retry") == TaskFilter().statuses("failed", "cancelled")
+    running = TaskFilter().statuses("running")
     assert _actions.eligible(running, "retry") is None
     assert _actions.eligible(running, "cancel") == running
-    assert _actions.eligible(TaskFilter().states("scheduled", "completed"), "cancel") == (
-        TaskFilter().states("scheduled")
+    assert _actions.eligible(TaskFilter().statuses("scheduled", "completed"), "cancel") == (
+        TaskFilter().statuses("scheduled")
     )
-    assert _actions.eligible(TaskFilter().states("retry"), "delete") == (
-        TaskFilter().states("retry")
+    assert _actions.eligible(TaskFilter().statuses("retry"), "delete") == (
+        TaskFilter().statuses("retry")
     )
 
 

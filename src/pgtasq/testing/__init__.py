@@ -125,7 +125,7 @@ def enqueued_tasks(
         task_filter = task_filter.queues(queue)
     states = _statuses(status)
     if states:
-        task_filter = task_filter.states(*states)
+        task_filter = task_filter.statuses(*states)
     client = Client(schema=schema)
     found: list[TaskInfo] = []
     with contextlib.ExitStack() as stack:

@@ -50,13 +50,13 @@ def eligible(task_filter: TaskFilter, action: str) -> TaskFilter | None:
     """The filter narrowed to the states ``action`` changes (None: it changes none of them)."""
     allowed = ELIGIBLE[action]
     if not task_filter.state_names:
-        return task_filter.states(*allowed)
+        return task_filter.statuses(*allowed)
     states = [
         s
         for s in task_filter.state_names
         if s in allowed or (s in ("scheduled", "retry") and "pending" in allowed)
     ]
-    return task_filter.states(*states) if states else None
+    return task_filter.statuses(*states) if states else None
 
 
 def _redirect(request: Request, form: FormData, fallback: str, notice: str) -> Response:

@@ -83,7 +83,7 @@ def task_query(params: Mapping[str, str]) -> TaskQuery:
         if values["state"]:
             if values["state"] not in TABS:
                 raise InvalidFilter(f"state: unknown {values['state']!r}")
-            f = f.states(values["state"])
+            f = f.statuses(values["state"])
         if values["queue"]:
             f = f.queues(*_names(values["queue"]))
         if values["type"]:

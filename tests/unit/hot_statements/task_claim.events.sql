@@ -36,7 +36,8 @@ RETURNING t.id,
     t.updated_at,
     t.attempted_at,
     t.finalized_at,
-    CASE WHEN t.retention > interval '1000 years' THEN interval '1000 years' ELSE t.retention END AS retention
+    CASE WHEN t.retention > interval '1000 years' THEN interval '1000 years' ELSE t.retention END AS retention,
+    t.headers::text AS headers
 ),
 events AS (
     SELECT pg_notify('pgtasq_e_pgtasq', json_build_object(

@@ -36,6 +36,7 @@ RETURNING t.id,
     t.updated_at,
     t.attempted_at,
     t.finalized_at,
-    CASE WHEN t.retention > interval '1000 years' THEN interval '1000 years' ELSE t.retention END AS retention
+    CASE WHEN t.retention > interval '1000 years' THEN interval '1000 years' ELSE t.retention END AS retention,
+    t.headers::text AS headers
 )
 SELECT * FROM claimed WHERE true AND (SELECT set_config('synchronous_commit', 'off', true)) = 'off'

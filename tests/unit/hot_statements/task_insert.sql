@@ -11,18 +11,19 @@ WITH input AS (
         CAST(%(timeout)s AS float8[]),
         CAST(%(deadline)s AS timestamptz[]),
         CAST(%(idempotency_key)s AS text[]),
-        CAST(%(retention)s AS float8[])
+        CAST(%(retention)s AS float8[]),
+        CAST(%(headers)s AS text[])
     ) WITH ORDINALITY AS i (queue, type, payload, priority, run_at, delay, max_attempts, timeout, deadline,
-        idempotency_key, retention, ord)
+        idempotency_key, retention, headers, ord)
 ),
 inserted AS (
     INSERT INTO pgtasq.tasks
         (queue, type, payload, priority, run_at, max_attempts, timeout, deadline,
-         idempotency_key, retention)
+         idempotency_key, retention, headers)
     SELECT queue, type, payload::jsonb, priority,
            coalesce(run_at, now() + make_interval(secs => coalesce(delay, 0))),
            max_attempts, make_interval(secs => timeout), deadline, idempotency_key,
-           make_interval(secs => retention)
+           make_interval(secs => retention), coalesce(headers::jsonb, '{}')
     FROM input
     ORDER BY ord
     ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING

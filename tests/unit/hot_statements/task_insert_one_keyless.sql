@@ -1,6 +1,7 @@
 
 INSERT INTO pgtasq.tasks
-    (queue, type, payload, priority, run_at, max_attempts, timeout, deadline, retention)
+    (queue, type, payload, priority, run_at, max_attempts, timeout, deadline, retention,
+     headers)
 VALUES (
     CAST(%(queue)s AS text),
     CAST(%(type)s AS text),
@@ -11,7 +12,8 @@ VALUES (
     CAST(%(max_attempts)s AS int),
     make_interval(secs => CAST(%(timeout)s AS float8)),
     CAST(%(deadline)s AS timestamptz),
-    make_interval(secs => CAST(%(retention)s AS float8)))
+    make_interval(secs => CAST(%(retention)s AS float8)),
+    coalesce(CAST(%(headers)s AS jsonb), '{}'))
 
 RETURNING id, run_at, created_at,
           pg_notify('pgtasq_w_pgtasq', json_build_object('queues', CASE WHEN octet_length(CAST(json_build_array(queue) AS text)) <= 1500 THEN json_build_array(queue) ELSE '"*"'::json END, 'count', 1, 'ids', json_build_array(id))::text) AS notified
