@@ -80,17 +80,6 @@ def test_a_client_sees_a_sync_handlers_progress_while_it_runs(pg_dsn: str, schem
 
 def test_an_async_handler_reports_an_object_and_events_say_so(pg_dsn: str, schema: str) -> None:
     consumer = fast(schema, events=True)
-    got: list[TaskEvent] = []
-    listening = threading.Event()
-
-    def watch() -> None:
-        with Client(pg_dsn, schema=schema) as client:
-            stream = client.events(timeout=3.0)
-            listening.set()
-            for event in stream:
-                got.append(event)
-                if event.kind == "completed":
-                    return
 
     @consumer.task("t")
     async def t(ctx: TaskContext) -> None:
@@ -98,13 +87,15 @@ def test_an_async_handler_reports_an_object_and_events_say_so(pg_dsn: str, schem
         # its own write, seen on the database (polled from a thread: the loop writes it)
         await asyncio.to_thread(wait_for, lambda: _progress(pg_dsn, schema, ctx.id))
 
-    watcher = threading.Thread(target=watch)
-    watcher.start()
-    assert listening.wait(5)
-    time.sleep(0.3)  # the LISTENs are in place (as in test_events)
-    (task_id,) = enqueue(pg_dsn, schema, Task("t"))
-    consumer.run(pg_dsn, burst=True)
-    watcher.join(15)
+    with Client(pg_dsn, schema=schema) as client, client.events(timeout=3.0) as stream:
+        # Listening already: everything committed from here on is seen.
+        (task_id,) = enqueue(pg_dsn, schema, Task("t"))
+        consumer.run(pg_dsn, burst=True)
+        got: list[TaskEvent] = []
+        for event in stream:
+            got.append(event)
+            if event.kind == "completed":
+                break
     progress = _progress(pg_dsn, schema, task_id)
     assert progress is not None and progress.value == {"done": 3, "total": 10}
     assert progress.note is None
