@@ -1,6 +1,6 @@
 """The worker engine behind `Consumer`: claim, run, heartbeat, record, rescue.
 
-One asyncio loop per process runs six concurrent parts:
+One asyncio loop per process runs seven concurrent parts:
 
 - the claim loop: while there is free capacity, claim ready rows (one statement per queue,
   queues in weighted or strict order) and start a handler for each;
