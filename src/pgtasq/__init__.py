@@ -46,6 +46,7 @@ from pgtasq.models import Task, TaskInfo, TaskStatus
 from pgtasq.producer import AsyncProducer, Producer
 from pgtasq.scheduler import Schedule, Scheduler, SchedulerCounts
 from pgtasq.tables import SCHEMA_DEFAULT
+from pgtasq.task_types import TaskType, task_type
 
 __version__ = "0.1.0.dev0"
 
@@ -89,6 +90,7 @@ __all__ = [
     "TaskRunning",
     "TaskStatus",
     "TaskTimeout",
+    "TaskType",
     "TaskValidationError",
     "WorkerCrashed",
     "WorkerInfo",
@@ -97,4 +99,5 @@ __all__ = [
     "downgrade",
     "migrate",
     "migration_sql",
+    "task_type",
 ]
