@@ -164,10 +164,10 @@ class WorkerInfo:
 class TaskEvent:
     """Something that happened to tasks, as `Client.events` reports it.
 
-    ``kind``: enqueued (also: made ready again by a retry or a shutdown hand-back), started,
-    retried, completed, failed, cancelled, deleted. ``count`` is how many tasks; ``task_ids``
-    lists them (the first 300 per event); ``queues`` names the queues of ``enqueued`` events
-    (empty when there were too many to send).
+    ``kind``: enqueued (also: made ready again by a retry, a run now or a shutdown hand-back),
+    started, retried, completed, failed, cancelled, deleted. ``count`` is how many tasks;
+    ``task_ids`` lists them (the first 300 per event); ``queues`` names the queues of
+    ``enqueued`` events (empty when there were too many to send).
     """
 
     kind: str

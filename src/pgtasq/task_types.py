@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from pgtasq.consumer import Consumer
     from pgtasq.context import Handler
     from pgtasq.producer import AsyncProducer, Producer
+    from pgtasq.testing import AsyncInlineProducer, InlineProducer
 
 P = TypeVar("P")
 H = TypeVar("H", bound="Handler")
@@ -94,14 +95,14 @@ class TaskType(Generic[P]):
         self,
         payload: P | None = None,
         *,
-        producer: Producer | None = None,
+        producer: Producer | InlineProducer | None = None,
         conn: SyncConn | None = None,
         on_conflict: OnConflict = "return",
         **overrides: Any,
     ) -> TaskInfo:
-        """Enqueue a task of this type with ``producer`` (else the declaration's). With
-        ``conn=`` and no producer anywhere, a producer without a DSN for the default schema
-        is used."""
+        """Enqueue a task of this type with ``producer`` (else the declaration's; an
+        `pgtasq.testing.InlineProducer` works too). With ``conn=`` and no producer anywhere,
+        a producer without a DSN for the default schema is used."""
         sync = cast("Producer", self._producer(producer, conn, asynchronous=False))
         return sync.enqueue(self.task(payload, **overrides), conn=conn, on_conflict=on_conflict)
 
@@ -109,7 +110,7 @@ class TaskType(Generic[P]):
         self,
         payload: P | None = None,
         *,
-        producer: AsyncProducer | None = None,
+        producer: AsyncProducer | AsyncInlineProducer | None = None,
         conn: AsyncConn | None = None,
         on_conflict: OnConflict = "return",
         **overrides: Any,

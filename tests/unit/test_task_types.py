@@ -154,3 +154,18 @@ def test_enqueue_needs_a_producer_of_its_kind() -> None:
         send.enqueue({})
     with pytest.raises(ConfigurationError, match="AsyncProducer is for aenqueue"):
         send.enqueue({}, producer=pgtasq.AsyncProducer())  # type: ignore[arg-type]
+
+
+def test_a_declaration_with_the_inline_producer() -> None:
+    """No database: the typed payload goes through the handler and back as a result."""
+    from pgtasq.testing import InlineProducer
+
+    send = task_type("email.send", Email, queue="mail")
+    consumer = Consumer(queues={"mail": 1})
+
+    @send.handler(consumer)
+    def handle(ctx: pgtasq.TaskContext) -> str:
+        return ctx.payload_as(Email).to
+
+    info = send.enqueue(Email("ann@example.com"), producer=InlineProducer(consumer))
+    assert (info.queue, info.result) == ("mail", "ann@example.com")
