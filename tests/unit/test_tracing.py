@@ -156,7 +156,8 @@ with tracing.sending(["q"]) as at_once:  # the lookup of a moment ago still hold
 time.sleep(0.2)
 with tracing.sending(["q"]) as after:
     pass
-print(before is None, at_once is None, after is not None, [s.name for s in exporter.get_finished_spans()])
+names = [s.name for s in exporter.get_finished_spans()]
+print(before is None, at_once is None, after is not None, names)
 """
 
 
