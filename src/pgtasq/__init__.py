@@ -48,6 +48,7 @@ from pgtasq.models import Progress, Task, TaskInfo, TaskStatus
 from pgtasq.producer import AsyncProducer, Producer
 from pgtasq.scheduler import Schedule, Scheduler, SchedulerCounts
 from pgtasq.tables import SCHEMA_DEFAULT
+from pgtasq.task_types import TaskType, task_type
 
 __version__ = "0.1.0.dev0"
 
@@ -94,6 +95,7 @@ __all__ = [
     "TaskRunning",
     "TaskStatus",
     "TaskTimeout",
+    "TaskType",
     "TaskValidationError",
     "WorkerCrashed",
     "WorkerInfo",
@@ -102,4 +104,5 @@ __all__ = [
     "downgrade",
     "migrate",
     "migration_sql",
+    "task_type",
 ]

@@ -1,4 +1,4 @@
-"""The ``pgtasq`` commands about tasks: ``tasks list|get|cancel|retry|delete`` and
+"""The ``pgtasq`` commands about tasks: ``tasks list|get|cancel|retry|delete|run`` and
 ``enqueue``.
 
 Added to the ``cli`` group by `pgtasq.cli` (through `pgtasq._cli_admin.COMMANDS`). They
@@ -164,7 +164,7 @@ def _filter_options(envvar_prefix: str, *, page: bool) -> Callable[[F], F]:
 
 @click.group()
 def tasks() -> None:
-    """List, show, cancel, retry and delete tasks."""
+    """List, show, cancel, retry, delete and run tasks."""
 
 
 def _total(page: TaskPage) -> str:
@@ -275,7 +275,12 @@ def _change_by_ids(
             changed.append(info)
             if not as_json:
                 status = info.status.value
-                after = {"cancel": "", "retry": f", now {status}", "delete": f", was {status}"}
+                after = {
+                    "cancel": "",
+                    "retry": f", now {status}",
+                    "delete": f", was {status}",
+                    "run": " now",
+                }
                 click.echo(f"task {info.id}: {done}{after[action]}")
     if as_json:
         output.print_json(changed)
@@ -327,7 +332,7 @@ def _yes_option(envvar_prefix: str, wanted: bool) -> Callable[[F], F]:
 
 
 def _change_command(action: str, done: str, summary: str) -> None:
-    """Add ``tasks cancel|retry|delete``: by id, or every task the filters select."""
+    """Add ``tasks cancel|retry|delete|run``: by id, or every task the filters select."""
     prefix = f"PGTASQ_TASKS_{action.upper()}"
     confirm = action == "delete"
 
@@ -386,6 +391,9 @@ _change_command(
 )
 _change_command("retry", "retried", "Run failed or cancelled tasks again, now.")
 _change_command("delete", "deleted", "Delete tasks that are not running.")
+_change_command(
+    "run", "made due", "Run pending tasks now that wait for their run_at (scheduled or retry)."
+)
 
 
 # -- enqueue --------------------------------------------------------------------------------

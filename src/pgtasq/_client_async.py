@@ -133,6 +133,13 @@ class AsyncClient:
         result: TaskInfo = await self._run(ops.delete_task(self._stmts, task_id), conn)
         return result
 
+    async def run_task(self, task_id: int, *, conn: AsyncConn | None = None) -> TaskInfo:
+        """Make a pending task that waits for its ``run_at`` (scheduled, or waiting for a
+        retry) due now, and wake the workers; returns it as it is now. A task due already
+        raises `TaskAlreadyAvailable`. What each state allows: the table in `pgtasq.client`."""
+        result: TaskInfo = await self._run(ops.run_task(self._stmts, task_id), conn)
+        return result
+
     async def cancel_tasks(
         self,
         task_filter: TaskFilter,
@@ -175,6 +182,20 @@ class AsyncClient:
         """Delete every task the filter selects, except running ones; returns how many.
         Batches and ``progress`` as in `cancel_tasks`."""
         op = ops.bulk(self._stmts, "delete", task_filter, batch_size, progress)
+        result: int = await self._run(op, conn)
+        return result
+
+    async def run_tasks(
+        self,
+        task_filter: TaskFilter,
+        *,
+        conn: AsyncConn | None = None,
+        batch_size: int = ops.BULK_BATCH_DEFAULT,
+        progress: Progress | None = None,
+    ) -> int:
+        """Make every pending task the filter selects whose ``run_at`` is in the future due
+        now; returns how many. Batches and ``progress`` as in `cancel_tasks`."""
+        op = ops.bulk(self._stmts, "run", task_filter, batch_size, progress)
         result: int = await self._run(op, conn)
         return result
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from pgtasq import _sql
 from pgtasq._limits import ID_MAX, duration_problem
-from pgtasq._transitions import refusals
+from pgtasq._transitions import TRANSITIONS
 from pgtasq.errors import (
     ConfigurationError,
     QueueNotFound,
@@ -164,11 +164,11 @@ class WorkerInfo:
 class TaskEvent:
     """Something that happened to tasks, as `Client.events` reports it.
 
-    ``kind``: enqueued (also: made ready again by a retry or a shutdown hand-back), started,
-    retried, completed, failed, progress (a running task's progress was written), cancelled,
-    deleted. ``count`` is how many tasks; ``task_ids``
-    lists them (the first 300 per event); ``queues`` names the queues of ``enqueued`` events
-    (empty when there were too many to send).
+    ``kind``: enqueued (also: made ready again by a retry, a run now or a shutdown hand-back),
+    started, retried, completed, failed, progress (a running task's progress was written),
+    cancelled, deleted. ``count`` is how many tasks; ``task_ids`` lists them (the first 300
+    per event); ``queues`` names the queues of ``enqueued`` events (empty when there were too
+    many to send).
     """
 
     kind: str
@@ -219,18 +219,16 @@ def _get_task(stmts: _sql.Statements, task_id: int) -> Op:
     return TaskInfo.from_row(rows[0])
 
 
-def _changed_or_raise(
-    task_id: int, rows: Sequence[Row], errors: Mapping[str, type[Exception]]
-) -> TaskInfo:
+def _changed_or_raise(task_id: int, rows: Sequence[Row], action: str) -> TaskInfo:
     """After a conditional change: the error for the state it found (its refusals in
     `pgtasq._transitions`), or the row it reports (the changed row, or for a no-op the row
     as the statement locked it)."""
     if not rows:
         raise TaskNotFound(task_id)
     row = rows[0]
-    before = row["before"]
-    if before in errors:
-        raise errors[before](task_id)
+    error = TRANSITIONS[action].refused(row["before"], row["ready"])
+    if error is not None:
+        raise error(task_id, row["before"])
     return TaskInfo.from_row(row)
 
 
@@ -241,7 +239,7 @@ def cancel_task(stmts: _sql.Statements, task_id: int) -> Op:
 
 def _cancel_task(stmts: _sql.Statements, task_id: int) -> Op:
     rows = yield stmts.task_cancel, {"id": task_id}
-    return _changed_or_raise(task_id, rows, refusals("cancel"))
+    return _changed_or_raise(task_id, rows, "cancel")
 
 
 def retry_task(stmts: _sql.Statements, task_id: int) -> Op:
@@ -251,7 +249,7 @@ def retry_task(stmts: _sql.Statements, task_id: int) -> Op:
 
 def _retry_task(stmts: _sql.Statements, task_id: int) -> Op:
     rows = yield stmts.task_retry, {"id": task_id}
-    return _changed_or_raise(task_id, rows, refusals("retry"))
+    return _changed_or_raise(task_id, rows, "retry")
 
 
 def delete_task(stmts: _sql.Statements, task_id: int) -> Op:
@@ -261,7 +259,17 @@ def delete_task(stmts: _sql.Statements, task_id: int) -> Op:
 
 def _delete_task(stmts: _sql.Statements, task_id: int) -> Op:
     rows = yield stmts.task_delete, {"id": task_id}
-    return _changed_or_raise(task_id, rows, refusals("delete"))
+    return _changed_or_raise(task_id, rows, "delete")
+
+
+def run_task(stmts: _sql.Statements, task_id: int) -> Op:
+    """pending with a future run_at -> due now (the workers are woken)."""
+    return _run_task(stmts, check_task_id(task_id))
+
+
+def _run_task(stmts: _sql.Statements, task_id: int) -> Op:
+    rows = yield stmts.task_run, {"id": task_id}
+    return _changed_or_raise(task_id, rows, "run")
 
 
 def list_tasks(

@@ -134,6 +134,13 @@ class Client:
         result: TaskInfo = self._run(ops.delete_task(self._stmts, task_id), conn)
         return result
 
+    def run_task(self, task_id: int, *, conn: SyncConn | None = None) -> TaskInfo:
+        """Make a pending task that waits for its ``run_at`` (scheduled, or waiting for a
+        retry) due now, and wake the workers; returns it as it is now. A task due already
+        raises `TaskAlreadyAvailable`. What each state allows: the table in `pgtasq.client`."""
+        result: TaskInfo = self._run(ops.run_task(self._stmts, task_id), conn)
+        return result
+
     def cancel_tasks(
         self,
         task_filter: TaskFilter,
@@ -176,6 +183,20 @@ class Client:
         """Delete every task the filter selects, except running ones; returns how many.
         Batches and ``progress`` as in `cancel_tasks`."""
         op = ops.bulk(self._stmts, "delete", task_filter, batch_size, progress)
+        result: int = self._run(op, conn)
+        return result
+
+    def run_tasks(
+        self,
+        task_filter: TaskFilter,
+        *,
+        conn: SyncConn | None = None,
+        batch_size: int = ops.BULK_BATCH_DEFAULT,
+        progress: Progress | None = None,
+    ) -> int:
+        """Make every pending task the filter selects whose ``run_at`` is in the future due
+        now; returns how many. Batches and ``progress`` as in `cancel_tasks`."""
+        op = ops.bulk(self._stmts, "run", task_filter, batch_size, progress)
         result: int = self._run(op, conn)
         return result
 

@@ -124,21 +124,23 @@ def task_count_estimate(schema: str, f: TaskFilter) -> tuple[Statement, dict[str
 
 
 def task_bulk(schema: str, action: str, f: TaskFilter) -> tuple[Statement, dict[str, Any]]:
-    """One batch of a bulk cancel / retry / delete: the first %(batch)s rows past id %(after)s.
+    """One batch of a bulk change (cancel, retry, delete, run): the first %(batch)s rows past
+    id %(after)s.
 
     The caller runs it with ``after`` set to the largest id of the previous batch (keyset),
     so each batch starts where the last one stopped instead of reading the rows already
     changed again; a filter by ids gets its ids in sorted slices (``ids``), one per batch.
     The change reaches its rows by primary key (``= ANY(ARRAY(…))``), never by a scan of
     the table. Returns the changed ids. The transition (`pgtasq._transitions`) is the one
-    `task_cancel`, `task_retry` or `task_delete` makes, with the same events.
+    `task_cancel`, `task_retry`, `task_delete` or `task_run` makes, with the same events.
     """
     t = TRANSITIONS[action]
     where, params = task_filter_where(schema, f)
     batch = (
         f"SELECT id AS batch_id FROM {schema}.tasks WHERE {where} "
         f"AND {states_sql('status', t.from_states)} "
-        "AND id > CAST(%(after)s AS bigint) "
+        + (f"AND {t.guard} " if t.guard is not None else "")
+        + "AND id > CAST(%(after)s AS bigint) "
         "ORDER BY id LIMIT CAST(%(batch)s AS int) FOR UPDATE SKIP LOCKED"
     )
     by_id = "t.id = ANY(ARRAY(SELECT batch_id FROM batch))"

@@ -32,7 +32,7 @@ from pgtasq.tables import TASKS_ID_SEQUENCE, check_schema_name
 
 
 class TaskStatements(SchemaStatements):
-    """Enqueue, read, cancel, retry and delete tasks."""
+    """Enqueue, read, cancel, retry, delete and run tasks."""
 
     def _insert_one(self, *, keyed: bool) -> str:
         return f"""
@@ -144,6 +144,8 @@ FROM drawn
         s = self.schema
         t = TRANSITIONS[action]
         leaves = states_sql("target.before", t.from_states)
+        if t.guard is not None:
+            leaves += " AND target.ready"
         if t.sets is None:
             change = f"""DELETE FROM {s}.tasks t USING target
     WHERE t.id = target.id AND {leaves}"""
@@ -162,14 +164,14 @@ FROM drawn
         emitted = f" WHERE {EMIT}" if t.event else ""
         return f"""
 WITH target AS (
-    SELECT status AS before, {TASK_COLUMNS} FROM {s}.tasks
+    SELECT status AS before, {t.guard or "true"} AS ready, {TASK_COLUMNS} FROM {s}.tasks
     WHERE id = CAST(%(id)s AS bigint) FOR UPDATE
 ),
 changed AS (
     {change}
     RETURNING {TASK_COLUMNS_T}
 ){ctes}
-SELECT target.before::text AS before, r.*
+SELECT target.before::text AS before, target.ready, r.*
 FROM target, (
     SELECT {TASK_COLUMN_NAMES} FROM changed
     UNION ALL
@@ -188,6 +190,10 @@ FROM target, (
     @statement
     def task_delete(self) -> str:
         return self._transition("delete")
+
+    @statement
+    def task_run(self) -> str:
+        return self._transition("run")
 
 
 @functools.lru_cache(maxsize=256)

@@ -1,7 +1,8 @@
 """The Client's state changes, written once: from which states, what they set, what they tell.
 
-`TRANSITIONS` is the one description of ``cancel``, ``retry`` and ``delete``. From it come
-the single-task statements (`task_cancel`, `task_retry`, `task_delete`) and the bulk ones
+`TRANSITIONS` is the one description of ``cancel``, ``retry``, ``delete`` and ``run``. From it
+come the single-task statements (`task_cancel`, `task_retry`, `task_delete`, `task_run`) and
+the bulk ones
 (`pgtasq._sql.task_bulk`), the errors the Client raises for a refused change (`refusals`),
 and the table of what each operation does by the task's state, which the `pgtasq.client`
 docstring and docs/monitoring.md hold (tests/unit/test_transitions.py checks both).
@@ -42,6 +43,8 @@ class Transition:
     ``wake``: the rows are ready again, so a wake-up goes out (which is also the
     ``enqueued`` event). ``refusals``: the error raised for a task in one of these states;
     a state neither left nor refused is a no-op that returns the task as it is.
+    ``guard``: a condition on the row (SQL, its columns unqualified) that a task in one of
+    ``from_states`` must also meet to change; one that does not is refused with ``unmet``.
     ``outcome`` and ``notes`` describe the result for the docs' table.
     """
 
@@ -53,9 +56,19 @@ class Transition:
     refusals: Mapping[TaskStatus, type[PgtasqError]]
     outcome: str
     notes: Mapping[TaskStatus, str] = dataclasses.field(default_factory=dict)
+    guard: str | None = None
+    unmet: type[PgtasqError] | None = None
 
     def __post_init__(self) -> None:
         assert not self.from_states & set(self.refusals), f"{self.action}: left and refused"
+        assert (self.guard is None) == (self.unmet is None), f"{self.action}: guard and unmet"
+
+    def refused(self, state: str, ready: bool) -> type[PgtasqError] | None:
+        """The error for a task found in ``state`` (a value) whose guard was ``ready``."""
+        error = refusals(self.action).get(state)
+        if error is None and not ready and self.unmet is not None:
+            return self.unmet
+        return error
 
     def result(self, state: TaskStatus) -> str:
         """What the operation does to a task in ``state``: its outcome, an error, no change."""
@@ -63,7 +76,8 @@ class Transition:
             return self.refusals[state].__name__
         if state in self.from_states:
             note = self.notes.get(state)
-            return f"{self.outcome} ({note})" if note else self.outcome
+            done = f"{self.outcome} ({note})" if note else self.outcome
+            return f"{done}, else {self.unmet.__name__}" if self.unmet is not None else done
         return "no change"
 
 
@@ -104,6 +118,23 @@ TRANSITIONS: dict[str, Transition] = {
             wake=False,
             refusals={R: TaskRunning},
             outcome="deleted",
+        ),
+        Transition(
+            "run",
+            frozenset({P}),
+            sets="run_at = now(), updated_at = now()",
+            event=None,
+            wake=True,
+            refusals={
+                R: TaskRunning,
+                C: TaskAlreadyFinalized,
+                F: TaskAlreadyFinalized,
+                X: TaskAlreadyFinalized,
+            },
+            outcome="pending",
+            notes={P: "due now, if its run_at was later"},
+            guard="run_at > now()",
+            unmet=TaskAlreadyAvailable,
         ),
     )
 }
@@ -153,9 +184,16 @@ def state_table_rst() -> str:
 def state_table_markdown() -> str:
     """`state_table` as a Markdown table, error names as code (docs/monitoring.md's)."""
     errors = {MISSING.__name__} | {
-        e.__name__ for t in TRANSITIONS.values() for e in t.refusals.values()
+        e.__name__ for t in TRANSITIONS.values() for e in (*t.refusals.values(), t.unmet) if e
     }
-    rows = [[f"`{cell}`" if cell in errors else cell for cell in row] for row in state_table()]
+
+    def code(cell: str) -> str:
+        if cell in errors:
+            return f"`{cell}`"
+        head, sep, tail = cell.rpartition(", else ")
+        return f"{head}, else `{tail}`" if sep and tail in errors else cell
+
+    rows = [[code(cell) for cell in row] for row in state_table()]
     lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
     lines += ["| " + " | ".join(row) + " |" for row in rows[1:]]
     return "\n".join(lines)

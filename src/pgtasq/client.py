@@ -5,16 +5,16 @@ commits; without one it uses the client's pool and each statement commits on its
 What each operation does by the task's current state (`pgtasq._transitions` writes this
 table; a test checks it is current):
 
-=========  ====================================  ===================================  ============
- status     cancel_task                           retry_task                           delete_task
-=========  ====================================  ===================================  ============
-pending    cancelled                             TaskAlreadyAvailable                 deleted
-running    cancelled (its handler is cancelled)  TaskRunning                          TaskRunning
-completed  TaskAlreadyFinalized                  TaskAlreadyFinalized                 deleted
-failed     cancelled                             pending (at least one attempt left)  deleted
-cancelled  no change                             pending (at least one attempt left)  deleted
-missing    TaskNotFound                          TaskNotFound                         TaskNotFound
-=========  ====================================  ===================================  ============
+=========  ====================================  ===================================  ============  =====================================================================
+ status     cancel_task                           retry_task                           delete_task   run_task
+=========  ====================================  ===================================  ============  =====================================================================
+pending    cancelled                             TaskAlreadyAvailable                 deleted       pending (due now, if its run_at was later), else TaskAlreadyAvailable
+running    cancelled (its handler is cancelled)  TaskRunning                          TaskRunning   TaskRunning
+completed  TaskAlreadyFinalized                  TaskAlreadyFinalized                 deleted       TaskAlreadyFinalized
+failed     cancelled                             pending (at least one attempt left)  deleted       TaskAlreadyFinalized
+cancelled  no change                             pending (at least one attempt left)  deleted       TaskAlreadyFinalized
+missing    TaskNotFound                          TaskNotFound                         TaskNotFound  TaskNotFound
+=========  ====================================  ===================================  ============  =====================================================================
 
 Each change is one conditional statement, so a race with a worker is decided in the database.
 

@@ -30,7 +30,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from pgtasq import _dsn, _supervisor
 from pgtasq._claims import queue_order
@@ -44,9 +44,11 @@ from pgtasq._settings import Queues, Settings
 from pgtasq._teardown import TEARDOWN_MARGIN
 from pgtasq.context import ErrorHook, Handler, Middleware, TaskContext
 from pgtasq.errors import ConfigurationError, DatabaseUnavailable
-from pgtasq.models import NAME_MAX_LENGTH, QUEUE_DEFAULT
+from pgtasq.models import NAME_MAX_LENGTH, QUEUE_DEFAULT, Seconds, TaskInfo
 from pgtasq.retry import RetryDelay, default_retry_delay
 from pgtasq.tables import SCHEMA_DEFAULT, check_schema_name
+from pgtasq.task_types import TaskType
+from pgtasq.task_types import task_type as declare
 
 # The lease, heartbeat, rescue and clean defaults are the services' (pgtasq._services); a
 # heartbeat or rescue interval left to None is derived from the lease (pgtasq._settings).
@@ -59,6 +61,8 @@ WATCHDOG_GRACE = 1.0  # past the teardown deadline, before run() ends the proces
 READY_TIMEOUT_DEFAULT = 30.0  # seconds start() and ready() wait for the worker to be ready
 
 log = logging.getLogger("pgtasq.consumer")
+
+H = TypeVar("H", bound=Handler)
 
 __all__ = ["Consumer", "Counts", "TaskContext", "queue_order"]
 
@@ -97,6 +101,7 @@ class Consumer:
         self.dsn = dsn
         self.schema = check_schema_name(schema)
         self.handlers: dict[str, Handler] = {}
+        self.task_types: dict[str, TaskType[Any]] = {}  # the declared ones (`task`)
         self._middleware: list[Middleware] = []
         self.on_error = on_error
         self.is_failure = is_failure
@@ -161,14 +166,71 @@ class Consumer:
             raise ConfigurationError(f"a handler for {task_type!r} is already registered")
         self.handlers[task_type] = handler
 
-    def task(self, task_type: str) -> Callable[[Handler], Handler]:
-        """Decorator form of `register`: ``@consumer.task("email.send")``."""
+    def task(
+        self,
+        task_type: str | TaskType[Any],
+        *,
+        queue: str | None = None,
+        priority: int | None = None,
+        max_attempts: int | None = None,
+        timeout: Seconds | None = None,
+        retention: Seconds | None = None,
+        retry: RetryDelay | float | None = None,
+    ) -> Callable[[H], H]:
+        """Decorator form of `register`: ``@consumer.task("email.send")``.
 
-        def decorate(handler: Handler) -> Handler:
-            self.register(task_type, handler)
+        With options it declares the type too (`pgtasq.task_types.task_type`; kept in
+        ``consumer.task_types``): ``retry`` is this type's ``retry_delay`` (a function, or
+        fixed seconds), the others are enqueue defaults for tasks made through the
+        declaration. ``@consumer.task(email_send)`` binds the handler to a `TaskType`
+        declared elsewhere, options and all.
+        """
+        options = {
+            "queue": queue,
+            "priority": priority,
+            "max_attempts": max_attempts,
+            "timeout": timeout,
+            "retention": retention,
+            "retry": retry,
+        }
+        if isinstance(task_type, TaskType):
+            if any(v is not None for v in options.values()):
+                raise TypeError("the options of a TaskType are given to task_type(), not here")
+            declared: TaskType[Any] | None = task_type
+        elif any(v is not None for v in options.values()):
+            declared = declare(
+                task_type,
+                queue=queue,
+                priority=priority,
+                max_attempts=max_attempts,
+                timeout=timeout,
+                retention=retention,
+                retry=retry,
+            )
+        else:
+            declared = None
+        name = declared.name if declared is not None else task_type
+
+        def decorate(handler: H) -> H:
+            assert isinstance(name, str)
+            self.register(name, handler)
+            if declared is not None:
+                self.task_types[name] = declared
             return handler
 
         return decorate
+
+    def _retry_delay(self) -> RetryDelay:
+        """The consumer's ``retry_delay``, or each declared type's own where it has one."""
+        own = {name: t.retry for name, t in self.task_types.items() if t.retry is not None}
+        if not own:
+            return self.retry_delay
+        default = self.retry_delay
+
+        def by_type(info: TaskInfo, exc: BaseException) -> float:
+            return own.get(info.type, default)(info, exc)
+
+        return by_type
 
     def middleware(self, mw: Middleware) -> Middleware:
         """Wrap every handler: ``async def mw(ctx, call_next): return await call_next(ctx)``.
@@ -194,7 +256,7 @@ class Consumer:
             middleware=list(self._middleware),
             on_error=self.on_error,
             is_failure=self.is_failure,
-            retry_delay=self.retry_delay,
+            retry_delay=self._retry_delay(),
             metrics=self.metrics,
             on_ready=on_ready,
             tracer_provider=self.tracer_provider,

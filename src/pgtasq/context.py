@@ -16,19 +16,23 @@ docs/progress.md and `pgtasq._progress`.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import threading
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pgtasq._connections import AsyncConn, SyncConn, async_runner, sync_runner
 from pgtasq._progress import progress_text
 from pgtasq._records import RESULT_MAX_BYTES_LIMIT, prepare_result
 from pgtasq.errors import TaskLost, TaskValidationError
 from pgtasq.models import TaskInfo
+from pgtasq.task_types import payload_as
 
 if TYPE_CHECKING:
     from pgtasq import _sql
+
+P = TypeVar("P")
 
 
 def dump_result(value: Any) -> str | None:
@@ -97,6 +101,11 @@ class TaskContext:
     def payload(self) -> Any:
         """The task's payload, as decoded from its JSON."""
         return self.info.payload
+
+    def payload_as(self, cls: builtins.type[P]) -> P:
+        """The payload as ``cls``, a dataclass or a TypedDict (`pgtasq.task_types.payload_as`):
+        `TaskValidationError` when it does not fit."""
+        return payload_as(cls, self.info.payload)
 
     @property
     def queue(self) -> str:

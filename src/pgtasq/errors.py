@@ -157,9 +157,13 @@ class _TaskStateError(PgtasqError):
 
     what = ""
 
-    def __init__(self, task_id: int) -> None:
+    def __init__(self, task_id: int, state: str | None = None) -> None:
         self.task_id = task_id
-        super().__init__(f"task {task_id} {self.what}")
+        self.state = state  # the task's state, when the operation knew it
+        super().__init__(f"task {task_id} {self._what(state)}")
+
+    def _what(self, state: str | None) -> str:
+        return self.what
 
 
 class TaskNotFound(_TaskStateError):
@@ -186,12 +190,15 @@ class TaskRunning(_TaskStateError):
 
 
 class TaskAlreadyFinalized(_TaskStateError):
-    """The task is completed: cancel and retry refuse it."""
+    """The task is completed (or, to run, in any final state): cancel and retry refuse it."""
 
     what = "is completed already"
 
+    def _what(self, state: str | None) -> str:
+        return f"is {state} already" if state else self.what
+
 
 class TaskAlreadyAvailable(_TaskStateError):
-    """The task is pending already: retry has nothing to do."""
+    """The task is pending already, and due: retry and run have nothing to do."""
 
     what = "is pending already"

@@ -307,6 +307,38 @@ def test_cancel_retry_delete_by_id(
     assert count_tasks(pg_dsn, schema) == 1
 
 
+def test_run_now_by_id_and_by_filter(
+    run: Callable[..., Any], producer: Producer, pg_dsn: str, schema: str
+) -> None:
+    later, due = (producer.enqueue("job", n, delay=3600).id for n in range(2))
+    never = producer.enqueue("job", 9).id
+    producer.enqueue_many([Task("job", queue="mail", delay=3600) for _ in range(3)])
+
+    def waiting() -> int:
+        with psycopg.connect(pg_dsn) as conn:
+            row = conn.execute(f"SELECT count(*) FROM {schema}.tasks WHERE run_at > now()")
+            return int(row.fetchone()[0])  # type: ignore[index]
+
+    out = run("tasks", "run", str(later), str(never), "999")
+    assert out.returncode == 1, out.stderr
+    assert out.stderr.splitlines() == [
+        f"error: task {never} is pending already",
+        "error: task 999 does not exist",
+    ]
+    assert out.stdout.splitlines() == [f"task {later}: made due now"]
+    made = as_json(run("tasks", "run", str(due), "--json"))
+    assert [(t["id"], t["status"]) for t in made] == [(due, "pending")]
+    assert waiting() == 3
+
+    run("tasks", "cancel", str(never))
+    failed(run("tasks", "run", str(never)), f"task {never} is cancelled already")
+    assert run("tasks", "run", "--status=pending").returncode == 2  # filters need --all-matching
+    counted = as_json(run("tasks", "run", "--all-matching", "--queue=mail", "--json"))
+    assert counted == {"action": "run", "count": 3}
+    assert waiting() == 0
+    assert ok(run("tasks", "run", "--all-matching")).strip() == "made due 0 tasks"
+
+
 def test_bulk_operations_show_progress_and_delete_needs_yes(
     run: Callable[..., Any], producer: Producer, pg_dsn: str, schema: str
 ) -> None:

@@ -14,9 +14,12 @@ from pgtasq import AsyncClient, Client, Preview, Producer, Task, TaskFilter, _sq
 N = 20_000
 
 
-def _enqueue(dsn: str, schema: str, n: int, *, failed: bool = False) -> list[int]:
+def _enqueue(
+    dsn: str, schema: str, n: int, *, failed: bool = False, delay: float | None = None
+) -> list[int]:
     with Producer(dsn, schema=schema) as producer:
-        ids = [info.id for info in producer.enqueue_many([Task("t", queue="q")] * n)]
+        tasks = [Task("t", queue="q", delay=delay)] * n
+        ids = [info.id for info in producer.enqueue_many(tasks)]
     if failed:
         with psycopg.connect(dsn) as conn:
             conn.execute(f"UPDATE {schema}.tasks SET status = 'failed', finalized_at = now()")
@@ -36,7 +39,7 @@ def _rows_read(conn: psycopg.Connection, schema: str) -> int:
     return int(row[0])
 
 
-@pytest.mark.parametrize("action", ["cancel", "retry", "delete"])
+@pytest.mark.parametrize("action", ["cancel", "retry", "delete", "run"])
 @pytest.mark.parametrize("by", ["ids", "queue"])
 def test_bulk_operations_read_each_row_a_bounded_number_of_times(
     pg_dsn: str, schema: str, action: str, by: str
@@ -46,7 +49,8 @@ def test_bulk_operations_read_each_row_a_bounded_number_of_times(
     slice of the ids), and none scans the table. (Before: 20 batches of 1000 each read
     every id of the list again, and joined the table by a sequential scan; 60k ids took 15
     times as long as 20k.)"""
-    ids = _enqueue(pg_dsn, schema, N, failed=action == "retry")
+    delay = 3600.0 if action == "run" else None  # run: scheduled tasks
+    ids = _enqueue(pg_dsn, schema, N, failed=action == "retry", delay=delay)
     task_filter = TaskFilter().ids(*reversed(ids)) if by == "ids" else TaskFilter().queues("q")
     with psycopg.connect(pg_dsn) as conn:
         changed = getattr(Client(schema=schema), f"{action}_tasks")(task_filter, conn=conn)

@@ -81,6 +81,16 @@ def test_run_now_makes_a_scheduled_task_ready(web: TestClient, pg_dsn: str, sche
     assert status(pg_dsn, schema, task_id) == "pending"
 
 
+def test_run_now_on_a_due_task_is_refused_with_the_reason(
+    web: TestClient, pg_dsn: str, schema: str
+) -> None:
+    task_id = enqueue(pg_dsn, schema)
+    done = post(web, f"/tasks/{task_id}/run_now")
+    assert done.status_code == 303
+    assert f"task {task_id} is pending already" in web.get(done.headers["location"]).text
+    assert status(pg_dsn, schema, task_id) == "pending"
+
+
 def test_run_now_on_a_failed_task_retries_it(web: TestClient, pg_dsn: str, schema: str) -> None:
     task_id = fail_once(pg_dsn, schema, "boom", "x")
     assert post(web, f"/tasks/{task_id}/run_now").status_code == 303

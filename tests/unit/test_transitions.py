@@ -47,12 +47,35 @@ def test_every_state_is_left_refused_or_a_no_op() -> None:
 
 
 def test_client_errors_are_the_refusals() -> None:
-    assert _client_ops.refusals is _transitions.refusals
+    assert _client_ops.TRANSITIONS is _transitions.TRANSITIONS
     assert _transitions.refusals("retry") == {
         "pending": pgtasq.TaskAlreadyAvailable,
         "running": pgtasq.TaskRunning,
         "completed": pgtasq.TaskAlreadyFinalized,
     }
+    for t in TRANSITIONS.values():
+        for state in TaskStatus:
+            refused = t.refusals.get(state)
+            assert t.refused(state.value, ready=True) is refused
+            unmet = t.unmet if state in t.from_states else None
+            assert t.refused(state.value, ready=False) is (refused or unmet)
+
+
+def test_run_makes_a_waiting_pending_task_due() -> None:
+    run = TRANSITIONS["run"]
+    assert run.from_states == {TaskStatus.PENDING}
+    assert run.guard == "run_at > now()"
+    assert run.refused("pending", ready=False) is pgtasq.TaskAlreadyAvailable
+    assert run.refused("pending", ready=True) is None
+    for state in ("running", "completed", "failed", "cancelled"):
+        assert run.refused(state, ready=True) is not None
+    assert run.wake and run.event is None  # the wake-up is its `enqueued` event
+
+
+def test_a_refusal_names_the_final_state() -> None:
+    assert str(pgtasq.TaskAlreadyFinalized(7)) == "task 7 is completed already"
+    assert str(pgtasq.TaskAlreadyFinalized(7, "failed")) == "task 7 is failed already"
+    assert pgtasq.TaskAlreadyFinalized(7, "failed").state == "failed"
 
 
 def test_states_sql() -> None:

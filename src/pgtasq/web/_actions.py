@@ -21,7 +21,7 @@ from starlette.responses import RedirectResponse, Response
 from pgtasq.errors import PgtasqError, TaskNotFound
 from pgtasq.filters import InvalidFilter, TaskFilter
 from pgtasq.models import TaskStatus
-from pgtasq.web import _forms, _queries, _security
+from pgtasq.web import _forms, _security
 from pgtasq.web._app import Dashboard, log
 
 Endpoint = Callable[[Request], Coroutine[Any, Any, Response]]
@@ -101,8 +101,8 @@ def task_action(d: Dashboard) -> Endpoint:
                     task = await d.client.get_task(task_id, conn=conn)
                     if task.status in (TaskStatus.FAILED, TaskStatus.CANCELLED):
                         await d.client.retry_task(task_id, conn=conn)
-                    elif not await _queries.task_run_now(conn, d.settings.schema, task_id):
-                        raise PgtasqError(f"task {task_id} is {task.status.value}, not waiting")
+                    else:
+                        await d.client.run_task(task_id, conn=conn)
         except TaskNotFound as exc:
             root = request.scope.get("root_path", "")
             return RedirectResponse(_forms.with_notice(root + "/tasks", f"Not done: {exc}"), 303)

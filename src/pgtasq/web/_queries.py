@@ -17,7 +17,6 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from pgtasq._sql import notify_channel
 from pgtasq.tables import check_schema_name
 
 THROUGHPUT_MINUTES = 60  # the per-minute chart's span
@@ -208,29 +207,6 @@ SELECT count(*) AS ahead FROM (
         }
         ahead = int((await _rows(conn, query, params))[0]["ahead"])
     return TaskFacts(bool(paused_rows[0]["paused"]), tuple(workers), holder_alive, ahead, now)
-
-
-async def task_run_now(conn: Conn, schema: str, task_id: int) -> bool:
-    """A pending task that waits for its ``run_at`` becomes ready now, and the workers of
-    its queue are woken. False when the task is not pending (any more)."""
-    s = _ident(schema)
-    query = sql.SQL(
-        """
-WITH changed AS (
-    UPDATE {s}.tasks SET run_at = now(), updated_at = now()
-    WHERE id = %(id)s AND status = 'pending'
-    RETURNING id, queue
-),
-woken AS (
-    SELECT pg_notify(%(channel)s, json_build_object(
-        'queues', json_agg(queue), 'count', count(*), 'ids', json_agg(id))::text)
-    FROM changed HAVING count(*) > 0
-)
-SELECT changed.id FROM changed LEFT JOIN woken ON true
-"""
-    ).format(s=s)
-    rows = await _rows(conn, query, {"id": task_id, "channel": notify_channel(schema)})
-    return bool(rows)
 
 
 EXACT_COUNT_ROWS_MAX = (
