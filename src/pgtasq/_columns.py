@@ -170,9 +170,20 @@ COLUMNS: tuple[Column, ...] = (
         bulk="coalesce(headers::jsonb, '{}')",
         copy="optional",
     ),
+    # never COPY'd either: a batch with unique keys goes through task_insert (docs/unique.md)
+    _option("unique_key", "text", None),
+    Column(
+        "unique_until",
+        "timestamptz",
+        # unique_for (seconds) after the row's creation (now(), as created_at), or NULL
+        params=(Param("unique_for", "float8"),),
+        value="now() + make_interval(secs => CAST(%(unique_for)s AS float8))",
+        bulk="now() + make_interval(secs => unique_for)",
+    ),
 )
 
-KEY_COLUMN = "idempotency_key"
+# The columns of the keys ON CONFLICT arbitrates: a keyless enqueue leaves them out.
+KEY_COLUMNS = frozenset({"idempotency_key", "unique_key", "unique_until"})
 NAMES = tuple(c.name for c in COLUMNS)
 INSERTED = tuple(c for c in COLUMNS if c.params)
 # The parameters of one enqueue, in column order: `task_insert`'s arrays (name, element type).
@@ -221,13 +232,13 @@ TASK_COLUMN_NAMES = wrap(list(NAMES), "    ")
 
 
 def insert_columns(*, keyed: bool, indent: str = "     ") -> str:
-    """The column list of an enqueue's INSERT (with or without `KEY_COLUMN`)."""
-    return wrap([c.name for c in INSERTED if keyed or c.name != KEY_COLUMN], indent)
+    """The column list of an enqueue's INSERT (with or without `KEY_COLUMNS`)."""
+    return wrap([c.name for c in INSERTED if keyed or c.name not in KEY_COLUMNS], indent)
 
 
 def insert_values(*, keyed: bool) -> str:
     """`task_insert_one`'s VALUES: one expression per column of `insert_columns`."""
-    return _listing([c.value for c in INSERTED if keyed or c.name != KEY_COLUMN])
+    return _listing([c.value for c in INSERTED if keyed or c.name not in KEY_COLUMNS])
 
 
 def insert_select() -> str:

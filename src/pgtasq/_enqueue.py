@@ -11,7 +11,8 @@
   (the transaction's ``now()``, one id per row in order, the NOTIFY), then ``COPY`` with
   those ids, both in one transaction, so the rows' ``created_at`` is that ``now()`` and the
   NOTIFY is delivered with the rows at commit;
-- otherwise (idempotency keys, SQLAlchemy connections): `task_insert`, arrays and unnest.
+- otherwise (idempotency or unique keys, SQLAlchemy connections): `task_insert`, arrays and
+  unnest, whose ON CONFLICT arbitrates the keys.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ class Batch(NamedTuple):
 
     tasks: list[Task]
     payloads: list[str]
-    keyed: bool  # any idempotency key: only task_insert/task_insert_one can arbitrate those
+    keyed: bool  # any idempotency or unique key: only task_insert/_one can arbitrate those
 
 
 class Fetch(NamedTuple):
@@ -92,7 +93,7 @@ def plan(tasks: Sequence[Task], max_payload_bytes: int, batch_size: int) -> list
     batches = []
     for start in range(0, len(tasks), batch_size):
         chunk = list(tasks[start : start + batch_size])
-        keyed = any(t.idempotency_key is not None for t in chunk)
+        keyed = any(t.idempotency_key is not None or t.unique_key is not None for t in chunk)
         batches.append(Batch(chunk, payloads[start : start + batch_size], keyed))
     return batches
 
@@ -103,10 +104,13 @@ def insert_arrays(tasks: Sequence[Task], payloads: Sequence[str]) -> dict[str, l
     delay: list[float | None] = []
     timeout: list[float | None] = []
     retention: list[float | None] = []
+    unique_for: list[float | None] = []
     for task in tasks:
         delay.append(None if task.delay is None else _seconds("delay", task.delay))
         timeout.append(None if task.timeout is None else _seconds("timeout", task.timeout))
         retention.append(None if task.retention is None else _seconds("retention", task.retention))
+        period = task.unique_for
+        unique_for.append(None if period is None else _seconds("unique_for", period))
     return {
         "queue": [t.queue for t in tasks],
         "type": [t.type for t in tasks],
@@ -120,6 +124,8 @@ def insert_arrays(tasks: Sequence[Task], payloads: Sequence[str]) -> dict[str, l
         "idempotency_key": [t.idempotency_key for t in tasks],
         "retention": retention,
         "headers": [dump_headers(t.headers) for t in tasks],
+        "unique_key": [t.unique_key for t in tasks],
+        "unique_for": unique_for,
     }
 
 
@@ -132,7 +138,7 @@ def utc(value: datetime | None) -> datetime | None:
 
 def one_params(task: Task, payload: str) -> dict[str, Any]:
     """The parameters of `task_insert_one`, or of `task_insert_one_keyless` for a task
-    without an idempotency key (that statement has no key parameter)."""
+    without an idempotency or unique key (that statement has no key parameters)."""
     params = {
         "queue": task.queue,
         "type": task.type,
@@ -146,8 +152,11 @@ def one_params(task: Task, payload: str) -> dict[str, Any]:
         "retention": None if task.retention is None else _seconds("retention", task.retention),
         "headers": dump_headers(task.headers),
     }
-    if task.idempotency_key is not None:
+    if task.idempotency_key is not None or task.unique_key is not None:
         params["idempotency_key"] = task.idempotency_key
+        params["unique_key"] = task.unique_key
+        unique_for = task.unique_for
+        params["unique_for"] = None if unique_for is None else _seconds("unique_for", unique_for)
     return params
 
 
@@ -169,7 +178,7 @@ def single_info(batches: Sequence[Batch], row: Row | None) -> list[TaskInfo]:
 
 
 def insert_one(stmts: _sql.Statements, task: Task, payload: str) -> Fetch:
-    keyed = task.idempotency_key is not None
+    keyed = task.idempotency_key is not None or task.unique_key is not None
     stmt = stmts.task_insert_one if keyed else stmts.task_insert_one_keyless
     return Fetch(stmt, one_params(task, payload))
 
@@ -180,21 +189,48 @@ def insert(stmts: _sql.Statements, tasks: Sequence[Task], payloads: Sequence[str
     return Fetch(stmts.task_insert, insert_arrays(tasks, payloads))
 
 
-def match(tasks: Sequence[Task], rows: Sequence[Row]) -> tuple[list[TaskInfo | None], list[str]]:
-    """Pair the inserted rows with their tasks; list the keys that were already taken.
+def task_key(task: Task) -> tuple[str, str] | None:
+    """What a task's row is matched by: its idempotency key, else its unique key, else None."""
+    if task.idempotency_key is not None:
+        return ("idempotency", task.idempotency_key)
+    if task.unique_key is not None:
+        return ("unique", task.unique_key)
+    return None
 
-    Rows with a key are matched by key. Keyless rows come back in id order, which is the
-    order the statement inserted them in (``ORDER BY ord``), so they match keyless tasks in turn.
+
+def row_key(row: Row) -> tuple[str, str] | None:
+    """`task_key` of the task a returned row was inserted for."""
+    # (task_insert_one_keyless returns no key columns.)
+    key = row.get("idempotency_key")
+    if key is not None:
+        return ("idempotency", key)
+    key = row.get("unique_key")
+    if key is not None:
+        return ("unique", key)
+    return None
+
+
+def match(tasks: Sequence[Task], rows: Sequence[Row]) -> tuple[list[TaskInfo | None], list[Task]]:
+    """Pair the inserted rows with their tasks; list the tasks whose key was already taken.
+
+    Rows with a key are matched by key (`task_key`). Keyless rows come back in id order,
+    which is the order the statement inserted them in (``ORDER BY ord``), so they match
+    keyless tasks in turn.
     """
-    # (task_insert_one_keyless returns no idempotency_key column.)
-    by_key = {r["idempotency_key"]: r for r in rows if r.get("idempotency_key") is not None}
-    keyless_rows = (r for r in rows if r.get("idempotency_key") is None)
+    by_key: dict[tuple[str, str], Row] = {}
+    keyless_rows = []
+    for r in rows:
+        key = row_key(r)
+        if key is None:
+            keyless_rows.append(r)
+        else:
+            by_key[key] = r
     keyless = iter(sorted(keyless_rows, key=lambda r: r["id"]))
-    claimed: set[str] = set()
+    claimed: set[tuple[str, str]] = set()
     infos: list[TaskInfo | None] = []
-    taken: list[str] = []
+    taken: list[Task] = []
     for task in tasks:
-        key = task.idempotency_key
+        key = task_key(task)
         if key is None:
             row = next(keyless)
         elif key in by_key and key not in claimed:
@@ -202,10 +238,32 @@ def match(tasks: Sequence[Task], rows: Sequence[Row]) -> tuple[list[TaskInfo | N
             row = by_key[key]
         else:
             infos.append(None)
-            taken.append(key)
+            taken.append(task)
             continue
         infos.append(_pending_info(task, row["id"], row["run_at"], row["created_at"]))
     return infos, taken
+
+
+def holder(existing: dict[tuple[str, str], TaskInfo], task: Task) -> TaskInfo | None:
+    """The row that holds one of ``task``'s keys (its idempotency key first), if any."""
+    if task.idempotency_key is not None and ("idempotency", task.idempotency_key) in existing:
+        return existing["idempotency", task.idempotency_key]
+    if task.unique_key is not None:
+        return existing.get(("unique", task.unique_key))
+    return None
+
+
+def duplicate(existing: dict[tuple[str, str], TaskInfo], taken: Sequence[Task]) -> None:
+    """Raise `DuplicateTask` for the first taken task whose key has a holder."""
+    for task in taken:
+        if task.idempotency_key is not None:
+            info = existing.get(("idempotency", task.idempotency_key))
+            if info is not None:
+                raise DuplicateTask(info)
+        if task.unique_key is not None:
+            info = existing.get(("unique", task.unique_key))
+            if info is not None:
+                raise DuplicateTask(info, unique_key=task.unique_key)
 
 
 def insert_steps(stmts: _sql.Statements, batch: Batch, on_conflict: OnConflict) -> Flow:
@@ -217,20 +275,24 @@ def insert_steps(stmts: _sql.Statements, batch: Batch, on_conflict: OnConflict) 
     for _ in range(STALE_KEY_RETRIES):
         rows = yield insert(stmts, sub_tasks, sub_payloads)
         infos, taken = match(sub_tasks, rows)
-        existing: dict[str, TaskInfo] = {}
+        existing: dict[tuple[str, str], TaskInfo] = {}
         if taken:
-            found = yield Fetch(stmts.task_select_by_keys, {"keys": sorted(set(taken))})
-            existing = {r["idempotency_key"]: TaskInfo.from_row(r, created=False) for r in found}
+            keys = sorted({t.idempotency_key for t in taken if t.idempotency_key is not None})
+            unique = sorted({t.unique_key for t in taken if t.unique_key is not None})
+            found = yield Fetch(stmts.task_select_by_keys, {"keys": keys, "unique_keys": unique})
+            for r in found:
+                row = TaskInfo.from_row(r, created=False)
+                if row.idempotency_key is not None and row.idempotency_key in keys:
+                    existing["idempotency", row.idempotency_key] = row
+                if row.unique_key is not None and row.unique_key in unique:
+                    existing["unique", row.unique_key] = row
             if on_conflict == "raise":
-                first = next((existing[k] for k in taken if k in existing), None)
-                if first is not None:
-                    raise DuplicateTask(first)
-        retry = []
-        for j, info in enumerate(infos):
+                duplicate(existing, taken)
+        retry: list[int] = []
+        for j, inserted in enumerate(infos):
+            info = inserted if inserted is not None else holder(existing, sub_tasks[j])
             if info is None:
-                info = existing.get(sub_tasks[j].idempotency_key or "")
-            if info is None:
-                retry.append(todo[j])  # the holder of the key was deleted meanwhile
+                retry.append(todo[j])  # the holder of the key was deleted or finished meanwhile
             else:
                 final[todo[j]] = info
         if not retry:
@@ -238,7 +300,7 @@ def insert_steps(stmts: _sql.Statements, batch: Batch, on_conflict: OnConflict) 
         todo = retry
         sub_tasks = [tasks[i] for i in todo]
         sub_payloads = [payloads[i] for i in todo]
-    raise PgtasqError("idempotency keys kept changing hands while enqueueing; try again")
+    raise PgtasqError("task keys kept changing hands while enqueueing; try again")
 
 
 COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})

@@ -28,21 +28,45 @@ from pgtasq._sql_common import (
     wake_rows,
 )
 from pgtasq._transitions import TRANSITIONS, states_sql
-from pgtasq.tables import TASKS_ID_SEQUENCE, check_schema_name
+from pgtasq.tables import TASKS_ID_SEQUENCE, UNIQUE_ACTIVE, UNIQUE_HELD, check_schema_name
 
 
 class TaskStatements(SchemaStatements):
     """Enqueue, read, cancel, retry and delete tasks."""
 
+    def _released(self, keys: str) -> str:
+        """The CTE ``released``: the final rows whose unique_until has passed give their key
+        up (unique_until = NULL takes them out of the index), before the INSERT arbitrates.
+        ``keys`` is a set of text expressions the key is matched against (``= ANY``)."""
+        return f"""released AS (
+    UPDATE {self.schema}.tasks SET unique_until = NULL
+    WHERE unique_key = ANY({keys}) AND unique_until <= now()
+      AND NOT ({UNIQUE_ACTIVE}) AND ({UNIQUE_HELD})
+    RETURNING 1
+)"""
+
     def _insert_one(self, *, keyed: bool) -> str:
-        return f"""
+        notified = wake(self.channel, "json_build_array(queue)", "1", "json_build_array(id)")
+        if not keyed:
+            return f"""
 INSERT INTO {self.schema}.tasks
-    ({insert_columns(keyed=keyed)})
+    ({insert_columns(keyed=False)})
 VALUES (
-    {insert_values(keyed=keyed)})
-{ON_KEY_CONFLICT if keyed else ""}
-RETURNING id, {"idempotency_key, " if keyed else ""}run_at, created_at,
-          {wake(self.channel, "json_build_array(queue)", "1", "json_build_array(id)")} AS notified
+    {insert_values(keyed=False)})
+RETURNING id, run_at, created_at,
+          {notified} AS notified
+"""
+        # The INSERT reads released's count, so the release has run before it arbitrates.
+        return f"""
+WITH {self._released("ARRAY[CAST(%(unique_key)s AS text)]")}
+INSERT INTO {self.schema}.tasks
+    ({insert_columns(keyed=True)})
+SELECT
+    {insert_values(keyed=True)}
+FROM (SELECT count(*) FROM released) r
+{ON_KEY_CONFLICT}
+RETURNING id, idempotency_key, unique_key, run_at, created_at,
+          {notified} AS notified
 """
 
     @statement
@@ -58,17 +82,18 @@ WITH input AS (
         {arrays}
     ) WITH ORDINALITY AS i ({names})
 ),
+{self._released("ARRAY(SELECT unique_key FROM input WHERE unique_key IS NOT NULL)")},
 inserted AS (
     INSERT INTO {self.schema}.tasks
         ({insert_columns(keyed=True, indent="         ")})
     SELECT {insert_select()}
-    FROM input
+    FROM input, (SELECT count(*) FROM released) r
     ORDER BY ord
     {ON_KEY_CONFLICT}
-    RETURNING id, queue, idempotency_key, run_at, created_at
+    RETURNING id, queue, idempotency_key, unique_key, run_at, created_at
 ),
 woken AS ({wake_rows(self.channel, "inserted")})
-SELECT id, idempotency_key, run_at, created_at
+SELECT id, idempotency_key, unique_key, run_at, created_at
 FROM inserted LEFT JOIN woken ON true
 """
 
@@ -111,10 +136,15 @@ FROM drawn
 
     @statement
     def task_select_by_keys(self) -> str:
-        return (
-            f"SELECT {TASK_COLUMNS} FROM {self.schema}.tasks "
-            "WHERE idempotency_key = ANY(CAST(%(keys)s AS text[]))"
-        )
+        """The rows holding these idempotency keys, and those holding these unique keys (the
+        index's predicate repeated, so each side is an index scan)."""
+        return f"""
+SELECT {TASK_COLUMNS} FROM {self.schema}.tasks
+WHERE idempotency_key = ANY(CAST(%(keys)s AS text[]))
+UNION ALL
+SELECT {TASK_COLUMNS} FROM {self.schema}.tasks
+WHERE unique_key = ANY(CAST(%(unique_keys)s AS text[])) AND ({UNIQUE_HELD})
+"""
 
     @statement
     def task_select(self) -> str:

@@ -67,16 +67,19 @@ class InvalidSchedule(PgtasqError, ValueError):
 
 
 class DuplicateTask(PgtasqError):
-    """A task with this idempotency key already exists; it was left unchanged."""
+    """A task with this idempotency key already exists, or one holds this unique key
+    (``unique_key`` is then set: docs/unique.md); it was left unchanged."""
 
-    def __init__(self, existing: TaskInfo) -> None:
+    def __init__(self, existing: TaskInfo, *, unique_key: str | None = None) -> None:
         self.existing = existing
         self.task_id = existing.id
         self.idempotency_key = existing.idempotency_key
-        super().__init__(
-            f"a task with idempotency key {existing.idempotency_key!r} already exists "
-            f"(id {existing.id}, status {existing.status.value})"
-        )
+        self.unique_key = unique_key
+        if unique_key is not None:
+            message = f"a task holds unique key {unique_key!r}"
+        else:
+            message = f"a task with idempotency key {existing.idempotency_key!r} already exists"
+        super().__init__(f"{message} (id {existing.id}, status {existing.status.value})")
 
 
 class DatabaseUnavailable(PgtasqError):

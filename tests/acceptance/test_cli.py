@@ -45,7 +45,7 @@ def test_migrate_and_downgrade(pg_dsn: str, fresh_schema: str) -> None:
     env = {"PGTASQ_DSN": pg_dsn, "PGTASQ_SCHEMA": fresh_schema}
     up = pgtasq("migrate", env=env)
     assert up.returncode == 0, up.stderr
-    assert f"schema {fresh_schema}: at revision pgtasq_0004" in up.stdout
+    assert f"schema {fresh_schema}: at revision pgtasq_0005" in up.stdout
     down = pgtasq("migrate", "--downgrade", "base", env=env)
     assert down.returncode == 0, down.stderr
     assert "base (no pgtasq tables)" in down.stdout

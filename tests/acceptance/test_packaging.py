@@ -90,7 +90,7 @@ def test_installed_wheel_migrates(
         cwd=tmp_path,
     )
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "pgtasq_0004"
+    assert out.stdout.strip() == "pgtasq_0005"
 
 
 def test_wheel_carries_the_dashboard_templates_and_htmx_with_its_license(wheel: Path) -> None:

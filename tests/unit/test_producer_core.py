@@ -48,6 +48,7 @@ def _existing(id_: int, key: str) -> dict[str, Any]:
         "deadline": None, "idempotency_key": key, "errors": "[]", "result": None,
         "locked_by": "w1", "locked_until": T0, "created_at": T0, "updated_at": T0,
         "attempted_at": T0, "finalized_at": None, "retention": None, "headers": "{}",
+        "unique_key": None, "unique_until": None,
     }  # fmt: skip
 
 
@@ -73,7 +74,7 @@ def test_match_pairs_keyless_rows_by_id_order_and_keys_by_key() -> None:
     infos, taken = match(tasks, rows)
     assert [i.id if i else None for i in infos] == [10, 11, 12, None]
     assert [i.type if i else None for i in infos] == ["a", "b", "c", None]
-    assert taken == ["k1"]
+    assert [t.idempotency_key for t in taken] == ["k1"] and taken[0] is tasks[3]
 
 
 def _run(flow: Any, answers: list[Any]) -> tuple[list[TaskInfo], list[str]]:
@@ -120,7 +121,11 @@ def test_one_task_is_one_plain_insert() -> None:
     step = resume(flow, None)
     assert isinstance(step, Fetch) and step.stmt is STMTS.task_insert_one_keyless
     assert step.params["payload"] == '{"a":1}' and step.params["delay"] == 5.0
-    keyless_columns = {name for name, _ in _sql.INSERT_ARRAYS} - {"idempotency_key"}
+    keyless_columns = {name for name, _ in _sql.INSERT_ARRAYS} - {
+        "idempotency_key",
+        "unique_key",
+        "unique_for",
+    }
     assert set(step.params) == keyless_columns
     done = resume(flow, [{"id": 3, "run_at": T0, "created_at": T0}])  # no key column
     assert isinstance(done, Done) and done.infos[0].id == 3
