@@ -39,6 +39,7 @@ from pgtasq.errors import (
     TaskRunning,
     TaskTimeout,
     TaskValidationError,
+    UniqueKeyHeld,
     WorkerCrashed,
 )
 from pgtasq.filters import Cursor, InvalidFilter, TaskFilter
@@ -90,6 +91,7 @@ __all__ = [
     "TaskStatus",
     "TaskTimeout",
     "TaskValidationError",
+    "UniqueKeyHeld",
     "WorkerCrashed",
     "WorkerInfo",
     "current_revision",

@@ -20,6 +20,7 @@ from pgtasq import (
     Task,
     TaskInfo,
     TaskStatus,
+    UniqueKeyHeld,
 )
 from tests.conftest import count_tasks
 
@@ -259,3 +260,23 @@ def test_many_producers_race_on_one_key(pg_dsn: str, schema: str) -> None:
     assert len({i.id for i in infos}) == 1 and sorted(i.created for i in infos) == [False] * 7 + [
         True
     ]
+
+
+def test_retrying_a_task_whose_key_another_holds_is_refused_clearly(
+    producer: Producer, pg_dsn: str, schema: str
+) -> None:
+    first = producer.enqueue("t", unique_key="k")
+    with Client(pg_dsn, schema=schema) as client:
+        client.cancel_task(first.id)
+        second = producer.enqueue("t", unique_key="k")
+        assert second.created
+        with pytest.raises(UniqueKeyHeld) as refused:
+            client.retry_task(first.id)
+        assert refused.value.unique_key == "k"
+        assert client.get_task(first.id).status is TaskStatus.CANCELLED  # nothing changed
+        with psycopg.connect(pg_dsn) as c:
+            with pytest.raises(UniqueKeyHeld):
+                client.retry_task(first.id, conn=c)
+            c.rollback()
+        client.cancel_task(second.id)
+        assert client.retry_task(first.id).status is TaskStatus.PENDING  # the key is free again
