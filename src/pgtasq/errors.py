@@ -8,7 +8,7 @@
     │   └── DatabaseMisconfigured                  the database answered: no retry can fix it
     ├── InvalidSchedule (also a ValueError)       a bad cron expression or time zone
     ├── InvalidFilter (also a ValueError)         a bad TaskFilter argument or queue name
-    ├── DuplicateTask                              idempotency or unique key taken (on_conflict="raise")
+    ├── DuplicateTask                              a key is taken (on_conflict="raise")
     ├── UniqueKeyHeld                              retry: another task holds the task's unique key
     ├── DatabaseUnavailable                        no database could be reached
     ├── TaskLost                                   this worker no longer owns the task
