@@ -27,6 +27,7 @@ from pgtasq.errors import DuplicateTask, PgtasqError
 from pgtasq.models import (
     Task,
     TaskInfo,
+    TaskStatus,
     _duration,
     _pending_info,
     _seconds,
@@ -34,7 +35,8 @@ from pgtasq.models import (
     dump_payload,
 )
 
-OnConflict = Literal["return", "raise"]
+OnConflict = Literal["return", "raise", "update"]
+ON_CONFLICT_CHOICES = ("return", "raise", "update")
 STALE_KEY_RETRIES = 3
 # COPY data is formatted and handed to psycopg this many rows at a time: the server starts
 # on the first rows while the rest are formatted, and a batch is never one huge string.
@@ -253,6 +255,34 @@ def holder(existing: dict[tuple[str, str], TaskInfo], task: Task) -> TaskInfo | 
     return None
 
 
+def update_params(
+    existing: dict[tuple[str, str], TaskInfo], taken: Sequence[Task]
+) -> dict[str, list[Any]]:
+    """The parameters of `task_update_pending` for the pending holders of taken keys: each
+    takes the priority of the task that found it, and its run_at or delay if it gives one
+    (when several tasks of a batch find the same holder, the last one's win)."""
+    by_id: dict[int, Task] = {}
+    for task in taken:
+        info = holder(existing, task)
+        if info is not None and info.status is TaskStatus.PENDING:
+            by_id[info.id] = task
+    tasks = list(by_id.values())
+    return {
+        "id": list(by_id),
+        "priority": [t.priority for t in tasks],
+        "run_at": [utc(t.run_at) for t in tasks],
+        "delay": [None if t.delay is None else _seconds("delay", t.delay) for t in tasks],
+    }
+
+
+def replace_updated(existing: dict[tuple[str, str], TaskInfo], rows: Sequence[Row]) -> None:
+    """Put the rows `task_update_pending` changed in place of the holders they were."""
+    updated = {r["id"]: TaskInfo.from_row(r, created=False) for r in rows}
+    for key, info in existing.items():
+        if info.id in updated:
+            existing[key] = updated[info.id]
+
+
 def duplicate(existing: dict[tuple[str, str], TaskInfo], taken: Sequence[Task]) -> None:
     """Raise `DuplicateTask` for the first taken task whose key has a holder."""
     for task in taken:
@@ -288,6 +318,11 @@ def insert_steps(stmts: _sql.Statements, batch: Batch, on_conflict: OnConflict) 
                     existing["unique", row.unique_key] = row
             if on_conflict == "raise":
                 duplicate(existing, taken)
+            elif on_conflict == "update":
+                params = update_params(existing, taken)
+                if params["id"]:
+                    updated = yield Fetch(stmts.task_update_pending, params)
+                    replace_updated(existing, updated)
         retry: list[int] = []
         for j, inserted in enumerate(infos):
             info = inserted if inserted is not None else holder(existing, sub_tasks[j])
@@ -440,6 +475,7 @@ def atomic(batches: Sequence[Batch], *, copy: bool) -> bool:
 
 def may_raise(batches: Sequence[Batch], on_conflict: OnConflict) -> bool:
     """Whether DuplicateTask may be raised, after some rows were inserted: needs a savepoint."""
+    # ("update" raises nothing: its UPDATE is conditional, so it cannot fail on a row's state.)
     return on_conflict == "raise" and any(b.keyed for b in batches)
 
 

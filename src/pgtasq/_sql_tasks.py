@@ -135,6 +135,33 @@ FROM drawn
 """
 
     @statement
+    def task_update_pending(self) -> str:
+        """``on_conflict="update"``: the holders of taken keys that are still pending take the
+        new task's priority, and its run_at (or now() + delay) when it gives one. The WHERE
+        names the one state it changes; a holder that started running meanwhile is left as
+        it is. One wake-up for the changed rows (a run_at moved earlier must wake a worker)."""
+        return f"""
+WITH input AS (
+    SELECT * FROM unnest(
+        CAST(%(id)s AS bigint[]), CAST(%(priority)s AS smallint[]),
+        CAST(%(run_at)s AS timestamptz[]), CAST(%(delay)s AS float8[])
+    ) AS i (id, priority, run_at, delay)
+),
+changed AS (
+    UPDATE {self.schema}.tasks t
+    SET priority = i.priority,
+        run_at = CASE WHEN i.run_at IS NULL AND i.delay IS NULL THEN t.run_at
+                      ELSE coalesce(i.run_at, now() + make_interval(secs => i.delay)) END,
+        updated_at = now()
+    FROM input i
+    WHERE t.id = i.id AND t.status = 'pending'
+    RETURNING {TASK_COLUMNS_T}
+),
+woken AS ({wake_rows(self.channel, "changed")})
+SELECT {TASK_COLUMN_NAMES} FROM changed LEFT JOIN woken ON true
+"""
+
+    @statement
     def task_select_by_keys(self) -> str:
         """The rows holding these idempotency keys, and those holding these unique keys (the
         index's predicate repeated, so each side is an index scan)."""

@@ -280,3 +280,39 @@ def test_retrying_a_task_whose_key_another_holds_is_refused_clearly(
             c.rollback()
         client.cancel_task(second.id)
         assert client.retry_task(first.id).status is TaskStatus.PENDING  # the key is free again
+
+
+def test_on_conflict_update_moves_the_pending_holder(
+    producer: Producer, pg_dsn: str, schema: str
+) -> None:
+    first = producer.enqueue("t", "first", unique_key="k", delay=3600)
+    same_time = producer.enqueue("t", "second", unique_key="k", priority=7, on_conflict="update")
+    assert not same_time.created and same_time.id == first.id
+    assert same_time.priority == 7 and same_time.run_at == first.run_at  # no run_at given
+    assert same_time.payload == "first"  # the payload is the holder's
+    sooner = producer.enqueue("t", unique_key="k", priority=1, delay=1, on_conflict="update")
+    assert sooner.priority == 1 and sooner.run_at < first.run_at
+    with Client(pg_dsn, schema=schema) as client:
+        stored = client.get_task(first.id)
+    assert (stored.priority, stored.run_at) == (1, sooner.run_at)
+    infos = producer.enqueue_many(
+        [Task("t", unique_key="k", priority=4), Task("t", unique_key="k", priority=5),
+         Task("t", unique_key="m", priority=6)],
+        on_conflict="update",
+    )  # fmt: skip
+    assert [(i.id, i.priority, i.created) for i in infos][:2] == [
+        (first.id, 5, False),
+        (first.id, 5, False),
+    ]  # the last of the batch wins
+    assert infos[2].created and infos[2].priority == 6
+    assert count_tasks(pg_dsn, schema) == 2
+
+
+def test_on_conflict_update_leaves_a_holder_that_is_not_pending(
+    producer: Producer, pg_dsn: str, schema: str
+) -> None:
+    first = producer.enqueue("t", unique_key="k", unique_for=3600)
+    assert _complete_all(pg_dsn, schema) == 1
+    again = producer.enqueue("t", unique_key="k", priority=9, on_conflict="update")
+    assert not again.created and again.id == first.id
+    assert again.status is TaskStatus.COMPLETED and again.priority == 0

@@ -159,3 +159,26 @@ def test_flow_retries_when_the_holder_finished_meanwhile() -> None:
     assert isinstance(step, Fetch) and step.stmt is STMTS.task_insert_one
     done = resume(flow, [_row(8, unique="u")])
     assert isinstance(done, Done) and done.infos[0].id == 8 and done.infos[0].created
+
+
+def test_flow_updates_the_pending_holder_on_request() -> None:
+    tasks = [Task("dup", unique_key="u", priority=3, delay=60)]
+    flow = enqueue_steps(STMTS, plan(tasks, 1000, 10), "update", copy=True)
+    resume(flow, None)
+    resume(flow, [])  # taken
+    step = resume(flow, [_existing(1, key=None, unique="u")])
+    assert isinstance(step, Fetch) and step.stmt is STMTS.task_update_pending
+    assert step.params == {"id": [1], "priority": [3], "run_at": [None], "delay": [60.0]}
+    changed = {**_existing(1, key=None, unique="u"), "priority": 3}
+    done = resume(flow, [changed])
+    assert isinstance(done, Done)
+    assert [(i.id, i.priority, i.created) for i in done.infos] == [(1, 3, False)]
+
+
+def test_flow_update_leaves_a_holder_that_is_not_pending_alone() -> None:
+    flow = enqueue_steps(STMTS, plan([Task("dup", unique_key="u")], 1000, 10), "update", copy=True)
+    resume(flow, None)
+    resume(flow, [])
+    running = {**_existing(1, key=None, unique="u"), "status": "running"}
+    done = resume(flow, [running])  # no UPDATE is sent
+    assert isinstance(done, Done) and done.infos[0].status.value == "running"
