@@ -182,8 +182,10 @@ COLUMNS: tuple[Column, ...] = (
     ),
 )
 
-# The columns of the keys ON CONFLICT arbitrates: a keyless enqueue leaves them out.
-KEY_COLUMNS = frozenset({"idempotency_key", "unique_key", "unique_until"})
+# The columns of the keys ON CONFLICT arbitrates: a keyless enqueue leaves them out, and one
+# with only an idempotency key leaves out the unique key's.
+UNIQUE_COLUMNS = frozenset({"unique_key", "unique_until"})
+KEY_COLUMNS = UNIQUE_COLUMNS | {"idempotency_key"}
 NAMES = tuple(c.name for c in COLUMNS)
 INSERTED = tuple(c for c in COLUMNS if c.params)
 # The parameters of one enqueue, in column order: `task_insert`'s arrays (name, element type).
@@ -231,14 +233,14 @@ TASK_COLUMNS_CLAIMED = ",\n    ".join(
 TASK_COLUMN_NAMES = wrap(list(NAMES), "    ")
 
 
-def insert_columns(*, keyed: bool, indent: str = "     ") -> str:
-    """The column list of an enqueue's INSERT (with or without `KEY_COLUMNS`)."""
-    return wrap([c.name for c in INSERTED if keyed or c.name not in KEY_COLUMNS], indent)
+def insert_columns(*, omit: frozenset[str] = frozenset(), indent: str = "     ") -> str:
+    """The column list of an enqueue's INSERT, without the columns ``omit`` names."""
+    return wrap([c.name for c in INSERTED if c.name not in omit], indent)
 
 
-def insert_values(*, keyed: bool) -> str:
+def insert_values(*, omit: frozenset[str] = frozenset()) -> str:
     """`task_insert_one`'s VALUES: one expression per column of `insert_columns`."""
-    return _listing([c.value for c in INSERTED if keyed or c.name not in KEY_COLUMNS])
+    return _listing([c.value for c in INSERTED if c.name not in omit])
 
 
 def insert_select() -> str:

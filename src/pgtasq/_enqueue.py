@@ -4,9 +4,11 @@
 `Copy` text into the tasks table) and receives their results; it returns the TaskInfos.
 `pgtasq.producer` drives it on a connection, synchronously or not. Three ways in, per batch:
 
-- one task: `task_insert_one`, a plain ``INSERT … VALUES … RETURNING`` (no unnest, no CTE);
-  a keyless one goes through `task_insert_one_keyless` (no ON CONFLICT), which the
-  producer runs directly (`single`), without the generator;
+- one task: `task_insert_one_idempotent`, a plain ``INSERT … VALUES … ON CONFLICT DO
+  NOTHING RETURNING`` (no unnest, no CTE); with a unique key `task_insert_one` (the same
+  after a CTE that releases the key's expired holder); a keyless one goes through
+  `task_insert_one_keyless` (no ON CONFLICT), which the producer runs directly (`single`),
+  without the generator;
 - many keyless tasks, where COPY is possible (psycopg connections): `task_insert_copy_ids`
   (the transaction's ``now()``, one id per row in order, the NOTIFY), then ``COPY`` with
   those ids, both in one transaction, so the rows' ``created_at`` is that ``now()`` and the
@@ -139,8 +141,9 @@ def utc(value: datetime | None) -> datetime | None:
 
 
 def one_params(task: Task, payload: str) -> dict[str, Any]:
-    """The parameters of `task_insert_one`, or of `task_insert_one_keyless` for a task
-    without an idempotency or unique key (that statement has no key parameters)."""
+    """The parameters of `task_insert_one` (a task with a unique key), of
+    `task_insert_one_idempotent` (an idempotency key only: no unique key parameters) or of
+    `task_insert_one_keyless` (no key: no key parameters)."""
     params = {
         "queue": task.queue,
         "type": task.type,
@@ -154,11 +157,13 @@ def one_params(task: Task, payload: str) -> dict[str, Any]:
         "retention": None if task.retention is None else _seconds("retention", task.retention),
         "headers": dump_headers(task.headers),
     }
-    if task.idempotency_key is not None or task.unique_key is not None:
+    if task.unique_key is not None:
         params["idempotency_key"] = task.idempotency_key
         params["unique_key"] = task.unique_key
         unique_for = task.unique_for
         params["unique_for"] = None if unique_for is None else _seconds("unique_for", unique_for)
+    elif task.idempotency_key is not None:
+        params["idempotency_key"] = task.idempotency_key
     return params
 
 
@@ -180,8 +185,12 @@ def single_info(batches: Sequence[Batch], row: Row | None) -> list[TaskInfo]:
 
 
 def insert_one(stmts: _sql.Statements, task: Task, payload: str) -> Fetch:
-    keyed = task.idempotency_key is not None or task.unique_key is not None
-    stmt = stmts.task_insert_one if keyed else stmts.task_insert_one_keyless
+    if task.unique_key is not None:
+        stmt = stmts.task_insert_one
+    elif task.idempotency_key is not None:
+        stmt = stmts.task_insert_one_idempotent
+    else:
+        stmt = stmts.task_insert_one_keyless
     return Fetch(stmt, one_params(task, payload))
 
 

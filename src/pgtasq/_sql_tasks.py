@@ -8,9 +8,11 @@ from pgtasq._columns import (
     COPY_COLUMNS,
     COPY_COLUMNS_OPTIONAL,
     INSERT_ARRAYS,
+    KEY_COLUMNS,
     TASK_COLUMN_NAMES,
     TASK_COLUMNS,
     TASK_COLUMNS_T,
+    UNIQUE_COLUMNS,
     insert_columns,
     insert_select,
     insert_values,
@@ -45,27 +47,14 @@ class TaskStatements(SchemaStatements):
     RETURNING 1
 )"""
 
-    def _insert_one(self, *, keyed: bool) -> str:
+    def _insert_values(self, omit: frozenset[str], conflict: str, returned: str) -> str:
         notified = wake(self.channel, "json_build_array(queue)", "1", "json_build_array(id)")
-        if not keyed:
-            return f"""
-INSERT INTO {self.schema}.tasks
-    ({insert_columns(keyed=False)})
-VALUES (
-    {insert_values(keyed=False)})
-RETURNING id, run_at, created_at,
-          {notified} AS notified
-"""
-        # The INSERT reads released's count, so the release has run before it arbitrates.
         return f"""
-WITH {self._released("ARRAY[CAST(%(unique_key)s AS text)]")}
 INSERT INTO {self.schema}.tasks
-    ({insert_columns(keyed=True)})
-SELECT
-    {insert_values(keyed=True)}
-FROM (SELECT count(*) FROM released) r
-{ON_KEY_CONFLICT}
-RETURNING id, idempotency_key, unique_key, run_at, created_at,
+    ({insert_columns(omit=omit)})
+VALUES (
+    {insert_values(omit=omit)}){conflict}
+RETURNING id, {returned}run_at, created_at,
           {notified} AS notified
 """
 
@@ -85,7 +74,7 @@ WITH input AS (
 {self._released("ARRAY(SELECT unique_key FROM input WHERE unique_key IS NOT NULL)")},
 inserted AS (
     INSERT INTO {self.schema}.tasks
-        ({insert_columns(keyed=True, indent="         ")})
+        ({insert_columns(indent="         ")})
     SELECT {insert_select()}
     FROM input, (SELECT count(*) FROM released) r
     ORDER BY ord
@@ -99,15 +88,35 @@ FROM inserted LEFT JOIN woken ON true
 
     @statement
     def task_insert_one(self) -> str:
-        """One task: the same columns as scalars, so the plan is a plain INSERT … VALUES
-        (no unnest, no CTE), and the NOTIFY rides on the RETURNING of the row it announces."""
-        return self._insert_one(keyed=True)
+        """One task with a unique key (and perhaps an idempotency key): the same columns as
+        scalars, without an unnest; first the release of the key's holder whose unique_until
+        has passed (docs/unique.md: the INSERT reads released's count, so the release has
+        run before it arbitrates), and the NOTIFY rides on the RETURNING of the row it
+        announces."""
+        notified = wake(self.channel, "json_build_array(queue)", "1", "json_build_array(id)")
+        return f"""
+WITH {self._released("ARRAY[CAST(%(unique_key)s AS text)]")}
+INSERT INTO {self.schema}.tasks
+    ({insert_columns()})
+SELECT
+    {insert_values()}
+FROM (SELECT count(*) FROM released) r
+{ON_KEY_CONFLICT}
+RETURNING id, idempotency_key, unique_key, run_at, created_at,
+          {notified} AS notified
+"""
+
+    @statement
+    def task_insert_one_idempotent(self) -> str:
+        """One task with an idempotency key only: a plain INSERT … VALUES (no unnest, no
+        CTE), ON CONFLICT DO NOTHING, the NOTIFY on the RETURNING of the row it announces."""
+        return self._insert_values(UNIQUE_COLUMNS, f"\n{ON_KEY_CONFLICT}", "idempotency_key, ")
 
     @statement
     def task_insert_one_keyless(self) -> str:
-        """One task without an idempotency key: no ON CONFLICT, so PostgreSQL inserts the row
-        directly instead of speculatively (no arbiter check, no extra WAL record)."""
-        return self._insert_one(keyed=False)
+        """One task without a key: no ON CONFLICT, so PostgreSQL inserts the row directly
+        instead of speculatively (no arbiter check, no extra WAL record)."""
+        return self._insert_values(KEY_COLUMNS, "\n", "")
 
     @statement
     def task_insert_copy_ids(self) -> str:

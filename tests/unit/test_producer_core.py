@@ -112,7 +112,8 @@ def test_flow_reinserts_when_key_holder_vanished() -> None:
     flow = enqueue_steps(STMTS, plan(tasks, 1000, 10), "return", copy=False)
     # first insert: key taken; the select finds nothing (deleted); the retry inserts it alone.
     infos, names = _run(flow, [[_row(7)], [], [_row(8, "k")]])
-    assert names == ["task_insert", "task_select_by_keys", "task_insert_one"]  # "a" has a key
+    # "a" has an idempotency key
+    assert names == ["task_insert", "task_select_by_keys", "task_insert_one_idempotent"]
     assert [(i.id, i.type, i.created) for i in infos] == [(8, "a", True), (7, "b", True)]
 
 
@@ -135,10 +136,13 @@ def test_one_keyed_task_is_one_insert_on_conflict() -> None:
     tasks = [Task("t", idempotency_key="k")]
     flow = enqueue_steps(STMTS, plan(tasks, 1000, 10), "return", copy=True)
     step = resume(flow, None)
-    assert isinstance(step, Fetch) and step.stmt is STMTS.task_insert_one
-    assert "ON CONFLICT" in step.stmt.text
+    assert isinstance(step, Fetch) and step.stmt is STMTS.task_insert_one_idempotent
+    assert "ON CONFLICT" in step.stmt.text and "WITH" not in step.stmt.text  # plain VALUES
     assert "ON CONFLICT" not in STMTS.task_insert_one_keyless.text
-    assert set(step.params) == {name for name, _ in _sql.INSERT_ARRAYS}
+    assert set(step.params) == {name for name, _ in _sql.INSERT_ARRAYS} - {
+        "unique_key",
+        "unique_for",
+    }
     done = resume(flow, [_row(5, "k")])
     assert isinstance(done, Done) and (done.infos[0].id, done.infos[0].idempotency_key) == (5, "k")
 

@@ -14,5 +14,6 @@ VALUES (
     CAST(%(deadline)s AS timestamptz),
     make_interval(secs => CAST(%(retention)s AS float8)),
     coalesce(CAST(%(headers)s AS jsonb), '{}'))
+
 RETURNING id, run_at, created_at,
           pg_notify('pgtasq_w_pgtasq', json_build_object('queues', CASE WHEN octet_length(CAST(json_build_array(queue) AS text)) <= 1500 THEN json_build_array(queue) ELSE '"*"'::json END, 'count', 1, 'ids', json_build_array(id))::text) AS notified
