@@ -25,7 +25,7 @@ import unasync
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "src" / "pgtasq"
-MODULES = ("client", "pool", "producer")  # _<name>_async.py -> _<name>_sync.py
+MODULES = ("client", "events", "pool", "producer")  # _<name>_async.py -> _<name>_sync.py
 COMMAND = "python tools/gen_sync.py"
 
 # Names unasync's defaults do not cover. Without an entry, a name "AsyncFoo" becomes "SyncFoo"
@@ -42,10 +42,13 @@ REPLACEMENTS = {
     "AsyncConnection": "Connection",
     "AsyncConnectionPool": "ConnectionPool",
     "AsyncCursor": "Cursor",
+    "AsyncEventStream": "EventStream",
     "AsyncFetch": "SyncFetch",
     "AsyncLazyPool": "LazyPool",
     "AsyncProducer": "Producer",
     "_pool_async": "_pool_sync",
+    "_events_async": "_events_sync",
+    "aclose": "close",
 }
 # Dotted names, which unasync cannot see (it replaces one name at a time): replaced in the
 # source text first, their modules imported; ruff then drops the imports left unused.

@@ -10,8 +10,10 @@ from pgtasq._embedded import dev_dsn
 from pgtasq._migrate import current_revision, downgrade, migrate, migration_sql
 from pgtasq.client import (
     AsyncClient,
+    AsyncEventStream,
     Client,
     DailyStats,
+    EventStream,
     Preview,
     QueueInfo,
     ScheduleInfo,
@@ -53,6 +55,7 @@ __version__ = "0.1.0.dev0"
 __all__ = [
     "SCHEMA_DEFAULT",
     "AsyncClient",
+    "AsyncEventStream",
     "AsyncProducer",
     "Client",
     "ConfigurationError",
@@ -63,6 +66,7 @@ __all__ = [
     "DatabaseMisconfigured",
     "DatabaseUnavailable",
     "DuplicateTask",
+    "EventStream",
     "InvalidFilter",
     "InvalidSchedule",
     "PgtasqError",

@@ -13,6 +13,7 @@ Exit codes: 0 success, 1 the operation failed (one ``error:`` line on stderr), 2
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 import click
 
@@ -20,6 +21,8 @@ from pgtasq import _cli_output as output
 from pgtasq import _cli_tasks
 from pgtasq._cli_boundary import CommandSettings, connection, env_option, failures, json_option
 from pgtasq.client import RETENTION_DEFAULT, Client, DailyStats
+
+log = logging.getLogger("pgtasq.cli")
 
 HISTORY_DAYS_DEFAULT = 7  # Client.queue_history's default
 
@@ -185,16 +188,21 @@ def stats(settings: CommandSettings, as_json: bool) -> None:
 def events(settings: CommandSettings, timeout: float | None, as_json: bool) -> None:
     """Print task events as they happen (started/completed/… need workers with events on).
 
-    While the database is away it reconnects (stderr says when it goes and comes back, as
-    log lines: --log-level, --log-format). An error no retry fixes ends it with one line.
+    Once listening, it says so on stderr ("listening for task events"). While the database
+    is away it reconnects (stderr says when it goes and comes back). These are log lines:
+    --log-level, --log-format. An error no retry fixes ends it with one line.
     """
     settings.setup_logging()  # the outage lines go to stderr; stdout carries only the events
     with (
         failures(settings.schema),
         settings.database(quiet=True) as dsn,
         Client(dsn, schema=settings.schema) as client,
+        client.events(timeout=timeout) as stream,
     ):
-        for event in client.events(timeout=timeout):
+        if stream.listening:  # (not when --timeout ran out with the database away)
+            # From here on nothing committed is missed: scripts may wait for this line.
+            log.info("listening for task events in schema %s", settings.schema)
+        for event in stream:
             if as_json:
                 output.print_json(dataclasses.asdict(event))
             else:

@@ -6,8 +6,6 @@ own: they say "the client".
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import psycopg
@@ -15,19 +13,19 @@ from psycopg_pool import PoolTimeout
 
 from pgtasq import _client_ops as ops
 from pgtasq import _sql
-from pgtasq._client_base import NO_DSN, RETENTION_DEFAULT, EventWatch
+from pgtasq._client_base import NO_DSN, RETENTION_DEFAULT
 from pgtasq._client_ops import (
     DailyStats,
     Progress,
     QueueInfo,
     ScheduleInfo,
     Stats,
-    TaskEvent,
     TaskPage,
     WorkerInfo,
 )
 from pgtasq._connections import AsyncConn, AsyncRunner, async_runner
 from pgtasq._driver_errors import call_error
+from pgtasq._events_async import AsyncEventStream
 from pgtasq._pool import (
     POOL_MAX_SIZE_DEFAULT,
     POOL_MIN_SIZE_DEFAULT,
@@ -236,8 +234,13 @@ class AsyncClient:
         result: int = await self._run(op, conn)
         return result
 
-    async def events(self, *, timeout: float | None = None) -> AsyncIterator[TaskEvent]:
+    def events(self, *, timeout: float | None = None) -> AsyncEventStream:
         """Task events as they happen, from LISTEN on a connection of its own.
+
+        As a context manager (``with``, ``async with`` for the asyncio client) it is
+        listening when the block starts, so what the block commits is seen, and closes its
+        connection at the end of the block; iterated directly, it connects when the first
+        event is asked for.
 
         Ends after ``timeout`` seconds without an event (None: never). Events are delivered
         at the commit of the statement that caused them; a watcher that is not connected
@@ -247,24 +250,7 @@ class AsyncClient:
         """
         if self._pool is None:
             raise ConfigurationError(NO_DSN.format(name=type(self).__name__))
-        watch = EventWatch(timeout, self._stmts.schema)
-        while not watch.expired():
-            try:
-                async with await psycopg.AsyncConnection.connect(
-                    self._pool.dsn, autocommit=True
-                ) as conn:
-                    await conn.execute(self._stmts.listen.text)
-                    await conn.execute(self._stmts.listen_events.text)
-                    watch.connected()
-                    while not watch.expired():
-                        async for note in conn.notifies(timeout=watch.wait()):
-                            event = ops.parse_event(self._stmts, note.channel, note.payload)
-                            if event is not None:
-                                watch.seen()
-                                yield event
-                        await conn.execute("SELECT 1")  # is the connection still alive?
-            except psycopg.Error as exc:
-                await asyncio.sleep(watch.lost(exc))
+        return AsyncEventStream(self._pool.dsn, self._stmts, timeout)
 
     async def close(self) -> None:
         """Close the client's pool, if it has one; a later call opens a new one."""

@@ -7,8 +7,6 @@ own: they say "the client".
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -16,19 +14,19 @@ from psycopg_pool import PoolTimeout
 
 from pgtasq import _client_ops as ops
 from pgtasq import _sql
-from pgtasq._client_base import NO_DSN, RETENTION_DEFAULT, EventWatch
+from pgtasq._client_base import NO_DSN, RETENTION_DEFAULT
 from pgtasq._client_ops import (
     DailyStats,
     Progress,
     QueueInfo,
     ScheduleInfo,
     Stats,
-    TaskEvent,
     TaskPage,
     WorkerInfo,
 )
 from pgtasq._connections import SyncConn, SyncRunner, sync_runner
 from pgtasq._driver_errors import call_error
+from pgtasq._events_sync import EventStream
 from pgtasq._pool import (
     POOL_MAX_SIZE_DEFAULT,
     POOL_MIN_SIZE_DEFAULT,
@@ -233,8 +231,13 @@ class Client:
         result: int = self._run(op, conn)
         return result
 
-    def events(self, *, timeout: float | None = None) -> Iterator[TaskEvent]:
+    def events(self, *, timeout: float | None = None) -> EventStream:
         """Task events as they happen, from LISTEN on a connection of its own.
+
+        As a context manager (``with``, ``async with`` for the asyncio client) it is
+        listening when the block starts, so what the block commits is seen, and closes its
+        connection at the end of the block; iterated directly, it connects when the first
+        event is asked for.
 
         Ends after ``timeout`` seconds without an event (None: never). Events are delivered
         at the commit of the statement that caused them; a watcher that is not connected
@@ -244,22 +247,7 @@ class Client:
         """
         if self._pool is None:
             raise ConfigurationError(NO_DSN.format(name=type(self).__name__))
-        watch = EventWatch(timeout, self._stmts.schema)
-        while not watch.expired():
-            try:
-                with psycopg.Connection.connect(self._pool.dsn, autocommit=True) as conn:
-                    conn.execute(self._stmts.listen.text)
-                    conn.execute(self._stmts.listen_events.text)
-                    watch.connected()
-                    while not watch.expired():
-                        for note in conn.notifies(timeout=watch.wait()):
-                            event = ops.parse_event(self._stmts, note.channel, note.payload)
-                            if event is not None:
-                                watch.seen()
-                                yield event
-                        conn.execute("SELECT 1")  # is the connection still alive?
-            except psycopg.Error as exc:
-                time.sleep(watch.lost(exc))
+        return EventStream(self._pool.dsn, self._stmts, timeout)
 
     def close(self) -> None:
         """Close the client's pool, if it has one; a later call opens a new one."""

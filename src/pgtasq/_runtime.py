@@ -65,7 +65,6 @@ from pgtasq._services import (
 from pgtasq._settings import Settings
 from pgtasq._teardown import Deadline, bounded
 from pgtasq._tracing import TRACING, Tracing
-from pgtasq._tracing import outcome as tracing_outcome
 from pgtasq.context import ErrorHook, Handler, Middleware, TaskContext
 from pgtasq.errors import RetryIn, SkipRetry, TaskTimeout, WorkerCrashed
 from pgtasq.models import TaskInfo
@@ -461,8 +460,9 @@ class Engine:
             entry.started = time.perf_counter()
             self.metrics.task_started(info.queue, info.type, info.run_at, ctx.claimed_at)
             self._observe_slots()
-        if TRACING and self._tracing.tracer() is not None:
-            entry.task = asyncio.create_task(self._traced(entry))
+        tracer = self._tracing.tracer() if TRACING else None
+        if tracer is not None:
+            entry.task = asyncio.create_task(self._traced(entry, tracer))
         else:
             entry.task = asyncio.create_task(self._execute(entry))
 
@@ -475,24 +475,28 @@ class Engine:
         if entry.task is not None and not entry.finishing:
             entry.task.cancel()
 
-    async def _traced(self, entry: _Running) -> None:
+    async def _traced(self, entry: _Running, tracer: Any) -> None:
         """`_execute` in the attempt's consumer span (see `pgtasq._tracing`)."""
         ctx = entry.ctx
         info = ctx.info
-        with self._tracing.processing(
+        span, token = self._tracing.start_processing(
+            tracer,
             task_id=info.id,
             queue=info.queue,
             task_type=info.type,
             attempt=info.attempts,
             headers=info.headers,
-        ) as span:
-            entry.span = span
+        )
+        entry.span = span
+        try:
             await self._execute(entry)
-            if entry.outcome is None:  # nothing queued for the writer to record
+        finally:
+            outcome = entry.outcome
+            if outcome is None:  # nothing queued for the writer to record
                 lost = entry.cancel_reason == "lost"
-                entry.outcome = "completed" if ctx.completed_in_transaction else "released"
-                entry.outcome = "cancelled" if lost else entry.outcome
-            tracing_outcome(span, entry.outcome, entry.error)
+                outcome = "completed" if ctx.completed_in_transaction else "released"
+                outcome = "cancelled" if lost else outcome
+            self._tracing.end_processing(span, token, outcome, entry.error)
 
     async def _execute(self, entry: _Running) -> None:
         ctx = entry.ctx

@@ -38,12 +38,16 @@ from pgtasq._client_ops import (
     WorkerInfo,
 )
 from pgtasq._client_sync import Client
+from pgtasq._events_async import AsyncEventStream
+from pgtasq._events_sync import EventStream
 
 __all__ = [
     "RETENTION_DEFAULT",
     "AsyncClient",
+    "AsyncEventStream",
     "Client",
     "DailyStats",
+    "EventStream",
     "Preview",
     "QueueInfo",
     "ScheduleInfo",

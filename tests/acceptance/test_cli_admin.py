@@ -426,7 +426,9 @@ def test_embedded_server_without_dsn(tmp_path: Path) -> None:
     assert [t["id"] for t in listed["tasks"]] == [task["id"]]
 
 
-def test_stats_clean_and_events(run: Any, pg_dsn: str, schema: str, producer: Producer) -> None:
+def test_stats_clean_and_events(
+    run: Any, pg_dsn: str, schema: str, producer: Producer, tmp_path: Path
+) -> None:
     import psycopg
 
     ids = [i.id for i in producer.enqueue_many([Task("t") for _ in range(3)])]
@@ -445,18 +447,29 @@ def test_stats_clean_and_events(run: Any, pg_dsn: str, schema: str, producer: Pr
     import sys
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("PGTASQ_")}
-    watcher = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "pgtasq.cli", "--dsn", pg_dsn, "--schema", schema),
-            *("events", "--json", "--timeout", "3"),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    time.sleep(1.0)  # LISTEN is in place
-    info = producer.enqueue("t", queue="watched")
-    out, _ = watcher.communicate(timeout=15)
-    assert watcher.returncode == 0
+    err_path = tmp_path / "err"
+    with err_path.open("w") as err:
+        watcher = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "pgtasq.cli", "--dsn", pg_dsn, "--schema", schema),
+                *("events", "--json", "--timeout", "3"),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+            env=env,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while f"listening for task events in schema {schema}" not in err_path.read_text():
+            assert watcher.poll() is None and time.monotonic() < deadline, err_path.read_text()
+            time.sleep(0.05)
+        info = producer.enqueue("t", queue="watched")
+        out, _ = watcher.communicate(timeout=15)
+    finally:
+        if watcher.poll() is None:
+            watcher.kill()
+            watcher.communicate()
+    assert watcher.returncode == 0, err_path.read_text()
     events = [json.loads(line) for line in out.splitlines()]
     assert {"kind": "enqueued", "count": 1, "task_ids": [info.id], "queues": ["watched"]} in events

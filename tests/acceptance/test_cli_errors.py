@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -186,7 +185,7 @@ def test_events_waits_out_a_server_restart_with_one_line_each_way(
     log = str(own_server.log)
     down = False
     try:
-        time.sleep(1.5)  # listening by now
+        wait_for(lambda: "listening for task events" in err_path.read_text(), 30, "the LISTEN")
         _pg_ctl(own_server, "-m", "fast", "stop")
         down = True
         wait_for(lambda: "database unavailable" in err_path.read_text(), 30, "the outage line")

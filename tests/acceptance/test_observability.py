@@ -261,7 +261,8 @@ def test_health_schema_not_migrated_exits_4(pg_dsn: str, fresh_schema: str) -> N
     assert "not migrated" in report["checks"][-1]["detail"]
 
 
-def test_health_schema_behind_head_exits_4(pg_dsn: str, schema: str) -> None:
+def test_health_schema_behind_head_exits_4(pg_dsn: str, migrated_schema: str) -> None:
+    schema = migrated_schema
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         conn.execute(f"UPDATE {schema}.alembic_version SET version_num = 'pgtasq_0001'")
     done = pgtasq(pg_dsn, schema, "health")

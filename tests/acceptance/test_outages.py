@@ -29,7 +29,6 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-import pgtasq
 from pgtasq import (
     AsyncClient,
     Client,
@@ -40,7 +39,7 @@ from pgtasq import (
 )
 from tests.acceptance import worker_app
 from tests.acceptance.test_worker_faults import count_status, enqueue, wait_for
-from tests.conftest import REPO
+from tests.conftest import REPO, clone_schema
 
 pytestmark = pytest.mark.slow
 
@@ -119,7 +118,7 @@ def own(own_server: OwnServer) -> Iterator[tuple[OwnServer, str]]:
     if not own_server.up():
         own_server.start()
     schema = "o_" + uuid.uuid4().hex[:10]
-    pgtasq.migrate(own_server.dsn, schema=schema)
+    clone_schema(own_server.dsn, schema)
     worker_app.create_runs_table(own_server.dsn, schema)
     yield own_server, schema
     if not own_server.up():

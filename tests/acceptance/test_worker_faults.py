@@ -27,10 +27,9 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-import pgtasq
 from pgtasq import Producer, Task, _embedded, _sql
 from tests.acceptance import worker_app
-from tests.conftest import REPO
+from tests.conftest import REPO, clone_schema
 
 pytestmark = pytest.mark.slow
 
@@ -581,7 +580,7 @@ def test_postgres_restart_mid_drain_loses_nothing(own_server: Any, spawn: Spawn)
     dsn = str(own_server.get_uri())
     socket_dir = own_server.get_postmaster_info().socket_dir
     schema = "faults"
-    pgtasq.migrate(dsn, schema=schema)
+    clone_schema(dsn, schema)
     worker_app.create_runs_table(dsn, schema)
     worker = spawn(dsn, schema, "--concurrency", "4", "--lease", "5")
     total = 150

@@ -27,7 +27,6 @@ from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row
 from sqlalchemy.orm import Session
 
-import pgtasq
 from pgtasq import (
     Client,
     ConfigurationError,
@@ -52,7 +51,7 @@ from pgtasq import (
     _sql,
 )
 from pgtasq.filters import ID_MAX, ORDER_FIELDS
-from tests.conftest import _drop_schema, count_tasks
+from tests.conftest import _drop_schema, clone_schema, count_tasks
 
 Row = dict[str, Any]
 
@@ -96,6 +95,12 @@ def db_now(dsn: str) -> datetime:
 def enqueue(dsn: str, schema: str, *tasks: Task) -> list[int]:
     with Producer(dsn, schema=schema) as p:
         return [i.id for i in p.enqueue_many(tasks)]
+
+
+# A cancel reaches a running handler at the worker's next heartbeat (every 0.2 s with `fast`):
+# allow a loaded machine a few seconds, still far less than the lease (60 s) or a shutdown,
+# the other ways a handler ends.
+CANCEL_NOTICED_WITHIN = 5.0
 
 
 def wait_for(check: Callable[[], bool], timeout: float = 5.0) -> None:
@@ -411,7 +416,7 @@ def test_cancel_fences_out_the_workers_completion(pg_dsn: str, schema: str, clie
     assert after.locked_by is None and after.locked_until is None and after.errors == []
 
 
-def test_cancel_stops_the_running_handler_within_a_second(
+def test_cancel_stops_the_running_handler_at_the_next_heartbeat(
     pg_dsn: str, schema: str, client: Client
 ) -> None:
     consumer = fast(schema)
@@ -441,10 +446,11 @@ def test_cancel_stops_the_running_handler_within_a_second(
         cancel_at = time.monotonic()
         assert client.cancel_task(a).status is TaskStatus.CANCELLED
         assert client.cancel_task(s).status is TaskStatus.CANCELLED
-        wait_for(lambda: a in stopped and s in stopped, timeout=2)
+        wait_for(lambda: a in stopped and s in stopped, timeout=CANCEL_NOTICED_WITHIN)
     finally:
         counts = consumer.stop(timeout=10)
-    assert stopped[a] - cancel_at < 1.0 and stopped[s] - cancel_at < 1.0
+    assert stopped[a] - cancel_at < CANCEL_NOTICED_WITHIN
+    assert stopped[s] - cancel_at < CANCEL_NOTICED_WITHIN
     assert counts is not None and (counts.completed, counts.failed) == (0, 0)
     for task_id in (a, s):
         info = info_of(pg_dsn, schema, task_id)
@@ -917,7 +923,7 @@ class Big:
 def big(pg_dsn: str) -> Iterator[Big]:
     """3000 tasks in three enqueue batches, in every state, with varied order fields."""
     schema = "t_" + uuid.uuid4().hex[:12]
-    pgtasq.migrate(pg_dsn, schema=schema)
+    clone_schema(pg_dsn, schema)
     rand = random.Random(7)
     past = datetime.now(timezone.utc) - timedelta(hours=1)
     created: list[datetime] = []

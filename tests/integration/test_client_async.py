@@ -35,6 +35,7 @@ from pgtasq import (
 from tests.conftest import count_tasks
 from tests.integration.test_client import (
     BAD_TASK_IDS,
+    CANCEL_NOTICED_WITHIN,
     CLOSED_PORT_DSN,
     Forwarder,
     all_rows,
@@ -143,7 +144,7 @@ async def test_cancel_reaches_a_handler_running_in_the_same_loop(
     pg_dsn: str, schema: str, aclient: AsyncClient
 ) -> None:
     consumer = _consumer(schema)
-    started = asyncio.Event()
+    started, cancelled = asyncio.Event(), asyncio.Event()
     stopped: list[float] = []
 
     @consumer.task("t")
@@ -153,6 +154,7 @@ async def test_cancel_reaches_a_handler_running_in_the_same_loop(
             await asyncio.sleep(30)
         except asyncio.CancelledError:
             stopped.append(time.monotonic())
+            cancelled.set()
             raise
         return "not reached"
 
@@ -167,14 +169,11 @@ async def test_cancel_reaches_a_handler_running_in_the_same_loop(
         cancel_at = time.monotonic()
         info = await aclient.cancel_task(task_id)
         assert info.status is TaskStatus.CANCELLED
-        for _ in range(200):
-            if stopped:
-                break
-            await asyncio.sleep(0.01)
+        await asyncio.wait_for(cancelled.wait(), CANCEL_NOTICED_WITHIN)
     finally:
         consumer.stop()
         counts = await asyncio.wait_for(runner, 10)
-    assert stopped and stopped[0] - cancel_at < 1.0
+    assert stopped and stopped[0] - cancel_at < CANCEL_NOTICED_WITHIN
     assert (counts.completed, counts.failed) == (0, 0)
     assert info_of(pg_dsn, schema, task_id) == info
 

@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 
 import psycopg
 import pytest
 
-import pgtasq
 from pgtasq import (
     AsyncClient,
     Client,
     Consumer,
+    EventStream,
     Producer,
     Task,
     TaskContext,
@@ -24,7 +26,7 @@ from pgtasq import (
     _sql,
 )
 from pgtasq import _client_ops as ops
-from tests.conftest import count_tasks
+from tests.conftest import clone_schema, count_tasks
 
 
 def _consumer(schema: str) -> Consumer:
@@ -41,29 +43,15 @@ def _consumer(schema: str) -> Consumer:
 
 
 def test_events_follow_tasks_through_their_states(pg_dsn: str, schema: str) -> None:
-    got: list[TaskEvent] = []
-    listening = threading.Event()
-
-    def watch() -> None:
-        with Client(pg_dsn, schema=schema) as client:
-            stream = client.events(timeout=2.0)
-            listening.set()
-            got.extend(stream)
-
-    watcher = threading.Thread(target=watch)
-    watcher.start()
-    assert listening.wait(5)
-    import time
-
-    time.sleep(0.3)  # the LISTENs are in place
-    with Producer(pg_dsn, schema=schema) as producer:
-        ok, bad, doomed = producer.enqueue_many(
-            [Task("ok"), Task("bad", max_attempts=2), Task("ok", queue="other")]
-        )
-    _consumer(schema).run(pg_dsn, burst=True)
-    with Client(pg_dsn, schema=schema) as client:
+    with Client(pg_dsn, schema=schema) as client, client.events(timeout=2.0) as stream:
+        # Listening already: everything committed from here on is seen.
+        with Producer(pg_dsn, schema=schema) as producer:
+            ok, bad, doomed = producer.enqueue_many(
+                [Task("ok"), Task("bad", max_attempts=2), Task("ok", queue="other")]
+            )
+        _consumer(schema).run(pg_dsn, burst=True)
         client.cancel_task(doomed.id)
-    watcher.join(15)
+        got = list(stream)  # until 2 s pass without an event
     kinds = [e.kind for e in got]
     assert kinds[0] == "enqueued" and sorted(got[0].queues) == ["default", "other"]
     ids_by_kind: dict[str, set[int]] = {}
@@ -78,19 +66,93 @@ def test_events_follow_tasks_through_their_states(pg_dsn: str, schema: str) -> N
 
 
 async def test_async_events(pg_dsn: str, schema: str) -> None:
-    async with AsyncClient(pg_dsn, schema=schema) as client:
-        stream = client.events(timeout=3.0)
-        first = asyncio.ensure_future(stream.__anext__())
-        await asyncio.sleep(0.3)
+    async with AsyncClient(pg_dsn, schema=schema) as client, client.events(timeout=3.0) as stream:
         with Producer(pg_dsn, schema=schema) as producer:
             info = producer.enqueue("ok")
-        event = await asyncio.wait_for(first, 5)
+        event = await asyncio.wait_for(stream.__anext__(), 5)
         assert event.kind == "enqueued" and event.queues == ["default"]
         cancelled = asyncio.ensure_future(stream.__anext__())
         await client.cancel_task(info.id)
         event = await asyncio.wait_for(cancelled, 5)
         assert (event.kind, event.task_ids) == ("cancelled", [info.id])
+    with pytest.raises(StopAsyncIteration):  # closed with the block
+        await stream.__anext__()
+
+
+def _listeners(dsn: str, schema: str) -> int:
+    """Sessions whose last statement was the LISTEN on ``schema``'s events channel."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE query = %s",
+            [_sql.statements(schema).listen_events.text],
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def _wait_for(check: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_the_block_is_listening_from_its_start_to_its_end(pg_dsn: str, schema: str) -> None:
+    with Client(pg_dsn, schema=schema) as client:
+        with client.events(timeout=5.0) as stream:
+            assert stream.listening and _listeners(pg_dsn, schema) == 1
+            with Producer(pg_dsn, schema=schema) as producer:
+                info = producer.enqueue("t")
+            event = next(stream)
+            assert (event.kind, event.task_ids) == ("enqueued", [info.id])
+        assert not stream.listening and _listeners(pg_dsn, schema) == 0
+        assert list(stream) == []  # closed
+
+
+def test_plain_iteration_connects_at_the_first_event_asked_for(pg_dsn: str, schema: str) -> None:
+    """Without ``with``: nothing happens until iterated, and a loop left with break closes
+    the connection once the stream is dropped."""
+    got: list[TaskEvent] = []
+    with Client(pg_dsn, schema=schema) as client:
+        stream = client.events(timeout=5.0)
+        assert not stream.listening and _listeners(pg_dsn, schema) == 0
+
+        def watch(events: EventStream) -> None:
+            for event in events:
+                got.append(event)
+                break
+
+        watcher = threading.Thread(target=watch, args=(stream,))
+        watcher.start()
+        _wait_for(lambda: _listeners(pg_dsn, schema) == 1)  # the LISTEN is in place
+        with Producer(pg_dsn, schema=schema) as producer:
+            info = producer.enqueue("t")
+        watcher.join(10)
+        assert not watcher.is_alive()
+        assert [(e.kind, e.task_ids) for e in got] == [("enqueued", [info.id])]
+        del stream
+        gc.collect()
+        assert _listeners(pg_dsn, schema) == 0
+
+
+async def test_async_plain_iteration(pg_dsn: str, schema: str) -> None:
+    async with AsyncClient(pg_dsn, schema=schema) as client:
+        stream = client.events(timeout=5.0)
+        first = asyncio.ensure_future(stream.__anext__())
+        while _listeners(pg_dsn, schema) == 0:  # the LISTEN is in place
+            assert not first.done(), first
+            await asyncio.sleep(0.01)
+        with Producer(pg_dsn, schema=schema) as producer:
+            info = producer.enqueue("t")
+        event = await asyncio.wait_for(first, 5)
+        assert (event.kind, event.task_ids) == ("enqueued", [info.id])
         await stream.aclose()
+        assert _listeners(pg_dsn, schema) == 0
+
+
+def test_events_end_after_the_timeout_without_an_event(pg_dsn: str, schema: str) -> None:
+    with Client(pg_dsn, schema=schema) as client, client.events(timeout=0.2) as stream:
+        assert list(stream) == []
 
 
 # -- single and bulk operations send the same events, and every event has its count --------
@@ -212,7 +274,7 @@ def schema_pair(pg_dsn: str) -> Iterator[Callable[[str, str], tuple[str, str]]]:
     def make(a: str, b: str) -> tuple[str, str]:
         for name in (a, b):
             made.append(name)
-            pgtasq.migrate(pg_dsn, schema=name)
+            clone_schema(pg_dsn, name)
         return a, b
 
     yield make

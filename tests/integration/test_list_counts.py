@@ -13,6 +13,7 @@ from psycopg.pq import TransactionStatus
 from pgtasq import AsyncClient, Client, InvalidFilter, TaskFilter, _sql
 from pgtasq import _client_ops as ops
 from pgtasq.filters import COUNT_EXACT_MAX
+from tests.conftest import clone_schema
 
 BIG = 30_000  # rows in queue "big"; COUNT_EXACT_MAX of them in queue "cap"
 
@@ -22,10 +23,8 @@ def big_schema(pg_dsn: str) -> Iterator[str]:
     """A migrated schema with BIG + COUNT_EXACT_MAX pending tasks, analyzed."""
     import uuid
 
-    import pgtasq
-
     name = "t_" + uuid.uuid4().hex[:12]
-    pgtasq.migrate(pg_dsn, schema=name)
+    clone_schema(pg_dsn, name)
     with psycopg.connect(pg_dsn, autocommit=True) as c:
         for queue, n in (("big", BIG), ("cap", COUNT_EXACT_MAX)):
             c.execute(

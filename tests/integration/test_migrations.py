@@ -18,6 +18,12 @@ from pgtasq._migrate import migrations_path, sqlalchemy_url
 HEAD = "pgtasq_0005"
 
 
+@pytest.fixture
+def schema(migrated_schema: str) -> str:
+    """Here the schema is made by running the migrations, not cloned (tests/conftest.py)."""
+    return migrated_schema
+
+
 def _tables(dsn: str, schema: str) -> set[str]:
     with psycopg.connect(dsn) as c:
         rows = c.execute(

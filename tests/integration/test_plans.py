@@ -21,8 +21,8 @@ from typing import Any
 import psycopg
 import pytest
 
-import pgtasq
 from pgtasq import _sql
+from tests.conftest import clone_schema
 
 HISTORY = 200_000  # finished rows
 OTHERS_RUNNING = 5_000  # rows running for other workers
@@ -47,7 +47,7 @@ def table(pg_dsn: str) -> Iterator[tuple[str, dict[str, tuple[list[int], list[da
     """A migrated schema with history, analyzed, then a batch claimed by WORKER and a large
     one by BIG_WORKER: the schema, and worker -> (ids, claim times)."""
     schema = "t_" + uuid.uuid4().hex[:12]
-    pgtasq.migrate(pg_dsn, schema=schema)
+    clone_schema(pg_dsn, schema)
     s = schema
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         conn.execute(

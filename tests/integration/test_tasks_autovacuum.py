@@ -20,6 +20,12 @@ HISTORY = 100_000
 DRAINED = 2_000
 
 
+@pytest.fixture
+def schema(migrated_schema: str) -> str:
+    """Here the schema is made by running the migrations, not cloned (tests/conftest.py)."""
+    return migrated_schema
+
+
 def _autovacuum_count(c: psycopg.Connection[tuple[object, ...]], schema: str) -> int:
     row = c.execute(
         "SELECT autovacuum_count FROM pg_stat_user_tables WHERE relid = %s::regclass",

@@ -17,9 +17,8 @@ from typing import Any
 import psycopg
 import pytest
 
-import pgtasq
 from pgtasq import AsyncClient
-from tests.conftest import _drop_schema
+from tests.conftest import _drop_schema, clone_schema
 
 pytest.importorskip("starlette", reason="the web extra is not installed")
 
@@ -33,7 +32,7 @@ READ_MAX = 2_000
 @pytest.fixture(scope="module")
 def big(pg_dsn: str) -> Iterator[str]:
     schema = "t_" + uuid.uuid4().hex[:12]
-    pgtasq.migrate(pg_dsn, schema=schema)
+    clone_schema(pg_dsn, schema)
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         conn.execute(
             f"""INSERT INTO {schema}.tasks (queue, type, status, max_attempts, attempts, run_at,

@@ -55,6 +55,7 @@ from pgtasq import (
 from pgtasq._limits import PAYLOAD_MAX_DEPTH, json_depth
 from pgtasq.filters import ORDER_FIELDS, STATES
 from pgtasq.models import dump_payload
+from tests.conftest import clone_schema
 
 UTC = timezone.utc
 # Found here: COPY sent it as text, which PostgreSQL refuses (past ±15:59, with a fraction).
@@ -300,7 +301,7 @@ def build_filter(calls: list[tuple[str, Any]]) -> TaskFilter:
 @pytest.fixture(scope="module")
 def module_schema(pg_dsn: str) -> Iterator[str]:
     name = "p_" + uuid.uuid4().hex[:12]
-    pgtasq.migrate(pg_dsn, schema=name)
+    clone_schema(pg_dsn, name)
     yield name
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         conn.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")

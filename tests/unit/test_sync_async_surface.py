@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from pgtasq import AsyncClient, AsyncProducer, Client, Producer
+from pgtasq import AsyncClient, AsyncEventStream, AsyncProducer, Client, EventStream, Producer
 
 PAIRS = [(Client, AsyncClient), (Producer, AsyncProducer)]
 # What the same annotation is called on the async side.
@@ -23,7 +23,10 @@ ASYNC_NAMES = {
     "Iterator": "AsyncIterator",
     "Client": "AsyncClient",
     "Producer": "AsyncProducer",
+    "EventStream": "AsyncEventStream",
 }
+# Methods that return an object to ``async with`` or ``async for``, not a coroutine.
+NOT_AWAITED = {"events"}
 DUNDERS = {"__enter__": "__aenter__", "__exit__": "__aexit__"}
 
 
@@ -65,6 +68,9 @@ def test_async_methods_are_awaited_and_sync_ones_are_not(sync: type, async_: typ
     for name in sorted(_public(sync) - {"__init__"}):
         s, a = getattr(sync, name), getattr(async_, DUNDERS.get(name, name))
         assert not inspect.iscoroutinefunction(s) and not inspect.isasyncgenfunction(s), name
+        if name in NOT_AWAITED:
+            assert not inspect.iscoroutinefunction(a) and not inspect.isasyncgenfunction(a)
+            continue
         assert inspect.iscoroutinefunction(a) or inspect.isasyncgenfunction(a), name
         assert inspect.isgeneratorfunction(s) == inspect.isasyncgenfunction(a), name
 
@@ -78,3 +84,29 @@ def test_conn_is_typed_as_the_connections_each_side_accepts() -> None:
                 assert params["conn"].annotation == "SyncConn | None", name
                 async_params = inspect.signature(getattr(async_, name)).parameters
                 assert async_params["conn"].annotation == "AsyncConn | None", name
+
+
+def test_the_event_streams_mirror_each_other() -> None:
+    """`EventStream` is generated from `AsyncEventStream`: the same protocol, each its own
+    flavour (``with``/``for``/``close``, ``async with``/``async for``/``aclose``)."""
+    pairs = {
+        "__enter__": "__aenter__",
+        "__exit__": "__aexit__",
+        "__iter__": "__aiter__",
+        "__next__": "__anext__",
+        "close": "aclose",
+        "listening": "listening",
+    }
+    public = {n for n in vars(EventStream) if not n.startswith("_") or n in pairs}
+    assert public == set(pairs)
+    assert {n for n in vars(AsyncEventStream) if not n.startswith("_") or n in pairs.values()} == (
+        set(pairs.values())
+    )
+    for name, async_name in pairs.items():
+        s, a = getattr(EventStream, name), getattr(AsyncEventStream, async_name)
+        assert s.__doc__ == a.__doc__, name
+        if isinstance(s, property):
+            continue
+        assert not inspect.iscoroutinefunction(s), name
+        assert inspect.iscoroutinefunction(a) == (name not in {"__iter__"}), name
+    assert EventStream.__doc__ == AsyncEventStream.__doc__

@@ -12,7 +12,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 PACKAGE = REPO / "src" / "pgtasq"
-GENERATED = ["_client_sync.py", "_pool_sync.py", "_producer_sync.py"]
+GENERATED = ["_client_sync.py", "_events_sync.py", "_pool_sync.py", "_producer_sync.py"]
 
 
 def test_generated_sync_modules_are_current() -> None:
