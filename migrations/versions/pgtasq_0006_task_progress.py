@@ -6,7 +6,7 @@ reports. A nullable column without a default is added without rewriting the tabl
 migration is quick on a large one.
 
 Revision ID: pgtasq_0006
-Revises: pgtasq_0004
+Revises: pgtasq_0005
 Create Date: 2026-12-02
 """
 
@@ -22,7 +22,7 @@ from pgtasq._migrate import migration_schema
 
 revision: str = "pgtasq_0006"
 # pgtasq_0005 (unique tasks) is written on another branch: re-point this at it on merge.
-down_revision: str | None = "pgtasq_0004"
+down_revision: str | None = "pgtasq_0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -41,6 +41,7 @@ from pgtasq.errors import (
     TaskRunning,
     TaskTimeout,
     TaskValidationError,
+    UniqueKeyHeld,
     WorkerCrashed,
 )
 from pgtasq.filters import Cursor, InvalidFilter, TaskFilter
@@ -97,6 +98,7 @@ __all__ = [
     "TaskTimeout",
     "TaskType",
     "TaskValidationError",
+    "UniqueKeyHeld",
     "WorkerCrashed",
     "WorkerInfo",
     "current_revision",

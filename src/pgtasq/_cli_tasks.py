@@ -448,6 +448,20 @@ _change_command(
     help="If a task has this key already, return it instead of enqueueing another.",
 )
 @click.option(
+    "--unique-key",
+    envvar="PGTASQ_ENQUEUE_UNIQUE_KEY",
+    show_envvar=True,
+    help="If a pending or running task holds this key, return it instead (docs/unique.md).",
+)
+@click.option(
+    "--unique-for",
+    type=float,
+    envvar="PGTASQ_ENQUEUE_UNIQUE_FOR",
+    show_envvar=True,
+    show_default="none",
+    help="Seconds from now during which the key stays held, even once the task is final.",
+)
+@click.option(
     "--header",
     "headers",
     multiple=True,
@@ -468,10 +482,13 @@ def enqueue(
     delay: float | None,
     max_attempts: int,
     idempotency_key: str | None,
+    unique_key: str | None,
+    unique_for: float | None,
     headers: dict[str, str] | None,
     as_json: bool,
 ) -> None:
-    """Enqueue one task of TYPE and print it (created: no if its idempotency key was taken)."""
+    """Enqueue one task of TYPE and print it (created: no if its idempotency key or its unique
+    key was taken)."""
     with connection(settings) as conn:
         task = Producer(schema=settings.schema).enqueue(
             task_type,
@@ -482,6 +499,8 @@ def enqueue(
             delay=delay,
             max_attempts=max_attempts,
             idempotency_key=idempotency_key,
+            unique_key=unique_key,
+            unique_for=unique_for,
             headers=headers,
         )
     if as_json:

@@ -173,12 +173,25 @@ COLUMNS: tuple[Column, ...] = (
         bulk="coalesce(headers::jsonb, '{}')",
         copy="optional",
     ),
+    # never COPY'd either: a batch with unique keys goes through task_insert (docs/unique.md)
+    _option("unique_key", "text", None),
+    Column(
+        "unique_until",
+        "timestamptz",
+        # unique_for (seconds) after the row's creation (now(), as created_at), or NULL
+        params=(Param("unique_for", "float8"),),
+        value="now() + make_interval(secs => CAST(%(unique_for)s AS float8))",
+        bulk="now() + make_interval(secs => unique_for)",
+    ),
     # What the running attempt reported (`TaskContext.set_progress`): written by the worker's
     # progress writer, reset by the claim, never returned by it (see `pgtasq._progress`).
     Column("progress", "jsonb", select="progress::text AS progress", claim=False),
 )
 
-KEY_COLUMN = "idempotency_key"
+# The columns of the keys ON CONFLICT arbitrates: a keyless enqueue leaves them out, and one
+# with only an idempotency key leaves out the unique key's.
+UNIQUE_COLUMNS = frozenset({"unique_key", "unique_until"})
+KEY_COLUMNS = UNIQUE_COLUMNS | {"idempotency_key"}
 NAMES = tuple(c.name for c in COLUMNS)
 INSERTED = tuple(c for c in COLUMNS if c.params)
 # The parameters of one enqueue, in column order: `task_insert`'s arrays (name, element type).
@@ -228,14 +241,14 @@ NOT_CLAIMED = tuple(c.name for c in COLUMNS if not c.claim)
 TASK_COLUMN_NAMES = wrap(list(NAMES), "    ")
 
 
-def insert_columns(*, keyed: bool, indent: str = "     ") -> str:
-    """The column list of an enqueue's INSERT (with or without `KEY_COLUMN`)."""
-    return wrap([c.name for c in INSERTED if keyed or c.name != KEY_COLUMN], indent)
+def insert_columns(*, omit: frozenset[str] = frozenset(), indent: str = "     ") -> str:
+    """The column list of an enqueue's INSERT, without the columns ``omit`` names."""
+    return wrap([c.name for c in INSERTED if c.name not in omit], indent)
 
 
-def insert_values(*, keyed: bool) -> str:
+def insert_values(*, omit: frozenset[str] = frozenset()) -> str:
     """`task_insert_one`'s VALUES: one expression per column of `insert_columns`."""
-    return _listing([c.value for c in INSERTED if keyed or c.name != KEY_COLUMN])
+    return _listing([c.value for c in INSERTED if c.name not in omit])
 
 
 def insert_select() -> str:

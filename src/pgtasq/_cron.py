@@ -128,6 +128,13 @@ class Schedule:
                 raise InvalidSchedule(
                     "task", self.task.type, f"a scheduled task cannot set {field} (it is per tick)"
                 )
+        if self.task.unique_key is not None:
+            raise InvalidSchedule(
+                "task",
+                self.task.type,
+                "a scheduled task cannot set unique_key (each tick is enqueued exactly once by "
+                "its own key; docs/unique.md)",
+            )
         if not self.id:
             zone = "" if self.timezone == TIMEZONE_DEFAULT else f"@{self.timezone}"
             object.__setattr__(self, "id", f"{self.task.type}:{self.cron.strip()}{zone}")

@@ -13,6 +13,7 @@ OperationalError without SQLSTATE, login refused          DatabaseMisconfigured(
 entry, role or database does not exist, no password)
 ProgrammingError without SQLSTATE while connecting        DatabaseMisconfigured("dsn")
 OperationalError, InterfaceError, PoolTimeout             DatabaseUnavailable
+UniqueViolation on tasks_unique_key_key (a Client retry)  UniqueKeyHeld
 anything else (a bug, or the caller's own statement)      None: the caller re-raises it unchanged
 ========================================================  ==========================================
 
@@ -35,8 +36,12 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import PoolTimeout
 
 from pgtasq._dsn import redact
-from pgtasq.errors import DatabaseMisconfigured, DatabaseUnavailable, PgtasqError
+from pgtasq.errors import DatabaseMisconfigured, DatabaseUnavailable, PgtasqError, UniqueKeyHeld
 from pgtasq.tables import SCHEMA_DEFAULT
+
+# The unique keys' index (migration pgtasq_0005), and how the server names the key it refused.
+UNIQUE_INDEX = "tasks_unique_key_key"
+_UNIQUE_KEY_DETAIL = re.compile(r"Key \(unique_key\)=\((.*)\) already exists\.\Z", re.DOTALL)
 
 # The database is away (restart, failover, network, terminated backend): log, wait, retry.
 # `misconfigured` is asked first: a wrong password is an OperationalError too.
@@ -82,6 +87,10 @@ def translate(
     """
     if isinstance(exc, PgtasqError):
         return exc
+    if isinstance(exc, pg_errors.UniqueViolation) and exc.diag.constraint_name == UNIQUE_INDEX:
+        # Only a Client retry can get here: every enqueue arbitrates unique keys (ON CONFLICT).
+        key = _UNIQUE_KEY_DETAIL.match(exc.diag.message_detail or "")
+        return UniqueKeyHeld(key.group(1) if key else None)
     found = misconfigured(exc, schema, connecting=connecting)
     if found is not None:
         return found

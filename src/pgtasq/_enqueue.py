@@ -4,14 +4,17 @@
 `Copy` text into the tasks table) and receives their results; it returns the TaskInfos.
 `pgtasq.producer` drives it on a connection, synchronously or not. Three ways in, per batch:
 
-- one task: `task_insert_one`, a plain ``INSERT … VALUES … RETURNING`` (no unnest, no CTE);
-  a keyless one goes through `task_insert_one_keyless` (no ON CONFLICT), which the
-  producer runs directly (`single`), without the generator;
+- one task: `task_insert_one_idempotent`, a plain ``INSERT … VALUES … ON CONFLICT DO
+  NOTHING RETURNING`` (no unnest, no CTE); with a unique key `task_insert_one` (the same
+  after a CTE that releases the key's expired holder); a keyless one goes through
+  `task_insert_one_keyless` (no ON CONFLICT), which the producer runs directly (`single`),
+  without the generator;
 - many keyless tasks, where COPY is possible (psycopg connections): `task_insert_copy_ids`
   (the transaction's ``now()``, one id per row in order, the NOTIFY), then ``COPY`` with
   those ids, both in one transaction, so the rows' ``created_at`` is that ``now()`` and the
   NOTIFY is delivered with the rows at commit;
-- otherwise (idempotency keys, SQLAlchemy connections): `task_insert`, arrays and unnest.
+- otherwise (idempotency or unique keys, SQLAlchemy connections): `task_insert`, arrays and
+  unnest, whose ON CONFLICT arbitrates the keys.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from pgtasq.errors import DuplicateTask, PgtasqError
 from pgtasq.models import (
     Task,
     TaskInfo,
+    TaskStatus,
     _duration,
     _pending_info,
     _seconds,
@@ -33,7 +37,8 @@ from pgtasq.models import (
     dump_payload,
 )
 
-OnConflict = Literal["return", "raise"]
+OnConflict = Literal["return", "raise", "update"]
+ON_CONFLICT_CHOICES = ("return", "raise", "update")
 STALE_KEY_RETRIES = 3
 # COPY data is formatted and handed to psycopg this many rows at a time: the server starts
 # on the first rows while the rest are formatted, and a batch is never one huge string.
@@ -45,7 +50,7 @@ class Batch(NamedTuple):
 
     tasks: list[Task]
     payloads: list[str]
-    keyed: bool  # any idempotency key: only task_insert/task_insert_one can arbitrate those
+    keyed: bool  # any idempotency or unique key: only task_insert/_one can arbitrate those
 
 
 class Fetch(NamedTuple):
@@ -92,7 +97,7 @@ def plan(tasks: Sequence[Task], max_payload_bytes: int, batch_size: int) -> list
     batches = []
     for start in range(0, len(tasks), batch_size):
         chunk = list(tasks[start : start + batch_size])
-        keyed = any(t.idempotency_key is not None for t in chunk)
+        keyed = any(t.idempotency_key is not None or t.unique_key is not None for t in chunk)
         batches.append(Batch(chunk, payloads[start : start + batch_size], keyed))
     return batches
 
@@ -103,10 +108,13 @@ def insert_arrays(tasks: Sequence[Task], payloads: Sequence[str]) -> dict[str, l
     delay: list[float | None] = []
     timeout: list[float | None] = []
     retention: list[float | None] = []
+    unique_for: list[float | None] = []
     for task in tasks:
         delay.append(None if task.delay is None else _seconds("delay", task.delay))
         timeout.append(None if task.timeout is None else _seconds("timeout", task.timeout))
         retention.append(None if task.retention is None else _seconds("retention", task.retention))
+        period = task.unique_for
+        unique_for.append(None if period is None else _seconds("unique_for", period))
     return {
         "queue": [t.queue for t in tasks],
         "type": [t.type for t in tasks],
@@ -120,6 +128,8 @@ def insert_arrays(tasks: Sequence[Task], payloads: Sequence[str]) -> dict[str, l
         "idempotency_key": [t.idempotency_key for t in tasks],
         "retention": retention,
         "headers": [dump_headers(t.headers) for t in tasks],
+        "unique_key": [t.unique_key for t in tasks],
+        "unique_for": unique_for,
     }
 
 
@@ -131,8 +141,9 @@ def utc(value: datetime | None) -> datetime | None:
 
 
 def one_params(task: Task, payload: str) -> dict[str, Any]:
-    """The parameters of `task_insert_one`, or of `task_insert_one_keyless` for a task
-    without an idempotency key (that statement has no key parameter)."""
+    """The parameters of `task_insert_one` (a task with a unique key), of
+    `task_insert_one_idempotent` (an idempotency key only: no unique key parameters) or of
+    `task_insert_one_keyless` (no key: no key parameters)."""
     params = {
         "queue": task.queue,
         "type": task.type,
@@ -146,7 +157,12 @@ def one_params(task: Task, payload: str) -> dict[str, Any]:
         "retention": None if task.retention is None else _seconds("retention", task.retention),
         "headers": dump_headers(task.headers),
     }
-    if task.idempotency_key is not None:
+    if task.unique_key is not None:
+        params["idempotency_key"] = task.idempotency_key
+        params["unique_key"] = task.unique_key
+        unique_for = task.unique_for
+        params["unique_for"] = None if unique_for is None else _seconds("unique_for", unique_for)
+    elif task.idempotency_key is not None:
         params["idempotency_key"] = task.idempotency_key
     return params
 
@@ -169,8 +185,12 @@ def single_info(batches: Sequence[Batch], row: Row | None) -> list[TaskInfo]:
 
 
 def insert_one(stmts: _sql.Statements, task: Task, payload: str) -> Fetch:
-    keyed = task.idempotency_key is not None
-    stmt = stmts.task_insert_one if keyed else stmts.task_insert_one_keyless
+    if task.unique_key is not None:
+        stmt = stmts.task_insert_one
+    elif task.idempotency_key is not None:
+        stmt = stmts.task_insert_one_idempotent
+    else:
+        stmt = stmts.task_insert_one_keyless
     return Fetch(stmt, one_params(task, payload))
 
 
@@ -180,21 +200,48 @@ def insert(stmts: _sql.Statements, tasks: Sequence[Task], payloads: Sequence[str
     return Fetch(stmts.task_insert, insert_arrays(tasks, payloads))
 
 
-def match(tasks: Sequence[Task], rows: Sequence[Row]) -> tuple[list[TaskInfo | None], list[str]]:
-    """Pair the inserted rows with their tasks; list the keys that were already taken.
+def task_key(task: Task) -> tuple[str, str] | None:
+    """What a task's row is matched by: its idempotency key, else its unique key, else None."""
+    if task.idempotency_key is not None:
+        return ("idempotency", task.idempotency_key)
+    if task.unique_key is not None:
+        return ("unique", task.unique_key)
+    return None
 
-    Rows with a key are matched by key. Keyless rows come back in id order, which is the
-    order the statement inserted them in (``ORDER BY ord``), so they match keyless tasks in turn.
+
+def row_key(row: Row) -> tuple[str, str] | None:
+    """`task_key` of the task a returned row was inserted for."""
+    # (task_insert_one_keyless returns no key columns.)
+    key = row.get("idempotency_key")
+    if key is not None:
+        return ("idempotency", key)
+    key = row.get("unique_key")
+    if key is not None:
+        return ("unique", key)
+    return None
+
+
+def match(tasks: Sequence[Task], rows: Sequence[Row]) -> tuple[list[TaskInfo | None], list[Task]]:
+    """Pair the inserted rows with their tasks; list the tasks whose key was already taken.
+
+    Rows with a key are matched by key (`task_key`). Keyless rows come back in id order,
+    which is the order the statement inserted them in (``ORDER BY ord``), so they match
+    keyless tasks in turn.
     """
-    # (task_insert_one_keyless returns no idempotency_key column.)
-    by_key = {r["idempotency_key"]: r for r in rows if r.get("idempotency_key") is not None}
-    keyless_rows = (r for r in rows if r.get("idempotency_key") is None)
+    by_key: dict[tuple[str, str], Row] = {}
+    keyless_rows = []
+    for r in rows:
+        key = row_key(r)
+        if key is None:
+            keyless_rows.append(r)
+        else:
+            by_key[key] = r
     keyless = iter(sorted(keyless_rows, key=lambda r: r["id"]))
-    claimed: set[str] = set()
+    claimed: set[tuple[str, str]] = set()
     infos: list[TaskInfo | None] = []
-    taken: list[str] = []
+    taken: list[Task] = []
     for task in tasks:
-        key = task.idempotency_key
+        key = task_key(task)
         if key is None:
             row = next(keyless)
         elif key in by_key and key not in claimed:
@@ -202,10 +249,60 @@ def match(tasks: Sequence[Task], rows: Sequence[Row]) -> tuple[list[TaskInfo | N
             row = by_key[key]
         else:
             infos.append(None)
-            taken.append(key)
+            taken.append(task)
             continue
         infos.append(_pending_info(task, row["id"], row["run_at"], row["created_at"]))
     return infos, taken
+
+
+def holder(existing: dict[tuple[str, str], TaskInfo], task: Task) -> TaskInfo | None:
+    """The row that holds one of ``task``'s keys (its idempotency key first), if any."""
+    if task.idempotency_key is not None and ("idempotency", task.idempotency_key) in existing:
+        return existing["idempotency", task.idempotency_key]
+    if task.unique_key is not None:
+        return existing.get(("unique", task.unique_key))
+    return None
+
+
+def update_params(
+    existing: dict[tuple[str, str], TaskInfo], taken: Sequence[Task]
+) -> dict[str, list[Any]]:
+    """The parameters of `task_update_pending` for the pending holders of taken keys: each
+    takes the priority of the task that found it, and its run_at or delay if it gives one
+    (when several tasks of a batch find the same holder, the last one's win)."""
+    by_id: dict[int, Task] = {}
+    for task in taken:
+        info = holder(existing, task)
+        if info is not None and info.status is TaskStatus.PENDING:
+            by_id[info.id] = task
+    tasks = list(by_id.values())
+    return {
+        "id": list(by_id),
+        "priority": [t.priority for t in tasks],
+        "run_at": [utc(t.run_at) for t in tasks],
+        "delay": [None if t.delay is None else _seconds("delay", t.delay) for t in tasks],
+    }
+
+
+def replace_updated(existing: dict[tuple[str, str], TaskInfo], rows: Sequence[Row]) -> None:
+    """Put the rows `task_update_pending` changed in place of the holders they were."""
+    updated = {r["id"]: TaskInfo.from_row(r, created=False) for r in rows}
+    for key, info in existing.items():
+        if info.id in updated:
+            existing[key] = updated[info.id]
+
+
+def duplicate(existing: dict[tuple[str, str], TaskInfo], taken: Sequence[Task]) -> None:
+    """Raise `DuplicateTask` for the first taken task whose key has a holder."""
+    for task in taken:
+        if task.idempotency_key is not None:
+            info = existing.get(("idempotency", task.idempotency_key))
+            if info is not None:
+                raise DuplicateTask(info)
+        if task.unique_key is not None:
+            info = existing.get(("unique", task.unique_key))
+            if info is not None:
+                raise DuplicateTask(info, unique_key=task.unique_key)
 
 
 def insert_steps(stmts: _sql.Statements, batch: Batch, on_conflict: OnConflict) -> Flow:
@@ -217,20 +314,29 @@ def insert_steps(stmts: _sql.Statements, batch: Batch, on_conflict: OnConflict) 
     for _ in range(STALE_KEY_RETRIES):
         rows = yield insert(stmts, sub_tasks, sub_payloads)
         infos, taken = match(sub_tasks, rows)
-        existing: dict[str, TaskInfo] = {}
+        existing: dict[tuple[str, str], TaskInfo] = {}
         if taken:
-            found = yield Fetch(stmts.task_select_by_keys, {"keys": sorted(set(taken))})
-            existing = {r["idempotency_key"]: TaskInfo.from_row(r, created=False) for r in found}
+            keys = sorted({t.idempotency_key for t in taken if t.idempotency_key is not None})
+            unique = sorted({t.unique_key for t in taken if t.unique_key is not None})
+            found = yield Fetch(stmts.task_select_by_keys, {"keys": keys, "unique_keys": unique})
+            for r in found:
+                row = TaskInfo.from_row(r, created=False)
+                if row.idempotency_key is not None and row.idempotency_key in keys:
+                    existing["idempotency", row.idempotency_key] = row
+                if row.unique_key is not None and row.unique_key in unique:
+                    existing["unique", row.unique_key] = row
             if on_conflict == "raise":
-                first = next((existing[k] for k in taken if k in existing), None)
-                if first is not None:
-                    raise DuplicateTask(first)
-        retry = []
-        for j, info in enumerate(infos):
+                duplicate(existing, taken)
+            elif on_conflict == "update":
+                params = update_params(existing, taken)
+                if params["id"]:
+                    updated = yield Fetch(stmts.task_update_pending, params)
+                    replace_updated(existing, updated)
+        retry: list[int] = []
+        for j, inserted in enumerate(infos):
+            info = inserted if inserted is not None else holder(existing, sub_tasks[j])
             if info is None:
-                info = existing.get(sub_tasks[j].idempotency_key or "")
-            if info is None:
-                retry.append(todo[j])  # the holder of the key was deleted meanwhile
+                retry.append(todo[j])  # the holder of the key was deleted or finished meanwhile
             else:
                 final[todo[j]] = info
         if not retry:
@@ -238,7 +344,7 @@ def insert_steps(stmts: _sql.Statements, batch: Batch, on_conflict: OnConflict) 
         todo = retry
         sub_tasks = [tasks[i] for i in todo]
         sub_payloads = [payloads[i] for i in todo]
-    raise PgtasqError("idempotency keys kept changing hands while enqueueing; try again")
+    raise PgtasqError("task keys kept changing hands while enqueueing; try again")
 
 
 COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
@@ -378,6 +484,7 @@ def atomic(batches: Sequence[Batch], *, copy: bool) -> bool:
 
 def may_raise(batches: Sequence[Batch], on_conflict: OnConflict) -> bool:
     """Whether DuplicateTask may be raised, after some rows were inserted: needs a savepoint."""
+    # ("update" raises nothing: its UPDATE is conditional, so it cannot fail on a row's state.)
     return on_conflict == "raise" and any(b.keyed for b in batches)
 
 

@@ -19,6 +19,7 @@ from itertools import accumulate
 
 NAME_MAX_LENGTH = 128  # task types and queue names, in characters
 IDEMPOTENCY_KEY_MAX_LENGTH = 255
+UNIQUE_KEY_MAX_LENGTH = 255
 PRIORITY_MIN = -100
 PRIORITY_MAX = 100
 MAX_ATTEMPTS_MAX = 2**31 - 1  # tasks.max_attempts is an int

@@ -89,9 +89,9 @@ class ProducerBase:
 
     def _batches(self, tasks: Sequence[Task], on_conflict: OnConflict) -> list[Batch]:
         """Validated batches; raises before any SQL is sent."""
-        if on_conflict not in ("return", "raise"):
+        if on_conflict not in _enqueue.ON_CONFLICT_CHOICES:
             raise TaskValidationError(
-                "on_conflict", f"expected 'return' or 'raise', got {on_conflict!r}"
+                "on_conflict", f"expected 'return', 'raise' or 'update', got {on_conflict!r}"
             )
         return _enqueue.plan(tasks, self.max_payload_bytes, self.batch_size)
 

@@ -88,8 +88,10 @@ class Producer(ProducerBase):
     ) -> TaskInfo:
         """Enqueue one task: ``enqueue(Task(...))`` or ``enqueue("type", payload, queue=...)``.
 
-        A taken idempotency key returns the existing task (``created`` False), unchanged;
-        with ``on_conflict="raise"`` it raises `DuplicateTask` instead.
+        A taken idempotency key, or a unique key another task holds (docs/unique.md), returns
+        the existing task (``created`` False), unchanged; with ``on_conflict="raise"`` it
+        raises `DuplicateTask` instead; with ``on_conflict="update"`` a pending holder takes
+        this task's priority (and its run_at or delay, if given) and is returned.
         """
         task = _enqueue.as_task(task, payload, options)
         infos = self.enqueue_many([task], conn=conn, on_conflict=on_conflict)

@@ -97,9 +97,10 @@ def wake_rows(channel: str, source: str) -> str:
     )
 
 
-# The arbiter of ON CONFLICT: the partial unique index on idempotency_key. Naming its
-# predicate is what lets PostgreSQL pick a partial index.
-ON_KEY_CONFLICT = "ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING"
+# The arbiters of ON CONFLICT: every unique index, so both the partial one on idempotency_key
+# and the one on unique_key (a row conflicting on either is skipped; the primary key never
+# conflicts, its ids come from the sequence). DO NOTHING needs no named target.
+ON_KEY_CONFLICT = "ON CONFLICT DO NOTHING"
 
 
 @dataclasses.dataclass(frozen=True)

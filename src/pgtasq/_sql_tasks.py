@@ -8,9 +8,11 @@ from pgtasq._columns import (
     COPY_COLUMNS,
     COPY_COLUMNS_OPTIONAL,
     INSERT_ARRAYS,
+    KEY_COLUMNS,
     TASK_COLUMN_NAMES,
     TASK_COLUMNS,
     TASK_COLUMNS_T,
+    UNIQUE_COLUMNS,
     insert_columns,
     insert_select,
     insert_values,
@@ -28,21 +30,32 @@ from pgtasq._sql_common import (
     wake_rows,
 )
 from pgtasq._transitions import TRANSITIONS, states_sql
-from pgtasq.tables import TASKS_ID_SEQUENCE, check_schema_name
+from pgtasq.tables import TASKS_ID_SEQUENCE, UNIQUE_ACTIVE, UNIQUE_HELD, check_schema_name
 
 
 class TaskStatements(SchemaStatements):
     """Enqueue, read, cancel, retry, delete and run tasks."""
 
-    def _insert_one(self, *, keyed: bool) -> str:
+    def _released(self, keys: str) -> str:
+        """The CTE ``released``: the final rows whose unique_until has passed give their key
+        up (unique_until = NULL takes them out of the index), before the INSERT arbitrates.
+        ``keys`` is a set of text expressions the key is matched against (``= ANY``)."""
+        return f"""released AS (
+    UPDATE {self.schema}.tasks SET unique_until = NULL
+    WHERE unique_key = ANY({keys}) AND unique_until <= now()
+      AND NOT ({UNIQUE_ACTIVE}) AND ({UNIQUE_HELD})
+    RETURNING 1
+)"""
+
+    def _insert_values(self, omit: frozenset[str], conflict: str, returned: str) -> str:
+        notified = wake(self.channel, "json_build_array(queue)", "1", "json_build_array(id)")
         return f"""
 INSERT INTO {self.schema}.tasks
-    ({insert_columns(keyed=keyed)})
+    ({insert_columns(omit=omit)})
 VALUES (
-    {insert_values(keyed=keyed)})
-{ON_KEY_CONFLICT if keyed else ""}
-RETURNING id, {"idempotency_key, " if keyed else ""}run_at, created_at,
-          {wake(self.channel, "json_build_array(queue)", "1", "json_build_array(id)")} AS notified
+    {insert_values(omit=omit)}){conflict}
+RETURNING id, {returned}run_at, created_at,
+          {notified} AS notified
 """
 
     @statement
@@ -58,31 +71,52 @@ WITH input AS (
         {arrays}
     ) WITH ORDINALITY AS i ({names})
 ),
+{self._released("ARRAY(SELECT unique_key FROM input WHERE unique_key IS NOT NULL)")},
 inserted AS (
     INSERT INTO {self.schema}.tasks
-        ({insert_columns(keyed=True, indent="         ")})
+        ({insert_columns(indent="         ")})
     SELECT {insert_select()}
-    FROM input
+    FROM input, (SELECT count(*) FROM released) r
     ORDER BY ord
     {ON_KEY_CONFLICT}
-    RETURNING id, queue, idempotency_key, run_at, created_at
+    RETURNING id, queue, idempotency_key, unique_key, run_at, created_at
 ),
 woken AS ({wake_rows(self.channel, "inserted")})
-SELECT id, idempotency_key, run_at, created_at
+SELECT id, idempotency_key, unique_key, run_at, created_at
 FROM inserted LEFT JOIN woken ON true
 """
 
     @statement
     def task_insert_one(self) -> str:
-        """One task: the same columns as scalars, so the plan is a plain INSERT … VALUES
-        (no unnest, no CTE), and the NOTIFY rides on the RETURNING of the row it announces."""
-        return self._insert_one(keyed=True)
+        """One task with a unique key (and perhaps an idempotency key): the same columns as
+        scalars, without an unnest; first the release of the key's holder whose unique_until
+        has passed (docs/unique.md: the INSERT reads released's count, so the release has
+        run before it arbitrates), and the NOTIFY rides on the RETURNING of the row it
+        announces."""
+        notified = wake(self.channel, "json_build_array(queue)", "1", "json_build_array(id)")
+        return f"""
+WITH {self._released("ARRAY[CAST(%(unique_key)s AS text)]")}
+INSERT INTO {self.schema}.tasks
+    ({insert_columns()})
+SELECT
+    {insert_values()}
+FROM (SELECT count(*) FROM released) r
+{ON_KEY_CONFLICT}
+RETURNING id, idempotency_key, unique_key, run_at, created_at,
+          {notified} AS notified
+"""
+
+    @statement
+    def task_insert_one_idempotent(self) -> str:
+        """One task with an idempotency key only: a plain INSERT … VALUES (no unnest, no
+        CTE), ON CONFLICT DO NOTHING, the NOTIFY on the RETURNING of the row it announces."""
+        return self._insert_values(UNIQUE_COLUMNS, f"\n{ON_KEY_CONFLICT}", "idempotency_key, ")
 
     @statement
     def task_insert_one_keyless(self) -> str:
-        """One task without an idempotency key: no ON CONFLICT, so PostgreSQL inserts the row
-        directly instead of speculatively (no arbiter check, no extra WAL record)."""
-        return self._insert_one(keyed=False)
+        """One task without a key: no ON CONFLICT, so PostgreSQL inserts the row directly
+        instead of speculatively (no arbiter check, no extra WAL record)."""
+        return self._insert_values(KEY_COLUMNS, "\n", "")
 
     @statement
     def task_insert_copy_ids(self) -> str:
@@ -110,11 +144,43 @@ FROM drawn
 """
 
     @statement
+    def task_update_pending(self) -> str:
+        """``on_conflict="update"``: the holders of taken keys that are still pending take the
+        new task's priority, and its run_at (or now() + delay) when it gives one. The WHERE
+        names the one state it changes; a holder that started running meanwhile is left as
+        it is. One wake-up for the changed rows (a run_at moved earlier must wake a worker)."""
+        return f"""
+WITH input AS (
+    SELECT * FROM unnest(
+        CAST(%(id)s AS bigint[]), CAST(%(priority)s AS smallint[]),
+        CAST(%(run_at)s AS timestamptz[]), CAST(%(delay)s AS float8[])
+    ) AS i (id, priority, run_at, delay)
+),
+changed AS (
+    UPDATE {self.schema}.tasks t
+    SET priority = i.priority,
+        run_at = CASE WHEN i.run_at IS NULL AND i.delay IS NULL THEN t.run_at
+                      ELSE coalesce(i.run_at, now() + make_interval(secs => i.delay)) END,
+        updated_at = now()
+    FROM input i
+    WHERE t.id = i.id AND t.status = 'pending'
+    RETURNING {TASK_COLUMNS_T}
+),
+woken AS ({wake_rows(self.channel, "changed")})
+SELECT {TASK_COLUMN_NAMES} FROM changed LEFT JOIN woken ON true
+"""
+
+    @statement
     def task_select_by_keys(self) -> str:
-        return (
-            f"SELECT {TASK_COLUMNS} FROM {self.schema}.tasks "
-            "WHERE idempotency_key = ANY(CAST(%(keys)s AS text[]))"
-        )
+        """The rows holding these idempotency keys, and those holding these unique keys (the
+        index's predicate repeated, so each side is an index scan)."""
+        return f"""
+SELECT {TASK_COLUMNS} FROM {self.schema}.tasks
+WHERE idempotency_key = ANY(CAST(%(keys)s AS text[]))
+UNION ALL
+SELECT {TASK_COLUMNS} FROM {self.schema}.tasks
+WHERE unique_key = ANY(CAST(%(unique_keys)s AS text[])) AND ({UNIQUE_HELD})
+"""
 
     @statement
     def task_select(self) -> str:

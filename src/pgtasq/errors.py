@@ -8,7 +8,8 @@
     │   └── DatabaseMisconfigured                  the database answered: no retry can fix it
     ├── InvalidSchedule (also a ValueError)       a bad cron expression or time zone
     ├── InvalidFilter (also a ValueError)         a bad TaskFilter argument or queue name
-    ├── DuplicateTask                              idempotency key taken (on_conflict="raise")
+    ├── DuplicateTask                              a key is taken (on_conflict="raise")
+    ├── UniqueKeyHeld                              retry: another task holds the task's unique key
     ├── DatabaseUnavailable                        no database could be reached
     ├── TaskLost                                   this worker no longer owns the task
     ├── TaskNotFound                               no task with that id
@@ -67,15 +68,32 @@ class InvalidSchedule(PgtasqError, ValueError):
 
 
 class DuplicateTask(PgtasqError):
-    """A task with this idempotency key already exists; it was left unchanged."""
+    """A task with this idempotency key already exists, or one holds this unique key
+    (``unique_key`` is then set: docs/unique.md); it was left unchanged."""
 
-    def __init__(self, existing: TaskInfo) -> None:
+    def __init__(self, existing: TaskInfo, *, unique_key: str | None = None) -> None:
         self.existing = existing
         self.task_id = existing.id
         self.idempotency_key = existing.idempotency_key
+        self.unique_key = unique_key
+        if unique_key is not None:
+            message = f"a task holds unique key {unique_key!r}"
+        else:
+            message = f"a task with idempotency key {existing.idempotency_key!r} already exists"
+        super().__init__(f"{message} (id {existing.id}, status {existing.status.value})")
+
+
+class UniqueKeyHeld(PgtasqError):
+    """Retrying the task would make it a second holder of its unique key: another task holds
+    it (pending, running, or within its ``unique_for``). Nothing changed; on the caller's
+    connection its transaction is aborted, as by any failed statement (docs/unique.md)."""
+
+    def __init__(self, unique_key: str | None) -> None:
+        self.unique_key = unique_key
+        key = f" {unique_key!r}" if unique_key is not None else ""
         super().__init__(
-            f"a task with idempotency key {existing.idempotency_key!r} already exists "
-            f"(id {existing.id}, status {existing.status.value})"
+            f"another task holds the unique key{key}: retry this one once that one is final, "
+            "or cancel or delete that one first"
         )
 
 

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import hashlib
 import json
 import json.encoder
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from pgtasq._limits import (
     HEADER_NAME_MAX_LENGTH,
@@ -31,6 +32,7 @@ from pgtasq._limits import NAME_MAX_LENGTH as NAME_MAX_LENGTH
 from pgtasq._limits import PAYLOAD_MAX_BYTES_DEFAULT as PAYLOAD_MAX_BYTES_DEFAULT
 from pgtasq._limits import PRIORITY_MAX as PRIORITY_MAX
 from pgtasq._limits import PRIORITY_MIN as PRIORITY_MIN
+from pgtasq._limits import UNIQUE_KEY_MAX_LENGTH as UNIQUE_KEY_MAX_LENGTH
 from pgtasq.errors import TaskValidationError
 
 QUEUE_DEFAULT = "default"
@@ -188,6 +190,8 @@ class Task:
     idempotency_key: str | None = None
     retention: Seconds | None = None
     headers: Mapping[str, str] | None = None
+    unique_key: str | None = None
+    unique_for: Seconds | None = None
 
     # Its fields are the insert params of `_columns.COLUMNS` (tests/unit/test_columns.py).
     # Written by hand rather than generated: enqueue_many builds thousands of these, and a
@@ -208,6 +212,8 @@ class Task:
         idempotency_key: str | None = None,
         retention: Seconds | None = None,
         headers: Mapping[str, str] | None = None,
+        unique_key: str | Literal[True] | None = None,
+        unique_for: Seconds | None = None,
     ) -> None:
         _name("type", type)
         if queue is not QUEUE_DEFAULT:
@@ -236,6 +242,16 @@ class Task:
                     f"keys starting with {RESERVED_KEY_PREFIX!r} are reserved for pgtasq's own "
                     "tasks (scheduler ticks)",
                 )
+        if unique_key is not None:
+            if unique_key is True:
+                unique_key = payload_key(type, payload)
+            else:
+                _name("unique_key", unique_key, UNIQUE_KEY_MAX_LENGTH)
+        if unique_for is not None:
+            if unique_key is None:
+                raise TaskValidationError("unique_for", "needs a unique_key (or unique_key=True)")
+            if _seconds("unique_for", unique_for) == 0:
+                raise TaskValidationError("unique_for", "must be positive")
         _set_fields(
             self,
             "__dict__",
@@ -252,12 +268,29 @@ class Task:
                 "idempotency_key": idempotency_key,
                 "retention": retention,
                 "headers": None if headers is None else _check_headers(headers),
+                "unique_key": unique_key,
+                "unique_for": unique_for,
             },
         )
 
     def with_options(self, **options: Any) -> Task:
         """A copy of this task with some fields changed (validated again)."""
         return dataclasses.replace(self, **options)
+
+
+def payload_key(type: str, payload: Any) -> str:
+    """The unique key ``Task(type, payload, unique_key=True)`` takes: ``"sha256:"`` and the
+    hex digest of the type and the payload as canonical JSON (keys sorted, compact), so equal
+    payloads give equal keys however their dicts were ordered. Raises TaskValidationError
+    naming ``unique_key`` for a payload JSON cannot say."""
+    try:
+        text = json.dumps(payload, sort_keys=True, **_JSON_OPTIONS)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise TaskValidationError(
+            "unique_key", f"cannot derive a key from a payload that is not JSON: {exc}"
+        ) from None
+    digest = hashlib.sha256(f"{type}\x00{text}".encode("utf-8", "surrogatepass")).hexdigest()
+    return f"sha256:{digest}"
 
 
 def _with_reserved_key(task: Task, key: str) -> Task:
@@ -387,7 +420,8 @@ class TaskInfo:
     (tests/unit/test_columns.py checks).
 
     ``created`` is False when `enqueue` found an existing task with the same idempotency key
-    and returned it instead of inserting a new one.
+    (or one holding the same unique key) and returned it instead of inserting a new one.
+    ``unique_until`` is NULL once the enqueue of its key found it passed (docs/unique.md).
     """
 
     id: int
@@ -412,6 +446,8 @@ class TaskInfo:
     finalized_at: datetime | None
     retention: timedelta | None
     headers: dict[str, str] = dataclasses.field(default_factory=dict)
+    unique_key: str | None = None
+    unique_until: datetime | None = None
     progress: Progress | None = None
     created: bool = True
 
@@ -494,6 +530,10 @@ def _pending_info(task: Task, task_id: int, run_at: datetime, created_at: dateti
     fields["retention"] = None if retention is None else _duration(retention)
     headers = task.headers
     fields["headers"] = {} if headers is None else dict(headers)
+    fields["unique_key"] = task.unique_key
+    unique_for = task.unique_for
+    period = None if unique_for is None else _duration(unique_for)
+    fields["unique_until"] = None if period is None else created_at + period
     info: TaskInfo = object.__new__(TaskInfo)
     _set_fields(info, "__dict__", fields)
     return info

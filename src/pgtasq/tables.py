@@ -39,6 +39,11 @@ TASKS_STORAGE_PARAMETERS = {
     "autovacuum_vacuum_insert_scale_factor": "0.01",
     "autovacuum_analyze_scale_factor": "0.02",
 }
+# The rows that hold their unique key (docs/unique.md): the predicate of the partial unique
+# index tasks_unique_key_key, which every statement reading a key's holder repeats so that
+# PostgreSQL uses that index (migration pgtasq_0005).
+UNIQUE_ACTIVE = "status IN ('pending', 'running')"
+UNIQUE_HELD = f"{UNIQUE_ACTIVE} OR unique_until IS NOT NULL"
 
 
 def check_schema_name(schema: str) -> str:
@@ -95,6 +100,8 @@ def metadata(schema: str = SCHEMA_DEFAULT) -> sa.MetaData:
         sa.Column("finalized_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("retention", sa.Interval, nullable=True),
         sa.Column("headers", pg.JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
+        sa.Column("unique_key", sa.Text, nullable=True),
+        sa.Column("unique_until", sa.DateTime(timezone=True), nullable=True),
         # No CHECK on its shape: every CHECK costs every INSERT (below), and only the
         # worker's fenced progress write sets it, from a value validated in Python.
         sa.Column("progress", pg.JSONB, nullable=True),
@@ -127,6 +134,15 @@ def metadata(schema: str = SCHEMA_DEFAULT) -> sa.MetaData:
             "idempotency_key",
             unique=True,
             postgresql_where=sa.text("idempotency_key IS NOT NULL"),
+        ),
+        # Unique keys (docs/unique.md): one row holds a key while it is pending or running, or
+        # until its unique_until (cleared by the next enqueue of the key once it has passed).
+        # ON CONFLICT DO NOTHING arbitrates it with the idempotency keys' index.
+        sa.Index(
+            "tasks_unique_key_key",
+            "unique_key",
+            unique=True,
+            postgresql_where=sa.text(UNIQUE_HELD),
         ),
         # The claim: ready rows of a queue, in claim order. Partial, so finished rows cost nothing.
         sa.Index(

@@ -132,6 +132,19 @@ def test_enqueue_with_headers(run: Callable[..., Any], pg_dsn: str, schema: str)
     assert count_tasks(pg_dsn, schema) == 1
 
 
+def test_enqueue_with_a_unique_key(run: Callable[..., Any], pg_dsn: str, schema: str) -> None:
+    first = as_json(run("enqueue", "t", "--unique-key=refresh:42", "--unique-for=3600", "--json"))
+    assert first["unique_key"] == "refresh:42" and first["created"] is True
+    until, created_at = (datetime.fromisoformat(first[k]) for k in ("unique_until", "created_at"))
+    assert until - created_at == timedelta(hours=1)
+    again = ok(run("enqueue", "t", env={"PGTASQ_ENQUEUE_UNIQUE_KEY": "refresh:42"}))
+    assert f"task {first['id']}: exists already, pending (created: no)" in again
+    shown = ok(run("tasks", "get", str(first["id"])))
+    assert any(line.split() == ["unique_key:", "refresh:42"] for line in shown.splitlines())
+    failed(run("enqueue", "t", "--unique-for=60"), "unique_for: needs a unique_key")
+    assert count_tasks(pg_dsn, schema) == 1
+
+
 def test_tasks_get_shows_a_bounded_errors_history_and_odd_entries(
     run: Callable[..., Any], pg_dsn: str, schema: str, producer: Producer
 ) -> None:

@@ -197,9 +197,13 @@ def test_indexes_exist(pg_dsn: str, schema: str) -> None:
         "(retention, finalized_at) WHERE ((finalized_at IS NOT NULL) AND (retention IS NOT NULL))"
         in defs["tasks_retention_idx"]
     )
+    # Unique keys: held while pending or running, or while unique_until is set.
+    assert defs["tasks_unique_key_key"].startswith("CREATE UNIQUE INDEX")
+    assert "(unique_key) WHERE ((status = ANY (ARRAY['pending'::" in defs["tasks_unique_key_key"]
+    assert "OR (unique_until IS NOT NULL))" in defs["tasks_unique_key_key"]
     assert set(defs) == {
         "tasks_pkey", "tasks_claim_idx", "tasks_lease_idx", "tasks_finalized_idx",
-        "tasks_retention_idx", "tasks_idempotency_key_key",
+        "tasks_retention_idx", "tasks_idempotency_key_key", "tasks_unique_key_key",
     }  # fmt: skip
 
 
@@ -261,3 +265,48 @@ def test_tasks_autovacuum_settings_up_and_down(pg_dsn: str, fresh_schema: str) -
     pgtasq.migrate(pg_dsn, schema=fresh_schema)
     assert _reloptions(pg_dsn, fresh_schema) == tables.TASKS_STORAGE_PARAMETERS
     assert "autovacuum_vacuum_scale_factor = 0.01" in pgtasq.migration_sql(schema=fresh_schema)
+
+
+def test_unique_keys_up_and_down(pg_dsn: str, fresh_schema: str) -> None:
+    """pgtasq_0005 adds tasks.unique_key, unique_until and their index; its downgrade drops
+    them, and a row written at 0004 survives both ways."""
+
+    def columns() -> set[str]:
+        with psycopg.connect(pg_dsn) as c:
+            rows = c.execute(
+                "SELECT column_name FROM information_schema.columns "
+                "WHERE table_schema = %s AND table_name = 'tasks'",
+                (fresh_schema,),
+            ).fetchall()
+        return {r[0] for r in rows}
+
+    def indexes() -> set[str]:
+        with psycopg.connect(pg_dsn) as c:
+            rows = c.execute(
+                "SELECT indexname FROM pg_indexes WHERE schemaname = %s", (fresh_schema,)
+            ).fetchall()
+        return {r[0] for r in rows}
+
+    pgtasq.migrate(pg_dsn, schema=fresh_schema)
+    pgtasq.downgrade(pg_dsn, schema=fresh_schema, revision="pgtasq_0004")
+    assert pgtasq.current_revision(pg_dsn, schema=fresh_schema) == "pgtasq_0004"
+    assert not {"unique_key", "unique_until"} & columns()
+    assert "tasks_unique_key_key" not in indexes()
+    with psycopg.connect(pg_dsn, autocommit=True) as c:
+        c.execute(
+            f"INSERT INTO {fresh_schema}.tasks (queue, type, max_attempts) VALUES ('q', 't', 1)"
+        )
+    pgtasq.migrate(pg_dsn, schema=fresh_schema)
+    assert pgtasq.current_revision(pg_dsn, schema=fresh_schema) == "pgtasq_0005"
+    assert {"unique_key", "unique_until"} <= columns()
+    assert "tasks_unique_key_key" in indexes()
+    with psycopg.connect(pg_dsn, autocommit=True) as c:
+        row = c.execute(f"SELECT unique_key, unique_until FROM {fresh_schema}.tasks").fetchone()
+        assert row == (None, None)
+        insert = (
+            f"INSERT INTO {fresh_schema}.tasks (queue, type, max_attempts, unique_key) "
+            "VALUES ('q', 't', 1, 'k')"
+        )
+        c.execute(insert)
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            c.execute(insert)

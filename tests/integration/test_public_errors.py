@@ -40,7 +40,7 @@ def test_sync_calls(pg_dsn: str, schema: str) -> None:
         _raises(
             TaskValidationError,
             lambda: producer.enqueue("t", on_conflict="ignore"),  # type: ignore[arg-type]
-            "on_conflict: expected 'return' or 'raise'",
+            "on_conflict: expected 'return', 'raise' or 'update'",
         )
         _raises(TaskValidationError, lambda: client.get_task(0), "task_id")
         _raises(TaskValidationError, lambda: client.cancel_task(-1), "task_id")

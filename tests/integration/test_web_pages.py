@@ -186,6 +186,14 @@ def test_task_detail_shows_options_payload_errors_and_timeline(
     assert "Retry</button>" in page.text and "Delete</button>" in page.text
 
 
+def test_task_detail_shows_the_unique_key(web: TestClient, pg_dsn: str, schema: str) -> None:
+    held = enqueue(pg_dsn, schema, unique_key="refresh:42", unique_for=3600)
+    page = web.get(f"/tasks/{held}")
+    assert re.search(r"<dt>unique key</dt><dd>refresh:42 until [^<]+</dd>", page.text)
+    plain = web.get(f"/tasks/{enqueue(pg_dsn, schema)}")
+    assert "<dt>unique key</dt><dd>none</dd>" in plain.text
+
+
 def test_large_payloads_are_cut_with_a_download(web: TestClient, pg_dsn: str, schema: str) -> None:
     task_id = enqueue(pg_dsn, schema, payload={"blob": "x" * 50_000})
     page = web.get(f"/tasks/{task_id}")

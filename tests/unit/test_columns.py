@@ -40,6 +40,8 @@ def _values() -> dict[str, Any]:
         "idempotency_key": "k",
         "retention": 13.0,
         "headers": {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"},
+        "unique_key": "u",
+        "unique_for": 17.0,
     }
 
 
@@ -102,11 +104,13 @@ def test_pending_info_sets_every_field() -> None:
         "edit models._pending_info (and _PENDING_FIELDS): it must set every TaskInfo field, "
         f"missing {sorted(fields - set(info.__dict__))}"
     )
-    for name in set(OPTIONS) - {"type", "payload", "delay", "run_at"}:
+    for name in set(OPTIONS) - {"type", "payload", "delay", "run_at", "unique_for"}:
         expected = getattr(task, name)
         if isinstance(getattr(info, name), timedelta):
             expected = timedelta(seconds=expected)
         assert getattr(info, name) == expected, f"edit models._pending_info: {name}"
+    # unique_for (a period) is stored as the moment it ends, counted from created_at
+    assert info.unique_until == NOW + timedelta(seconds=17), "edit models._pending_info"
 
 
 def test_insert_arrays_are_the_statement_arrays() -> None:
@@ -166,7 +170,7 @@ def test_every_option_reaches_an_enqueue_of_each_kind() -> None:
     """A Task option that no column takes would be dropped silently."""
     for column in _columns.INSERTED:
         assert column.value and column.bulk, f"_columns.COLUMNS: {column.name} needs both"
-        assert column.copy is not None or column.name == _columns.KEY_COLUMN, (
+        assert column.copy is not None or column.name in _columns.KEY_COLUMNS, (
             f"_columns.COLUMNS: say how task_insert_copy sends {column.name}, "
             "and edit _enqueue.copy_columns / copy_optional"
         )

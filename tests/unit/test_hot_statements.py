@@ -28,6 +28,7 @@ HOT = (
     "task_rescue_expired",
     "task_insert",
     "task_insert_one",
+    "task_insert_one_idempotent",
     "task_insert_one_keyless",
     "task_insert_copy_ids",
 )

@@ -48,6 +48,7 @@ def _existing(id_: int, key: str) -> dict[str, Any]:
         "deadline": None, "idempotency_key": key, "errors": "[]", "result": None,
         "locked_by": "w1", "locked_until": T0, "created_at": T0, "updated_at": T0,
         "attempted_at": T0, "finalized_at": None, "retention": None, "headers": "{}",
+        "unique_key": None, "unique_until": None,
     }  # fmt: skip
 
 
@@ -73,7 +74,7 @@ def test_match_pairs_keyless_rows_by_id_order_and_keys_by_key() -> None:
     infos, taken = match(tasks, rows)
     assert [i.id if i else None for i in infos] == [10, 11, 12, None]
     assert [i.type if i else None for i in infos] == ["a", "b", "c", None]
-    assert taken == ["k1"]
+    assert [t.idempotency_key for t in taken] == ["k1"] and taken[0] is tasks[3]
 
 
 def _run(flow: Any, answers: list[Any]) -> tuple[list[TaskInfo], list[str]]:
@@ -111,7 +112,8 @@ def test_flow_reinserts_when_key_holder_vanished() -> None:
     flow = enqueue_steps(STMTS, plan(tasks, 1000, 10), "return", copy=False)
     # first insert: key taken; the select finds nothing (deleted); the retry inserts it alone.
     infos, names = _run(flow, [[_row(7)], [], [_row(8, "k")]])
-    assert names == ["task_insert", "task_select_by_keys", "task_insert_one"]  # "a" has a key
+    # "a" has an idempotency key
+    assert names == ["task_insert", "task_select_by_keys", "task_insert_one_idempotent"]
     assert [(i.id, i.type, i.created) for i in infos] == [(8, "a", True), (7, "b", True)]
 
 
@@ -120,7 +122,11 @@ def test_one_task_is_one_plain_insert() -> None:
     step = resume(flow, None)
     assert isinstance(step, Fetch) and step.stmt is STMTS.task_insert_one_keyless
     assert step.params["payload"] == '{"a":1}' and step.params["delay"] == 5.0
-    keyless_columns = {name for name, _ in _sql.INSERT_ARRAYS} - {"idempotency_key"}
+    keyless_columns = {name for name, _ in _sql.INSERT_ARRAYS} - {
+        "idempotency_key",
+        "unique_key",
+        "unique_for",
+    }
     assert set(step.params) == keyless_columns
     done = resume(flow, [{"id": 3, "run_at": T0, "created_at": T0}])  # no key column
     assert isinstance(done, Done) and done.infos[0].id == 3
@@ -130,10 +136,13 @@ def test_one_keyed_task_is_one_insert_on_conflict() -> None:
     tasks = [Task("t", idempotency_key="k")]
     flow = enqueue_steps(STMTS, plan(tasks, 1000, 10), "return", copy=True)
     step = resume(flow, None)
-    assert isinstance(step, Fetch) and step.stmt is STMTS.task_insert_one
-    assert "ON CONFLICT" in step.stmt.text
+    assert isinstance(step, Fetch) and step.stmt is STMTS.task_insert_one_idempotent
+    assert "ON CONFLICT" in step.stmt.text and "WITH" not in step.stmt.text  # plain VALUES
     assert "ON CONFLICT" not in STMTS.task_insert_one_keyless.text
-    assert set(step.params) == {name for name, _ in _sql.INSERT_ARRAYS}
+    assert set(step.params) == {name for name, _ in _sql.INSERT_ARRAYS} - {
+        "unique_key",
+        "unique_for",
+    }
     done = resume(flow, [_row(5, "k")])
     assert isinstance(done, Done) and (done.infos[0].id, done.infos[0].idempotency_key) == (5, "k")
 

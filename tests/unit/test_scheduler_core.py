@@ -50,6 +50,13 @@ def test_per_tick_options_are_refused() -> None:
         Schedule("* * * * *", Task("t"), id="x" * (ENTRY_ID_MAX_LENGTH + 1))
 
 
+def test_unique_keys_are_refused_not_dropped() -> None:
+    """Schedules do not store unique keys: refused rather than silently lost."""
+    for task in (Task("t", unique_key="k"), Task("t", {"a": 1}, unique_key=True, unique_for=60)):
+        with pytest.raises(InvalidSchedule, match="cannot set unique_key"):
+            Schedule("* * * * *", task)
+
+
 def test_six_fields_have_seconds_first() -> None:
     assert check_cron("*/15 * * * * *") and not check_cron("* * * * *")
     entry = Schedule("*/15 * * * * *", Task("t"))

@@ -90,6 +90,23 @@ def test_an_idempotency_key_runs_once() -> None:
     assert producer.enqueue("sync.echo", 4, idempotency_key="k").created
 
 
+def test_a_unique_key_is_held_for_its_period_only() -> None:
+    seen: list[Any] = []
+    producer = InlineProducer(make_consumer(seen))
+    first = producer.enqueue("sync.echo", 1, unique_key="u")
+    assert first.unique_key == "u" and first.unique_until is None
+    assert producer.enqueue("sync.echo", 2, unique_key="u").created  # final: free at once
+    held = producer.enqueue("sync.echo", 3, unique_key="p", unique_for=3600)
+    again = producer.enqueue("sync.echo", 4, unique_key="p", on_conflict="update")
+    assert again.id == held.id and not again.created and again.payload == 3
+    with pytest.raises(DuplicateTask) as raised:
+        producer.enqueue("sync.echo", 5, unique_key="p", on_conflict="raise")
+    assert raised.value.unique_key == "p"
+    assert [s[1] for s in seen if s[0] == "sync"] == [1, 2, 3]
+    producer.clear()
+    assert producer.enqueue("sync.echo", 6, unique_key="p").created
+
+
 def test_mistakes_are_clear_errors() -> None:
     producer = InlineProducer(make_consumer([]))
     with pytest.raises(ConfigurationError, match="no handler for task type 'nope'"):

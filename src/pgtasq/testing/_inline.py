@@ -73,6 +73,8 @@ class _InlineBase:
         """Every task this producer ran, in order, as it ended."""
         self._ids = itertools.count(1)
         self._by_key: dict[str, TaskInfo] = {}
+        # unique keys within their unique_for (a task that ran is final: only the period holds)
+        self._unique: dict[str, TaskInfo] = {}
         self._lock = threading.Lock()
         self._stmts = _sql.statements(schema)
 
@@ -90,8 +92,10 @@ class _InlineBase:
 
     def _claim(self, task: Task, on_conflict: str) -> tuple[TaskInfo, bool]:
         """The TaskInfo of the running task, and whether to run it (not a duplicate)."""
-        if on_conflict not in ("return", "raise"):
-            raise ValueError(f"on_conflict must be 'return' or 'raise', got {on_conflict!r}")
+        if on_conflict not in ("return", "raise", "update"):
+            raise ValueError(
+                f"on_conflict must be 'return', 'raise' or 'update', got {on_conflict!r}"
+            )
         payload = json.loads(dump_payload(task.payload, self.max_payload_bytes))
         now = datetime.now(timezone.utc)
         with self._lock:
@@ -100,6 +104,11 @@ class _InlineBase:
                 if on_conflict == "raise":
                     raise DuplicateTask(existing)
                 return dataclasses.replace(existing, created=False), False
+            held = self._unique.get(task.unique_key) if task.unique_key is not None else None
+            if held is not None and held.unique_until is not None and now < held.unique_until:
+                if on_conflict == "raise":
+                    raise DuplicateTask(held, unique_key=task.unique_key)
+                return dataclasses.replace(held, created=False), False  # final: no update
             task_id = next(self._ids)
         run_at = task.run_at or now + timedelta(seconds=_seconds(task.delay))
         timeout = None if task.timeout is None else timedelta(seconds=_seconds(task.timeout))
@@ -126,6 +135,10 @@ class _InlineBase:
             attempted_at=now,
             finalized_at=None,
             retention=None if retention is None else timedelta(seconds=_seconds(retention)),
+            unique_key=task.unique_key,
+            unique_until=None
+            if task.unique_for is None
+            else now + timedelta(seconds=_seconds(task.unique_for)),
         )
         if task.idempotency_key is not None:
             with self._lock:
@@ -170,15 +183,18 @@ class _InlineBase:
             self.tasks.append(final)
             if info.idempotency_key is not None:
                 self._by_key[info.idempotency_key] = final
+            if info.unique_key is not None and info.unique_until is not None:
+                self._unique[info.unique_key] = final
         if error is not None and self.raise_errors:
             raise error
         return final
 
     def clear(self) -> None:
-        """Forget the tasks that ran (and their idempotency keys)."""
+        """Forget the tasks that ran (and their idempotency and unique keys)."""
         with self._lock:
             self.tasks.clear()
             self._by_key.clear()
+            self._unique.clear()
 
 
 def _seconds(value: Any) -> float:

@@ -38,7 +38,9 @@ RETURNING t.id,
     t.attempted_at,
     t.finalized_at,
     CASE WHEN t.retention > interval '1000 years' THEN interval '1000 years' ELSE t.retention END AS retention,
-    t.headers::text AS headers
+    t.headers::text AS headers,
+    t.unique_key,
+    t.unique_until
 ),
 events AS (
     SELECT pg_notify('pgtasq_e_pgtasq', json_build_object(

@@ -38,6 +38,8 @@ RETURNING t.id,
     t.attempted_at,
     t.finalized_at,
     CASE WHEN t.retention > interval '1000 years' THEN interval '1000 years' ELSE t.retention END AS retention,
-    t.headers::text AS headers
+    t.headers::text AS headers,
+    t.unique_key,
+    t.unique_until
 )
 SELECT * FROM claimed WHERE true AND (SELECT set_config('synchronous_commit', 'off', true)) = 'off'
