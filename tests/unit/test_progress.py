@@ -92,6 +92,8 @@ def test_a_context_without_a_worker_checks_and_drops() -> None:
             "attempted_at": datetime(2030, 1, 1, tzinfo=timezone.utc),
             "finalized_at": None,
             "headers": "{}",
+            "unique_key": None,
+            "unique_until": None,
         }
     )
     assert info.progress is None  # a claim leaves the column out
