@@ -296,7 +296,7 @@ def test_unique_keys_up_and_down(pg_dsn: str, fresh_schema: str) -> None:
         c.execute(
             f"INSERT INTO {fresh_schema}.tasks (queue, type, max_attempts) VALUES ('q', 't', 1)"
         )
-    pgtasq.migrate(pg_dsn, schema=fresh_schema)
+    pgtasq.migrate(pg_dsn, schema=fresh_schema, revision="pgtasq_0005")
     assert pgtasq.current_revision(pg_dsn, schema=fresh_schema) == "pgtasq_0005"
     assert {"unique_key", "unique_until"} <= columns()
     assert "tasks_unique_key_key" in indexes()
