@@ -111,7 +111,8 @@ class OutcomeWriter:
         self.flush_interval = flush_interval
         self._on_written = on_written  # called after each batch leaves `unflushed`
         self._metrics = metrics or Recorder()
-        self._on_record = on_record  # called with each outcome as it is queued (metrics)
+        # Called with each outcome as it is queued (metrics; tracing sets it when it starts).
+        self.on_record = on_record
         self.queued: list[Outcome] = []
         self.recorded = 0  # outcomes recorded so far (burst mode watches it)
         # Tasks whose outcome is not written yet: still ours, so the heartbeat keeps them.
@@ -121,8 +122,8 @@ class OutcomeWriter:
         self._log_once = LogOnce(log)
 
     def record(self, outcome: Outcome) -> None:
-        if self._on_record is not None:
-            self._on_record(outcome)
+        if self.on_record is not None:
+            self.on_record(outcome)
         self.unflushed[outcome.id] = outcome.claimed_at
         self.queued.append(outcome)
         self._wake.set()

@@ -216,9 +216,10 @@ class Engine:
             flush_interval=self.settings.flush_interval,
             on_written=self._wake.set,  # room to claim again (see claim_room)
             metrics=self.metrics,
-            on_record=self._observe_outcome if self.metrics.enabled or TRACING else None,
+            on_record=self._observe_outcome if self.metrics.enabled else None,
         )
         self._progress = ProgressWriter(pool=self._pool, stmts=self.stmts, worker_id=self.worker_id)
+        self._progress_record = self._progress.record  # one bound method, not one a task
         self._finisher = Finisher(
             writer=self._writer,
             records=self._records,
@@ -461,7 +462,7 @@ class Engine:
             worker_id=self.worker_id,
             stmts=self.stmts,
             threaded=info.type in self._threaded,
-            progress=self._progress.record,
+            progress=self._progress_record,
         )
         entry = _Running(ctx)
         self.running[info.id] = entry
@@ -471,6 +472,8 @@ class Engine:
             self._observe_slots()
         tracer = self._tracing.tracer() if TRACING else None
         if tracer is not None:
+            # Only now: a worker without tracing makes no call per outcome for it.
+            self._writer.on_record = self._observe_outcome
             entry.task = asyncio.create_task(self._traced(entry, tracer))
         else:
             entry.task = asyncio.create_task(self._execute(entry))
