@@ -27,7 +27,9 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 # As written here, not imported: a migration keeps meaning what it meant when it was written.
-UNIQUE_HELD = "status IN ('pending', 'running') OR unique_until IS NOT NULL"
+UNIQUE_HELD = (
+    "unique_key IS NOT NULL AND (status IN ('pending', 'running') OR unique_until IS NOT NULL)"
+)
 
 
 def upgrade() -> None:

@@ -43,7 +43,9 @@ TASKS_STORAGE_PARAMETERS = {
 # index tasks_unique_key_key, which every statement reading a key's holder repeats so that
 # PostgreSQL uses that index (migration pgtasq_0005).
 UNIQUE_ACTIVE = "status IN ('pending', 'running')"
-UNIQUE_HELD = f"{UNIQUE_ACTIVE} OR unique_until IS NOT NULL"
+# Rows without a key stay out of it: else every pending task (nearly all have none) would
+# cost an index entry at its insert and at each change of status.
+UNIQUE_HELD = f"unique_key IS NOT NULL AND ({UNIQUE_ACTIVE} OR unique_until IS NOT NULL)"
 
 
 def check_schema_name(schema: str) -> str:

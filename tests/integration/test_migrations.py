@@ -197,10 +197,14 @@ def test_indexes_exist(pg_dsn: str, schema: str) -> None:
         "(retention, finalized_at) WHERE ((finalized_at IS NOT NULL) AND (retention IS NOT NULL))"
         in defs["tasks_retention_idx"]
     )
-    # Unique keys: held while pending or running, or while unique_until is set.
+    # Unique keys: held while pending or running, or while unique_until is set; rows
+    # without a key are not in the index.
     assert defs["tasks_unique_key_key"].startswith("CREATE UNIQUE INDEX")
-    assert "(unique_key) WHERE ((status = ANY (ARRAY['pending'::" in defs["tasks_unique_key_key"]
-    assert "OR (unique_until IS NOT NULL))" in defs["tasks_unique_key_key"]
+    assert (
+        "(unique_key) WHERE ((unique_key IS NOT NULL) AND ((status = ANY (ARRAY['pending'::"
+        in defs["tasks_unique_key_key"]
+    )
+    assert "OR (unique_until IS NOT NULL)))" in defs["tasks_unique_key_key"]
     assert set(defs) == {
         "tasks_pkey", "tasks_claim_idx", "tasks_lease_idx", "tasks_finalized_idx",
         "tasks_retention_idx", "tasks_idempotency_key_key", "tasks_unique_key_key",

@@ -21,7 +21,7 @@ WITH input AS (
 released AS (
     UPDATE pgtasq.tasks SET unique_until = NULL
     WHERE unique_key = ANY(ARRAY(SELECT unique_key FROM input WHERE unique_key IS NOT NULL)) AND unique_until <= now()
-      AND NOT (status IN ('pending', 'running')) AND (status IN ('pending', 'running') OR unique_until IS NOT NULL)
+      AND NOT (status IN ('pending', 'running')) AND (unique_key IS NOT NULL AND (status IN ('pending', 'running') OR unique_until IS NOT NULL))
     RETURNING 1
 ),
 inserted AS (

@@ -2,7 +2,7 @@
 WITH released AS (
     UPDATE pgtasq.tasks SET unique_until = NULL
     WHERE unique_key = ANY(ARRAY[CAST(%(unique_key)s AS text)]) AND unique_until <= now()
-      AND NOT (status IN ('pending', 'running')) AND (status IN ('pending', 'running') OR unique_until IS NOT NULL)
+      AND NOT (status IN ('pending', 'running')) AND (unique_key IS NOT NULL AND (status IN ('pending', 'running') OR unique_until IS NOT NULL))
     RETURNING 1
 )
 INSERT INTO pgtasq.tasks
